@@ -1,0 +1,21 @@
+// Node.js platform: Dawn through the `webgpu` package. The GPU instance keeps the
+// process alive until dropped, so command-line tools call process.exit() when done.
+import { create, globals } from 'webgpu';
+import { openDevice, type LovtDevice } from '../device.ts';
+
+let gpuInstance: GPU | undefined;
+let cached: Promise<LovtDevice> | undefined;
+
+export function nodeGPU(flags: string[] = []): GPU {
+  if (!gpuInstance) {
+    Object.assign(globalThis, globals);
+    gpuInstance = create(flags) as unknown as GPU;
+  }
+  return gpuInstance;
+}
+
+/** One device per process: Dawn adapters must be requested once, on the main thread. */
+export function getNodeDevice(): Promise<LovtDevice> {
+  cached ??= openDevice(nodeGPU());
+  return cached;
+}
