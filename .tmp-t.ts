@@ -1,0 +1,15 @@
+import { registerContraction } from './compiler/codegen/index.ts';
+import { renderMatmul } from './compiler/codegen/matmul.ts';
+registerContraction('matmul', renderMatmul as any);
+import { buildTinyContrastive, tinyBatch, TINY_CONFIG, contractionSupport } from './examples/browser/tiny-model.ts';
+import { compileTraining, trainSteps } from './examples/browser/train-loop.ts';
+import { initState, planFromJSON } from './runtime/index.ts';
+import { getNodeDevice } from './runtime/platform/node.ts';
+console.log(contractionSupport());
+const c = compileTraining(buildTinyContrastive(TINY_CONFIG), 'loss', { kind: 'adam' });
+const sp = planFromJSON(c.stepPlan!);
+console.log('step kernels', sp.kernels.length, sp.kernels.filter(k => /matmul|gemm/i.test(k.name)).map(k => `${k.name} wg=${k.workgroups}`).join('; '));
+const dev = await getNodeDevice();
+const t0 = performance.now();
+const r = await trainSteps(dev, c, { ...initState(c.step, 7), ...initState(c.apply, 7) }, [tinyBatch(TINY_CONFIG, 1, 11)], { lr: 0.01, onStep: (t, l) => console.log('step', t, l, (performance.now() - t0).toFixed(0)) });
+process.exit(0);

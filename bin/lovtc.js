@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+// Runs bin/lovtc.ts through tsx in this process, so `node bin/lovtc.js` and
+// `npx lovtc` work from a fresh clone after `npm install` (no build step).
+import { register } from 'tsx/esm/api';
+
+register();
+await import('./lovtc.ts');

@@ -1,0 +1,352 @@
+// Elementwise codegen: an expression compiler that evaluates any DAG of
+// elementwise and layout ops at one flat index, reading materialised tensors
+// from storage buffers. It is used for
+//   - standalone and fused elementwise kernels (one thread per output element),
+//   - prologues (a reduction's input computed on the fly) and
+//   - epilogues (an elementwise tail applied to a matmul/conv/reduction result).
+// Values are memoised per (node, index) so a node read twice at the same index
+// is computed once; a node read under a broadcast is recomputed per element,
+// which is cheap and keeps every kernel a single pass.
+
+import type { Graph, Node, Shape } from '../ir.ts';
+import { numel, shapeStr } from '../ir.ts';
+import type { Epilogue, Kernel } from './kernel.ts';
+import { KernelBuilder, literal, perElement, kernelName, wgslType, type RenderOptions } from './wgsl.ts';
+import { broadcastIndex, coordExpr, concatBranches, padIndex, sliceIndex, transposeIndex } from './layout.ts';
+
+/** A u32 WGSL value holding a flat row-major index into `shape`. */
+interface Index {
+  name: string;
+  shape: Shape;
+}
+
+const UNARY_F32: Record<string, (x: string, b: KernelBuilder) => string> = {
+  neg: (x) => `-${x}`,
+  exp: (x) => `exp(${x})`,
+  log: (x) => `log(${x})`,
+  sqrt: (x) => `sqrt(${x})`,
+  rsqrt: (x) => `inverseSqrt(${x})`,
+  abs: (x) => `abs(${x})`,
+  relu: (x) => `max(${x}, 0.0)`,
+  sigmoid: (x, b) => (b.use('lovt_sigmoid'), `lovt_sigmoid(${x})`),
+  tanh: (x, b) => (b.use('lovt_tanh'), `lovt_tanh(${x})`),
+  erf: (x, b) => (b.use('lovt_erf'), `lovt_erf(${x})`),
+  gelu: (x, b) => (b.use('lovt_erf'), `(0.5 * ${x} * (1.0 + lovt_erf(${x} * 0.70710678118654752)))`),
+  recip: (x) => `(1.0 / ${x})`,
+  square: (x) => `(${x} * ${x})`,
+  sign: (x) => `sign(${x})`,
+  stop_gradient: (x) => x,
+};
+
+const UNARY_I32: Record<string, (x: string) => string> = {
+  neg: (x) => `-${x}`,
+  abs: (x) => `abs(${x})`,
+  relu: (x) => `max(${x}, 0i)`,
+  square: (x) => `(${x} * ${x})`,
+  sign: (x) => `sign(${x})`,
+  stop_gradient: (x) => x,
+};
+
+const BINARY: Record<string, (a: string, b: string) => string> = {
+  add: (a, b) => `(${a} + ${b})`,
+  sub: (a, b) => `(${a} - ${b})`,
+  mul: (a, b) => `(${a} * ${b})`,
+  div: (a, b) => `(${a} / ${b})`,
+  maximum: (a, b) => `max(${a}, ${b})`,
+  minimum: (a, b) => `min(${a}, ${b})`,
+};
+
+const COMPARE: Record<string, string> = { gt: '>', ge: '>=', lt: '<', le: '<=', eq: '==', ne: '!=' };
+
+/**
+ * Generates WGSL statements computing node values at flat indices. `inline`
+ * holds the nodes computed in place; every other node is loaded from its
+ * buffer through the KernelBuilder. 'full' and 'iota' are always inlined.
+ * `substitute` replaces a node by a WGSL expression (an epilogue's `v`); that
+ * node may only be read at the compiler's root index.
+ */
+export class ExprCompiler {
+  private lines: string[] = [];
+  private depth = 1;
+  private scopes: Map<string, string>[] = [new Map()];
+  private counter = 0;
+
+  constructor(
+    private graph: Graph,
+    private inline: Set<number>,
+    readonly builder: KernelBuilder,
+    private substitute?: { node: number; expr: string; index: string },
+  ) {}
+
+  /** The statements emitted so far. */
+  code(): string {
+    return this.lines.join('\n');
+  }
+
+  emit(line: string): void {
+    this.lines.push('  '.repeat(this.depth) + line);
+  }
+
+  fresh(prefix: string): string {
+    return `${prefix}${this.counter++}`;
+  }
+
+  private lookup(key: string): string | undefined {
+    for (let s = this.scopes.length - 1; s >= 0; s--) {
+      const v = this.scopes[s].get(key);
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  }
+
+  private remember(key: string, v: string): string {
+    this.scopes[this.scopes.length - 1].set(key, v);
+    return v;
+  }
+
+  /** Emits `let` for an expression unless it is already a plain name or literal. */
+  private bind(expr: string, prefix = 'v'): string {
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(expr) || /^\d+u$/.test(expr)) return expr;
+    const name = this.fresh(prefix);
+    this.emit(`let ${name} = ${expr};`);
+    return name;
+  }
+
+  /** Runs `body` inside `if (cond) { ... }`, scoping memoised values to the block. */
+  private block(header: string, body: () => void): void {
+    this.emit(`${header} {`);
+    this.depth++;
+    this.scopes.push(new Map());
+    body();
+    this.scopes.pop();
+    this.depth--;
+    this.emit('}');
+  }
+
+  index(name: string, shape: Shape): Index {
+    return { name, shape };
+  }
+
+  private coord(ix: Index, axis: number): string {
+    const key = `c|${ix.name}|${shapeStr(ix.shape)}|${axis}`;
+    return this.lookup(key) ?? this.remember(key, this.bind(coordExpr(ix.name, ix.shape, axis), 'c'));
+  }
+
+  private derive(ix: Index, shape: Shape, expr: string): Index {
+    if (expr === ix.name) return { name: ix.name, shape };
+    return { name: this.bind(expr, 'ix'), shape };
+  }
+
+  private broadcast(ix: Index, inShape: Shape): Index {
+    return this.derive(ix, inShape, broadcastIndex(ix.shape, inShape, ix.name, (a) => this.coord(ix, a)));
+  }
+
+  /** The WGSL expression (usually a `let` name) of `node` at flat index `ix` into node.shape. */
+  value(id: number, ix: Index): string {
+    const node = this.graph.nodes[id];
+    if (this.substitute && this.substitute.node === id) {
+      if (ix.name !== this.substitute.index)
+        throw new Error(`internal: epilogue input %${id} read at a remapped index ${ix.name}`);
+      return this.substitute.expr;
+    }
+    const key = `${id}@${ix.name}`;
+    const memo = this.lookup(key);
+    if (memo !== undefined) return memo;
+    const v = this.compute(node, ix);
+    return this.remember(key, v);
+  }
+
+  private compute(node: Node, ix: Index): string {
+    const b = this.builder;
+    if (node.op === 'full') return literal(node.attrs.value as number, node.dtype);
+    if (node.op === 'iota') {
+      const c = this.coord(ix, normalise(node.attrs.axis as number, node.shape.length));
+      return node.dtype === 'i32' ? `i32(${c})` : `f32(${c})`;
+    }
+    if (!this.inline.has(node.id)) return this.bind(`${b.read(node.id, node.dtype)}[${ix.name}]`, 'x');
+    const g = this.graph;
+    const input = (k: number): string => {
+      const src = g.nodes[node.inputs[k]];
+      return this.value(src.id, this.broadcast(ix, src.shape));
+    };
+    const dt = node.dtype;
+    switch (node.op) {
+      case 'reshape':
+      case 'stop_gradient':
+        return this.value(node.inputs[0], { name: ix.name, shape: g.nodes[node.inputs[0]].shape });
+      case 'expand':
+        return input(0);
+      case 'transpose': {
+        const src = g.nodes[node.inputs[0]];
+        const e = transposeIndex(node.attrs.perm as number[], src.shape, (a) => this.coord(ix, a));
+        return this.value(src.id, this.derive(ix, src.shape, e));
+      }
+      case 'slice': {
+        const src = g.nodes[node.inputs[0]];
+        const e = sliceIndex(node.attrs.starts as number[], src.shape, (a) => this.coord(ix, a));
+        return this.value(src.id, this.derive(ix, src.shape, e));
+      }
+      case 'pad': {
+        const src = g.nodes[node.inputs[0]];
+        const out = this.fresh('v');
+        this.emit(`var ${out}: ${wgslType(dt)} = ${literal((node.attrs.value as number) ?? 0, dt)};`);
+        const p = padIndex(node.attrs.pads as number[], src.shape, (a) => this.coord(ix, a), this.fresh('p'));
+        for (const l of p.lets) this.emit(l);
+        this.block(`if (${p.cond})`, () => {
+          const inner = this.value(src.id, this.derive(ix, src.shape, p.index));
+          this.emit(`${out} = ${inner};`);
+        });
+        return out;
+      }
+      case 'concat': {
+        const axis = normalise(node.attrs.axis as number, node.shape.length);
+        const out = this.fresh('v');
+        this.emit(`var ${out}: ${wgslType(dt)};`);
+        const c = this.coord(ix, axis);
+        const branches = concatBranches(axis, node.inputs.map((i) => g.nodes[i].shape), (a) => this.coord(ix, a));
+        // One if / else-if chain over the output coordinate along the axis.
+        branches.forEach((br, k) => {
+          const src = g.nodes[node.inputs[k]];
+          const last = k === branches.length - 1;
+          const header = k === 0 ? `if (${c} < ${br.upper}u)` : last ? 'else' : `else if (${c} < ${br.upper}u)`;
+          this.block(header, () => {
+            const inner = this.value(src.id, this.derive(ix, src.shape, br.index));
+            this.emit(`${out} = ${inner};`);
+          });
+        });
+        return out;
+      }
+      case 'cast': {
+        const x = input(0);
+        const from = g.nodes[node.inputs[0]].dtype;
+        if (from === dt) return x;
+        if (dt === 'f32') return this.bind(`f32(${x})`);
+        b.use('lovt_to_i32');
+        return this.bind(`lovt_to_i32(${x})`);
+      }
+      case 'where': {
+        const c = input(0);
+        const cz = g.nodes[node.inputs[0]].dtype === 'i32' ? '0i' : '0.0';
+        const a = input(1);
+        const bb = input(2);
+        return this.bind(`select(${bb}, ${a}, ${c} != ${cz})`);
+      }
+      case 'dropout': {
+        const x = input(0);
+        const seed = this.value(node.inputs[1], { name: '0u', shape: [] });
+        const p = node.attrs.p as number;
+        if (p === 0) return x;
+        b.use('lovt_pcg');
+        const salt = ((node.attrs.salt as number) ?? 0) >>> 0;
+        // keep(i) = hash/2^24 >= p  <=>  hash >= ceil(p * 2^24): an exact integer test.
+        const threshold = Math.ceil(p * 16777216);
+        const h = this.bind(`lovt_pcg(lovt_pcg(${ix.name}) ^ (bitcast<u32>(${seed}) * 0x9E3779B9u + ${salt}u)) >> 8u`, 'h');
+        return this.bind(`select(0.0, ${x} / ${literal(1 - p, 'f32')}, ${h} >= ${threshold}u)`);
+      }
+      case 'pow': {
+        const a = input(0);
+        const expNode = g.nodes[node.inputs[1]];
+        if (dt === 'f32' && expNode.op === 'full') {
+          const y = expNode.attrs.value as number;
+          const special: Record<number, string> = { 1: a, 2: `(${a} * ${a})`, 3: `(${a} * ${a} * ${a})`, 0.5: `sqrt(${a})`, [-1]: `(1.0 / ${a})`, [-0.5]: `inverseSqrt(${a})` };
+          if (y in special) return this.bind(special[y]);
+        }
+        const e = input(1);
+        if (dt === 'i32') return this.bind(`i32(round(pow(f32(${a}), f32(${e}))))`);
+        b.use('lovt_pow');
+        return this.bind(`lovt_pow(${a}, ${e})`);
+      }
+    }
+    if (node.op in COMPARE) {
+      const a = input(0);
+      const c = input(1);
+      return this.bind(`select(0.0, 1.0, ${a} ${COMPARE[node.op]} ${c})`);
+    }
+    if (node.op in BINARY) {
+      const a = input(0);
+      const c = input(1);
+      return this.bind(BINARY[node.op](a, c));
+    }
+    if (dt === 'i32') {
+      const f = UNARY_I32[node.op];
+      if (!f) throw new Error(`${node.op} is not defined on i32 tensors (node %${node.id}${node.name ? ' ' + node.name : ''}); cast to f32 first`);
+      return this.bind(f(input(0)));
+    }
+    const f = UNARY_F32[node.op];
+    if (!f) throw new Error(`internal: no elementwise code for op '${node.op}' (node %${node.id})`);
+    return this.bind(f(input(0), b));
+  }
+}
+
+function normalise(axis: number, rank: number): number {
+  return axis < 0 ? axis + rank : axis;
+}
+
+/**
+ * One kernel computing `root` elementwise over its shape, with the nodes in
+ * `inline` computed in place (a fused group) and everything else loaded.
+ */
+export function renderElementwise(graph: Graph, root: number, inline: Set<number>, opts: RenderOptions): Kernel {
+  const node = graph.nodes[root];
+  const builder = new KernelBuilder();
+  const ec = new ExprCompiler(graph, new Set([...inline, root]), builder);
+  const count = numel(node.shape);
+  const v = ec.value(root, ec.index('i', node.shape));
+  ec.emit(`${builder.write(root, node.dtype)}[i] = ${v};`);
+  const { main, workgroups } = perElement(count, opts.maxWorkgroupsPerDim, ec.code());
+  const members = [...inline].filter((n) => n !== root && !['full', 'iota'].includes(graph.nodes[n].op)).length;
+  const { decls, bindings } = builder.finish();
+  return {
+    name: kernelName(members ? `fused_${node.op}` : node.op, node.shape),
+    wgsl: `${decls}\n\n${main}\n`,
+    entryPoint: 'main',
+    bindings,
+    workgroups,
+    flops: count * (members + 1),
+  };
+}
+
+/**
+ * A WGSL function `fn NAME(i: u32) -> T` computing node `id` at flat index i,
+ * with the nodes in `inline` computed in place. Used for reduction prologues.
+ */
+export function renderLoader(graph: Graph, id: number, inline: Set<number>, builder: KernelBuilder, fnName: string): string {
+  const node = graph.nodes[id];
+  const ec = new ExprCompiler(graph, inline, builder);
+  const v = ec.value(id, ec.index('i', node.shape));
+  return `fn ${fnName}(i: u32) -> ${wgslType(node.dtype)} {\n${ec.code()}\n  return ${v};\n}`;
+}
+
+/**
+ * An elementwise tail fused into the kernel that produces `producer`: the
+ * Epilogue computes `root` from the producer's value `v` at flat index `i`.
+ * Requires root and producer to have the same shape and the producer to be read
+ * only at that index (checked by the fusion pass; the compiler re-checks).
+ */
+export class FusedEpilogue implements Epilogue {
+  readonly extra: number[];
+  readonly helpers: string[];
+
+  constructor(
+    private graph: Graph,
+    readonly producer: number,
+    readonly root: number,
+    private inline: Set<number>,
+  ) {
+    const probe = this.build(0);
+    this.extra = probe.builder.readTensors();
+    this.helpers = probe.builder.helperNames();
+  }
+
+  private build(firstBinding: number): { builder: KernelBuilder; code: string } {
+    const builder = new KernelBuilder('ep_', firstBinding);
+    const ec = new ExprCompiler(this.graph, new Set([...this.inline, this.root]), builder, { node: this.producer, expr: 'v', index: 'i' });
+    const r = ec.value(this.root, ec.index('i', this.graph.nodes[this.root].shape));
+    return { builder, code: `fn epilogue(v: f32, i: u32) -> f32 {\n${ec.code()}\n  return ${r};\n}` };
+  }
+
+  render(firstBinding: number): { decls: string; code: string } {
+    const { builder, code } = this.build(firstBinding);
+    return { decls: builder.finish().decls, code };
+  }
+}

@@ -1,0 +1,235 @@
+// The lovtc command (bin/lovtc.ts is its entry point): compiles one model for
+// one mode and configuration; checks it (--check), lists its state (--params),
+// estimates its cost (--stats), or writes the versioned artifact (-o DIR:
+// graph.json, and plan.json + kernels/*.wgsl from the engine's planner). Exit
+// codes: 0 ok, 1 compile errors, 2 bad command line. Never prints a JavaScript
+// stack trace. docs/language.md §15 documents the command and the artifact.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import { type CompileResult, IR_VERSION, compileModel, renderDiagnostic } from './index.ts';
+import type { ModelInfo } from './index.ts';
+import { graphStats } from './stats.ts';
+import type { Graph } from '../ir.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const VERSION = (JSON.parse(fs.readFileSync(path.join(here, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+
+export const ARTIFACT_FORMAT = 'lovt-graph';
+
+class UsageError extends Error {}
+
+interface Options {
+  output?: string;
+  model?: string;
+  mode: 'train' | 'eval';
+  set: string[];
+  lib: string[];
+  check?: boolean;
+  params?: boolean;
+  stats?: boolean;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function parseSets(items: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--set needs KEY=VALUE, got '${item}'`);
+    const key = item.slice(0, eq).trim();
+    if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(key)) throw new UsageError(`--set: '${key}' is not a config name or train.KEY path`);
+    out[key] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US');
+
+function human(n: number, unit: string): string {
+  const steps: [number, string][] = [[1e15, 'P'], [1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
+  for (const [v, p] of steps) if (n >= v) return `${(n / v).toFixed(2)} ${p}${unit}`;
+  return `${n} ${unit}`;
+}
+
+function bytes(n: number): string {
+  const steps: [number, string][] = [[2 ** 30, 'GiB'], [2 ** 20, 'MiB'], [2 ** 10, 'KiB']];
+  for (const [v, p] of steps) if (n >= v) return `${(n / v).toFixed(2)} ${p}`;
+  return `${n} B`;
+}
+
+function paramsReport(model: ModelInfo): string {
+  const rows = model.params.map((p) => [p.name, `[${p.shape.join(', ')}]`, fmt(p.count), p.kind === 'buffer' ? 'buffer' : p.trainable ? 'yes' : 'frozen']);
+  const header = ['name', 'shape', 'count', 'trainable'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 2 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+  const c = model.counts;
+  return [
+    line(header),
+    ...rows.map(line),
+    '',
+    `total: ${model.params.length} tensors; ${fmt(c.params)} parameters (${fmt(c.trainable)} trainable, ${fmt(c.params - c.trainable)} frozen); ${fmt(c.buffers)} buffer elements`,
+  ].join('\n');
+}
+
+interface PlanSummary {
+  peakBytes: number;
+  kernels: number;
+}
+
+/** Plans the compiled graph with the engine's planner, when it exists: for train mode the step and apply programs. */
+async function planArtifact(graph: Graph, model: ModelInfo): Promise<{ plans: Record<string, unknown>; kernels: { name: string; wgsl: string }[]; summary: PlanSummary } | undefined> {
+  let schedule: typeof import('../schedule.ts');
+  try {
+    schedule = await import('../schedule.ts');
+  } catch {
+    return undefined;
+  }
+  if (typeof schedule.planGraph !== 'function') return undefined;
+  const programs: Record<string, Graph> = {};
+  if (model.mode === 'train' && model.losses.length > 0) {
+    const tp = await import('../train-program.ts');
+    const o = model.train.optimizer;
+    const built = tp.buildTrainingPrograms(graph, {
+      loss: 'loss.total',
+      accumulate: model.train.accumulate,
+      optimizer: { kind: o.kind, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weight_decay, momentum: o.momentum, nesterov: o.nesterov },
+    });
+    programs.step = built.step;
+    programs.apply = built.apply;
+  } else {
+    programs.forward = graph;
+  }
+  const plans: Record<string, unknown> = {};
+  const kernels: { name: string; wgsl: string }[] = [];
+  let peakBytes = 0;
+  for (const [name, g] of Object.entries(programs)) {
+    const plan = schedule.planGraph(g);
+    plans[name] = JSON.parse(schedule.planToJSON(plan));
+    plan.kernels.forEach((k, i) => kernels.push({ name: `${name}-${String(i).padStart(4, '0')}-${k.name.replace(/[^A-Za-z0-9_.-]/g, '_')}`, wgsl: k.wgsl }));
+    peakBytes = Math.max(peakBytes, plan.stats.peakBytes + plan.stats.stateBytes);
+  }
+  return { plans, kernels, summary: { peakBytes, kernels: kernels.length } };
+}
+
+function writeArtifact(dir: string, r: CompileResult): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const artifact = {
+    format: ARTIFACT_FORMAT,
+    irVersion: IR_VERSION,
+    compiler: `lovtc ${VERSION}`,
+    model: r.model,
+    graph: r.graph,
+  };
+  fs.writeFileSync(path.join(dir, 'graph.json'), JSON.stringify(artifact));
+}
+
+/** Where the command writes; the process's streams by default. */
+export interface CliIO {
+  stdout(s: string): void;
+  stderr(s: string): void;
+}
+
+const processIO: CliIO = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) };
+
+/** Runs lovtc with the given arguments; resolves to the exit code. Never throws. */
+export async function runLovtc(argv: string[], io: CliIO = processIO): Promise<number> {
+  try {
+    return await main(argv, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`lovtc: ${e.message}\n`);
+      return 2;
+    }
+    io.stderr(`lovtc: internal error: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+}
+
+async function main(argv: string[], io: CliIO): Promise<number> {
+  const program = new Command();
+  program
+    .name('lovtc')
+    .description('Compile a .lovt model into the lovt graph IR (and the engine plan).')
+    .argument('<file>', 'the .lovt file')
+    .option('-o, --output <dir>', 'write the artifact (graph.json, plan.json, kernels/) to this folder')
+    .option('--model <name>', 'the model to compile (default: the only model in FILE)')
+    .addOption(new Option('--mode <mode>', 'compile for training or evaluation').choices(['train', 'eval']).default('train'))
+    .option('--set <key=value>', 'override a config (tau_local=0.2) or a train key (train.optimizer.lr=3e-4); repeatable', collect, [])
+    .option('--lib <dir>', 'an extra import root; repeatable', collect, [])
+    .option('--check', 'parse and elaborate only; print nothing on success')
+    .option('--params', 'list the parameters and buffers with shapes and counts')
+    .option('--stats', 'print op count, parameter count, FLOPs per step, front-end time and planned memory')
+    .version(VERSION, '-V, --version')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => io.stderr(s), writeOut: (s) => io.stdout(s) })
+    .showHelpAfterError('(run lovtc --help for usage)');
+
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    throw e;
+  }
+  const opts = program.opts<Options>();
+  const file = program.args[0];
+  const set = parseSets(opts.set);
+
+  const r = compileModel({ path: file }, { model: opts.model, mode: opts.mode, set, roots: opts.lib });
+  if (!r.ok || !r.graph || !r.model) {
+    io.stderr(r.diagnostics.map(renderDiagnostic).join('\n\n') + '\n');
+    const n = r.diagnostics.length;
+    io.stderr(`${n} error${n === 1 ? '' : 's'}\n`);
+    return 1;
+  }
+  if (opts.check) return 0;
+
+  const model = r.model;
+  const out: string[] = [];
+  if (opts.params) out.push(paramsReport(model));
+
+  let plan: Awaited<ReturnType<typeof planArtifact>>;
+  const wantPlan = opts.output !== undefined || opts.stats;
+  if (wantPlan) {
+    try {
+      plan = await planArtifact(r.graph, model);
+    } catch (e) {
+      io.stderr(`lovtc: warning: the engine could not plan this graph: ${(e as Error).message}\n`);
+    }
+  }
+
+  if (opts.stats) {
+    const s = graphStats(r.graph, model.mode);
+    const c = model.counts;
+    const lines = [
+      `model        ${model.name} (${model.mode} mode)${model.extends.length ? `, extends ${model.extends.join(' > ')}` : ''}`,
+      `ops          ${fmt(s.nodes)} nodes (${s.byOp.slice(0, 6).map(([op, n]) => `${op} ${n}`).join(', ')}${s.byOp.length > 6 ? ', ...' : ''})`,
+      `parameters   ${fmt(c.params)} (${fmt(c.trainable)} trainable), buffers ${fmt(c.buffers)} elements`,
+      `FLOPs/step   ${human(s.stepFlops, 'FLOP')}${model.mode === 'train' ? ` (forward ${human(s.forwardFlops, 'FLOP')}, backward ≈ 2× forward)` : ''}`,
+      `front end    ${r.timeMs.toFixed(1)} ms`,
+    ];
+    if (plan) lines.push(`memory       ${bytes(plan.summary.peakBytes)} planned (${fmt(plan.summary.kernels)} kernels)`);
+    out.push(lines.join('\n'));
+  }
+
+  if (opts.output) {
+    writeArtifact(opts.output, r);
+    if (plan) {
+      fs.writeFileSync(path.join(opts.output, 'plan.json'), JSON.stringify({ format: 'lovt-plan', irVersion: IR_VERSION, programs: plan.plans }));
+      const kdir = path.join(opts.output, 'kernels');
+      fs.rmSync(kdir, { recursive: true, force: true });
+      fs.mkdirSync(kdir, { recursive: true });
+      for (const k of plan.kernels) fs.writeFileSync(path.join(kdir, `${k.name}.wgsl`), k.wgsl);
+    }
+    if (!opts.stats && !opts.params) out.push(`wrote ${path.join(opts.output, 'graph.json')}${plan ? `, plan.json and ${plan.kernels.length} kernels` : ''}`);
+  }
+  if (!opts.output && !opts.params && !opts.stats) {
+    out.push(`${model.name}: ${fmt(r.graph.nodes.length)} ops, ${fmt(model.counts.params)} parameters; no errors (use -o DIR to write the artifact)`);
+  }
+  if (out.length) io.stdout(out.join('\n\n') + '\n');
+  return 0;
+}

@@ -1,0 +1,206 @@
+// Fusion: partitions a graph's nodes into kernel groups.
+//
+//  - elementwise group: a root elementwise/layout op plus the producers it can
+//    compute in place (chains of elementwise ops, broadcasts, transposes, ...).
+//  - anchored group: a reduction, contraction (matmul/conv) or nn op, with an
+//    optional *prologue* (elementwise producers of a reduction's input,
+//    evaluated while loading) and an optional *epilogue* (an elementwise tail
+//    applied to the anchor's result before it is stored).
+//
+// A producer joins a group only when every one of its consumers is already in
+// that group, so no group ever needs a value computed inside another, the
+// groups stay acyclic, and ordering groups by their root id is a valid
+// schedule. An anchor becomes an epilogue's input only when the tail reads it
+// at the tail's own flat index (same shape, no broadcast/transposition) and it
+// has that single consumer. 'full' and 'iota' are compiled inline wherever an
+// expression reads them; reshape/stop_gradient left outside a group are views
+// of their input's buffer. Groups never bind more storage buffers than the
+// device allows (maxStorageBuffersPerShaderStage).
+
+import type { Graph, Node, OpName } from '../ir.ts';
+import { numel } from '../ir.ts';
+import { ELEMENTWISE } from '../ops.ts';
+import { LAYOUT_OPS, VIEW_OPS } from '../codegen/layout.ts';
+
+export type GroupKind = 'elementwise' | 'reduce' | 'contraction' | 'nn';
+
+export interface Group {
+  kind: GroupKind;
+  /** The reduction / contraction / nn node, for anchored groups. */
+  anchor?: number;
+  /** The node whose value the group stores (the anchor itself, or its epilogue's last node). */
+  root: number;
+  /** Nodes computed in place: elementwise members, a reduction's prologue, an anchor's epilogue. */
+  inline: number[];
+}
+
+export interface FusionResult {
+  /** In execution order. */
+  groups: Group[];
+  /** Unfused reshape / stop_gradient nodes: they share their input's buffer. */
+  views: number[];
+  /** full / iota / tensor nodes whose values are uploaded once, at program creation. */
+  consts: number[];
+  /** Nodes whose value some output or update depends on. */
+  needed: Set<number>;
+}
+
+export interface FusionOptions {
+  /** false: one group per op (the reference for fused-vs-unfused tests). */
+  enabled: boolean;
+  /** The device's maxStorageBuffersPerShaderStage. */
+  maxStorageBuffers: number;
+}
+
+export const REDUCE_OPS = new Set<OpName>(['sum', 'max', 'logsumexp', 'softmax']);
+export const CONTRACTION_OPS = new Set<OpName>(['matmul', 'conv2d', 'conv2d_grad_input', 'conv2d_grad_weight']);
+export const NN_OPS = new Set<OpName>(['max_pool2d', 'max_pool2d_grad', 'avg_pool2d', 'avg_pool2d_grad', 'upsample2d', 'upsample2d_grad', 'gather', 'scatter_add', 'segment_max', 'segment_max_grad']);
+const EXTERNAL_LEAVES = new Set<OpName>(['input', 'param', 'buffer']);
+const INLINE_LEAVES = new Set<OpName>(['full', 'iota']);
+/** Anchors whose kernels accept an Epilogue. */
+const EPILOGUE_ANCHORS = new Set<OpName>([...REDUCE_OPS, ...CONTRACTION_OPS, 'max_pool2d', 'avg_pool2d', 'avg_pool2d_grad', 'max_pool2d_grad', 'upsample2d', 'upsample2d_grad', 'gather', 'segment_max', 'segment_max_grad']);
+
+/** Ops evaluated by the expression compiler (and hence fusable as group members). */
+export function isExpressionOp(op: OpName): boolean {
+  return ELEMENTWISE.has(op) || LAYOUT_OPS.has(op) || VIEW_OPS.has(op);
+}
+
+function groupKind(op: OpName): GroupKind | undefined {
+  if (REDUCE_OPS.has(op)) return 'reduce';
+  if (CONTRACTION_OPS.has(op)) return 'contraction';
+  if (NN_OPS.has(op)) return 'nn';
+  if (isExpressionOp(op)) return 'elementwise';
+  return undefined;
+}
+
+/** Whether consumer `c` reads input `p` at c's own flat index (so an epilogue can substitute p's value). */
+function readsAtSameIndex(c: Node, p: Node): boolean {
+  if (numel(c.shape) !== numel(p.shape)) return false;
+  return ELEMENTWISE.has(c.op) || VIEW_OPS.has(c.op) || c.op === 'expand';
+}
+
+/** Distinct consumers of every node, counting only consumers in `live` (all when omitted). */
+export function consumersOf(graph: Graph, live?: Set<number>): number[][] {
+  const consumers: number[][] = graph.nodes.map(() => []);
+  for (const n of graph.nodes) if (!live || live.has(n.id)) for (const i of new Set(n.inputs)) consumers[i].push(n.id);
+  return consumers;
+}
+
+/** Nodes that must be materialised because the host reads them or state is updated from them. */
+export function pinnedNodes(graph: Graph): Set<number> {
+  return new Set([...Object.values(graph.outputs), ...Object.values(graph.updates)]);
+}
+
+export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
+  const nodes = graph.nodes;
+  const pinned = pinnedNodes(graph);
+  const needed = new Set<number>();
+  for (const id of pinned) needed.add(id);
+  for (let i = nodes.length - 1; i >= 0; i--) if (needed.has(i)) for (const x of nodes[i].inputs) needed.add(x);
+  const consumers = consumersOf(graph, needed);
+
+  const groupOf = new Map<number, Group>();
+  const groups: Group[] = [];
+  const views: number[] = [];
+
+  for (let id = nodes.length - 1; id >= 0; id--) {
+    const n = nodes[id];
+    if (!needed.has(id) || groupOf.has(id)) continue;
+    if (EXTERNAL_LEAVES.has(n.op) || INLINE_LEAVES.has(n.op) || n.op === 'tensor') continue;
+    if (VIEW_OPS.has(n.op)) {
+      views.push(id);
+      continue;
+    }
+    const kind = groupKind(n.op);
+    if (!kind) throw new Error(`fusion: no kernel family for op '${n.op}' (node %${id})`);
+    const group: Group = { kind, root: id, inline: kind === 'elementwise' ? [id] : [] };
+    if (kind !== 'elementwise') group.anchor = id;
+    groupOf.set(id, group);
+    groups.push(group);
+    if (!opts.enabled) continue;
+    if (kind === 'elementwise') absorbProducers(group, id, true);
+    else if (kind === 'reduce') absorbProducers(group, id, false);
+  }
+
+  /**
+   * Grows `group` upward from member `from`: a producer joins when all its
+   * consumers are members (or the anchor). `identity` says whether `from` is
+   * read at the group root's flat index (only then may an anchor feed it).
+   */
+  function absorbProducers(group: Group, from: number, identity: boolean): void {
+    const members = new Set(group.inline);
+    const sameIndex = new Map<number, boolean>([[from, identity]]);
+    const work = [from];
+    while (work.length) {
+      const c = work.pop()!;
+      const cn = nodes[c];
+      for (const p of new Set(cn.inputs)) {
+        const pn = nodes[p];
+        if (members.has(p) || groupOf.has(p) || pinned.has(p)) continue;
+        if (EXTERNAL_LEAVES.has(pn.op) || INLINE_LEAVES.has(pn.op) || pn.op === 'tensor') continue;
+        if (!consumers[p].every((q) => members.has(q) || q === group.anchor)) continue;
+        // Index identity holds for p when every member reading it reads it at the root's index.
+        const ident = consumers[p].every((q) => q !== group.anchor && sameIndex.get(q) === true && readsAtSameIndex(nodes[q], pn));
+        if (isExpressionOp(pn.op)) {
+          if (!fitsBindings(group, [p])) continue;
+          members.add(p);
+          group.inline.push(p);
+          sameIndex.set(p, ident);
+          work.push(p);
+        } else if (group.kind === 'elementwise' && group.anchor === undefined && ident && consumers[p].length === 1 && EPILOGUE_ANCHORS.has(pn.op) && pn.dtype === 'f32' && nodes[group.root].dtype === 'f32') {
+          // p becomes the anchor and the group so far its epilogue.
+          const kind = groupKind(pn.op)!;
+          const trial: Group = { ...group, kind, anchor: p };
+          if (!fitsBindings(trial, [])) continue;
+          group.kind = kind;
+          group.anchor = p;
+          groupOf.set(p, group);
+          if (kind === 'reduce') {
+            sameIndex.set(p, false); // the prologue is indexed by the reduction input, not the root
+            work.push(p);
+          }
+        }
+      }
+    }
+    for (const m of group.inline) groupOf.set(m, group);
+  }
+
+  /** Storage buffers the group's kernel would bind with `extra` members added. */
+  function fitsBindings(group: Group, extra: number[]): boolean {
+    const inline = new Set([...group.inline, ...extra]);
+    const reads = new Set<number>();
+    const readOf = (x: number) => {
+      if (!inline.has(x) && !INLINE_LEAVES.has(nodes[x].op)) reads.add(x);
+    };
+    for (const m of inline) for (const x of nodes[m].inputs) readOf(x);
+    if (group.anchor !== undefined) {
+      inline.add(group.anchor);
+      const a = nodes[group.anchor];
+      // A reduction loads its input through the prologue; other anchors bind their inputs directly.
+      for (const x of a.inputs) if (group.kind === 'reduce') readOf(x);
+      else reads.add(x);
+      reads.delete(group.anchor);
+    }
+    // Scatter-add's sorted path binds two scratch buffers on top of its own.
+    const scratch = group.anchor !== undefined && nodes[group.anchor].op === 'scatter_add' ? 2 : 0;
+    return reads.size + 1 + scratch <= opts.maxStorageBuffers;
+  }
+
+  groups.reverse();
+  groups.sort((a, b) => a.root - b.root);
+  views.reverse();
+
+  // Constants: uploaded once when some reader cannot compile them inline.
+  const consts: number[] = [];
+  const compiledInline = new Set<number>();
+  for (const g of groups) {
+    for (const m of g.inline) compiledInline.add(m);
+    if (g.kind === 'reduce') compiledInline.add(g.anchor!);
+  }
+  for (const n of nodes) {
+    if (!needed.has(n.id)) continue;
+    if (n.op === 'tensor') consts.push(n.id);
+    else if (INLINE_LEAVES.has(n.op) && (pinned.has(n.id) || consumers[n.id].some((c) => !compiledInline.has(c)))) consts.push(n.id);
+  }
+  return { groups, views, consts, needed };
+}

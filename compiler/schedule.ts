@@ -1,0 +1,250 @@
+// Graph -> ExecutionPlan: fusion, codegen, memory planning. The plan is plain
+// data (kernels with their WGSL, buffer sizes, which tensor lives where) so
+// that `lovtc -o out/` can write it as JSON and the runtime executor (or a
+// browser) can run it without the compiler.
+
+import type { DType, Graph, Node, Shape } from './ir.ts';
+import { numel, shapeStr } from './ir.ts';
+import type { Kernel } from './codegen/kernel.ts';
+import { renderGroup } from './codegen/index.ts';
+import { fuseGraph, pinnedNodes, type FusionResult } from './passes/fusion.ts';
+import { planMemory, type MemoryStep, type MemoryTensor } from './passes/memory.ts';
+import { validateGraph } from './ops.ts';
+
+/** The device limits planning depends on (a GPUSupportedLimits satisfies it). */
+export interface EngineLimits {
+  maxStorageBuffersPerShaderStage: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+}
+
+/** WebGPU's guaranteed minimums: a plan made with these runs on any device. */
+export const DEFAULT_LIMITS: EngineLimits = {
+  maxStorageBuffersPerShaderStage: 8,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxStorageBufferBindingSize: 134217728,
+  maxBufferSize: 268435456,
+};
+
+export function engineLimits(limits: Partial<EngineLimits>): EngineLimits {
+  return {
+    maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage ?? DEFAULT_LIMITS.maxStorageBuffersPerShaderStage,
+    maxComputeWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension ?? DEFAULT_LIMITS.maxComputeWorkgroupsPerDimension,
+    maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize ?? DEFAULT_LIMITS.maxStorageBufferBindingSize,
+    maxBufferSize: limits.maxBufferSize ?? DEFAULT_LIMITS.maxBufferSize,
+  };
+}
+
+export type BufferKind = 'scratch' | 'input' | 'state' | 'const';
+
+export interface PlanBuffer {
+  id: number;
+  bytes: number;
+  kind: BufferKind;
+  /** Input or state name (kind 'input' / 'state'). */
+  name?: string;
+  /** The const node whose value is uploaded once (kind 'const'). */
+  node?: number;
+}
+
+/** Where a tensor lives: a plan buffer, a byte offset, and its own size. */
+export interface TensorPlace {
+  buffer: number;
+  offset: number;
+  bytes: number;
+}
+
+export interface PlanIO {
+  node: number;
+  shape: Shape;
+  dtype: DType;
+  place: TensorPlace;
+}
+
+export interface PlanStats {
+  /** Distinct WGSL modules (pipelines). */
+  kernels: number;
+  /** Dispatches per run. */
+  dispatches: number;
+  /** Bytes of all buffers the program allocates (state excluded: the StateStore owns it). */
+  peakBytes: number;
+  /** What one buffer per tensor would need. */
+  noReuseBytes: number;
+  /** Bytes of state tensors (owned by the StateStore). */
+  stateBytes: number;
+  flops: number;
+  /** Fusion: groups formed and nodes computed inside another op's kernel. */
+  fusedNodes: number;
+}
+
+export interface ExecutionPlan {
+  /** In dispatch order. */
+  kernels: Kernel[];
+  buffers: PlanBuffer[];
+  /** Every tensor a kernel binds (IR node ids and scratch ids), views included. */
+  tensorBuffer: Map<number, TensorPlace>;
+  inputs: Record<string, PlanIO>;
+  outputs: Record<string, PlanIO>;
+  /** State name -> its new value, copied into the state buffer after the dispatches. */
+  updates: Record<string, PlanIO>;
+  state: Record<string, { shape: Shape; dtype: DType; buffer: number }>;
+  stats: PlanStats;
+}
+
+export interface PlanOptions {
+  /** Fuse elementwise chains, prologues and epilogues (default true). */
+  fuse?: boolean;
+}
+
+function bytesOf(n: { shape: Shape }): number {
+  return numel(n.shape) * 4;
+}
+
+function describe(n: Node): string {
+  return `%${n.id} (${n.op}${n.name ? ' ' + n.name : ''}, ${n.dtype}${shapeStr(n.shape)})`;
+}
+
+export function planGraph(graph: Graph, limitsIn: Partial<EngineLimits> = DEFAULT_LIMITS, options: PlanOptions = {}): ExecutionPlan {
+  validateGraph(graph);
+  const limits = engineLimits(limitsIn);
+  const fusion = fuseGraph(graph, { enabled: options.fuse !== false, maxStorageBuffers: limits.maxStorageBuffersPerShaderStage });
+  const nodes = graph.nodes;
+
+  // Storage roots: views share their input's storage.
+  const storage = new Map<number, number>();
+  const rootOf = (id: number): number => storage.get(id) ?? id;
+  for (const v of fusion.views) storage.set(v, rootOf(nodes[v].inputs[0]));
+
+  // Kernels, in group order.
+  const kernels: Kernel[] = [];
+  const scratchInfo = new Map<number, { elements: number; dtype: DType }>();
+  let nextScratch = nodes.length;
+  for (const group of fusion.groups) {
+    if (numel(nodes[group.root].shape) === 0) continue; // nothing to compute
+    const r = renderGroup(graph, group, { maxWorkgroupsPerDim: limits.maxComputeWorkgroupsPerDimension }, () => nextScratch++);
+    for (const s of r.scratch) scratchInfo.set(s.id, s);
+    for (const k of r.kernels) {
+      const bufferCount = k.bindings.length;
+      if (bufferCount > limits.maxStorageBuffersPerShaderStage)
+        throw new Error(`kernel ${k.name} binds ${bufferCount} storage buffers but the device allows ${limits.maxStorageBuffersPerShaderStage} (maxStorageBuffersPerShaderStage)`);
+      kernels.push(k);
+    }
+  }
+
+  // Which storage each tensor needs, and its size limit.
+  const pinned = pinnedNodes(graph);
+  const stateNodes = new Map<number, string>(Object.values(graph.state).map((s) => [s.node, s.name]));
+  const inputNodes = new Map<number, string>(Object.entries(graph.inputs).map(([name, id]) => [id, name]));
+  const constNodes = new Set(fusion.consts);
+  const tensorBytes = (t: number) => (t < nodes.length ? bytesOf(nodes[t]) : scratchInfo.get(t)!.elements * 4);
+  const checkSize = (t: number) => {
+    const bytes = tensorBytes(t);
+    const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+    if (bytes > limit) {
+      const what = t < nodes.length ? `tensor ${describe(nodes[t])}` : `scratch tensor of ${scratchInfo.get(t)!.elements} elements`;
+      throw new Error(
+        `${what} needs ${bytes} bytes (${(bytes / 2 ** 20).toFixed(1)} MiB), over this device's storage-buffer binding limit of ${limit} bytes ` +
+          `(${(limit / 2 ** 20).toFixed(1)} MiB). Reduce the batch size or the sizes that produce this tensor, or split it.`,
+      );
+    }
+  };
+
+  // Memory planning over storage roots. State is external: the StateStore owns it.
+  const memTensors = new Map<number, MemoryTensor>();
+  const addTensor = (root: number) => {
+    if (memTensors.has(root) || stateNodes.has(root)) return;
+    checkSize(root);
+    memTensors.set(root, { id: root, bytes: tensorBytes(root), pinned: inputNodes.has(root) || constNodes.has(root) });
+  };
+  const steps: MemoryStep[] = kernels.map((k) => {
+    const reads: number[] = [];
+    const writes: number[] = [];
+    for (const b of k.bindings) {
+      const root = rootOf(b.tensor);
+      addTensor(root);
+      if (stateNodes.has(root)) continue;
+      (b.access === 'read' ? reads : writes).push(root);
+    }
+    return { reads, writes };
+  });
+  // Outputs and update values persist after the run: pin their storage.
+  for (const id of pinned) {
+    const root = rootOf(id);
+    addTensor(root);
+    const t = memTensors.get(root);
+    if (t) t.pinned = true;
+  }
+  for (const id of inputNodes.keys()) addTensor(id);
+  for (const id of constNodes) addTensor(id);
+  const mem = planMemory([...memTensors.values()], steps);
+
+  // Plan buffers: memory-planned ones first (ids as planned), then one per state tensor.
+  const buffers: PlanBuffer[] = mem.buffers.map((b) => ({ id: b.id, bytes: b.bytes, kind: 'scratch' as BufferKind }));
+  for (const [root, place] of mem.assignment) {
+    const b = buffers[place.buffer];
+    if (inputNodes.has(root)) Object.assign(b, { kind: 'input', name: inputNodes.get(root) });
+    else if (constNodes.has(root)) Object.assign(b, { kind: 'const', node: root });
+  }
+  const state: ExecutionPlan['state'] = {};
+  const stateBuffer = new Map<number, number>();
+  let stateBytes = 0;
+  for (const s of Object.values(graph.state)) {
+    const bytes = Math.max(4, numel(s.shape) * 4);
+    checkSize(s.node);
+    const id = buffers.length;
+    buffers.push({ id, bytes, kind: 'state', name: s.name });
+    stateBuffer.set(s.node, id);
+    state[s.name] = { shape: s.shape, dtype: s.dtype, buffer: id };
+    stateBytes += bytes;
+  }
+
+  const placeOf = (t: number): TensorPlace => {
+    const root = rootOf(t);
+    const bytes = Math.max(4, tensorBytes(t));
+    if (stateBuffer.has(root)) return { buffer: stateBuffer.get(root)!, offset: 0, bytes };
+    const a = mem.assignment.get(root);
+    if (!a) throw new Error(`internal: tensor ${t} has no planned storage`);
+    return { buffer: a.buffer, offset: a.offset, bytes };
+  };
+  const tensorBuffer = new Map<number, TensorPlace>();
+  for (const k of kernels) for (const b of k.bindings) tensorBuffer.set(b.tensor, placeOf(b.tensor));
+  const io = (id: number): PlanIO => {
+    const place = placeOf(id);
+    tensorBuffer.set(id, place);
+    return { node: id, shape: nodes[id].shape, dtype: nodes[id].dtype, place };
+  };
+  const mapIO = (rec: Record<string, number>) => Object.fromEntries(Object.entries(rec).map(([name, id]) => [name, io(id)]));
+
+  const fusedNodes = fusion.groups.reduce((s, g) => s + g.inline.length + (g.anchor !== undefined ? 1 : 0) - 1, 0);
+  return {
+    kernels,
+    buffers,
+    tensorBuffer,
+    inputs: mapIO(graph.inputs),
+    outputs: mapIO(graph.outputs),
+    updates: mapIO(graph.updates),
+    state,
+    stats: {
+      kernels: new Set(kernels.map((k) => k.wgsl)).size,
+      dispatches: kernels.length,
+      peakBytes: mem.peakBytes,
+      noReuseBytes: mem.noReuseBytes,
+      stateBytes,
+      flops: kernels.reduce((s, k) => s + k.flops, 0),
+      fusedNodes,
+    },
+  };
+}
+
+/** JSON form of a plan (the Map becomes an object keyed by tensor id). */
+export function planToJSON(plan: ExecutionPlan): string {
+  return JSON.stringify({ ...plan, tensorBuffer: Object.fromEntries(plan.tensorBuffer) });
+}
+
+export function planFromJSON(text: string): ExecutionPlan {
+  const raw = JSON.parse(text);
+  return { ...raw, tensorBuffer: new Map(Object.entries(raw.tensorBuffer).map(([k, v]) => [Number(k), v as TensorPlace])) };
+}
+
+export type { FusionResult };

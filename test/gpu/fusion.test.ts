@@ -1,0 +1,118 @@
+// Fused kernels must compute exactly what the unfused ones do: each graph here
+// runs with fusion on and off, both are checked against the float64 reference,
+// and the fused plan must really have fused (fewer dispatches).
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { GraphBuilder } from '../../compiler/builder.ts';
+import type { Graph } from '../../compiler/ir.ts';
+import { planGraph } from '../../compiler/schedule.ts';
+import { getNodeDevice } from '../../runtime/platform/node.ts';
+import { assertClose, checkAgainstReference, randomFeeds } from './reference-check.ts';
+
+/** Runs fused and unfused, checks both against the reference and each other; returns both dispatch counts. */
+async function fusedMatchesUnfused(graph: Graph, seed: number, tol = { rtol: 1e-5, atol: 2e-6 }): Promise<{ fused: number; unfused: number }> {
+  const feeds = randomFeeds(graph, seed);
+  const fused = await checkAgainstReference(graph, feeds, tol, { fuse: true });
+  const unfused = await checkAgainstReference(graph, feeds, tol, { fuse: false });
+  for (const name of Object.keys(graph.outputs)) assertClose(`fused vs unfused ${name}`, fused.outputs[name], unfused.outputs[name], tol);
+  return { fused: fused.program.dispatches, unfused: unfused.program.dispatches };
+}
+
+test('elementwise chains with broadcasts, expands, transposes and reshapes become one kernel', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [3, 5, 7]);
+  const w = b.input('w', [7]);
+  const bias = b.input('bias', [5, 1]);
+  const h = b.emit('gelu', [b.add(b.mul(x, w), bias)]);
+  const t = b.transpose(b.reshape(h, [15, 7]), [1, 0]); // [7, 15]
+  const e = b.expand(b.reshape(w, [7, 1]), [7, 15]);
+  b.output('y', b.emit('tanh', [b.sub(t, e)]));
+  const n = await fusedMatchesUnfused(b.graph, 1);
+  assert.is(n.fused, 1);
+  assert.ok(n.unfused >= 7);
+});
+
+test('slice, pad and concat inside a fused chain', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [4, 9]);
+  const y = b.input('y', [4, 3]);
+  const s = b.emit('slice', [b.emit('exp', [x])], { starts: [1, 2], ends: [4, 8] }); // [3, 6]
+  const p = b.emit('pad', [b.neg(s)], { pads: [1, 0, 0, 2], value: 0.25 }); // [4, 8]
+  const c = b.emit('concat', [p, b.emit('sigmoid', [y])], { axis: 1 }); // [4, 11]
+  b.output('z', b.mul(c, b.full(3)));
+  const n = await fusedMatchesUnfused(b.graph, 2);
+  assert.is(n.fused, 1);
+});
+
+test('reductions take elementwise prologues and epilogues (norms, masked softmax, logsumexp)', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [6, 40]);
+  const mask = b.input('mask', [40]);
+  // L2 norm: prologue x*x, epilogue sqrt(. + eps)
+  b.output('norm', b.emit('sqrt', [b.add(b.sum(b.mul(x, x), [1]), b.full(1e-6))]));
+  // attention-style softmax of scaled, masked logits
+  const logits = b.add(b.mul(x, b.full(0.125)), b.mul(b.sub(mask, b.full(1)), b.full(1e9)));
+  b.output('attn', b.emit('softmax', [logits], { axis: 1 }));
+  // mean via an epilogue division, and a logsumexp with a scaled input
+  b.output('mean', b.div(b.sum(x, [0]), b.full(6)));
+  b.output('lse', b.neg(b.emit('logsumexp', [b.div(x, b.full(0.3))], { axis: 1 })));
+  const feeds = randomFeeds(b.graph, 3, { mask: Float32Array.from({ length: 40 }, (_, i) => (i % 7 === 3 ? 0 : 1)) });
+  const fused = await checkAgainstReference(b.graph, feeds, { rtol: 1e-5, atol: 2e-6 }, { fuse: true });
+  const unfused = await checkAgainstReference(b.graph, feeds, { rtol: 1e-5, atol: 2e-6 }, { fuse: false });
+  assert.is(fused.program.dispatches, 4);
+  assert.ok(unfused.program.dispatches > 12);
+});
+
+test('layer norm: shared intermediates are materialised once, the rest fuses', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [2, 5, 33]);
+  const gamma = b.input('gamma', [33]);
+  const beta = b.input('beta', [33]);
+  const mean = b.div(b.sum(x, [2], true), b.full(33));
+  const xc = b.sub(x, mean);
+  const variance = b.div(b.sum(b.mul(xc, xc), [2], true), b.full(33));
+  const y = b.add(b.mul(b.mul(xc, b.emit('rsqrt', [b.add(variance, b.full(1e-5))])), gamma), beta);
+  b.output('y', y);
+  const n = await fusedMatchesUnfused(b.graph, 4);
+  assert.ok(n.fused <= 4, `fused layer norm uses ${n.fused} dispatches`);
+});
+
+test('pooling, gather and segment_max take an epilogue', async () => {
+  const b = new GraphBuilder();
+  const img = b.input('img', [2, 3, 6, 5]);
+  const table = b.input('table', [8, 4]);
+  const idx = b.input('idx', [5], 'i32');
+  const bias = b.input('bias', [3, 1, 1]);
+  b.output('pool', b.emit('relu', [b.add(b.emit('max_pool2d', [img], { kernel: 2, stride: 2, padding: 0 }), bias)]));
+  b.output('emb', b.mul(b.emit('gather', [table, idx]), b.full(2)));
+  const feeds = randomFeeds(b.graph, 5, { idx: Int32Array.from([7, 0, 3, 3, 1]) });
+  const fused = await checkAgainstReference(b.graph, feeds, {}, { fuse: true });
+  assert.is(fused.program.dispatches, 2);
+});
+
+test('dropout inside a fused chain keeps the reference mask', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [5, 13]);
+  const seed = b.input('seed', [], 'i32');
+  const d = b.emit('dropout', [b.emit('relu', [x]), seed], { p: 0.25, salt: 99 });
+  b.output('y', b.add(d, b.full(1)));
+  const feeds = randomFeeds(b.graph, 6, { seed: Int32Array.of(31337) });
+  const r = await checkAgainstReference(b.graph, feeds, { rtol: 1e-6, atol: 0 }, { fuse: true });
+  assert.is(r.program.dispatches, 1);
+});
+
+test('a fused group split by the device storage-buffer limit still computes the same', async () => {
+  const dev = await getNodeDevice();
+  const b = new GraphBuilder();
+  let acc = b.input('x0', [9]);
+  for (let i = 1; i < 24; i++) acc = b.add(b.mul(acc, b.full(0.5)), b.input(`x${i}`, [9]));
+  b.output('y', acc);
+  const limit = dev.limits.maxStorageBuffersPerShaderStage;
+  const plan = planGraph(b.graph, dev.limits);
+  for (const k of plan.kernels) assert.ok(k.bindings.length <= limit);
+  assert.ok(plan.kernels.length >= Math.ceil(25 / limit));
+  await fusedMatchesUnfused(b.graph, 7);
+});
+
+test.run();

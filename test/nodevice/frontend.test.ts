@@ -1,0 +1,468 @@
+// The front end end to end: .lovt text -> graph IR + ModelInfo. Shape
+// inference, modes (train/eval: updates, dropout), variants, --set, the train
+// section, freeze, PyTorch state names and order, and the numerics of the std
+// nn layers checked with the float64 reference interpreter against
+// independent loops written here.
+
+import { existsSync } from 'node:fs';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { type CompileOptions, type CompileResult, compileModel, renderDiagnostics } from '../../compiler/frontend/index.ts';
+import type { Graph } from '../../compiler/ir.ts';
+import { evaluate } from '../../runtime/reference.ts';
+
+const PATH = 'test/nodevice/frontend-virtual.lovt';
+
+function compile(text: string, opts: CompileOptions = {}): CompileResult & { graph: Graph } {
+  const r = compileModel({ text, path: PATH }, opts);
+  if (!r.ok) throw new Error(`compile failed:\n${renderDiagnostics(r.diagnostics)}`);
+  return r as CompileResult & { graph: Graph };
+}
+
+function shapeOf(g: Graph, output: string): number[] {
+  return g.nodes[g.outputs[output]].shape;
+}
+
+/** Deterministic pseudo-random values in [-1, 1). */
+function values(n: number, seed: number): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 31 - 1;
+  });
+}
+
+function close(a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-9, what = '') {
+  assert.is(a.length, b.length, `${what}: lengths differ`);
+  for (let i = 0; i < a.length; i++) if (!(Math.abs(a[i] - b[i]) <= tol * (1 + Math.abs(b[i])))) assert.unreachable(`${what}[${i}]: ${a[i]} vs ${b[i]}`);
+}
+
+const TINY = `
+import "std/nn.lovt"
+
+fn xent(logits: f32[B, C], label: f32[B, C]) -> f32[] {
+  return sum(logsumexp(logits, axis: 1) - sum(logits * label, axes: 1)) / B
+}
+
+model Tiny {
+  config batch: int = 8
+  config dim: int = 16
+  config hidden: int = 32
+  config classes: int = 4
+  config p_drop: float = 0.1
+  config act: enum(relu, gelu) = relu
+
+  input x: f32[batch, dim]
+  input label: f32[batch, classes]
+
+  encoder = Linear(dim, hidden)
+  bn = BatchNorm(hidden)
+  head = Linear(hidden, classes)
+  param temperature: f32[] = constant(1.0)
+
+  let h = dropout(if act == relu then relu(bn(encoder(x))) else gelu(encoder(x)), p: p_drop)
+  let logits = head(dropout(h, p: p_drop)) / temperature
+  loss xent(weight: 0.5) = xent(logits, label)
+  loss l2(weight: 1e-3) = sum(square(encoder.weight))
+  output logits = logits
+}
+`;
+
+test('a small model: outputs, state names in state_dict order, train-mode updates and dropout', () => {
+  const r = compile(TINY);
+  const g = r.graph;
+  assert.equal(Object.keys(g.outputs), ['loss.xent', 'loss.l2', 'loss.total', 'logits']);
+  assert.equal(shapeOf(g, 'logits'), [8, 4]);
+  assert.equal(shapeOf(g, 'loss.total'), []);
+  assert.equal(Object.keys(g.state), [
+    'temperature',
+    'encoder.weight', 'encoder.bias',
+    'bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var', 'bn.num_batches_tracked',
+    'head.weight', 'head.bias',
+  ]);
+  assert.is(g.state['bn.num_batches_tracked'].dtype, 'i32');
+  assert.is(g.state['bn.running_mean'].trainable, false);
+  assert.equal(g.state['encoder.weight'].init, { kind: 'kaiming_uniform', mode: 'fan_in', gain: Math.sqrt(1 / 3) });
+  assert.equal(g.state['encoder.bias'].init, { kind: 'uniform', low: -1 / 4, high: 1 / 4 });
+  assert.equal(Object.keys(g.updates), ['bn.running_mean', 'bn.running_var', 'bn.num_batches_tracked']);
+  // dropout: one seed input, a distinct salt per site
+  assert.equal(g.nodes[g.inputs.seed].shape, []);
+  assert.is(g.nodes[g.inputs.seed].dtype, 'i32');
+  const salts = g.nodes.filter((n) => n.op === 'dropout').map((n) => n.attrs.salt);
+  assert.equal(salts, [0, 1]);
+  const m = r.model!;
+  assert.equal(m.losses, [
+    { name: 'xent', weight: 0.5, output: 'loss.xent' },
+    { name: 'l2', weight: 1e-3, output: 'loss.l2' },
+  ]);
+  assert.equal(m.outputs, ['logits']);
+  assert.equal(m.inputs, { x: { shape: [8, 16], dtype: 'f32' }, label: { shape: [8, 4], dtype: 'f32' } });
+  assert.equal(m.configs.act, { type: 'enum(relu, gelu)', value: 'relu' });
+  assert.is(m.counts.params, 1 + 16 * 32 + 32 + 32 + 32 + 32 * 4 + 4);
+  assert.is(m.counts.buffers, 32 + 32 + 1);
+  assert.match(m.sourceHash, /^[0-9a-f]{64}$/);
+});
+
+test('eval mode: no updates, no dropout, no seed input', () => {
+  const g = compile(TINY, { mode: 'eval' }).graph;
+  assert.equal(g.updates, {});
+  assert.is(g.inputs.seed, undefined);
+  assert.is(g.nodes.filter((n) => n.op === 'dropout').length, 0);
+  assert.equal(shapeOf(g, 'logits'), [8, 4]);
+});
+
+test('loss.total is the weighted sum of the unweighted loss outputs', () => {
+  const g = compile(TINY, { mode: 'eval' }).graph;
+  const state: Record<string, number[]> = {};
+  for (const s of Object.values(g.state)) state[s.name] = values(s.shape.reduce((a, b) => a * b, 1), s.name.length * 7 + 1);
+  state['bn.running_var'] = state['bn.running_var'].map((v) => v * v + 0.5);
+  const label = Array.from({ length: 32 }, (_, i) => (i % 4 === Math.floor(i / 4) % 4 ? 1 : 0));
+  const ev = evaluate(g, { inputs: { x: values(128, 3), label }, state });
+  close([ev.outputs['loss.total'][0]], [0.5 * ev.outputs['loss.xent'][0] + 1e-3 * ev.outputs['loss.l2'][0]], 1e-12, 'total');
+  const w = state['encoder.weight'];
+  close(ev.outputs['loss.l2'], [w.reduce((s, v) => s + v * v, 0)], 1e-12, 'l2');
+});
+
+test('--set overrides configs (ints, enums) and the shapes follow', () => {
+  const r = compile(TINY, { set: { batch: '2', act: 'gelu', hidden: '6' } });
+  assert.equal(shapeOf(r.graph, 'logits'), [2, 4]);
+  assert.equal(r.graph.state['encoder.weight'].shape, [6, 16]);
+  assert.is(r.model!.configs.act.value, 'gelu');
+  assert.is(r.graph.nodes.filter((n) => n.op === 'gelu').length, 1);
+  assert.is(r.model!.train.batch, 2);
+});
+
+test('the train section: reference defaults, constructors, dotted keys, --set train.*', () => {
+  const base = compile(TINY).model!.train;
+  assert.equal(base, {
+    optimizer: { kind: 'adamw', lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 1e-6, momentum: 0, nesterov: false },
+    schedule: { kind: 'cosine', period: 'epoch', eta_min: 0, warmup_steps: 0 },
+    batch: 8,
+    accumulate: 16,
+    epochs: 100,
+    early_stopping: { patience: 10, monitor: 'val_total' },
+    seed: 12345,
+  });
+  const text = TINY.replace(
+    /\n}\n$/,
+    `
+  train {
+    optimizer = sgd(lr: 0.1, momentum: 0.9)
+    schedule = plateau(patience: 12, factor: 0.5)
+    optimizer.weight_decay = 1e-4
+    accumulate = 2
+    early_stopping = none
+  }
+}
+`,
+  );
+  const t = compile(text, { set: { 'train.optimizer.lr': '3e-4', 'train.epochs': '7', 'train.schedule.monitor': 'val_xent' } }).model!.train;
+  assert.equal(t.optimizer, { kind: 'sgd', lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 1e-4, momentum: 0.9, nesterov: false });
+  assert.equal(t.schedule, { kind: 'plateau', patience: 12, factor: 0.5, monitor: 'val_xent', min_lr: 0 });
+  assert.is(t.accumulate, 2);
+  assert.is(t.epochs, 7);
+  assert.is(t.early_stopping, null);
+  const c = compile(text, { set: { 'train.optimizer': 'adam(lr: 1e-3)', 'train.schedule': 'cosine(period: 500)' } }).model!.train;
+  assert.equal(c.optimizer, { kind: 'adam', lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0, momentum: 0, nesterov: false });
+  assert.equal(c.schedule, { kind: 'cosine', period: 500, eta_min: 0, warmup_steps: 0 });
+});
+
+const VARIANTS = `
+import "std/nn.lovt"
+model Base {
+  config batch: int = 4
+  config dim: int = 8
+  config target: enum(smooth, uniform) = smooth
+  input x: f32[batch, dim]
+  enc = Linear(dim, dim)
+  let h = enc(x)
+  let scale = if target == smooth then 2.0 else 3.0
+  loss a(weight: 0.75) = sum(h) * scale
+  loss b(weight: 0.25) = sum(square(h))
+  output feat = h
+  freeze enc.bias
+  train { accumulate = 4 }
+}
+model Child extends Base {
+  config target = uniform
+  enc = Linear(dim, dim, has_bias: false)
+  loss b(weight: 0.5)
+  loss c = sum(h) / batch
+  drop output feat
+  drop freeze
+  train { optimizer.lr = 5e-5 }
+}
+model Grandchild extends Child {
+  drop loss a, c
+}
+`;
+
+test('variants: replace in place, weight-only loss override, drop, config override, train merge', () => {
+  const base = compile(VARIANTS, { model: 'Base' });
+  assert.equal(Object.keys(base.graph.outputs), ['loss.a', 'loss.b', 'loss.total', 'feat']);
+  assert.is(base.graph.state['enc.bias'].trainable, false);
+  assert.equal(base.model!.frozen, ['enc.bias']);
+
+  const child = compile(VARIANTS, { model: 'Child' });
+  const m = child.model!;
+  assert.equal(m.extends, ['Base']);
+  assert.equal(m.losses.map((l) => [l.name, l.weight]), [['a', 0.75], ['b', 0.5], ['c', 1]]);
+  assert.equal(m.outputs, []);
+  assert.equal(Object.keys(child.graph.state), ['enc.weight']);
+  assert.is(m.configs.target.value, 'uniform');
+  assert.equal(m.frozen, []);
+  assert.is(m.train.accumulate, 4);
+  assert.is(m.train.optimizer.lr, 5e-5);
+  // the replaced config is seen by the parent's later items: scale = 3
+  const x = values(32, 1);
+  const w = values(64, 2);
+  const ev = evaluate(child.graph, { inputs: { x }, state: { 'enc.weight': w } });
+  let sumH = 0;
+  for (let i = 0; i < 4; i++) for (let o = 0; o < 8; o++) for (let k = 0; k < 8; k++) sumH += x[i * 8 + k] * w[o * 8 + k];
+  close(ev.outputs['loss.a'], [3 * sumH], 1e-12, 'loss.a');
+
+  const gc = compile(VARIANTS, { model: 'Grandchild' });
+  assert.equal(gc.model!.losses.map((l) => l.name), ['b']);
+  assert.equal(gc.model!.extends, ['Base', 'Child']);
+});
+
+test('fn signatures: dims bind, expressions check, results are checked; tuples', () => {
+  const r = compile(`
+fn merge(x: f32[B, T, D]) -> f32[B * T, D] {
+  return reshape(x, [B * T, D])
+}
+fn split_heads(x: f32[B, T, D], heads: int) -> f32[B, heads, T, D / heads] {
+  assert(D % heads == 0, "dim must be divisible by heads")
+  return transpose(reshape(x, [B, T, heads, D / heads]), [0, 2, 1, 3])
+}
+fn two(x: f32[N, M]) -> (f32[N], f32[M]) { return (sum(x, axes: 1), sum(x, axes: 0)) }
+model M {
+  input x: f32[2, 3, 8]
+  let (r, c) = two(merge(x))
+  output heads = split_heads(x, 4)
+  output rows = r
+  output cols = c
+  output last = slice(x, axis: -1, start: -2)
+  output flat = reshape(x, [-1, 4])
+}`);
+  assert.equal(shapeOf(r.graph, 'heads'), [2, 4, 3, 2]);
+  assert.equal(shapeOf(r.graph, 'rows'), [6]);
+  assert.equal(shapeOf(r.graph, 'cols'), [8]);
+  assert.equal(shapeOf(r.graph, 'last'), [2, 3, 2]);
+  assert.equal(shapeOf(r.graph, 'flat'), [12, 4]);
+});
+
+test('compile-time values: arithmetic, lists, enums through conditionals, loops, member access', () => {
+  const r = compile(`
+block Info(d: int) {
+  let out_dim = d * 2
+  let ratio = d / 4
+  let parts = [1] * 3 + range(2, 4)
+}
+model M {
+  config size: enum(tiny, big) = if 2 > 1 then tiny else big
+  config n: int = 7 % 4
+  info = Info(10)
+  input x: f32[info.out_dim, info.parts[4]]
+  output y = full([len(info.parts), int(info.ratio * 2)], 1.5)
+}`);
+  assert.equal(r.model!.configs.size.value, 'tiny');
+  assert.equal(r.model!.configs.n.value, 3);
+  assert.equal(r.model!.inputs.x.shape, [20, 3]);
+  assert.equal(shapeOf(r.graph, 'y'), [5, 5]);
+});
+
+test('PyTorch names: indexed sub-modules, nested blocks, sub-module names that are statement words', () => {
+  const r = compile(`
+import "std/nn.lovt"
+block MultiheadAttention(embed_dim: int, num_heads: int) {
+  param in_proj_weight: f32[3 * embed_dim, embed_dim] = normal(0, 0.02)
+  param in_proj_bias: f32[3 * embed_dim] = zeros()
+  out_proj = Linear(embed_dim, embed_dim)
+}
+block Attention(d: int) {
+  self = MultiheadAttention(d, 2)
+  output = Linear(d, d)
+}
+block Trunk(d: int) {
+  for i in 0..2 { layer[i] = Attention(d) }
+  downsample[0] = Conv2d(d, d, kernel_size: 1, has_bias: false)
+  downsample[1] = BatchNorm(d)
+}
+model M {
+  trunk = Trunk(4)
+}`);
+  assert.equal(Object.keys(r.graph.state), [
+    'trunk.layer.0.self.in_proj_weight', 'trunk.layer.0.self.in_proj_bias', 'trunk.layer.0.self.out_proj.weight', 'trunk.layer.0.self.out_proj.bias',
+    'trunk.layer.0.output.weight', 'trunk.layer.0.output.bias',
+    'trunk.layer.1.self.in_proj_weight', 'trunk.layer.1.self.in_proj_bias', 'trunk.layer.1.self.out_proj.weight', 'trunk.layer.1.self.out_proj.bias',
+    'trunk.layer.1.output.weight', 'trunk.layer.1.output.bias',
+    'trunk.downsample.0.weight',
+    'trunk.downsample.1.weight', 'trunk.downsample.1.bias', 'trunk.downsample.1.running_mean', 'trunk.downsample.1.running_var', 'trunk.downsample.1.num_batches_tracked',
+  ]);
+});
+
+test('freeze: dotted prefixes with index ranges; frozen params stay params in the table', () => {
+  const r = compile(`
+import "std/nn.lovt"
+block Enc() {
+  emb = Linear(2, 2)
+  for i in 0..4 { layer[i] = Linear(2, 2) }
+}
+model M {
+  enc = Enc()
+  freeze enc.emb, enc.layer[0..2], enc.layer[3].bias
+}`);
+  const trainable = Object.fromEntries(Object.values(r.graph.state).map((s) => [s.name, s.trainable]));
+  assert.equal(trainable, {
+    'enc.emb.weight': false, 'enc.emb.bias': false,
+    'enc.layer.0.weight': false, 'enc.layer.0.bias': false,
+    'enc.layer.1.weight': false, 'enc.layer.1.bias': false,
+    'enc.layer.2.weight': true, 'enc.layer.2.bias': true,
+    'enc.layer.3.weight': true, 'enc.layer.3.bias': false,
+  });
+  assert.equal(r.model!.frozen, ['enc.emb', 'enc.layer.0', 'enc.layer.1', 'enc.layer.3.bias']);
+  const p = r.model!.params.find((x) => x.name === 'enc.emb.weight')!;
+  assert.equal([p.kind, p.trainable], ['param', false]);
+  assert.equal([r.model!.counts.params, r.model!.counts.trainable], [30, 10]);
+});
+
+// ------------------------------------------------------------- numerics
+
+test('Linear and LayerNorm match float64 loops', () => {
+  const r = compile(`
+import "std/nn.lovt"
+model M {
+  input x: f32[3, 5]
+  lin = Linear(5, 4)
+  ln = LayerNorm(4, eps: 1e-5)
+  output y = ln(lin(x))
+}`);
+  const x = values(15, 11);
+  const W = values(20, 12);
+  const b = values(4, 13);
+  const gamma = values(4, 14);
+  const beta = values(4, 15);
+  const ev = evaluate(r.graph, { inputs: { x }, state: { 'lin.weight': W, 'lin.bias': b, 'ln.weight': gamma, 'ln.bias': beta } });
+  const expected: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const row = [0, 1, 2, 3].map((o) => b[o] + [0, 1, 2, 3, 4].reduce((s, k) => s + x[i * 5 + k] * W[o * 5 + k], 0));
+    const mean = row.reduce((s, v) => s + v, 0) / 4;
+    const v = row.reduce((s, q) => s + (q - mean) ** 2, 0) / 4;
+    row.forEach((q, o) => expected.push(((q - mean) / Math.sqrt(v + 1e-5)) * gamma[o] + beta[o]));
+  }
+  close(ev.outputs.y, expected, 1e-10, 'y');
+});
+
+test('BatchNorm: batch statistics and running-stat updates in train mode, running stats in eval mode', () => {
+  const text = `
+import "std/nn.lovt"
+model M {
+  input x: f32[4, 3, 2, 2]
+  bn = BatchNorm(3, momentum: 0.1)
+  output y = bn(x)
+}`;
+  const x = values(48, 21);
+  const state = { 'bn.weight': values(3, 22), 'bn.bias': values(3, 23), 'bn.running_mean': values(3, 24), 'bn.running_var': values(3, 25).map((v) => v * v + 0.5), 'bn.num_batches_tracked': [5] };
+  const at = (n: number, c: number, p: number) => x[n * 12 + c * 4 + p];
+  const mean = [0, 1, 2].map((c) => [0, 1, 2, 3].reduce((s, n) => s + [0, 1, 2, 3].reduce((t, p) => t + at(n, c, p), 0), 0) / 16);
+  const variance = [0, 1, 2].map((c) => [0, 1, 2, 3].reduce((s, n) => s + [0, 1, 2, 3].reduce((t, p) => t + (at(n, c, p) - mean[c]) ** 2, 0), 0) / 16);
+
+  const train = compile(text).graph;
+  const ev = evaluate(train, { inputs: { x }, state });
+  const yExpected = x.map((v, i) => {
+    const c = Math.floor(i / 4) % 3;
+    return ((v - mean[c]) / Math.sqrt(variance[c] + 1e-5)) * state['bn.weight'][c] + state['bn.bias'][c];
+  });
+  close(ev.outputs.y, yExpected, 1e-10, 'train y');
+  close(ev.updates['bn.running_mean'], [0, 1, 2].map((c) => 0.9 * state['bn.running_mean'][c] + 0.1 * mean[c]), 1e-12, 'running_mean');
+  close(ev.updates['bn.running_var'], [0, 1, 2].map((c) => 0.9 * state['bn.running_var'][c] + 0.1 * variance[c] * (16 / 15)), 1e-12, 'running_var');
+  close(ev.updates['bn.num_batches_tracked'], [6], 0, 'num_batches_tracked');
+
+  const evalG = compile(text, { mode: 'eval' }).graph;
+  const ev2 = evaluate(evalG, { inputs: { x }, state });
+  const yEval = x.map((v, i) => {
+    const c = Math.floor(i / 4) % 3;
+    return ((v - state['bn.running_mean'][c]) / Math.sqrt(state['bn.running_var'][c] + 1e-5)) * state['bn.weight'][c] + state['bn.bias'][c];
+  });
+  close(ev2.outputs.y, yEval, 1e-10, 'eval y');
+});
+
+test('a BatchNorm applied twice in one step updates its running stats twice, in order', () => {
+  const r = compile(`
+import "std/nn.lovt"
+model M {
+  input a: f32[4, 2]
+  input b: f32[4, 2]
+  bn = BatchNorm(2)
+  output ya = bn(a)
+  output yb = bn(b)
+}`);
+  const a = values(8, 31);
+  const b = values(8, 32);
+  const ev = evaluate(r.graph, { inputs: { a, b }, state: { 'bn.weight': [1, 1], 'bn.bias': [0, 0], 'bn.running_mean': [0, 0], 'bn.running_var': [1, 1], 'bn.num_batches_tracked': [0] } });
+  const colMean = (x: number[], c: number) => [0, 1, 2, 3].reduce((s, n) => s + x[n * 2 + c], 0) / 4;
+  const expected = [0, 1].map((c) => 0.9 * (0.1 * colMean(a, c)) + 0.1 * colMean(b, c));
+  close(ev.updates['bn.running_mean'], expected, 1e-12, 'running_mean after two calls');
+  close(ev.updates['bn.num_batches_tracked'], [2], 0, 'num_batches_tracked');
+});
+
+test('Conv2d (with bias, stride, padding) and Embedding match float64 loops', () => {
+  const r = compile(`
+import "std/nn.lovt"
+model M {
+  input x: f32[1, 2, 4, 4]
+  input ids: i32[3]
+  conv = Conv2d(2, 3, kernel_size: 3, stride: 2, padding: 1)
+  emb = Embedding(5, 2)
+  output y = conv(x)
+  output e = emb(ids)
+}`);
+  assert.equal(shapeOf(r.graph, 'y'), [1, 3, 2, 2]);
+  const x = values(32, 41);
+  const w = values(54, 42);
+  const b = values(3, 43);
+  const table = values(10, 44);
+  const ev = evaluate(r.graph, { inputs: { x, ids: [4, 0, 2] }, state: { 'conv.weight': w, 'conv.bias': b, 'emb.weight': table } });
+  const y: number[] = [];
+  for (let o = 0; o < 3; o++)
+    for (let i = 0; i < 2; i++)
+      for (let j = 0; j < 2; j++) {
+        let s = b[o];
+        for (let c = 0; c < 2; c++)
+          for (let ki = 0; ki < 3; ki++)
+            for (let kj = 0; kj < 3; kj++) {
+              const ii = i * 2 - 1 + ki;
+              const jj = j * 2 - 1 + kj;
+              if (ii >= 0 && ii < 4 && jj >= 0 && jj < 4) s += x[c * 16 + ii * 4 + jj] * w[((o * 2 + c) * 3 + ki) * 3 + kj];
+            }
+        y.push(s);
+      }
+  close(ev.outputs.y, y, 1e-10, 'conv');
+  close(ev.outputs.e, [table[8], table[9], table[0], table[1], table[4], table[5]], 0, 'embedding');
+});
+
+// ------------------------------------------------------------- the real models
+
+test('the full LoVT (ResNet-50 + BERT-base) compiles in both modes with torchvision / HF names', () => {
+  if (!existsSync('models/lovt.lovt')) return;
+  for (const mode of ['train', 'eval'] as const) {
+    const r = compileModel({ path: 'models/lovt.lovt' }, { mode });
+    assert.ok(r.ok, renderDiagnostics(r.diagnostics));
+    const s = r.graph!.state;
+    for (const name of [
+      'image_encoder.conv1.weight', 'image_encoder.layer1.0.downsample.0.weight', 'image_encoder.layer4.2.bn3.running_var',
+      'image_encoder.layer4.2.bn3.num_batches_tracked', 'report_encoder.embeddings.word_embeddings.weight',
+      'report_encoder.embeddings.LayerNorm.weight', 'report_encoder.encoder.layer.11.attention.self.query.weight',
+      'report_encoder.encoder.layer.11.attention.output.dense.bias', 'report_encoder.encoder.layer.11.output.LayerNorm.bias',
+    ])
+      assert.ok(s[name], `missing ${name}`);
+    assert.is(s['report_encoder.embeddings.word_embeddings.weight'].trainable, false);
+    assert.is(s['report_encoder.encoder.layer.5.output.dense.weight'].trainable, false);
+    assert.is(s['report_encoder.encoder.layer.6.output.dense.weight'].trainable, true);
+    assert.is(s['image_encoder.conv1.weight'].trainable, true);
+    assert.is(Object.keys(r.graph!.updates).length > 0, mode === 'train');
+  }
+});
+
+test.run();

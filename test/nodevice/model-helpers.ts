@@ -1,0 +1,176 @@
+// Helpers shared by the model tests (models, losses, ablations, params):
+// compiling a .lovt model or source string, the expected PyTorch state_dict
+// names of torchvision ResNets and Hugging Face BERT (generated here from the
+// PyTorch module structure, independently of the .lovt files), and a structural
+// hash of graph nodes for comparing two compiled graphs.
+
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compileModel, renderDiagnostic } from '../../compiler/frontend/index.ts';
+import type { Graph, Node } from '../../compiler/ir.ts';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const MODELS = path.join(ROOT, 'models');
+
+export interface Compiled {
+  graph: Graph;
+  // ModelInfo of the front end (loss terms, configs, train spec, ...)
+  model: any;
+}
+
+/** Compiles a model file (relative to models/) or a source string; throws with rendered diagnostics. */
+export function compile(source: { file: string } | { text: string; name?: string }, opts: { model?: string; mode?: 'train' | 'eval'; set?: Record<string, string | number> } = {}): Compiled {
+  const src = 'file' in source ? { path: path.join(MODELS, source.file) } : { text: source.text, path: path.join(MODELS, source.name ?? 'test-model.lovt') };
+  const set = Object.fromEntries(Object.entries(opts.set ?? {}).map(([k, v]) => [k, String(v)]));
+  const r: any = compileModel(src as any, { model: opts.model, mode: opts.mode ?? 'train', set });
+  if (!r.ok) throw new Error(`compiling ${'file' in source ? source.file : 'a test model'} failed:\n${r.diagnostics.map((d: any) => renderDiagnostic(d)).join('\n')}`);
+  return { graph: r.graph, model: r.model };
+}
+
+// ---------------------------------------------------------------- PyTorch names
+
+export type StateEntry = [name: string, shape: number[]];
+
+function convBN(prefix: string, conv: string, bn: string, out: number, inp: number, k: number): StateEntry[] {
+  return [[`${prefix}${conv}.weight`, [out, inp, k, k]], ...bnEntries(`${prefix}${bn}`, out)];
+}
+
+function bnEntries(prefix: string, c: number): StateEntry[] {
+  return [
+    [`${prefix}.weight`, [c]],
+    [`${prefix}.bias`, [c]],
+    [`${prefix}.running_mean`, [c]],
+    [`${prefix}.running_var`, [c]],
+    [`${prefix}.num_batches_tracked`, []],
+  ];
+}
+
+/** torchvision.models.resnet{18,34,50}(...).state_dict() without fc, in PyTorch's order. */
+export function torchvisionResNetState(arch: 'resnet18' | 'resnet34' | 'resnet50', width = 64): StateEntry[] {
+  const blocks = arch === 'resnet18' ? [2, 2, 2, 2] : [3, 4, 6, 3];
+  const expansion = arch === 'resnet50' ? 4 : 1;
+  const out: StateEntry[] = [...convBN('', 'conv1', 'bn1', width, 3, 7)];
+  let inplanes = width;
+  blocks.forEach((n, li) => {
+    const planes = width * 2 ** li;
+    for (let i = 0; i < n; i++) {
+      const p = `layer${li + 1}.${i}.`;
+      const stride = i === 0 && li > 0 ? 2 : 1;
+      if (expansion === 4) {
+        out.push(...convBN(p, 'conv1', 'bn1', planes, inplanes, 1), ...convBN(p, 'conv2', 'bn2', planes, planes, 3), ...convBN(p, 'conv3', 'bn3', planes * 4, planes, 1));
+      } else {
+        out.push(...convBN(p, 'conv1', 'bn1', planes, inplanes, 3), ...convBN(p, 'conv2', 'bn2', planes, planes, 3));
+      }
+      if (stride !== 1 || inplanes !== planes * expansion) out.push(...convBN(p, 'downsample.0', 'downsample.1', planes * expansion, inplanes, 1));
+      inplanes = planes * expansion;
+    }
+  });
+  return out;
+}
+
+/** transformers.BertModel(config, add_pooling_layer=False).state_dict() (persistent entries), in PyTorch's order. */
+export function huggingFaceBertState(vocab: number, hidden = 768, layers = 12, intermediate = 3072, maxPosition = 512, typeVocab = 2): StateEntry[] {
+  const ln = (p: string): StateEntry[] => [[`${p}.weight`, [hidden]], [`${p}.bias`, [hidden]]];
+  const lin = (p: string, o: number, i: number): StateEntry[] => [[`${p}.weight`, [o, i]], [`${p}.bias`, [o]]];
+  const out: StateEntry[] = [
+    ['embeddings.word_embeddings.weight', [vocab, hidden]],
+    ['embeddings.position_embeddings.weight', [maxPosition, hidden]],
+    ['embeddings.token_type_embeddings.weight', [typeVocab, hidden]],
+    ...ln('embeddings.LayerNorm'),
+  ];
+  for (let l = 0; l < layers; l++) {
+    const p = `encoder.layer.${l}.`;
+    out.push(
+      ...lin(`${p}attention.self.query`, hidden, hidden),
+      ...lin(`${p}attention.self.key`, hidden, hidden),
+      ...lin(`${p}attention.self.value`, hidden, hidden),
+      ...lin(`${p}attention.output.dense`, hidden, hidden),
+      ...ln(`${p}attention.output.LayerNorm`),
+      ...lin(`${p}intermediate.dense`, intermediate, hidden),
+      ...lin(`${p}output.dense`, hidden, intermediate),
+      ...ln(`${p}output.LayerNorm`),
+    );
+  }
+  return out;
+}
+
+export const BN_BUFFER = /\.(running_mean|running_var|num_batches_tracked)$/;
+
+/** The graph's state under `prefix.` (prefix stripped), in the graph's order. */
+export function stateUnder(graph: Graph, prefix: string): StateEntry[] {
+  return Object.values(graph.state)
+    .filter((s) => s.name.startsWith(prefix + '.'))
+    .map((s) => [s.name.slice(prefix.length + 1), s.shape] as StateEntry);
+}
+
+/** Number of PyTorch parameters (BatchNorm running statistics excluded) among entries. */
+export function parameterCount(entries: StateEntry[]): number {
+  return entries.filter(([n]) => !BN_BUFFER.test(n)).reduce((a, [, s]) => a + s.reduce((x, y) => x * y, 1), 0);
+}
+
+// ---------------------------------------------------------------- graph comparison
+
+/**
+ * A structural hash of every node: op, attributes, type and the hashes of its
+ * inputs; leaves by their feed/state name. Two graphs compute the same value at
+ * nodes with equal hashes.
+ */
+export function structuralHashes(graph: Graph): string[] {
+  const hashes: string[] = [];
+  for (const n of graph.nodes) hashes.push(nodeHash(n, hashes));
+  return hashes;
+}
+
+function nodeHash(n: Node, hashes: string[]): string {
+  const attrs = JSON.stringify(Object.keys(n.attrs).sort().map((k) => [k, n.attrs[k]]));
+  const s = `${n.op}|${n.dtype}[${n.shape}]|${attrs}|(${n.inputs.map((i) => hashes[i]).join(',')})`;
+  // two 32-bit FNV-style lanes keep hashes short on deep graphs (collisions are negligible)
+  let h1 = 0x811c9dc5, h2 = 0x01000193;
+  for (let i = 0; i < s.length; i++) {
+    h1 = Math.imul(h1 ^ s.charCodeAt(i), 0x01000193) >>> 0;
+    h2 = Math.imul(h2 ^ s.charCodeAt(i), 0x85ebca6b) >>> 0;
+  }
+  return `${n.op}:${h1.toString(16)}:${h2.toString(16)}`;
+}
+
+/** Deterministic pseudo-random numbers for hand-built inputs (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomArray(n: number, r: () => number, scale = 1): Float64Array {
+  const a = new Float64Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+  return a;
+}
+
+/**
+ * State values for numerical tests, independent of runtime/init.ts: weights
+ * uniform with a 1/√fan_in scale, norm weights near 1, small biases, BatchNorm
+ * running statistics non-trivial (so eval mode is exercised), counters 0.
+ */
+export function randomState(graph: Graph, seed: number): Record<string, Float64Array> {
+  const r = rng(seed);
+  const out: Record<string, Float64Array> = {};
+  for (const s of Object.values(graph.state)) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    const name = s.name;
+    let v: Float64Array;
+    if (name.endsWith('num_batches_tracked')) v = new Float64Array(n).fill(3);
+    else if (name.endsWith('running_var')) v = randomArray(n, r, 0.5).map((x) => x + 1);
+    else if (name.endsWith('running_mean')) v = randomArray(n, r, 0.2);
+    else if (/(^|\.)(bn\d|downsample\.1|norm|LayerNorm)\.weight$/.test(name)) v = randomArray(n, r, 0.2).map((x) => x + 1);
+    else if (s.shape.length <= 1) v = randomArray(n, r, 0.1);
+    else if (/embeddings\.weight$/.test(name)) v = randomArray(n, r, 0.5);
+    else v = randomArray(n, r, Math.sqrt(3 / (n / s.shape[0])));
+    out[name] = v;
+  }
+  return out;
+}

@@ -1,0 +1,189 @@
+// The models of models/: every .lovt file compiles in train and eval mode, and
+// the tiny LoVT / CLIP* / ConVIRT match the independent float64 implementation
+// (float64-lovt.ts) end to end — every loss term, the shared BatchNorm's
+// running statistics — and finite differences of the total loss.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { evaluate } from '../../runtime/reference.ts';
+import { gradients } from '../../compiler/autodiff.ts';
+import { GraphBuilder } from '../../compiler/builder.ts';
+import { MODELS, compile, randomArray, randomState, rng } from './model-helpers.ts';
+import { referenceModel, type ModelInputs, type ModelSpec } from './float64-lovt.ts';
+
+function lovtFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((f) => {
+    const p = path.join(dir, f);
+    return statSync(p).isDirectory() ? lovtFiles(p) : p.endsWith('.lovt') ? [p] : [];
+  });
+}
+
+test('every .lovt file in models/ compiles, in train and in eval mode', () => {
+  const files = lovtFiles(MODELS);
+  assert.ok(files.length >= 20, `found ${files.length} files`);
+  let models = 0;
+  for (const file of files) {
+    const rel = path.relative(MODELS, file);
+    const names = [...readFileSync(file, 'utf8').matchAll(/^model\s+(\w+)/gm)].map((m) => m[1]);
+    // library files (no model): compile a probe that imports them
+    const targets = names.length ? names.map((model) => ({ source: { file: rel }, model })) : [{ source: { text: `import "${rel}"\nmodel Probe {\n  config unused: int = 0\n}\n`, name: 'probe.lovt' }, model: 'Probe' }];
+    for (const { source, model } of targets)
+      for (const mode of ['train', 'eval'] as const) {
+        const { graph } = compile(source as any, { model, mode });
+        assert.ok(graph.nodes.length > 0 || !names.length, `${rel} ${model} ${mode}`);
+        if (names.length) {
+          assert.ok('loss.total' in graph.outputs, `${rel} ${model} ${mode} has loss.total`);
+          models++;
+        }
+      }
+  }
+  assert.ok(models >= 2 * 15, `compiled ${models} model/mode pairs`);
+});
+
+// ---------------------------------------------------------------- tiny models vs float64
+
+const B = 3, T = 12, S = 4, IMAGE = 64, VOCAB = 40;
+const TINY_SET = { vocab_size: VOCAB, max_tokens: T, max_sentences: S, batch: B, image_size: IMAGE, bert_max_position: 16, bert_dropout: 0, bert_attention_dropout: 0 };
+
+function tinySpec(over: Partial<ModelSpec> = {}): ModelSpec {
+  return {
+    arch: 'resnet18', resnetWidth: 32, bert: { hidden: 128, layers: 2, heads: 2, intermediate: 512 }, maxSentences: S,
+    poolHeads: 8, projectionHidden: 256, projectionDim: 128, projectionBN: true,
+    imageAggregator: 'attention', reportAggregator: 'attention', tauGlobal: 0.1,
+    local: { tauLocal: 0.3, imageTarget: 'smooth', localWeights: 'attention' },
+    ...over,
+  };
+}
+
+/** A batch: sample b has sentences of the given token lengths; [CLS]=2 … [SEP]=3, padding 0. */
+function batch(sentenceLengths: number[][], seed: number, batchSize = B, imageSize = IMAGE): { feeds: Record<string, Float64Array>; inputs: ModelInputs } {
+  const r = rng(seed);
+  const ids = new Int32Array(batchSize * T), mask = new Int32Array(batchSize * T), sent = new Int32Array(batchSize * T).fill(-1);
+  sentenceLengths.forEach((lengths, b) => {
+    let t = 0;
+    ids[b * T] = 2;
+    mask[b * T + t++] = 1;
+    lengths.forEach((len, s) => {
+      for (let i = 0; i < len; i++, t++) {
+        ids[b * T + t] = 5 + Math.floor(r() * (VOCAB - 5));
+        mask[b * T + t] = 1;
+        sent[b * T + t] = s;
+      }
+    });
+    ids[b * T + t] = 3;
+    mask[b * T + t] = 1;
+  });
+  const image = randomArray(batchSize * 3 * imageSize * imageSize, r);
+  return {
+    feeds: { image, input_ids: Float64Array.from(ids), attention_mask: Float64Array.from(mask), token_sentence: Float64Array.from(sent) },
+    inputs: { B: batchSize, T, imageSize, image, inputIds: ids, attentionMask: mask, tokenSentence: sent },
+  };
+}
+
+const SENTENCES = [[3, 2, 3], [4, 3], [5]]; // 3, 2 and 1 valid sentence slots of 4
+
+function close(actual: number, expected: number, tol: number, what: string) {
+  assert.ok(Number.isFinite(actual), `${what}: ${actual} is not finite`);
+  assert.ok(Math.abs(actual - expected) <= tol * Math.max(1, Math.abs(expected)), `${what}: ${actual} vs float64 reference ${expected}`);
+}
+
+function compareLosses(file: string, spec: ModelSpec, mode: 'train' | 'eval', set: Record<string, string | number> = {}) {
+  const { graph } = compile({ file }, { mode, set: { ...TINY_SET, ...set } });
+  const state = randomState(graph, 17);
+  const { feeds, inputs } = batch(SENTENCES, 5);
+  const run = evaluate(graph, { inputs: feeds, state });
+  const want = referenceModel(spec, state, inputs, mode === 'train');
+  const terms = Object.keys(want.losses);
+  assert.equal(Object.keys(run.outputs).filter((k) => k.startsWith('loss.') && k !== 'loss.total').sort(), terms.map((t) => `loss.${t}`).sort(), `${file}: loss terms`);
+  for (const t of terms) close(run.outputs[`loss.${t}`][0], want.losses[t], 1e-9, `${file} ${mode} loss.${t}`);
+  return { graph, run, want, state };
+}
+
+test('lovt-tiny (train mode): every loss term equals the float64 implementation', () => {
+  const { run, want, state } = compareLosses('lovt-tiny.lovt', tinySpec(), 'train');
+  // the shared BatchNorm of the alignment model: two calls, both update the running statistics
+  assert.is(want.alignmentNorm.length, 2);
+  const m = 0.1;
+  const rm0 = state['alignment.norm.running_mean'], rv0 = state['alignment.norm.running_var'];
+  const [first, second] = want.alignmentNorm;
+  const rm = run.updates['alignment.norm.running_mean'], rv = run.updates['alignment.norm.running_var'];
+  for (let c = 0; c < 128; c++) {
+    close(rm[c], (1 - m) * ((1 - m) * rm0[c] + m * first.mean[c]) + m * second.mean[c], 1e-9, `alignment.norm.running_mean[${c}]`);
+    close(rv[c], (1 - m) * ((1 - m) * rv0[c] + m * first.varUnbiased[c]) + m * second.varUnbiased[c], 1e-9, `alignment.norm.running_var[${c}]`);
+  }
+  assert.is(run.updates['alignment.norm.num_batches_tracked'][0], state['alignment.norm.num_batches_tracked'][0] + 2);
+  assert.is(run.updates['image_encoder.bn1.num_batches_tracked'][0], state['image_encoder.bn1.num_batches_tracked'][0] + 1);
+});
+
+test('lovt-tiny (eval mode, running statistics): every loss term equals the float64 implementation; no updates', () => {
+  const { graph } = compareLosses('lovt-tiny.lovt', tinySpec(), 'eval');
+  assert.equal(Object.keys(graph.updates), []);
+});
+
+test('lovt-tiny with the ablation settings: uniform target, uniform ω, average-pool / token-max aggregators', () => {
+  compareLosses('lovt-tiny.lovt', tinySpec({ local: { tauLocal: 0.3, imageTarget: 'uniform', localWeights: 'uniform' } }), 'train', { image_target: 'uniform', local_weights: 'uniform' });
+  compareLosses('lovt-tiny.lovt', tinySpec({ imageAggregator: 'average', reportAggregator: 'token_max', local: { tauLocal: 0.2, imageTarget: 'smooth', localWeights: 'uniform' } }), 'train',
+    { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform', tau_local: 0.2 });
+});
+
+test('clip-tiny and convirt-tiny: the global losses equal the float64 implementation', () => {
+  compareLosses('clip-tiny.lovt', tinySpec({ reportAggregator: 'token_max', local: null }), 'train');
+  compareLosses('convirt-tiny.lovt', tinySpec({ imageAggregator: 'average', reportAggregator: 'token_max', projectionBN: false, local: null }), 'train');
+  compareLosses('convirt-tiny.lovt', tinySpec({ imageAggregator: 'average', reportAggregator: 'token_max', projectionBN: false, local: null }), 'eval');
+});
+
+test('lovt-tiny outputs: report→image attention sums to 1 over the valid sentences, ω sums to 1', () => {
+  const { graph } = compile({ file: 'lovt-tiny.lovt' }, { set: TINY_SET });
+  const { feeds } = batch(SENTENCES, 9);
+  const out = evaluate(graph, { inputs: feeds, state: randomState(graph, 3) }).outputs;
+  const K = (IMAGE / 32) ** 2;
+  const att = out.attention_r2i;
+  assert.is(att.length, B * K * S);
+  for (let b = 0; b < B; b++)
+    for (let k = 0; k < K; k++) {
+      const row = Array.from(att.slice((b * K + k) * S, (b * K + k + 1) * S));
+      close(row.reduce((a, v) => a + v, 0), 1, 1e-12, 'attention row sum');
+      row.forEach((v, s) => s >= SENTENCES[b].length && assert.ok(v < 1e-300, `padded sentence ${s} gets attention ${v}`));
+    }
+  for (let b = 0; b < B; b++) close(Array.from(out.image_weights.slice(b * K, (b + 1) * K)).reduce((a, v) => a + v, 0), 1, 1e-12, 'ω row sum');
+});
+
+test('lovt-tiny end to end: gradients of the total loss agree with central finite differences', () => {
+  const { graph } = compile({ file: 'lovt-tiny.lovt' }, { set: { ...TINY_SET, batch: 2 } });
+  const state = randomState(graph, 23);
+  const { feeds } = batch(SENTENCES.slice(0, 2), 31, 2);
+  const picks: [string, number][] = [
+    ['image_encoder.conv1.weight', 11],
+    ['image_encoder.layer2.0.downsample.1.weight', 5],
+    ['image_encoder.layer4.1.bn2.bias', 3],
+    ['report_encoder.embeddings.word_embeddings.weight', 7 * 128 + 9],
+    ['report_encoder.encoder.layer.1.attention.self.query.weight', 300],
+    ['report_encoder.encoder.layer.0.output.LayerNorm.weight', 4],
+    ['image_pool.in_proj_weight', 256 * 256 + 17],
+    ['report_pool.out_proj.bias', 2],
+    ['image_local_head.projection_before.weight', 1000],
+    ['report_global_head.norm.weight', 6],
+    ['alignment.key_projection.weight', 77],
+    ['alignment.norm.bias', 1],
+  ];
+  const b = new GraphBuilder(graph);
+  const wrt = [...new Set(picks.map(([n]) => graph.state[n].node))];
+  const grads = gradients(b, graph.outputs['loss.total'], wrt);
+  for (const [n] of picks) graph.outputs[`grad.${n}`] = grads.get(graph.state[n].node)!;
+  const run = evaluate(graph, { inputs: feeds, state });
+  const total = (st: Record<string, Float64Array>) => evaluate(graph, { inputs: feeds, state: st }).outputs['loss.total'][0];
+  for (const [n, i] of picks) {
+    const h = 1e-5;
+    const plus = { ...state, [n]: state[n].slice() };
+    const minus = { ...state, [n]: state[n].slice() };
+    plus[n][i] += h;
+    minus[n][i] -= h;
+    const fd = (total(plus) - total(minus)) / (2 * h);
+    const g = run.outputs[`grad.${n}`][i];
+    assert.ok(Math.abs(g - fd) <= 1e-5 * Math.max(1e-2, Math.abs(fd)) + 1e-8, `d loss.total / d ${n}[${i}]: autodiff ${g}, finite differences ${fd}`);
+  }
+});
+
+test.run();

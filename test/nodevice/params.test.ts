@@ -1,0 +1,113 @@
+// Parameter names, shapes, order and counts of the compiled models against
+// PyTorch: torchvision's ResNet (no fc) and Hugging Face's BertModel (no
+// pooler). The expected lists are generated from the PyTorch module structure
+// in model-helpers.ts, and the totals are the published numbers.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { compile, huggingFaceBertState, parameterCount, stateUnder, torchvisionResNetState, type StateEntry } from './model-helpers.ts';
+
+const lovt = compile({ file: 'lovt.lovt' }, { mode: 'train' });
+
+function assertSameState(actual: StateEntry[], expected: StateEntry[], what: string) {
+  const a = actual.map(([n, s]) => `${n} [${s}]`);
+  const e = expected.map(([n, s]) => `${n} [${s}]`);
+  const missing = e.filter((x) => !a.includes(x));
+  const extra = a.filter((x) => !e.includes(x));
+  assert.equal({ missing: missing.slice(0, 10), extra: extra.slice(0, 10) }, { missing: [], extra: [] }, `${what}: state differs from PyTorch`);
+  assert.equal(a, e, `${what}: state_dict order differs from PyTorch`);
+}
+
+test('LoVT image_encoder = torchvision ResNet-50 without fc: names, shapes, order, 23,508,032 parameters', () => {
+  const state = stateUnder(lovt.graph, 'image_encoder');
+  assertSameState(state, torchvisionResNetState('resnet50'), 'image_encoder');
+  // torchvision resnet50: 25,557,032 parameters, fc 2048·1000 + 1000 = 2,049,000
+  assert.is(parameterCount(state), 25_557_032 - 2_049_000);
+  assert.is(parameterCount(state), 23_508_032);
+  assert.is(lovt.graph.state['image_encoder.bn1.num_batches_tracked'].dtype, 'i32');
+  for (const [n] of state) assert.is(lovt.graph.state[`image_encoder.${n}`].trainable, !/running_|num_batches/.test(n), n);
+});
+
+test('LoVT report_encoder = Hugging Face BertModel without pooler (vocab 28996): names, shapes, order, 107,719,680 parameters', () => {
+  const state = stateUnder(lovt.graph, 'report_encoder');
+  assertSameState(state, huggingFaceBertState(28996), 'report_encoder');
+  // embeddings 28996·768 + 512·768 + 2·768 + 2·768 = 22,665,216; a layer 7,087,872;
+  // BertModel with pooler 108,310,272; pooler 768·768 + 768 = 590,592
+  const embeddings = 28996 * 768 + 512 * 768 + 2 * 768 + 2 * 768;
+  const layer = 4 * (768 * 768 + 768) + 2 * (2 * 768) + (768 * 3072 + 3072) + (3072 * 768 + 768);
+  assert.is(embeddings, 22_665_216);
+  assert.is(layer, 7_087_872);
+  assert.is(embeddings + 12 * layer + 590_592, 108_310_272);
+  assert.is(parameterCount(state), 108_310_272 - 590_592);
+  assert.is(parameterCount(state), 107_719_680);
+});
+
+test('LoVT freezes the BERT embeddings and encoder layers 0-5, nothing else', () => {
+  for (const s of Object.values(lovt.graph.state)) {
+    const frozenBert = /^report_encoder\.(embeddings\.|encoder\.layer\.[0-5]\.)/.test(s.name);
+    const bnBuffer = /running_mean|running_var|num_batches_tracked/.test(s.name);
+    assert.is(s.trainable, !frozenBert && !bnBuffer, s.name);
+  }
+});
+
+test('LoVT pooling, heads and alignment state: nn.MultiheadAttention / reference names and shapes', () => {
+  const g = lovt.graph;
+  const shape = (n: string) => g.state[n]?.shape;
+  assert.equal(shape('image_pool.in_proj_weight'), [3 * 2048, 2048]);
+  assert.equal(shape('image_pool.in_proj_bias'), [3 * 2048]);
+  assert.equal(shape('image_pool.out_proj.weight'), [2048, 2048]);
+  assert.equal(shape('image_pool.out_proj.bias'), [2048]);
+  assert.equal(shape('report_pool.in_proj_weight'), [3 * 768, 768]);
+  for (const [head, din] of [['image_local_head', 2048], ['image_global_head', 2048], ['report_local_head', 768], ['report_global_head', 768]] as const) {
+    assert.equal(shape(`${head}.projection_before.weight`), [2048, din], head);
+    assert.equal(shape(`${head}.projection_before.bias`), [2048], head);
+    assert.equal(shape(`${head}.norm.weight`), [2048], head);
+    assert.equal(shape(`${head}.norm.running_var`), [2048], head);
+    assert.equal(shape(`${head}.projection_after.weight`), [512, 2048], head);
+    assert.equal(shape(`${head}.projection_after.bias`), [512], head);
+  }
+  for (const p of ['key_projection', 'value_projection', 'output_projection']) {
+    assert.equal(shape(`alignment.${p}.weight`), [512, 512]);
+    assert.equal(shape(`alignment.${p}.bias`), [512]);
+  }
+  assert.equal(shape('alignment.norm.weight'), [512]);
+  const others = Object.keys(g.state).filter((n) => !/^(image_encoder|report_encoder|image_pool|report_pool|image_local_head|image_global_head|report_local_head|report_global_head|alignment)\./.test(n));
+  assert.equal(others, [], 'no state outside the named modules');
+});
+
+test('initialisers follow PyTorch: torchvision convs, BERT normal(0.02), MHA xavier, heads Kaiming fan_out', () => {
+  const init = (n: string) => lovt.graph.state[n].init;
+  assert.equal(init('image_encoder.conv1.weight'), { kind: 'kaiming_normal', mode: 'fan_out', gain: Math.SQRT2 });
+  assert.equal(init('image_encoder.bn1.weight'), { kind: 'ones' });
+  assert.equal(init('report_encoder.encoder.layer.3.attention.self.query.weight'), { kind: 'normal', mean: 0, std: 0.02 });
+  assert.equal(init('report_encoder.embeddings.word_embeddings.weight'), { kind: 'normal', mean: 0, std: 0.02 });
+  assert.equal(init('report_encoder.encoder.layer.3.attention.self.query.bias'), { kind: 'zeros' });
+  const bound = Math.sqrt(6 / (2048 + 3 * 2048));
+  const mha = init('image_pool.in_proj_weight') as any;
+  assert.is(mha.kind, 'uniform');
+  assert.ok(Math.abs(mha.high - bound) < 1e-12 && Math.abs(mha.low + bound) < 1e-12);
+  assert.equal(init('image_global_head.projection_before.weight'), { kind: 'kaiming_normal', mode: 'fan_out', gain: Math.SQRT2 });
+  assert.equal(init('image_global_head.projection_after.weight'), { kind: 'kaiming_normal', mode: 'fan_out', gain: 1 });
+  assert.equal(init('image_global_head.projection_after.bias'), { kind: 'zeros' });
+  assert.equal(init('alignment.key_projection.weight'), { kind: 'kaiming_normal', mode: 'fan_out', gain: 1 });
+});
+
+test('ResNet-18 and ResNet-34 match torchvision too (11,176,512 and 21,284,672 parameters without fc)', () => {
+  for (const [arch, count] of [['resnet18', 11_689_512 - 513_000], ['resnet34', 21_797_672 - 513_000]] as const) {
+    const m = compile({ text: `import "std/resnet.lovt"\nmodel Probe {\n  input x: f32[1, 3, 64, 64]\n  net = ResNet(arch: ${arch})\n  output y = net(x)\n}\n` });
+    const state = stateUnder(m.graph, 'net');
+    assertSameState(state, torchvisionResNetState(arch), arch);
+    assert.is(parameterCount(state), count, arch);
+  }
+});
+
+test('tiny models: ResNet-18 width 32 and a 2-layer BERT 128/2/512 with PyTorch names', () => {
+  const tiny = compile({ file: 'lovt-tiny.lovt' }, { set: { vocab_size: 321 } });
+  assertSameState(stateUnder(tiny.graph, 'image_encoder'), torchvisionResNetState('resnet18', 32), 'tiny image_encoder');
+  assertSameState(stateUnder(tiny.graph, 'report_encoder'), huggingFaceBertState(321, 128, 2, 512, 64), 'tiny report_encoder');
+  assert.equal(tiny.graph.state['image_local_head.projection_before.weight'].shape, [256, 256]);
+  assert.equal(tiny.graph.state['image_local_head.projection_after.weight'].shape, [128, 256]);
+  assert.ok(Object.values(tiny.graph.state).filter((s) => s.name.startsWith('report_encoder.')).every((s) => s.trainable), 'the tiny BERT is not frozen');
+});
+
+test.run();
