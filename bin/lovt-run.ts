@@ -121,7 +121,8 @@ type CompileModule = typeof import('../compiler/frontend/index.ts');
 async function compile(modelPath: string, opts: { model?: string; set: Record<string, string>; mode: 'train' | 'eval' }) {
   const fe: CompileModule = await import('../compiler/frontend/index.ts');
   const r = fe.compileModel({ path: modelPath }, { model: opts.model, set: opts.set, mode: opts.mode });
-  if (!r.ok || !r.graph || !r.model) throw new UsageError(fe.renderDiagnostics(r.diagnostics));
+  // Command-line diagnostics render with lovtc's name; here they are lovt-run's.
+  if (!r.ok || !r.graph || !r.model) throw new UsageError(fe.renderDiagnostics(r.diagnostics).replace(/^lovtc: /gm, ''));
   return { graph: r.graph, model: r.model };
 }
 
@@ -406,9 +407,9 @@ function progressBar(label: string, total?: number, start = 0) {
 async function lossCommand(modelPath: string, o: { model?: string; weights?: string; batch?: string; grads?: string; set: string[] }): Promise<void> {
   if (!o.weights) throw new UsageError('give --weights W.safetensors (every parameter and buffer of the model)');
   if (!o.batch) throw new UsageError('give --batch X.safetensors (the model inputs: image, input_ids, attention_mask, token_sentence)');
-  const model = await compile(modelPath, { model: o.model, set: parseSets(o.set), mode: 'train' });
   const weights = await readSafetensorsFile(o.weights, '--weights');
   const batch = await readSafetensorsFile(o.batch, '--batch');
+  const model = await compile(modelPath, { model: o.model, set: parseSets(o.set), mode: 'train' });
   const { getNodeDevice } = await import('../runtime/platform/node.ts');
   const { evaluateLosses } = await import('../runtime/train/evaluate.ts');
   const r = await evaluateLosses(await getNodeDevice(), model, weights, batch, { grads: !!o.grads, weightsName: `--weights ${o.weights}`, batchName: `--batch ${o.batch}` });

@@ -7,6 +7,7 @@ import type { DType, Graph, Node, Shape } from './ir.ts';
 import { numel, shapeStr } from './ir.ts';
 import type { Kernel } from './codegen/kernel.ts';
 import { renderGroup } from './codegen/index.ts';
+import type { ContractionTarget } from './codegen/tiling.ts';
 import { fuseGraph, pinnedNodes, type FusionResult } from './passes/fusion.ts';
 import { planMemory, type MemoryStep, type MemoryTensor } from './passes/memory.ts';
 import { validateGraph } from './ops.ts';
@@ -95,6 +96,8 @@ export interface ExecutionPlan {
 export interface PlanOptions {
   /** Fuse elementwise chains, prologues and epilogues (default true). */
   fuse?: boolean;
+  /** Contraction kernel family for the device (contractionTarget(dev)); the portable tiled one when absent. */
+  target?: ContractionTarget;
 }
 
 function bytesOf(n: { shape: Shape }): number {
@@ -122,7 +125,7 @@ export function planGraph(graph: Graph, limitsIn: Partial<EngineLimits> = DEFAUL
   let nextScratch = nodes.length;
   for (const group of fusion.groups) {
     if (numel(nodes[group.root].shape) === 0) continue; // nothing to compute
-    const r = renderGroup(graph, group, { maxWorkgroupsPerDim: limits.maxComputeWorkgroupsPerDimension }, () => nextScratch++);
+    const r = renderGroup(graph, group, { maxWorkgroupsPerDim: limits.maxComputeWorkgroupsPerDimension, target: options.target }, () => nextScratch++);
     for (const s of r.scratch) scratchInfo.set(s.id, s);
     for (const k of r.kernels) {
       const bufferCount = k.bindings.length;

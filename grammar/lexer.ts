@@ -84,7 +84,7 @@ export const ALL_TOKENS: TokenType[] = [
   LParen, RParen, LBracket, RBracket, LBrace, RBrace, Comma, Colon,
 ];
 
-export const lovtLexer = new Lexer(ALL_TOKENS, { positionTracking: 'full', ensureOptimizations: false });
+export const lovtLexer = new Lexer(ALL_TOKENS, { positionTracking: 'full', ensureOptimizations: true });
 
 export interface LexProblem {
   message: string;

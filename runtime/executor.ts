@@ -12,6 +12,7 @@ import type { Graph, Node } from '../compiler/ir.ts';
 import { numel, stridesOf } from '../compiler/ir.ts';
 import type { Kernel } from '../compiler/codegen/kernel.ts';
 import { planGraph, type ExecutionPlan, type PlanOptions, type PlanStats, type TensorPlace } from '../compiler/schedule.ts';
+import { contractionTarget } from '../compiler/codegen/tiling.ts';
 import type { LovtDevice } from './device.ts';
 import { StateStore, checkHostTensor, type HostTensor } from './state.ts';
 
@@ -183,7 +184,7 @@ export class Program {
     const label = opts.label ?? 'program';
     checkAlive(device, `creating ${label}`);
     if (state.dev.device !== device) throw new Error(`creating ${label}: the StateStore belongs to another device`);
-    const plan = opts.plan ?? planGraph(graph, dev.limits, opts);
+    const plan = opts.plan ?? planGraph(graph, dev.limits, { target: contractionTarget(dev), ...opts });
 
     // Buffers: planned scratch/input/const buffers are the program's own; state comes from the store.
     const buffers: GPUBuffer[] = [];

@@ -6,27 +6,24 @@
 
 import type { DType, Graph, Node } from '../ir.ts';
 import type { Group } from '../passes/fusion.ts';
-import type { Epilogue, Kernel } from './kernel.ts';
+import type { Kernel } from './kernel.ts';
 import { FusedEpilogue, renderElementwise } from './elementwise.ts';
 import { renderReduce } from './reduce.ts';
 import { renderNN } from './nn.ts';
+import { renderMatmul } from './matmul.ts';
+import { renderConv2d, renderConv2dGradInput, renderConv2dGradWeight } from './conv.ts';
+import type { ContractionOptions, ContractionTarget } from './tiling.ts';
 import type { RenderOptions } from './wgsl.ts';
 
 export type { RenderOptions } from './wgsl.ts';
 
-/** A generator for a contraction op, with H4's signature (bindings: inputs, epilogue extras, output). */
-export type ContractionRenderer = (graph: Graph, node: Node, opts: { maxWorkgroupsPerDim: number; epilogue?: Epilogue }) => Kernel;
-
-/**
- * matmul / conv generators by op. They live in matmul.ts and conv.ts (another
- * engineer's files) and are registered here once those exist; until then
- * those ops are refused with a clear error.
- */
-const CONTRACTIONS: Partial<Record<string, ContractionRenderer>> = {};
-
-export function registerContraction(op: 'matmul' | 'conv2d' | 'conv2d_grad_input' | 'conv2d_grad_weight', render: ContractionRenderer): void {
-  CONTRACTIONS[op] = render;
-}
+/** The register-tiled contraction generators (matmul.ts, conv.ts): bindings are the inputs, epilogue extras, the output. */
+const CONTRACTIONS: Record<string, (graph: Graph, node: Node, opts: ContractionOptions) => Kernel> = {
+  matmul: renderMatmul,
+  conv2d: renderConv2d,
+  conv2d_grad_input: renderConv2dGradInput,
+  conv2d_grad_weight: renderConv2dGradWeight,
+};
 
 export interface RenderedGroup {
   kernels: Kernel[];
@@ -34,8 +31,11 @@ export interface RenderedGroup {
   scratch: { id: number; elements: number; dtype: DType }[];
 }
 
-/** Renders one group. `opts.scratch` is supplied here; callers pass the device limits only. */
-export function renderGroup(graph: Graph, group: Group, limits: { maxWorkgroupsPerDim: number }, newScratchId: () => number): RenderedGroup {
+/**
+ * Renders one group. `target` picks the contraction kernel family for the
+ * device (tiling.ts contractionTarget; the portable one when absent).
+ */
+export function renderGroup(graph: Graph, group: Group, limits: { maxWorkgroupsPerDim: number; target?: ContractionTarget }, newScratchId: () => number): RenderedGroup {
   const scratch: RenderedGroup['scratch'] = [];
   const opts: RenderOptions = {
     maxWorkgroupsPerDim: limits.maxWorkgroupsPerDim,
@@ -55,10 +55,8 @@ export function renderGroup(graph: Graph, group: Group, limits: { maxWorkgroupsP
   else if (group.kind === 'nn') kernels = renderNN(graph, anchor, opts);
   else {
     const render = CONTRACTIONS[anchor.op];
-    if (!render)
-      throw new Error(`no WGSL generator is registered for '${anchor.op}' (node %${anchor.id}${anchor.name ? ' ' + anchor.name : ''}); compiler/codegen/matmul.ts and conv.ts provide them`);
-    const k = render(graph, anchor, { maxWorkgroupsPerDim: opts.maxWorkgroupsPerDim, epilogue: opts.epilogue });
-    kernels = [k];
+    if (!render) throw new Error(`internal: no contraction generator for '${anchor.op}' (node %${anchor.id})`);
+    kernels = [render(graph, anchor, { maxWorkgroupsPerDim: opts.maxWorkgroupsPerDim, epilogue: opts.epilogue, target: limits.target })];
   }
   // A fused epilogue stores the group's root, not the anchor: the written binding becomes the root.
   if (group.root !== anchor.id) {

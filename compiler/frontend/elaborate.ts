@@ -11,10 +11,10 @@ import { GraphBuilder } from '../builder.ts';
 import { type Attrs, type DType, type OpName, type Shape, type SourceLoc, numel } from '../ir.ts';
 import { ShapeError } from '../ops.ts';
 import { CompileError, type DiagExtras, type Diagnostic, FatalError, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
-import { Scope } from './scope.ts';
+import { type Binding, Scope } from './scope.ts';
 import {
   type Instance, type TensorValue, type Value, NONE, POISON, bool, describe, dtypeShape, expectBool, expectEnum, expectFloat, expectFloatList,
-  expectInt, expectIntList, expectString, float, int, isNumber, kindName, list, originNote, str, valuesEqual,
+  expectInt, expectIntList, expectString, float, int, isNumber, kindName, list, originNote, sizeOf, str, tuple, valuesEqual,
 } from './values.ts';
 
 export const LIMITS = {
@@ -183,6 +183,12 @@ export class Elaborator {
     return { k: 'tensor', id, shape: node.shape, dtype: node.dtype, origin: { range, what: what ?? this.snippet(range, label) } };
   }
 
+  /** Lists and tuples may nest, but their total size is bounded (equality and printing walk all of it). */
+  checkSize(v: Value, range: Range): Value {
+    if (sizeOf(v) > LIMITS.maxListLength) this.error(range, `list larger than ${LIMITS.maxListLength} values`);
+    return v;
+  }
+
   checkShape(shape: Shape, range: Range, label: string): void {
     for (const d of shape) if (!(d >= 1)) this.error(range, `${label} produces an empty or invalid shape [${shape.join(', ')}]`, { hint: 'every dimension must be at least 1' });
     const n = numel(shape);
@@ -223,14 +229,11 @@ export class Elaborator {
         return bool(e.value);
       case 'Ident':
         return this.lookup(e.name, e.range, scope);
-      case 'List': {
-        if (e.items.length > LIMITS.maxListLength) this.error(e.range, `list longer than ${LIMITS.maxListLength} items`);
-        const items = e.items.map((x) => this.eval(x, scope));
-        return items.some((x) => x.k === 'poison') ? POISON : list(items);
-      }
+      case 'List':
       case 'Tuple': {
         const items = e.items.map((x) => this.eval(x, scope));
-        return items.some((x) => x.k === 'poison') ? POISON : { k: 'tuple', items };
+        if (items.some((x) => x.k === 'poison')) return POISON;
+        return this.checkSize(e.kind === 'List' ? list(items) : tuple(items), e.range);
       }
       case 'Unary':
         return this.evalUnary(e, scope);
@@ -328,13 +331,16 @@ export class Elaborator {
       return bool(op === '==' ? eq : !eq);
     }
     if (isNumber(l) && isNumber(r)) return this.numberBinary(op, l, r, opRange);
-    if (op === '+' && l.k === 'string' && r.k === 'string') return str(l.v + r.v);
+    if (op === '+' && l.k === 'string' && r.k === 'string') {
+      if (l.v.length + r.v.length > LIMITS.maxListLength) this.error(range, `string longer than ${LIMITS.maxListLength} characters`);
+      return str(l.v + r.v);
+    }
     if (op === '+' && l.k === 'list' && r.k === 'list') {
-      if (l.items.length + r.items.length > LIMITS.maxListLength) this.error(range, `list longer than ${LIMITS.maxListLength} items`);
+      if (sizeOf(l) + sizeOf(r) > LIMITS.maxListLength) this.error(range, `list larger than ${LIMITS.maxListLength} values`);
       return list([...l.items, ...r.items]);
     }
     if (op === '*' && l.k === 'list' && r.k === 'int') {
-      if (r.v < 0 || l.items.length * r.v > LIMITS.maxListLength) this.error(range, `list repetition gives ${l.items.length * r.v} items (allowed 0..${LIMITS.maxListLength})`);
+      if (r.v < 0 || sizeOf(l) * r.v > LIMITS.maxListLength) this.error(range, `list repetition gives ${sizeOf(l) * r.v} values (allowed 0..${LIMITS.maxListLength})`);
       const out: Value[] = [];
       for (let i = 0; i < r.v; i++) out.push(...l.items);
       return list(out);
@@ -812,6 +818,7 @@ export class Elaborator {
   private execSubmodule(s: Extract<Stmt, { kind: 'Assign' }>, ctx: Extract<Ctx, { level: 'block' | 'model' }>) {
     const inst = ctx.inst;
     const name = s.target.name;
+    this.checkTopName(inst, name, s.target.range);
     const existing = inst.scope.vars.get(name);
     let index: number | undefined;
     let prefix = `${inst.prefix}${name}.`;
@@ -820,12 +827,13 @@ export class Elaborator {
       if (iv.k === 'poison') return;
       index = expectInt(iv, s.index.range, 'a sub-module index');
       if (index < 0) this.error(s.index.range, `a sub-module index must be at least 0, got ${index}`);
-      if (existing && existing.value.k !== 'modlist') this.error(s.target.range, `'${name}' is already defined at ${formatLoc(existing.range!)} and is not an indexed sub-module list`);
+      if (existing?.value.k === 'poison') return; // an earlier statement failed; its error is reported
+      if (existing && existing.value.k !== 'modlist') this.error(s.target.range, `'${name}' is already defined${definedAt(existing)} and is not an indexed sub-module list`);
       if (existing?.value.k === 'modlist' && existing.value.items.has(index))
         this.error(s.range, `${name}[${index}] is already defined`);
       prefix = `${inst.prefix}${name}.${index}.`;
     } else if (existing && existing.value.k !== 'poison') {
-      this.error(s.target.range, `duplicate definition of '${name}' (first defined at ${formatLoc(existing.range!)})`);
+      this.error(s.target.range, `duplicate definition of '${name}'${definedAt(existing, true)}`);
     }
     const v = this.eval(s.value, ctx.scope, { prefix, name });
     if (v.k === 'poison') return;
@@ -892,10 +900,17 @@ export class Elaborator {
     b.value = { ...v, origin: { range: s.range, what: `${s.name.name} (updated)` } };
   }
 
+  /** grad_acc.* and optim.* are the training programs' state (docs/parameters.md). */
+  private checkTopName(inst: Instance, name: string, range: Range) {
+    if (inst.prefix === '' && (name === 'grad_acc' || name === 'optim'))
+      this.error(range, `'${name}' is reserved at model level: the training programs name their state ${name}.*`);
+  }
+
   declareState(s: Extract<Stmt, { kind: 'State' }>, inst: Instance, scope: Scope) {
     const name = s.name.name;
+    this.checkTopName(inst, name, s.name.range);
     const prev = inst.scope.vars.get(name);
-    if (prev && prev.value.k !== 'poison') this.error(s.name.range, `duplicate definition of '${name}' (first defined at ${formatLoc(prev.range!)})`);
+    if (prev && prev.value.k !== 'poison') this.error(s.name.range, `duplicate definition of '${name}'${definedAt(prev, true)}`);
     const { shape, dtype } = this.concreteShape(s.type, scope, `${s.state} '${name}'`);
     if (s.state === 'param' && dtype !== 'f32') this.error(s.type.range, `param '${name}' must be f32 (only buffers may be i32)`);
     if (!s.init) this.error(s.range, `${s.state} '${name}' needs an initialiser, e.g. = zeros()`);
@@ -936,6 +951,12 @@ const BINDING_WORD: Partial<Record<string, string>> = {
   arg: 'block parameter', state: 'param or buffer', module: 'sub-module', config: 'config', input: 'model input', method: 'method',
   global: 'top-level definition', builtin: 'built-in', let: 'block-level let',
 };
+
+/** " at file:line:col" (or " (first defined at ...)") for a binding that has a location. */
+function definedAt(b: Binding, first = false): string {
+  if (!b.range) return '';
+  return first ? ` (first defined at ${formatLoc(b.range)})` : ` at ${formatLoc(b.range)}`;
+}
 
 /** True when some whole-segment prefix of `name` is in `frozen`. */
 export function isFrozen(name: string, frozen: ReadonlySet<string>): boolean {

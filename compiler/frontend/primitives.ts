@@ -162,6 +162,7 @@ function extremum(kind: 'max' | 'min'): BuiltinDef {
         if (kind === 'min') el.error(g.r('x'), 'min of a tensor is not a primitive', { hint: 'use -max(-x, axes: ...)' });
         return reduce.run(el, { ...a, values: [a.values[0], a.values[2], a.values[3]], ranges: [a.ranges[0], a.ranges[2], a.ranges[3]] }, scope, target);
       }
+      if (g.has('axes')) el.error(g.r('axes'), `axes: only applies to ${kind}(tensor, ...); ${kind} of numbers takes two numbers or a list`);
       const nums: number[] = x.k === 'list' ? expectFloatList(x, g.r('x'), g.what('x')) : [g.float('x')];
       if (g.has('y')) nums.push(g.float('y'));
       if (nums.length === 0) el.error(g.r('x'), `${kind} of an empty list`);

@@ -74,6 +74,20 @@ export interface LoadOptions {
   stdRoot?: string;
 }
 
+// Parsed files by display path, reused while the text is unchanged (ASTs are never
+// mutated after parsing). Tests and lovt-run compile several models per process.
+const PARSE_CACHE_LIMIT = 256;
+const parseCache = new Map<string, { text: string; parsed: ReturnType<typeof parseLovt> }>();
+
+function parseCached(text: string, shown: string): ReturnType<typeof parseLovt> {
+  const hit = parseCache.get(shown);
+  if (hit && hit.text === text) return hit.parsed;
+  const parsed = parseLovt(text, shown);
+  if (parseCache.size >= PARSE_CACHE_LIMIT) parseCache.clear();
+  parseCache.set(shown, { text, parsed });
+  return parsed;
+}
+
 export function displayPath(abs: string): string {
   const rel = path.relative(process.cwd(), abs);
   return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : abs;
@@ -110,7 +124,7 @@ export function loadProgram(source: { path: string; text?: string }, opts: LoadO
 
   const load = (abs: string, text: string, chain: ImportLink[]): LoadedFile => {
     const shown = displayPath(abs);
-    const parsed = parseLovt(text, shown);
+    const parsed = parseCached(text, shown);
     const file: LoadedFile = { path: shown, abs, text, ast: parsed.file, chain };
     files.push(file);
     byAbs.set(abs, file);

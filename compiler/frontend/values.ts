@@ -21,8 +21,9 @@ export type Value =
   | { k: 'bool'; v: boolean }
   | { k: 'string'; v: string }
   | { k: 'enum'; v: string; members: readonly string[] }
-  | { k: 'list'; items: Value[] }
-  | { k: 'tuple'; items: Value[] }
+  /** `n`: the total number of values inside, nested lists counted in full (bounds every traversal). */
+  | { k: 'list'; items: Value[]; n?: number }
+  | { k: 'tuple'; items: Value[]; n?: number }
   | { k: 'tensor'; id: number; shape: Shape; dtype: DType; origin: Origin }
   | { k: 'init'; spec: InitSpec }
   | { k: 'module'; inst: Instance }
@@ -67,7 +68,13 @@ export const int = (v: number): Value => ({ k: 'int', v });
 export const float = (v: number): Value => ({ k: 'float', v });
 export const bool = (v: boolean): Value => ({ k: 'bool', v });
 export const str = (v: string): Value => ({ k: 'string', v });
-export const list = (items: Value[]): Value => ({ k: 'list', items });
+/** The total number of values inside a value (1 for a scalar). */
+export function sizeOf(v: Value): number {
+  return v.k === 'list' || v.k === 'tuple' ? (v.n ?? 1 + v.items.reduce((s, x) => s + sizeOf(x), 0)) : 1;
+}
+
+export const list = (items: Value[]): Value => ({ k: 'list', items, n: 1 + items.reduce((s, x) => s + sizeOf(x), 0) });
+export const tuple = (items: Value[]): Value => ({ k: 'tuple', items, n: 1 + items.reduce((s, x) => s + sizeOf(x), 0) });
 
 export function isNumber(v: Value): v is Extract<Value, { k: 'int' | 'float' }> {
   return v.k === 'int' || v.k === 'float';

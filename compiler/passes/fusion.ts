@@ -10,7 +10,8 @@
 // A producer joins a group only when every one of its consumers is already in
 // that group, so no group ever needs a value computed inside another, the
 // groups stay acyclic, and ordering groups by their root id is a valid
-// schedule. An anchor becomes an epilogue's input only when the tail reads it
+// schedule; and only when those consumers all read it at the same index, so no
+// value is computed twice per output element. An anchor becomes an epilogue's input only when the tail reads it
 // at the tail's own flat index (same shape, no broadcast/transposition) and it
 // has that single consumer. 'full' and 'iota' are compiled inline wherever an
 // expression reads them; reshape/stop_gradient left outside a group are views
@@ -118,18 +119,25 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
     groupOf.set(id, group);
     groups.push(group);
     if (!opts.enabled) continue;
-    if (kind === 'elementwise') absorbProducers(group, id, true);
-    else if (kind === 'reduce') absorbProducers(group, id, false);
+    if (kind === 'elementwise') absorbProducers(group, id, 'root');
+    else if (kind === 'reduce') absorbProducers(group, id, 'anchor');
   }
 
   /**
-   * Grows `group` upward from member `from`: a producer joins when all its
-   * consumers are members (or the anchor). `identity` says whether `from` is
-   * read at the group root's flat index (only then may an anchor feed it).
+   * Grows `group` upward from member `from`. A producer joins when all its
+   * consumers are members (or the anchor) and they all read it at the same
+   * index. Each member carries an index signature: the root's is 'root', and a
+   * producer read at its consumer's own flat index inherits the consumer's
+   * signature, any other read (broadcast, transpose, slice, ...) gets a fresh
+   * one. Equal signatures mean one evaluation per output element (the
+   * expression compiler memoises by index), so no group recomputes a value;
+   * an anchor may feed an epilogue only when read at the 'root' index.
    */
-  function absorbProducers(group: Group, from: number, identity: boolean): void {
+  function absorbProducers(group: Group, from: number, fromSignature: string): void {
     const members = new Set(group.inline);
-    const sameIndex = new Map<number, boolean>([[from, identity]]);
+    const signature = new Map<number, string>([[from, fromSignature]]);
+    const readSignature = (q: number, p: Node): string =>
+      q === group.anchor ? 'anchor-load' : readsAtSameIndex(nodes[q], p) ? signature.get(q)! : `${q}->${p.id}`;
     const work = [from];
     while (work.length) {
       const c = work.pop()!;
@@ -139,25 +147,25 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
         if (members.has(p) || groupOf.has(p) || pinned.has(p)) continue;
         if (EXTERNAL_LEAVES.has(pn.op) || INLINE_LEAVES.has(pn.op) || pn.op === 'tensor') continue;
         if (!consumers[p].every((q) => members.has(q) || q === group.anchor)) continue;
-        // Index identity holds for p when every member reading it reads it at the root's index.
-        const ident = consumers[p].every((q) => q !== group.anchor && sameIndex.get(q) === true && readsAtSameIndex(nodes[q], pn));
+        const sigs = new Set(consumers[p].map((q) => readSignature(q, pn)));
+        if (sigs.size !== 1) continue; // read at several indices: materialise rather than recompute
+        const sig = [...sigs][0];
         if (isExpressionOp(pn.op)) {
           if (!fitsBindings(group, [p])) continue;
           members.add(p);
           group.inline.push(p);
-          sameIndex.set(p, ident);
+          signature.set(p, sig);
           work.push(p);
-        } else if (group.kind === 'elementwise' && group.anchor === undefined && ident && consumers[p].length === 1 && EPILOGUE_ANCHORS.has(pn.op) && pn.dtype === 'f32' && nodes[group.root].dtype === 'f32') {
+        } else if (group.kind === 'elementwise' && group.anchor === undefined && sig === 'root' && consumers[p].length === 1 && EPILOGUE_ANCHORS.has(pn.op) && pn.dtype === 'f32' && nodes[group.root].dtype === 'f32') {
           // p becomes the anchor and the group so far its epilogue.
           const kind = groupKind(pn.op)!;
-          const trial: Group = { ...group, kind, anchor: p };
-          if (!fitsBindings(trial, [])) continue;
+          if (!fitsBindings({ ...group, kind, anchor: p }, [])) continue;
           group.kind = kind;
           group.anchor = p;
           groupOf.set(p, group);
           if (kind === 'reduce') {
-            sameIndex.set(p, false); // the prologue is indexed by the reduction input, not the root
-            work.push(p);
+            signature.set(p, 'anchor');
+            work.push(p); // its input's producers may join as the prologue
           }
         }
       }

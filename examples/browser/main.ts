@@ -41,6 +41,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const result = await trainSteps(dev, compiled, state, epochBatches, {
     lr: spec.lr,
+    onProgress: log,
     onStep: (step, loss) => log(`step ${String(step).padStart(3)}  loss ${loss.toFixed(5)}`),
   });
   log(`trained ${result.losses.length} steps in ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -6,14 +6,15 @@
 //
 // out/ receives: lovt-browser.js (the runtime bundle), main.js (the page
 // script, importing ./lovt-browser.js), training.json (the tiny model's step
-// and apply programs with their execution plans) and batches.safetensors.
+// and apply graphs; the page plans their kernels for its device) and
+// batches.safetensors.
 
 import http from 'node:http';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleApp, bundleRuntime } from '../../scripts/bundle-browser.ts';
-import { buildTinyContrastive, contractionSupport, tinyBatch, TINY_CONFIG } from './tiny-model.ts';
+import { buildTinyContrastive, tinyBatch, TINY_CONFIG } from './tiny-model.ts';
 import { compileTraining, encodeBatches } from './train-loop.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -35,8 +36,7 @@ async function build(epochs: number): Promise<void> {
   await writeFile(path.join(outDir, 'training.json'), JSON.stringify({ compiled, seed: 0, lr: 0.01, epochs }));
   const batches = Array.from({ length: 4 }, (_, i) => tinyBatch(TINY_CONFIG, 100 + i, i));
   await writeFile(path.join(outDir, 'batches.safetensors'), encodeBatches(compiled.step, batches));
-  const s = contractionSupport();
-  console.log(`built ${path.relative(process.cwd(), outDir)}/ (matmul ${s.matmul ? 'kernel' : 'as mul+sum'}, conv2d ${s.conv2d ? 'kernel' : 'as im2col'})`);
+  console.log(`built ${path.relative(process.cwd(), outDir)}/`);
 }
 
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.json': 'application/json', '.safetensors': 'application/octet-stream' };

@@ -4,17 +4,10 @@
 // in seconds on a software WebGPU (lavapipe, SwiftShader), yet it has the op mix
 // of the real models: conv2d, pooling, matmul, an embedding gather, dropout,
 // GELU, L2 normalisation, logsumexp/softmax and reductions.
-//
-// matmul and conv2d get their WGSL from generators registered in
-// compiler/codegen (matmul.ts / conv.ts). Where one is not registered yet the
-// model computes the same value from other primitives (broadcast multiply +
-// sum; im2col by pad/slice/concat), so the example works either way;
-// `contractionSupport()` says which form a build uses.
 
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph } from '../../compiler/ir.ts';
 import { Rng } from '../../compiler/random.ts';
-import { DEFAULT_LIMITS, planGraph } from '../../compiler/schedule.ts';
 import type { HostTensor } from '../../runtime/state.ts';
 
 export interface TinyModelConfig {
@@ -37,44 +30,22 @@ export interface TinyModelConfig {
 
 export const TINY_CONFIG: TinyModelConfig = { batch: 4, imageSize: 8, channels: 4, tokens: 6, vocab: 16, embed: 8, joint: 8, temperature: 0.1, dropout: 0.1 };
 
-/** Whether the engine has WGSL generators for the contractions (probed by planning a one-op graph). */
-export function contractionSupport(): { matmul: boolean; conv2d: boolean } {
-  const probe = (emit: (b: GraphBuilder) => number): boolean => {
-    const b = new GraphBuilder();
-    b.output('y', emit(b));
-    try {
-      planGraph(b.graph, DEFAULT_LIMITS);
-      return true;
-    } catch (e) {
-      if (/no WGSL generator is registered/.test((e as Error).message)) return false;
-      throw e;
-    }
-  };
-  return {
-    matmul: probe((b) => b.emit('matmul', [b.input('a', [2, 3]), b.input('b', [3, 2])], { transA: false, transB: false })),
-    conv2d: probe((b) => b.emit('conv2d', [b.input('x', [1, 1, 4, 4]), b.input('w', [1, 1, 3, 3])], { stride: 1, padding: 1, dilation: 1, groups: 1 })),
-  };
-}
-
 /**
  * The forward graph: inputs `images` f32 [B,1,S,S], `tokens` i32 [B,T],
  * `token_mask` f32 [B,T], `dropout_seed` i32 []; outputs `loss` (symmetric
  * InfoNCE), `logits` [B,B] and `probs` (row softmax).
  */
-export function buildTinyContrastive(cfg: TinyModelConfig = TINY_CONFIG, support = contractionSupport()): Graph {
+export function buildTinyContrastive(cfg: TinyModelConfig = TINY_CONFIG): Graph {
   const { batch: B, imageSize: S, channels: C, tokens: T, vocab: V, embed: E, joint: D } = cfg;
   const b = new GraphBuilder();
   const pytorchDefault = { kind: 'kaiming_uniform', mode: 'fan_in', gain: Math.sqrt(1 / 3) } as const;
 
   // y [M, N] = x [M, K] · wᵀ for a weight w [N, K] (PyTorch's Linear layout).
-  const linearNoBias = (x: number, w: number, M: number, N: number, K: number): number =>
-    support.matmul
-      ? b.emit('matmul', [x, w], { transA: false, transB: true })
-      : b.sum(b.mul(b.reshape(x, [M, 1, K]), b.reshape(w, [1, N, K])), [2]);
-  const linear = (prefix: string, x: number, M: number, N: number, K: number): number => {
+  const linearNoBias = (x: number, w: number): number => b.emit('matmul', [x, w], { transA: false, transB: true });
+  const linear = (prefix: string, x: number, N: number, K: number): number => {
     const w = b.state(`${prefix}.weight`, [N, K], pytorchDefault, true);
     const bias = b.state(`${prefix}.bias`, [N], { kind: 'uniform', low: -1 / Math.sqrt(K), high: 1 / Math.sqrt(K) }, true);
-    return b.add(linearNoBias(x, w, M, N, K), bias);
+    return b.add(linearNoBias(x, w), bias);
   };
   const mean = (x: number, axes: number[], count: number) => b.mul(b.sum(x, axes), b.scalar(1 / count));
   const l2normalize = (x: number) => b.mul(x, b.emit('rsqrt', [b.add(b.sum(b.emit('square', [x]), [-1], true), b.scalar(1e-12))]));
@@ -82,25 +53,12 @@ export function buildTinyContrastive(cfg: TinyModelConfig = TINY_CONFIG, support
   // Image tower: 3×3 conv (padding 1) + bias, ReLU, 2×2 average pool, global mean, projection.
   const images = b.input('images', [B, 1, S, S]);
   const convW = b.state('image.conv.weight', [C, 1, 3, 3], pytorchDefault, true);
-  let conv: number;
-  if (support.conv2d) conv = b.emit('conv2d', [images, convW], { stride: 1, padding: 1, dilation: 1, groups: 1 });
-  else {
-    // im2col: the 9 shifted views of the zero-padded image, then a contraction with the 9 weights per channel.
-    const padded = b.emit('pad', [images], { pads: [0, 0, 0, 0, 1, 1, 1, 1], value: 0 });
-    // Concatenated row by row: one 9-input concat would bind more storage buffers than WebGPU's guaranteed 8.
-    const rows: number[] = [];
-    for (let p = 0; p < 3; p++) {
-      const taps = [0, 1, 2].map((q) => b.emit('slice', [padded], { starts: [0, 0, p, q], ends: [B, 1, p + S, q + S] }));
-      rows.push(b.emit('concat', taps, { axis: 1 }));
-    }
-    const patches = b.reshape(b.emit('concat', rows, { axis: 1 }), [B, 1, 9, S * S]);
-    conv = b.reshape(b.sum(b.mul(patches, b.reshape(convW, [1, C, 9, 1])), [2]), [B, C, S, S]);
-  }
+  const conv = b.emit('conv2d', [images, convW], { stride: 1, padding: 1, dilation: 1, groups: 1 });
   const convB = b.state('image.conv.bias', [C], { kind: 'uniform', low: -1 / 3, high: 1 / 3 }, true);
   const act = b.emit('relu', [b.add(conv, b.reshape(convB, [1, C, 1, 1]))]);
   const pooled = b.emit('avg_pool2d', [act], { kernel: 2, stride: 2, padding: 0 });
   const imageFeat = mean(pooled, [2, 3], (S / 2) * (S / 2)); // [B, C]
-  const imageEmb = l2normalize(linear('image.proj', imageFeat, B, D, C));
+  const imageEmb = l2normalize(linear('image.proj', imageFeat, D, C));
 
   // Text tower: embedding lookup, masked mean over tokens, dropout, GELU, projection.
   const tokens = b.input('tokens', [B, T], 'i32');
@@ -111,10 +69,10 @@ export function buildTinyContrastive(cfg: TinyModelConfig = TINY_CONFIG, support
   const summed = b.sum(b.mul(embedded, b.reshape(mask, [B, T, 1])), [1]); // [B, E]
   const count = b.emit('maximum', [b.sum(mask, [1], true), b.scalar(1)]); // [B, 1]
   const textFeat = b.emit('gelu', [b.emit('dropout', [b.div(summed, count), seed], { p: cfg.dropout, salt: 17 })]);
-  const textEmb = l2normalize(linear('text.proj', textFeat, B, D, E));
+  const textEmb = l2normalize(linear('text.proj', textFeat, D, E));
 
   // Symmetric InfoNCE: mean over both directions of logsumexp(row) - diagonal.
-  const logits = b.mul(linearNoBias(imageEmb, textEmb, B, B, D), b.scalar(1 / cfg.temperature)); // [B, B]
+  const logits = b.mul(linearNoBias(imageEmb, textEmb), b.scalar(1 / cfg.temperature)); // [B, B]
   const eye = b.emit('eq', [b.emit('iota', [], { axis: 0 }, { shape: [B, B], dtype: 'i32' }), b.emit('iota', [], { axis: 1 }, { shape: [B, B], dtype: 'i32' })]);
   const diagonal = b.sum(b.mul(logits, eye), [1]); // [B]
   const imageToText = b.sub(b.emit('logsumexp', [logits], { axis: 1 }), diagonal);

@@ -1,6 +1,7 @@
 // Runs compiled training programs (the step and apply graphs of
-// buildTrainingPrograms, optionally with their execution plans) for a few
-// optimizer steps on any LovtDevice. Platform-neutral: it imports only the
+// buildTrainingPrograms) for a few optimizer steps on any LovtDevice; each
+// device plans its own kernels (Program.create picks the kernel templates for
+// the device, e.g. subgroup GEMMs on CPU adapters). Platform-neutral: it imports only the
 // runtime's public entry, so the same code runs in the browser example, in the
 // browser test's page and under Node (the test's other side).
 
@@ -9,30 +10,22 @@ import {
   StateStore,
   buildTrainingPrograms,
   optimizerScalars,
-  planFromJSON,
-  planGraph,
-  planToJSON,
   readSafetensors,
   validateGraph,
   writeSafetensors,
-  DEFAULT_LIMITS,
   IR_VERSION,
-  type ExecutionPlan,
   type Graph,
   type HostTensor,
   type LovtDevice,
   type OptimizerOptions,
 } from '../../runtime/index.ts';
 
-/** What a page downloads: JSON-safe (plans as planToJSON text). */
+/** What a page downloads (plain JSON). */
 export interface CompiledTraining {
   format: 'lovt-training';
   irVersion: number;
   step: Graph;
   apply: Graph;
-  /** planToJSON() of each program's plan; planned on the device when absent. */
-  stepPlan?: string;
-  applyPlan?: string;
   optimizer: OptimizerOptions;
   /** The step program's output that is minimised. */
   loss: string;
@@ -43,6 +36,8 @@ export interface TrainRunOptions {
   lr: number;
   /** Called after each optimizer step (1-based) with that step's loss, before the next starts. */
   onStep?: (step: number, loss: number) => void;
+  /** Called with a line of progress (e.g. before the kernels compile, which is slow on software adapters). */
+  onProgress?: (message: string) => void;
 }
 
 export interface TrainRunResult {
@@ -57,22 +52,13 @@ export interface TrainRunResult {
 }
 
 /**
- * Compiles a forward graph for training: the step and apply programs, each
- * planned with WebGPU's guaranteed limits (DEFAULT_LIMITS) so that the plan runs
- * unchanged on every device, Node or browser.
+ * Compiles a forward graph for training: autodiff and the optimizer give the
+ * step and apply graphs (optimised by the graph passes). The graphs are
+ * device-independent; each device plans its kernels when it loads them.
  */
 export function compileTraining(forward: Graph, loss: string, optimizer: OptimizerOptions): CompiledTraining {
   const { step, apply } = buildTrainingPrograms(forward, { loss, optimizer, accumulate: 1 });
-  return {
-    format: 'lovt-training',
-    irVersion: IR_VERSION,
-    step,
-    apply,
-    stepPlan: planToJSON(planGraph(step, DEFAULT_LIMITS)),
-    applyPlan: planToJSON(planGraph(apply, DEFAULT_LIMITS)),
-    optimizer,
-    loss,
-  };
+  return { format: 'lovt-training', irVersion: IR_VERSION, step, apply, optimizer, loss };
 }
 
 /** Batches as one safetensors file, tensors named "<batch index>/<input name>"; shapes from `graph`'s inputs. */
@@ -141,11 +127,12 @@ export async function trainSteps(
         if (!value) throw new Error(`no initial value for state '${s.name}'`);
         store.upload(s.name, value);
       }
-    const plan = (text?: string): ExecutionPlan | undefined => (text === undefined ? undefined : planFromJSON(text));
-    const step = await Program.create(dev, compiled.step, store, { label: 'step', plan: plan(compiled.stepPlan) });
+    opts.onProgress?.('compiling the step and apply programs for this device');
+    const step = await Program.create(dev, compiled.step, store, { label: 'step' });
     programs.push(step);
-    const apply = await Program.create(dev, compiled.apply, store, { label: 'apply', plan: plan(compiled.applyPlan) });
+    const apply = await Program.create(dev, compiled.apply, store, { label: 'apply' });
     programs.push(apply);
+    opts.onProgress?.(`compiled: ${step.stats.kernels + apply.stats.kernels} kernels`);
 
     const losses: number[] = [];
     const outputs: Record<string, HostTensor>[] = [];

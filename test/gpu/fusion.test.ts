@@ -91,6 +91,28 @@ test('pooling, gather and segment_max take an epilogue', async () => {
   assert.is(fused.program.dispatches, 2);
 });
 
+test('matmul and conv take elementwise epilogues (bias, activation, residual)', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [2, 7, 5]);
+  const w = b.input('w', [5, 9]);
+  const bias = b.input('bias', [9]);
+  const res = b.input('res', [2, 7, 9]);
+  const mm = b.emit('matmul', [x, w], { transA: false, transB: false });
+  b.output('linear_gelu', b.add(b.emit('gelu', [b.add(mm, bias)]), res));
+  const img = b.input('img', [2, 3, 9, 7]);
+  const k = b.input('k', [4, 3, 3, 3]);
+  const cb = b.input('cb', [4, 1, 1]);
+  const convAttrs = { stride: 2, padding: 1, dilation: 1, groups: 1 };
+  const conv = b.emit('conv2d', [img, k], convAttrs);
+  b.output('conv_relu', b.emit('relu', [b.add(conv, cb)]));
+  const dy = b.input('dy', b.node(conv).shape);
+  b.output('conv_dx', b.mul(b.emit('conv2d_grad_input', [dy, k], { ...convAttrs, inputSize: [9, 7] }), b.full(0.5)));
+  b.output('conv_dw', b.neg(b.emit('conv2d_grad_weight', [img, dy], { ...convAttrs, kernelSize: [3, 3] })));
+  const n = await fusedMatchesUnfused(b.graph, 8, { rtol: 1e-4, atol: 1e-5 });
+  assert.is(n.fused, 4);
+  assert.is(n.unfused, 11);
+});
+
 test('dropout inside a fused chain keeps the reference mask', async () => {
   const b = new GraphBuilder();
   const x = b.input('x', [5, 13]);

@@ -78,7 +78,7 @@ const LOCAL_IMAGE = ['local_image_l2a', 'local_image_a2l'];
 const LOCAL_REPORT = ['local_report_l2a', 'local_report_a2l'];
 // the loss total is a chain of weighted sums located at the loss expressions
 const TOTAL = ['losses.lovt:local_losses', 'losses.lovt:infonce'];
-const POOLING = ['pooling.lovt:GlobalPool.body', 'pooling.lovt:GlobalPool.attention_pool', 'pooling.lovt:MhaOutProj.body', 'pooling.lovt:average_pool', 'pooling.lovt:masked_max', 'pooling.lovt:uniform_weights', 'pooling.lovt:token_valid'];
+const POOLING = ['masks.lovt:additive_mask', 'pooling.lovt:GlobalPool.body', 'pooling.lovt:GlobalPool.attention_pool', 'pooling.lovt:MhaOutProj.body', 'pooling.lovt:average_pool', 'pooling.lovt:masked_max', 'pooling.lovt:uniform_weights', 'pooling.lovt:token_valid'];
 // ω: uniform weights over always-valid regions are a constant, consumed in local_losses
 const OMEGA = ['pooling.lovt:uniform_weights', 'losses.lovt:attention_omega', 'losses.lovt:local_losses'];
 // the global heads applied to another aggregator's vector

@@ -1,37 +1,15 @@
 // lovt-run as a user meets it: exit codes, one-line errors, no stack traces.
-// Commands that need a GPU (train, loss, demo) are exercised in test/gpu/train.test.ts.
+// Commands that need a GPU (train, loss) are exercised in test/gpu/cli-train.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { HostTensor } from '../../runtime/safetensors.ts';
 import { readSafetensors } from '../../runtime/safetensors.ts';
 import { saveCheckpoint } from '../../runtime/train/checkpoint.ts';
 import { NodeStorage } from '../../runtime/platform/node-storage.ts';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-export function lovtRun(args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(root, 'bin/lovt-run.js'), ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** stderr without Dawn's own start-up warnings. */
-function ourStderr(stderr: string): string[] {
-  return stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('Warning: '));
-}
-
-function assertOneLineError(r: { code: number; stderr: string }, pattern: RegExp): void {
-  assert.is(r.code, 1, `exit code (stderr: ${r.stderr})`);
-  const lines = ourStderr(r.stderr);
-  assert.is(lines.length, 1, `one line of error, got:\n${lines.join('\n')}`);
-  assert.match(lines[0], /^lovt-run: /);
-  assert.match(lines[0], pattern);
-  assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
-}
+import { assertOneLineError, lovtRun } from '../lovt-run.ts';
 
 test('usage errors: unknown command, unknown option, missing argument', () => {
   assertOneLineError(lovtRun(['tain']), /unknown command 'tain'/);
@@ -39,7 +17,7 @@ test('usage errors: unknown command, unknown option, missing argument', () => {
   assertOneLineError(lovtRun(['export']), /missing required argument 'RUN_DIR'/);
   const help = lovtRun(['--help']);
   assert.is(help.code, 0);
-  for (const cmd of ['doctor', 'export']) assert.match(help.stdout, new RegExp(`\\b${cmd}\\b`));
+  for (const cmd of ['train', 'loss', 'synth', 'export', 'doctor', 'demo']) assert.match(help.stdout, new RegExp(`\\b${cmd}\\b`));
 });
 
 test('export: missing run directory, nothing requested, and a real export', async () => {
@@ -65,6 +43,32 @@ test('export: missing run directory, nothing requested, and a real export', asyn
     assert.equal(Array.from(read.tensors.get('conv1.weight')!.data), [1.5, -2]);
     assert.is(read.storedDtypes.get('bn1.num_batches_tracked'), 'I64');
     assertOneLineError(lovtRun(['export', dir, '--image-encoder', out, '--checkpoint', 'best']), /has no best checkpoint/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('train and loss: bad arguments and a bad model are one clear error before any GPU work', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-'));
+  try {
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--data', 'imagenet']), /--data expects 'synth' or 'mimic:DIR'.*got 'imagenet'/);
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--steps', '3', '--epochs', '2']), /--steps or --epochs, not both/);
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'tau_local']), /--set expects key=value.*got 'tau_local'/);
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--steps', '-2']), /--steps must be a positive whole number, got '-2'/);
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--resume', dir]), /has no last checkpoint/);
+    assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--batch', 'x.safetensors']), /give --weights/);
+    assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--weights', path.join(dir, 'nope.safetensors'), '--batch', 'x']), /cannot read --weights .*nope\.safetensors: ENOENT/);
+    assertOneLineError(lovtRun(['synth', '--studies', '3']), /give --out DIR/);
+
+    // A compile error is the rendered diagnostic: location, source line, caret; still exit 1.
+    const bad = path.join(dir, 'bad.lovt');
+    writeFileSync(bad, 'import "std/nn.lovt"\nmodel Bad {\n  config batch: int = 2\n  let x = undefined_thing(3)\n}\n');
+    const r = lovtRun(['train', bad]);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /^lovt-run: .*bad\.lovt:4:\d+: error: .*undefined_thing/);
+    assert.match(r.stderr, /\n\s*4 \| +let x = undefined_thing\(3\)\n\s*\| +\^+/);
+    assert.not.match(r.stderr, /\n\s+at /);
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'no_such_config=1']), /^lovt-run: error: --set no_such_config=1: the model LoVT_Tiny has no config 'no_such_config'/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -483,6 +483,16 @@ const CASES: Case[] = [
     main: "model M {\n  let a = nope1\n  let b = a + 1\n  let c = nope2\n}\n",
     expect: ["test/nodevice/errors-virtual.lovt:2:11: unknown name 'nope1'","test/nodevice/errors-virtual.lovt:4:11: unknown name 'nope2'"],
   },
+  {
+    name: "exponentially nested lists are bounded",
+    main: "fn f() {\n  let l = [1]\n  for i in 0..60 { l = [l, l] }\n  let b = l == l\n}\nmodel M {\n  let x = f()\n}\n",
+    expect: ["test/nodevice/errors-virtual.lovt:3:24: list larger than 100000 values"],
+  },
+  {
+    name: "string doubling is bounded",
+    main: "fn f() {\n  let s = \"ab\"\n  for i in 0..60 { s = s + s }\n}\nmodel M {\n  let x = f()\n}\n",
+    expect: ["test/nodevice/errors-virtual.lovt:3:24: string longer than 100000 characters"],
+  },
 ];
 
 test(`at least 40 malformed programs`, () => {

@@ -4,7 +4,7 @@
 // nn layers checked with the float64 reference interpreter against
 // independent loops written here.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type CompileOptions, type CompileResult, compileModel, renderDiagnostics } from '../../compiler/frontend/index.ts';
@@ -440,6 +440,20 @@ model M {
       }
   close(ev.outputs.y, y, 1e-10, 'conv');
   close(ev.outputs.e, [table[8], table[9], table[0], table[1], table[4], table[5]], 0, 'embedding');
+});
+
+// ------------------------------------------------------------- docs
+
+test('the examples of docs/language.md compile', () => {
+  const doc = readFileSync('docs/language.md', 'utf8');
+  const blocks = [...doc.matchAll(/```\n([\s\S]*?)```/g)].map((m) => m[1]);
+  const fns = blocks.find((b) => b.startsWith('fn l2_normalize'))!;
+  const model = blocks.find((b) => b.includes('model TinyClassifier'))!;
+  const r = compile(`${fns}\n${model.replace('\n}\n', `\n  output n = l2_normalize(logits)\n  output heads = split_heads(reshape(logits, [2, 4, 4]), 2)\n  output nce = infonce(matmul(logits, logits, transpose_b: true), 1)\n}\n`)}`);
+  assert.equal(shapeOf(r.graph, 'heads'), [2, 2, 4, 2]);
+  assert.is(r.graph.state['encoder.weight'].trainable, false);
+  const variants = blocks.find((b) => b.includes('model LoVT_Small extends LoVT'))!;
+  assert.ok(variants, 'the variants example is present');
 });
 
 // ------------------------------------------------------------- the real models

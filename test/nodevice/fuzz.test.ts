@@ -152,7 +152,7 @@ test('mutated model files never crash or hang the front end', () => {
       if (!r.ok) errorsSeen++;
       else if (!r.graph || !r.model) throw new Error('ok result without graph');
     }),
-    { numRuns: 150 },
+    { numRuns: 150, includeErrorInReport: true },
   );
   assert.ok(errorsSeen > 0, 'the mutations should produce some errors');
 });
@@ -163,7 +163,7 @@ test('random text never crashes the front end', () => {
       const r = compileModel({ text, path: 'test/nodevice/fuzz-virtual.lovt' });
       if (r.diagnostics.some((d) => d.message.startsWith('internal compiler error'))) throw new Error(`ICE on ${JSON.stringify(text)}`);
     }),
-    { numRuns: 100 },
+    { numRuns: 100, includeErrorInReport: true },
   );
 });
 

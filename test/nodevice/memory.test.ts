@@ -180,6 +180,21 @@ test('fusion: an elementwise tail joins its reduction as an epilogue, its produc
   assert.is(f2.groups.length, 2);
 });
 
+test('fusion never recomputes: a producer read at two different indices is materialised', () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [5, 5]);
+  const e = b.emit('exp', [x]);
+  b.output('sym', b.add(e, b.transpose(e, [1, 0]))); // e at (i, j) and at (j, i)
+  const f = fuseGraph(b.graph, { enabled: true, maxStorageBuffers: 8 });
+  assert.is(f.groups.length, 2);
+  // Read twice at the same index: fused.
+  const b2 = new GraphBuilder();
+  const x2 = b2.input('x', [5, 5]);
+  const e2 = b2.emit('exp', [x2]);
+  b2.output('y', b2.add(b2.mul(e2, e2), b2.emit('tanh', [e2])));
+  assert.is(fuseGraph(b2.graph, { enabled: true, maxStorageBuffers: 8 }).groups.length, 1);
+});
+
 test('a tensor over the binding limit is refused with its name, size, the limit and a fix', () => {
   const b = new GraphBuilder();
   const x = b.input('images', [64, 3, 224, 224]);

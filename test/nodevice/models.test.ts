@@ -42,10 +42,40 @@ test('every .lovt file in models/ compiles, in train and in eval mode', () => {
   assert.ok(models >= 2 * 15, `compiled ${models} model/mode pairs`);
 });
 
+test('ResNet features: stem and layer1-4 maps (strides 2, 4, 8, 16, 32) and regions = the flattened layer4 map', () => {
+  const probe = (arch: string, width: number) => `
+import "std/resnet.lovt"
+model Probe {
+  input x: f32[2, 3, 64, 64]
+  net = ResNet(arch: ${arch}, base_width: ${width})
+  let maps = net.features(x)
+  output stem = maps[0]
+  output layer1 = maps[1]
+  output layer2 = maps[2]
+  output layer3 = maps[3]
+  output layer4 = maps[4]
+  output regions = net.regions(x)
+}
+`;
+  const shapes = (g: any) => Object.fromEntries(Object.entries(g.outputs).map(([k, id]) => [k, g.nodes[id as number].shape]));
+  assert.equal(shapes(compile({ text: probe('resnet50', 64), name: 'probe.lovt' }, { mode: 'eval' }).graph), {
+    stem: [2, 64, 32, 32], layer1: [2, 256, 16, 16], layer2: [2, 512, 8, 8], layer3: [2, 1024, 4, 4], layer4: [2, 2048, 2, 2], regions: [2, 4, 2048],
+  });
+  const { graph } = compile({ text: probe('resnet18', 8), name: 'probe.lovt' }, { mode: 'eval' });
+  assert.equal(shapes(graph).layer4, [2, 64, 2, 2]);
+  const r = rng(4);
+  const out = evaluate(graph, { inputs: { x: randomArray(2 * 3 * 64 * 64, r) }, state: randomState(graph, 8) }).outputs;
+  for (let b = 0; b < 2; b++) for (let k = 0; k < 4; k++) for (let c = 0; c < 64; c++) assert.is(out.regions[(b * 4 + k) * 64 + c], out.layer4[(b * 64 + c) * 4 + k]);
+});
+
 // ---------------------------------------------------------------- tiny models vs float64
 
 const B = 3, T = 12, S = 4, IMAGE = 64, VOCAB = 40;
+// The tiny models at a small batch and 64×64 images (2×2 regions), dropout off so that
+// the float64 implementation sees the same function. THIN also narrows the ResNet to
+// base width 8 for the tests that evaluate many times (the reference interpreter is slow).
 const TINY_SET = { vocab_size: VOCAB, max_tokens: T, max_sentences: S, batch: B, image_size: IMAGE, bert_max_position: 16, bert_dropout: 0, bert_attention_dropout: 0 };
+const THIN = { resnet_width: 8 };
 
 function tinySpec(over: Partial<ModelSpec> = {}): ModelSpec {
   return {
@@ -90,7 +120,7 @@ function close(actual: number, expected: number, tol: number, what: string) {
 }
 
 function compareLosses(file: string, spec: ModelSpec, mode: 'train' | 'eval', set: Record<string, string | number> = {}) {
-  const { graph } = compile({ file }, { mode, set: { ...TINY_SET, ...set } });
+  const { graph } = compile({ file }, { mode, set: { ...TINY_SET, ...set, resnet_width: spec.resnetWidth } });
   const state = randomState(graph, 17);
   const { feeds, inputs } = batch(SENTENCES, 5);
   const run = evaluate(graph, { inputs: feeds, state });
@@ -123,19 +153,20 @@ test('lovt-tiny (eval mode, running statistics): every loss term equals the floa
 });
 
 test('lovt-tiny with the ablation settings: uniform target, uniform ω, average-pool / token-max aggregators', () => {
-  compareLosses('lovt-tiny.lovt', tinySpec({ local: { tauLocal: 0.3, imageTarget: 'uniform', localWeights: 'uniform' } }), 'train', { image_target: 'uniform', local_weights: 'uniform' });
-  compareLosses('lovt-tiny.lovt', tinySpec({ imageAggregator: 'average', reportAggregator: 'token_max', local: { tauLocal: 0.2, imageTarget: 'smooth', localWeights: 'uniform' } }), 'train',
+  compareLosses('lovt-tiny.lovt', tinySpec({ resnetWidth: 8, local: { tauLocal: 0.3, imageTarget: 'uniform', localWeights: 'uniform' } }), 'train', { image_target: 'uniform', local_weights: 'uniform' });
+  compareLosses('lovt-tiny.lovt', tinySpec({ resnetWidth: 8, imageAggregator: 'average', reportAggregator: 'token_max', local: { tauLocal: 0.2, imageTarget: 'smooth', localWeights: 'uniform' } }), 'train',
     { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform', tau_local: 0.2 });
 });
 
 test('clip-tiny and convirt-tiny: the global losses equal the float64 implementation', () => {
-  compareLosses('clip-tiny.lovt', tinySpec({ reportAggregator: 'token_max', local: null }), 'train');
-  compareLosses('convirt-tiny.lovt', tinySpec({ imageAggregator: 'average', reportAggregator: 'token_max', projectionBN: false, local: null }), 'train');
-  compareLosses('convirt-tiny.lovt', tinySpec({ imageAggregator: 'average', reportAggregator: 'token_max', projectionBN: false, local: null }), 'eval');
+  compareLosses('clip-tiny.lovt', tinySpec({ resnetWidth: 8, reportAggregator: 'token_max', local: null }), 'train');
+  const convirt = tinySpec({ resnetWidth: 8, imageAggregator: 'average', reportAggregator: 'token_max', projectionBN: false, local: null });
+  compareLosses('convirt-tiny.lovt', convirt, 'train');
+  compareLosses('convirt-tiny.lovt', convirt, 'eval');
 });
 
 test('lovt-tiny outputs: report→image attention sums to 1 over the valid sentences, ω sums to 1', () => {
-  const { graph } = compile({ file: 'lovt-tiny.lovt' }, { set: TINY_SET });
+  const { graph } = compile({ file: 'lovt-tiny.lovt' }, { set: { ...TINY_SET, ...THIN } });
   const { feeds } = batch(SENTENCES, 9);
   const out = evaluate(graph, { inputs: feeds, state: randomState(graph, 3) }).outputs;
   const K = (IMAGE / 32) ** 2;
@@ -150,40 +181,48 @@ test('lovt-tiny outputs: report→image attention sums to 1 over the valid sente
   for (let b = 0; b < B; b++) close(Array.from(out.image_weights.slice(b * K, (b + 1) * K)).reduce((a, v) => a + v, 0), 1, 1e-12, 'ω row sum');
 });
 
-test('lovt-tiny end to end: gradients of the total loss agree with central finite differences', () => {
-  const { graph } = compile({ file: 'lovt-tiny.lovt' }, { set: { ...TINY_SET, batch: 2 } });
+/** autodiff gradients of `loss` at the picked state elements, and central differences of `objective`. */
+function gradientCheck(set: Record<string, string | number>, picks: [string, number][], objective: (outputs: Record<string, Float64Array>) => number) {
+  const { graph } = compile({ file: 'lovt-tiny.lovt' }, { set: { ...TINY_SET, ...THIN, batch: 2, ...set } });
   const state = randomState(graph, 23);
   const { feeds } = batch(SENTENCES.slice(0, 2), 31, 2);
-  const picks: [string, number][] = [
+  const b = new GraphBuilder(graph);
+  const grads = gradients(b, graph.outputs['loss.total'], [...new Set(picks.map(([n]) => graph.state[n].node))]);
+  for (const [n] of picks) graph.outputs[`grad.${n}`] = grads.get(graph.state[n].node)!;
+  const run = evaluate(graph, { inputs: feeds, state });
+  const value = (st: Record<string, Float64Array>) => objective(evaluate(graph, { inputs: feeds, state: st }).outputs);
+  for (const [n, i] of picks) {
+    const h = 1e-6;
+    const plus = { ...state, [n]: state[n].slice() };
+    const minus = { ...state, [n]: state[n].slice() };
+    plus[n][i] += h;
+    minus[n][i] -= h;
+    const fd = (value(plus) - value(minus)) / (2 * h);
+    const g = run.outputs[`grad.${n}`][i];
+    assert.ok(Math.abs(g - fd) <= 1e-5 * Math.max(1e-2, Math.abs(fd)), `d loss / d ${n}[${i}]: autodiff ${g}, finite differences ${fd}`);
+  }
+}
+
+test('lovt-tiny end to end (uniform ω): gradients of the total loss agree with central finite differences', () => {
+  gradientCheck({ local_weights: 'uniform' }, [
     ['image_encoder.conv1.weight', 11],
     ['image_encoder.layer2.0.downsample.1.weight', 5],
     ['image_encoder.layer4.1.bn2.bias', 3],
     ['report_encoder.embeddings.word_embeddings.weight', 7 * 128 + 9],
     ['report_encoder.encoder.layer.1.attention.self.query.weight', 300],
     ['report_encoder.encoder.layer.0.output.LayerNorm.weight', 4],
-    ['image_pool.in_proj_weight', 256 * 256 + 17],
-    ['report_pool.out_proj.bias', 2],
-    ['image_local_head.projection_before.weight', 1000],
+    ['image_pool.in_proj_weight', 17],
     ['report_global_head.norm.weight', 6],
     ['alignment.key_projection.weight', 77],
-    ['alignment.norm.bias', 1],
-  ];
-  const b = new GraphBuilder(graph);
-  const wrt = [...new Set(picks.map(([n]) => graph.state[n].node))];
-  const grads = gradients(b, graph.outputs['loss.total'], wrt);
-  for (const [n] of picks) graph.outputs[`grad.${n}`] = grads.get(graph.state[n].node)!;
-  const run = evaluate(graph, { inputs: feeds, state });
-  const total = (st: Record<string, Float64Array>) => evaluate(graph, { inputs: feeds, state: st }).outputs['loss.total'][0];
-  for (const [n, i] of picks) {
-    const h = 1e-5;
-    const plus = { ...state, [n]: state[n].slice() };
-    const minus = { ...state, [n]: state[n].slice() };
-    plus[n][i] += h;
-    minus[n][i] -= h;
-    const fd = (total(plus) - total(minus)) / (2 * h);
-    const g = run.outputs[`grad.${n}`][i];
-    assert.ok(Math.abs(g - fd) <= 1e-5 * Math.max(1e-2, Math.abs(fd)) + 1e-8, `d loss.total / d ${n}[${i}]: autodiff ${g}, finite differences ${fd}`);
-  }
+  ], (o) => o['loss.total'][0]);
+});
+
+test('lovt-tiny (attention ω): ω carries no gradient — the pooling gets exactly the global losses\' gradient', () => {
+  // The local losses depend on the attention pooling only through ω, which is detached:
+  // d total / d pooling = d (0.75·L_I→R + 0.25·L_R→I) / d pooling. Downstream of ω, the total.
+  const global = (o: Record<string, Float64Array>) => 0.75 * o['loss.global_i2r'][0] + 0.25 * o['loss.global_r2i'][0];
+  gradientCheck({}, [['image_pool.in_proj_bias', 40], ['report_pool.in_proj_weight', 130], ['report_pool.out_proj.weight', 3]], global);
+  gradientCheck({}, [['alignment.value_projection.weight', 5], ['report_local_head.projection_after.bias', 2]], (o) => o['loss.total'][0]);
 });
 
 test.run();

@@ -5,6 +5,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { initState } from '../../runtime/init.ts';
 import { compile, huggingFaceBertState, parameterCount, stateUnder, torchvisionResNetState, type StateEntry } from './model-helpers.ts';
 
 const lovt = compile({ file: 'lovt.lovt' }, { mode: 'train' });
@@ -108,6 +109,25 @@ test('tiny models: ResNet-18 width 32 and a 2-layer BERT 128/2/512 with PyTorch 
   assert.equal(tiny.graph.state['image_local_head.projection_before.weight'].shape, [256, 256]);
   assert.equal(tiny.graph.state['image_local_head.projection_after.weight'].shape, [128, 256]);
   assert.ok(Object.values(tiny.graph.state).filter((s) => s.name.startsWith('report_encoder.')).every((s) => s.trainable), 'the tiny BERT is not frozen');
+});
+
+test('initialised lovt-tiny state has PyTorch statistics (runtime/init.ts on the models\' InitSpecs)', () => {
+  const tiny = compile({ file: 'lovt-tiny.lovt' });
+  const state = initState(tiny.graph, 12345);
+  const std = (v: ArrayLike<number>) => {
+    const a = Array.from(v);
+    const m = a.reduce((x, y) => x + y, 0) / a.length;
+    return Math.sqrt(a.reduce((x, y) => x + (y - m) ** 2, 0) / a.length);
+  };
+  assert.equal(Object.keys(state), Object.keys(tiny.graph.state));
+  for (const [n, v] of Object.entries(state)) assert.ok(Array.from(v).every(Number.isFinite), n);
+  const near = (n: string, want: number) => assert.ok(Math.abs(std(state[n]) / want - 1) < 0.1, `${n}: std ${std(state[n])}, PyTorch ${want}`);
+  near('image_encoder.layer1.0.conv1.weight', Math.sqrt(2 / (32 * 9))); // kaiming_normal fan_out
+  near('report_encoder.encoder.layer.0.intermediate.dense.weight', 0.02); // BERT normal(0, 0.02)
+  near('image_local_head.projection_before.weight', Math.sqrt(2 / 256)); // fan_out 256, gain √2
+  near('alignment.output_projection.weight', Math.sqrt(1 / 128)); // fan_out 128, gain 1
+  near('image_pool.in_proj_weight', Math.sqrt(6 / (4 * 256)) / Math.sqrt(3)); // xavier_uniform
+  assert.ok(Array.from(state['image_encoder.bn1.running_var']).every((v) => v === 1));
 });
 
 test.run();

@@ -1,0 +1,79 @@
+// lovt-run train / loss / export / --init as a user runs them, on the GPU, with
+// the tiny fixture model (test/gpu/tiny-clip.lovt) and a small SynthCXR.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeSynthDataset } from '../../runtime/platform/node-fs.ts';
+import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
+import { assertOneLineError, lovtRun } from '../lovt-run.ts';
+
+const work = mkdtempSync(path.join(tmpdir(), 'lovt-cli-train-'));
+const modelPath = fileURLToPath(new URL('./tiny-clip.lovt', import.meta.url));
+const dataDir = path.join(work, 'synth');
+const run = path.join(work, 'run');
+
+test.before(async () => {
+  await writeSynthDataset(dataDir, { studies: 24, seed: 3, imageSize: 32, splitFractions: [0.5, 0.5, 0] });
+});
+
+test.after(() => rmSync(work, { recursive: true, force: true }));
+
+test('lovt-run train writes checkpoints, metrics and report.md with its figures', () => {
+  const r = lovtRun(['train', modelPath, '--data', `mimic:${dataDir}`, '--steps', '3', '--out', run, '--heatmap-studies', '2']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /stopped: reached 3 optimizer steps/);
+  const report = readFileSync(path.join(run, 'report.md'), 'utf8');
+  for (const f of [...report.matchAll(/\]\((figures\/[^)]+)\)/g)].map((m) => m[1])) assert.ok(existsSync(path.join(run, f)), f);
+  assert.match(report, /attention-p\d+-s\d+\.png/);
+  assert.ok(existsSync(path.join(run, 'best.json')) && existsSync(path.join(run, 'metrics.jsonl')));
+});
+
+test('lovt-run loss prints every term as JSON and writes gradients; mismatches are named', () => {
+
+  // loss: weights from the run's checkpoint, a batch written to safetensors.
+  const ckpt = readSafetensors(new Uint8Array(readFileSync(path.join(run, JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).weights.file))));
+  const weightsFile = path.join(work, 'w.safetensors');
+  writeFileSync(weightsFile, writeSafetensors(new Map([...ckpt.tensors].filter(([k]) => !k.startsWith('optim.')))));
+  const batchFile = path.join(work, 'x.safetensors');
+  const vocab = JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).set.vocab_size;
+  const B = 4, T = 16;
+  const ids = Int32Array.from({ length: B * T }, (_, i) => (i % T < 5 ? 5 + ((i * 7) % (Number(vocab) - 5)) : 0));
+  const sentence = Int32Array.from({ length: B * T }, (_, i) => (i % T >= 1 && i % T < 4 ? 0 : -1));
+  writeFileSync(batchFile, writeSafetensors({
+    image: { shape: [B, 3, 16, 16], data: Float32Array.from({ length: B * 768 }, (_, i) => Math.sin(i)) },
+    input_ids: { shape: [B, T], data: ids, dtype: 'I64' },
+    attention_mask: { shape: [B, T], data: ids.map((v) => (v ? 1 : 0)) },
+    token_sentence: { shape: [B, T], data: sentence },
+  }));
+  const gradsFile = path.join(work, 'g.safetensors');
+  const l = lovtRun(['loss', modelPath, '--weights', weightsFile, '--batch', batchFile, '--grads', gradsFile, '--set', `vocab_size=${vocab}`]);
+  assert.is(l.code, 0, l.stderr);
+  const losses = JSON.parse(l.stdout);
+  assert.equal(Object.keys(losses), ['total', 'i2r', 'r2i']);
+  assert.ok(Number.isFinite(losses.total));
+  assert.ok(readSafetensors(new Uint8Array(readFileSync(gradsFile))).tensors.has('image_proj.weight'));
+  const wrong = lovtRun(['loss', modelPath, '--weights', batchFile, '--batch', batchFile, '--set', `vocab_size=${vocab}`]);
+  assert.is(wrong.code, 1);
+  assert.match(wrong.stderr, /^lovt-run: --weights .* does not match the model's state: missing \d+ .*; unexpected 4/);
+  assert.not.match(wrong.stderr, /\n\s+at /);
+});
+
+test('export writes the image encoder; a mis-shaped --init file is one error naming every problem', () => {
+  const enc = path.join(work, 'enc.safetensors');
+  const e = lovtRun(['export', run, '--image-encoder', enc]);
+  assert.is(e.code, 0, e.stderr);
+  assert.equal([...readSafetensors(new Uint8Array(readFileSync(enc))).tensors.keys()].sort(), ['bias', 'weight']);
+  // (Loading a good file is checked in process in train.test.ts.)
+  const badFile = path.join(work, 'bad-enc.safetensors');
+  writeFileSync(badFile, writeSafetensors({ weight: { shape: [8, 4], data: new Float32Array(32) }, extra: { shape: [1], data: new Float32Array(1) } }));
+  assertOneLineError(
+    lovtRun(['train', modelPath, '--data', `mimic:${dataDir}`, '--steps', '1', '--out', path.join(work, 'bad-run'), '--init', `image_encoder=${badFile}`]),
+    /--init image_encoder=.*bad-enc\.safetensors does not match the model's image_encoder\.\* state: missing 1 .*image_encoder\.bias; unexpected 1 .*extra; mis-shaped 1: weight \[8, 4\] vs model \[8, 3\]/,
+  );
+});
+
+
+test.run();

@@ -1,0 +1,89 @@
+// A minimal way to run ONE generated Kernel on the device, independent of the
+// executor: upload the read bindings, dispatch, read the written binding back.
+// Used by the contraction tests (matmul, conv) and by bench/run.ts, which
+// re-dispatches a prepared kernel to time it.
+
+import type { Kernel } from '../../compiler/codegen/kernel.ts';
+
+export interface PreparedKernel {
+  /** Dispatches once and waits until the device has finished. */
+  run(): Promise<void>;
+  /** Dispatches `times` times in one submission and waits. */
+  runMany(times: number): Promise<void>;
+  /** The written (last) binding's contents. */
+  read(): Promise<Float32Array>;
+  destroy(): void;
+}
+
+/**
+ * Compiles `kernel` and binds fresh buffers: `inputs[i]` fills read binding i
+ * (a number means that many uninitialised f32), the read_write binding gets
+ * `outputSize` f32. Compilation errors throw with the offending WGSL line.
+ */
+export async function prepareKernel(device: GPUDevice, kernel: Kernel, inputs: (Float32Array | number)[], outputSize: number): Promise<PreparedKernel> {
+  const reads = kernel.bindings.filter((b) => b.access === 'read').length;
+  if (inputs.length !== reads) throw new Error(`${kernel.name} has ${reads} read bindings, ${inputs.length} inputs given`);
+  device.pushErrorScope('validation');
+  const module = device.createShaderModule({ code: kernel.wgsl });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === 'error');
+  if (errors.length) {
+    const lines = kernel.wgsl.split('\n');
+    throw new Error(`${kernel.name}: WGSL errors:\n${errors.map((m) => `  ${m.lineNum}: ${m.message}\n    ${lines[m.lineNum - 1]?.trim()}`).join('\n')}`);
+  }
+  const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: kernel.entryPoint } });
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const buffers = kernel.bindings.map((b, i) => {
+    const src = i < inputs.length ? inputs[i] : outputSize;
+    const n = typeof src === 'number' ? src : src.length;
+    const buffer = device.createBuffer({ size: Math.max(16, Math.ceil((n * 4) / 16) * 16), usage });
+    if (typeof src !== 'number') device.queue.writeBuffer(buffer, 0, src);
+    return buffer;
+  });
+  const bindGroup = device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  const error = await device.popErrorScope();
+  if (error) throw new Error(`${kernel.name}: ${error.message}`);
+  const out = buffers[buffers.length - 1];
+
+  const runMany = async (times: number) => {
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    for (let i = 0; i < times; i++) pass.dispatchWorkgroups(...kernel.workgroups);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  };
+  return {
+    run: () => runMany(1),
+    runMany,
+    async read() {
+      const staging = device.createBuffer({ size: outputSize * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(out, 0, staging, 0, outputSize * 4);
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      const result = new Float32Array(staging.getMappedRange().slice(0));
+      staging.destroy();
+      return result;
+    },
+    destroy() {
+      for (const b of buffers) b.destroy();
+    },
+  };
+}
+
+/** Runs a kernel once on the given inputs and returns its output. */
+export async function runKernel(device: GPUDevice, kernel: Kernel, inputs: Float32Array[], outputSize: number): Promise<Float32Array> {
+  const k = await prepareKernel(device, kernel, inputs, outputSize);
+  try {
+    await k.run();
+    return await k.read();
+  } finally {
+    k.destroy();
+  }
+}

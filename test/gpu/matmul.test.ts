@@ -1,0 +1,189 @@
+// matmul kernels on the device against an independent float64 matmul, for both
+// templates (shared-memory tiled; subgroup, where the device has fixed-size
+// subgroups), at awkward sizes, transposes, batch broadcasting, an epilogue,
+// a folded workgroup grid and one medium shape that exercises full tiles.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getNodeDevice } from '../../runtime/platform/node.ts';
+import { GraphBuilder } from '../../compiler/builder.ts';
+import type { Graph, Node } from '../../compiler/ir.ts';
+import type { Epilogue } from '../../compiler/codegen/kernel.ts';
+import { renderMatmul, matmulFlops } from '../../compiler/codegen/matmul.ts';
+import { type ContractionOptions, PORTABLE_TARGET, contractionTarget } from '../../compiler/codegen/tiling.ts';
+import { runKernel } from './kernel-runner.ts';
+
+const lovt = await getNodeDevice();
+const device = lovt.device;
+const sg = contractionTarget(lovt).subgroupSize || (lovt.features.has('subgroups') ? Number((lovt.adapter.info as any).subgroupMinSize) : 0);
+/** The templates this device can run: 'tiled' always, 'subgroup' with a fixed subgroup size. */
+const TEMPLATES: [string, ContractionOptions][] = [['tiled', { maxWorkgroupsPerDim: 65535, target: PORTABLE_TARGET }]];
+const info = lovt.adapter.info as any;
+if (lovt.features.has('subgroups') && info.subgroupMinSize === info.subgroupMaxSize && sg > 0)
+  TEMPLATES.push(['subgroup', { maxWorkgroupsPerDim: 65535, target: { kind: 'simd-cpu', subgroupSize: sg } }]);
+
+let seed = 12345;
+function random(n: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    a[i] = (seed / 2 ** 32) * 2 - 1;
+  }
+  return a;
+}
+
+const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
+
+/** float64 matmul with numpy batch broadcasting; also returns sum |a||b| per output for the error bound. */
+function reference(a: Float32Array, aShape: number[], b: Float32Array, bShape: number[], transA: boolean, transB: boolean) {
+  const ar = aShape.length;
+  const br = bShape.length;
+  const M = transA ? aShape[ar - 1] : aShape[ar - 2];
+  const K = transA ? aShape[ar - 2] : aShape[ar - 1];
+  const N = transB ? bShape[br - 2] : bShape[br - 1];
+  const aB = aShape.slice(0, -2);
+  const bB = bShape.slice(0, -2);
+  const rank = Math.max(aB.length, bB.length);
+  const pad = (s: number[]) => [...Array(rank - s.length).fill(1), ...s];
+  const [pa, pb] = [pad(aB), pad(bB)];
+  const outB = pa.map((d, i) => Math.max(d, pb[i]));
+  const batches = prod(outB);
+  const y = new Float64Array(batches * M * N);
+  const mag = new Float64Array(batches * M * N);
+  for (let t = 0; t < batches; t++) {
+    // unravel t, then map each coordinate into the (possibly broadcast) operand
+    let rem = t;
+    const coord = new Array(rank);
+    for (let i = rank - 1; i >= 0; i--) {
+      coord[i] = rem % outB[i];
+      rem = Math.floor(rem / outB[i]);
+    }
+    let ao = 0;
+    let bo = 0;
+    for (let i = 0; i < rank; i++) {
+      ao = ao * pa[i] + (pa[i] === 1 ? 0 : coord[i]);
+      bo = bo * pb[i] + (pb[i] === 1 ? 0 : coord[i]);
+    }
+    ao *= M * K;
+    bo *= K * N;
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        let s1 = 0;
+        for (let k = 0; k < K; k++) {
+          const av = a[ao + (transA ? k * M + m : m * K + k)];
+          const bv = b[bo + (transB ? n * K + k : k * N + n)];
+          s += av * bv;
+          s1 += Math.abs(av * bv);
+        }
+        y[(t * M + m) * N + n] = s;
+        mag[(t * M + m) * N + n] = s1;
+      }
+  }
+  return { y, mag, K };
+}
+
+function matmulGraph(aShape: number[], bShape: number[], transA = false, transB = false): { graph: Graph; node: Node } {
+  const g = new GraphBuilder();
+  const x = g.input('x', aShape);
+  const y = g.input('y', bShape);
+  const z = g.emit('matmul', [x, y], { transA, transB });
+  return { graph: g.graph, node: g.node(z) };
+}
+
+/** |got - want| within the f32 summation bound K * 2^-24 * sum|a||b| (plus a hair for the exact-zero case). */
+function assertClose(got: Float32Array, want: { y: Float64Array; mag: Float64Array; K: number }, what: string) {
+  assert.is(got.length, want.y.length, `${what}: output length`);
+  for (let i = 0; i < got.length; i++) {
+    const tol = 1.5 * (want.K + 2) * 2 ** -24 * want.mag[i] + 1e-30;
+    if (!(Math.abs(got[i] - want.y[i]) <= tol))
+      assert.unreachable(`${what}: element ${i} is ${got[i]}, expected ${want.y[i]} (tolerance ${tol.toExponential(2)})`);
+  }
+}
+
+async function check(aShape: number[], bShape: number[], transA = false, transB = false, extra: Partial<ContractionOptions> = {}) {
+  const { graph, node } = matmulGraph(aShape, bShape, transA, transB);
+  const a = random(prod(aShape));
+  const b = random(prod(bShape));
+  const want = reference(a, aShape, b, bShape, transA, transB);
+  for (const [name, opts] of TEMPLATES) {
+    const kernel = renderMatmul(graph, node, { ...opts, ...extra });
+    assert.equal(kernel.bindings, [
+      { tensor: node.inputs[0], access: 'read' },
+      { tensor: node.inputs[1], access: 'read' },
+      { tensor: node.id, access: 'read_write' },
+    ]);
+    const got = await runKernel(device, kernel, [a, b], prod(node.shape));
+    assertClose(got, want, `${name} ${kernel.name} [${aShape}]${transA ? 'ᵀ' : ''} @ [${bShape}]${transB ? 'ᵀ' : ''}`);
+  }
+}
+
+test('awkward small sizes', async () => {
+  await check([1, 1], [1, 1]);
+  await check([3, 5], [5, 7]);
+  await check([13, 17], [17, 33]);
+  await check([33, 7], [7, 5]);
+});
+
+test('transposed operands', async () => {
+  await check([7, 5], [7, 3], true, false);
+  await check([5, 13], [17, 13], false, true);
+  await check([17, 13], [33, 17], true, true);
+  await check([8, 12], [12, 16], false, false); // all multiples of 4: vector loads
+  await check([12, 36], [20, 12], true, true); // transposed and aligned: vector loads along rows / k
+});
+
+test('batch broadcasting', async () => {
+  await check([2, 3, 5, 7], [3, 7, 4]); // leading dim broadcast
+  await check([4, 5, 6], [6, 3]); // shared weight: batch folds into M
+  await check([6, 5], [2, 6, 3]); // shared left operand
+  await check([3, 5, 7], [1, 4, 7], false, true); // size-1 batch dim, transposed right operand
+  await check([2, 1, 7, 5], [1, 3, 7, 4], true, false); // both sides broadcast
+});
+
+test('medium shape exercising full tiles (128x200 @ 200x96), plain and transposed', async () => {
+  await check([128, 200], [200, 96]);
+  await check([200, 128], [96, 200], true, true);
+});
+
+test('a grid folded into y when workgroups exceed the per-dimension limit', async () => {
+  await check([2, 40, 9], [2, 9, 70], false, false, { maxWorkgroupsPerDim: 3 });
+});
+
+test('epilogue: relu(v + bias[n]) with the bias bound after the inputs', async () => {
+  const M = 9;
+  const K = 11;
+  const N = 13;
+  const { graph, node } = matmulGraph([M, K], [K, N]);
+  const a = random(M * K);
+  const b = random(K * N);
+  const bias = random(N);
+  const biasId = 1000;
+  const epilogue: Epilogue = {
+    extra: [biasId],
+    render: (first) => ({
+      decls: `@group(0) @binding(${first}) var<storage, read> ep_bias: array<f32>;`,
+      code: `fn epilogue(v: f32, i: u32) -> f32 { return max(v + ep_bias[i % ${N}u], 0.0); }`,
+    }),
+  };
+  const want = reference(a, [M, K], b, [K, N], false, false);
+  for (let i = 0; i < want.y.length; i++) {
+    want.y[i] = Math.max(want.y[i] + bias[i % N], 0);
+    want.mag[i] += Math.abs(bias[i % N]);
+  }
+  for (const [name, opts] of TEMPLATES) {
+    const kernel = renderMatmul(graph, node, { ...opts, epilogue });
+    assert.equal(kernel.bindings.map((x) => x.tensor), [node.inputs[0], node.inputs[1], biasId, node.id], name);
+    assertClose(await runKernel(device, kernel, [a, b, bias], M * N), want, `${name} epilogue`);
+  }
+});
+
+test('flops and malformed input', () => {
+  const { graph, node } = matmulGraph([2, 3, 4], [4, 5]);
+  assert.is(matmulFlops(graph, node), 2 * 2 * 3 * 4 * 5);
+  const bad: Node = { ...node, attrs: { transB: true } };
+  assert.throws(() => renderMatmul(graph, bad, { maxWorkgroupsPerDim: 65535 }), /contraction mismatch/);
+  const notMatmul: Node = { ...node, op: 'add' };
+  assert.throws(() => renderMatmul(graph, notMatmul, { maxWorkgroupsPerDim: 65535 }), /renderMatmul got a 'add' node/);
+});
+
+test.run();
