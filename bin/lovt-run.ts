@@ -294,21 +294,28 @@ async function trainCommand(modelPath: string, o: TrainCliOptions): Promise<void
     `${spec.optimizer.kind} lr ${spec.optimizer.lr}, ${spec.schedule.kind} schedule, seed ${spec.seed}; device ${device.description}`);
   let bar: ReturnType<typeof progressBar> | null = null;
   let logEvery = 1;
+  let timeBar = false;
   const trainer = await Trainer.create({
     device, storage, train: trainModel, eval: evalModel, data: training, modelPath, set, dataInfo,
     maxSteps: o.steps, maxEpochs: o.epochs, maxSeconds: o.minutes !== undefined ? o.minutes * 60 : undefined,
     checkpointEvery: o.checkpointEvery, maxValidationBatches: o.valBatches, resume: resumeFrom, init,
     onEvent: (e) => {
       switch (e.kind) {
-        case 'start':
-          say(`${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.stepsPerEpoch} optimizer steps per epoch${e.totalSteps ? `, until step ${e.totalSteps}` : ''}`);
-          bar = progressBar('train', e.totalSteps ?? undefined, e.step);
-          logEvery = Math.max(1, Math.round((e.totalSteps ?? 100) / 20));
+        case 'start': {
+          // With a time budget (and no step limit) the bar counts seconds, else steps.
+          timeBar = e.maxSeconds !== null && o.steps === undefined;
+          const limit = timeBar ? `for ${fmtDuration(e.maxSeconds!)}` : e.totalSteps ? `until step ${e.totalSteps}` : '';
+          say(`${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.stepsPerEpoch} optimizer steps per epoch${limit ? `, ${limit}` : ''}`);
+          bar = timeBar ? progressBar('train', Math.round(e.maxSeconds!), 0, 's') : progressBar('train', e.totalSteps ?? undefined, e.step);
+          logEvery = timeBar ? 10 : Math.max(1, Math.round((e.totalSteps ?? 100) / 20));
           break;
-        case 'step':
-          bar!.update(e.step, undefined, { loss: fmt(e.losses['loss.total']), sps: Number.isFinite(e.samplesPerSecond) ? e.samplesPerSecond.toFixed(1) : '-', epoch: e.epoch + 1 });
-          if (!bar!.tty && e.step % logEvery === 0) say(`step ${e.step} epoch ${e.epoch + 1}: loss ${fmt(e.losses['loss.total'])}, lr ${e.lr.toExponential(2)}, ${Number.isFinite(e.samplesPerSecond) ? e.samplesPerSecond.toFixed(1) : '-'} samples/s`);
+        }
+        case 'step': {
+          const payload = { loss: fmt(e.losses['loss.total']), sps: Number.isFinite(e.samplesPerSecond) ? e.samplesPerSecond.toFixed(1) : '-', epoch: e.epoch + 1, step: e.step };
+          bar!.update(timeBar ? Math.min(Math.round(e.elapsedSeconds), bar!.total) : e.step, undefined, payload);
+          if (!bar!.tty && e.step % logEvery === 0) say(`step ${e.step} epoch ${e.epoch + 1}: loss ${fmt(e.losses['loss.total'])}, lr ${e.lr.toExponential(2)}, ${payload.sps} samples/s, ${fmtDuration(e.elapsedSeconds)}`);
           break;
+        }
         case 'validation':
           bar!.log(`epoch ${e.epoch + 1} validation (step ${e.step}): ${formatLosses(e.losses)}${e.improved ? '  (best so far)' : ''}`);
           break;
@@ -368,16 +375,24 @@ function say(text: string): void {
   process.stdout.write(text + '\n');
 }
 
-/** A cli-progress bar on an interactive terminal; elsewhere a no-op with `tty: false`. */
-function progressBar(label: string, total?: number, start = 0) {
+function fmtDuration(seconds: number): string {
+  return seconds >= 90 ? `${(seconds / 60).toFixed(1)} min` : `${seconds.toFixed(0)} s`;
+}
+
+/**
+ * A cli-progress bar on an interactive terminal (counting steps, or seconds with
+ * unit 's'); elsewhere a no-op with `tty: false` whose log() just prints.
+ */
+function progressBar(label: string, total?: number, start = 0, unit: '' | 's' = '') {
   const tty = !!process.stderr.isTTY;
   if (!tty) {
-    return { tty, update: (_v: number, _t?: number, _p?: object) => {}, log: (t: string) => say(t), stop: () => {} };
+    return { tty, total: total ?? 1, update: (_v: number, _t?: number, _p?: object) => {}, log: (t: string) => say(t), stop: () => {} };
   }
+  const counter = unit === 's' ? '{value}/{total} s | step {step}' : '{value}/{total}';
   const bar = new cliProgress.SingleBar(
     {
-      format: total !== undefined && label === 'train'
-        ? `${label} {bar} {value}/{total} | epoch {epoch} | loss {loss} | {sps} samples/s | ETA {eta_formatted}`
+      format: label === 'train'
+        ? `${label} {bar} ${counter} | epoch {epoch} | loss {loss} | {sps} samples/s | ETA {eta_formatted}`
         : `${label} {bar} {value}/{total} | ETA {eta_formatted}`,
       stream: process.stderr,
       hideCursor: true,
@@ -385,11 +400,15 @@ function progressBar(label: string, total?: number, start = 0) {
     },
     cliProgress.Presets.shades_classic,
   );
-  bar.start(total ?? 1, start, { loss: '-', sps: '-', epoch: 1 });
-  return {
+  bar.start(total ?? 1, start, { loss: '-', sps: '-', epoch: 1, step: 0 });
+  const handle = {
     tty,
+    total: total ?? 1,
     update: (v: number, t?: number, payload?: object) => {
-      if (t !== undefined) bar.setTotal(t);
+      if (t !== undefined) {
+        bar.setTotal(t);
+        handle.total = t;
+      }
       bar.update(v, payload);
     },
     log: (t: string) => {
@@ -399,6 +418,7 @@ function progressBar(label: string, total?: number, start = 0) {
     },
     stop: () => bar.stop(),
   };
+  return handle;
 }
 
 // ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ export interface CompiledModel {
 }
 
 export type TrainEvent =
-  | { kind: 'start'; step: number; totalSteps: number | null; stepsPerEpoch: number; epoch: number; resumed: boolean }
+  | { kind: 'start'; step: number; totalSteps: number | null; maxSeconds: number | null; stepsPerEpoch: number; epoch: number; resumed: boolean }
   | { kind: 'step'; step: number; epoch: number; lr: number; losses: Record<string, number>; samplesPerSecond: number; elapsedSeconds: number }
   | { kind: 'validation'; step: number; epoch: number; losses: Record<string, number>; improved: boolean }
   | { kind: 'checkpoint'; step: number; tags: CheckpointTag[] }
@@ -330,7 +330,7 @@ export class Trainer {
     const totalSteps = o.maxSteps ?? maxEpochs * this.stepsPerEpoch;
     const throughput = new Throughput();
     throughput.record(0, performance.now());
-    this.emit({ kind: 'start', step: this.step, totalSteps, stepsPerEpoch: this.stepsPerEpoch, epoch: this.position.epoch, resumed: !!o.resume });
+    this.emit({ kind: 'start', step: this.step, totalSteps, maxSeconds: o.maxSeconds ?? null, stepsPerEpoch: this.stepsPerEpoch, epoch: this.position.epoch, resumed: !!o.resume });
 
     let stopReason = '';
     const limitReached = (): string => {

@@ -101,10 +101,12 @@ function assertClose(got: Float32Array, want: { y: Float64Array; mag: Float64Arr
 }
 
 async function check(aShape: number[], bShape: number[], transA = false, transB = false, extra: Partial<ContractionOptions> = {}) {
+  const T0 = performance.now();
   const { graph, node } = matmulGraph(aShape, bShape, transA, transB);
   const a = random(prod(aShape));
   const b = random(prod(bShape));
   const want = reference(a, aShape, b, bShape, transA, transB);
+  console.log("ref", (performance.now() - T0).toFixed(0));
   for (const [name, opts] of TEMPLATES) {
     const kernel = renderMatmul(graph, node, { ...opts, ...extra });
     assert.equal(kernel.bindings, [
@@ -114,6 +116,7 @@ async function check(aShape: number[], bShape: number[], transA = false, transB 
     ]);
     const got = await runKernel(device, kernel, [a, b], prod(node.shape));
     assertClose(got, want, `${name} ${kernel.name} [${aShape}]${transA ? 'ᵀ' : ''} @ [${bShape}]${transB ? 'ᵀ' : ''}`);
+    console.log(kernel.name, aShape, bShape, (performance.now() - T0).toFixed(0));
   }
 }
 
@@ -135,7 +138,7 @@ test('transposed operands', async () => {
 test('batch broadcasting', async () => {
   await check([2, 3, 5, 7], [3, 7, 4]); // leading dim broadcast
   await check([4, 5, 6], [6, 3]); // shared weight: batch folds into M
-  await check([6, 5], [2, 6, 3]); // shared left operand
+  await check([5, 6], [2, 6, 3]); // shared left operand
   await check([3, 5, 7], [1, 4, 7], false, true); // size-1 batch dim, transposed right operand
   await check([2, 1, 7, 5], [1, 3, 7, 4], true, false); // both sides broadcast
 });
@@ -146,7 +149,7 @@ test('medium shape exercising full tiles (128x200 @ 200x96), plain and transpose
 });
 
 test('a grid folded into y when workgroups exceed the per-dimension limit', async () => {
-  await check([2, 40, 9], [2, 9, 70], false, false, { maxWorkgroupsPerDim: 3 });
+  await check([2, 40, 9], [2, 9, 70], false, false, { maxWorkgroupsPerDim: 8 });
 });
 
 test('epilogue: relu(v + bias[n]) with the bias bound after the inputs', async () => {

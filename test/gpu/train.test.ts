@@ -11,7 +11,7 @@ import { compileModelOrThrow } from '../../compiler/frontend/index.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { NodeFileSource, writeSynthDataset } from '../../runtime/platform/node-fs.ts';
 import { nodeStorage } from '../../runtime/platform/node-storage.ts';
-import { readSafetensors } from '../../runtime/safetensors.ts';
+import { readSafetensors, type HostTensor } from '../../runtime/safetensors.ts';
 import { loadCheckpoint } from '../../runtime/train/checkpoint.ts';
 import { openTrainingData, type TrainingData } from '../../runtime/train/data-setup.ts';
 import { readMetrics } from '../../runtime/train/metrics.ts';
@@ -111,7 +111,7 @@ test('evaluateLosses: training-mode losses without dropout, gradients, and named
   const ckpt = await loadCheckpoint(nodeStorage(path.join(work, 'full')), 'last');
   const weights = new Map([...ckpt.tensors].filter(([k]) => !k.startsWith('optim.')));
   const first = (await data.validate!.epoch(0).next()).value!.batch;
-  const batch = new Map(Object.entries(first.inputs));
+  const batch = new Map<string, HostTensor>(Object.entries(first.inputs));
   const device = await getNodeDevice();
   const a = await evaluateLosses(device, model, weights, batch, { grads: true });
   const b = await evaluateLosses(device, model, weights, batch);
