@@ -158,7 +158,7 @@ export function planGraph(graph: Graph, limitsIn: Partial<EngineLimits> = DEFAUL
   const addTensor = (root: number) => {
     if (memTensors.has(root) || stateNodes.has(root)) return;
     checkSize(root);
-    memTensors.set(root, { id: root, bytes: tensorBytes(root), pinned: inputNodes.has(root) || constNodes.has(root) });
+    memTensors.set(root, { id: root, bytes: tensorBytes(root), liveAtStart: inputNodes.has(root), persistent: constNodes.has(root) });
   };
   const steps: MemoryStep[] = kernels.map((k) => {
     const reads: number[] = [];
@@ -171,12 +171,12 @@ export function planGraph(graph: Graph, limitsIn: Partial<EngineLimits> = DEFAUL
     }
     return { reads, writes };
   });
-  // Outputs and update values persist after the run: pin their storage.
+  // Outputs and update values are read after the last dispatch: never released.
   for (const id of pinned) {
     const root = rootOf(id);
     addTensor(root);
     const t = memTensors.get(root);
-    if (t) t.pinned = true;
+    if (t) t.liveAtEnd = true;
   }
   for (const id of inputNodes.keys()) addTensor(id);
   for (const id of constNodes) addTensor(id);

@@ -72,10 +72,14 @@ export interface FnDecl {
   range: Range;
 }
 
-/** An index segment of a freeze path: `layer[3]` or `layer[0..6]`. */
+/**
+ * A segment of a freeze path: `layer`, `layer[3]` or `layer[0..6]`. The index and the range
+ * bounds are compile-time int expressions (`layer[0..frozen_layers]`), evaluated in the model's
+ * scope where the freeze item stands.
+ */
 export interface FreezeSegment {
   name: Name;
-  index?: { start: number; end?: number; range: Range };
+  index?: { start: Expr; end?: Expr; range: Range };
 }
 
 export interface FreezePath {
@@ -91,7 +95,8 @@ export interface TrainEntry {
 
 export type Stmt =
   | { kind: 'Let'; names: Name[]; tuple: boolean; value: Expr; range: Range }
-  | { kind: 'Assign'; target: Name; index?: Expr; value: Expr; range: Range }
+  /** `target = value`, `target[index] = value`; `key` is the `as KEY` of a sub-module declaration. */
+  | { kind: 'Assign'; target: Name; index?: Expr; value: Expr; key?: Expr; range: Range }
   | { kind: 'ExprStmt'; expr: Expr; range: Range }
   | { kind: 'Return'; value?: Expr; range: Range }
   | { kind: 'If'; cond: Expr; then: Stmt[]; else?: Stmt[]; range: Range }

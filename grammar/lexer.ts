@@ -30,8 +30,11 @@ export const Not = keyword('not');
 export const Enum = keyword('enum');
 export const True = keyword('true');
 export const False = keyword('false');
+// `NAME = Block(...) as KEY`: a sub-module's state key (docs/language.md §6). Python's `as`
+// is a keyword too, so no PyTorch attribute can be named `as`.
+export const As = keyword('as');
 
-export const RESERVED_WORDS = ['import', 'block', 'fn', 'model', 'extends', 'let', 'return', 'if', 'then', 'else', 'for', 'in', 'and', 'or', 'not', 'enum', 'true', 'false'];
+export const RESERVED_WORDS = ['import', 'block', 'fn', 'model', 'extends', 'let', 'return', 'if', 'then', 'else', 'for', 'in', 'and', 'or', 'not', 'enum', 'true', 'false', 'as'];
 /** Identifiers that start a statement in certain positions (see parser.ts). */
 export const STATEMENT_WORDS = ['param', 'buffer', 'input', 'config', 'loss', 'output', 'update', 'freeze', 'drop', 'train'];
 
@@ -73,7 +76,7 @@ export const UnterminatedString = createToken({ name: 'UnterminatedString', patt
 export const UnterminatedComment = createToken({ name: 'UnterminatedComment', pattern: /\/\*[\s\S]*/, line_breaks: true });
 export const WhiteSpace = createToken({ name: 'WhiteSpace', pattern: /\s+/, group: Lexer.SKIPPED, line_breaks: true });
 
-export const KEYWORDS = [Import, Block, Fn, Model, Extends, Let, Return, If, Then, Else, For, In, And, Or, Not, Enum, True, False];
+export const KEYWORDS = [Import, Block, Fn, Model, Extends, Let, Return, If, Then, Else, For, In, And, Or, Not, Enum, True, False, As];
 
 export const ALL_TOKENS: TokenType[] = [
   WhiteSpace, LineComment, BlockComment, UnterminatedComment,

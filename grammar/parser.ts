@@ -5,10 +5,10 @@
 // declaration is reported and the others still parse. docs/language.md is
 // the reference for the syntax.
 
-import { EmbeddedActionsParser, EOF, type IToken, type TokenType } from 'chevrotain';
+import { type DSLMethodOpts, EmbeddedActionsParser, EOF, type IOrAlt, type IToken, type TokenType } from 'chevrotain';
 import {
-  ALL_TOKENS, And, Arrow, Assign, Block, Colon, Comma, Dot, DotDot, Ellipsis, Else, Enum, EqEq, Extends, False, FloatLit, Fn, For,
-  Greater, GreaterEq, Identifier, If, Import, In, IntLit, LBrace, LBracket, Less, LessEq, Let, LParen, Minus, Model, Not, NotEq, Or,
+  ALL_TOKENS, And, Arrow, As, Assign, Block, Colon, Comma, Dot, DotDot, Ellipsis, Else, Enum, EqEq, Extends, False, FloatLit, Fn, For,
+  Greater, GreaterEq, Identifier, If, Import, In, IntLit, KEYWORDS, LBrace, LBracket, Less, LessEq, Let, LParen, Minus, Model, Not, NotEq, Or,
   Percent, Plus, RBrace, RBracket, Return, RParen, Slash, Star, StarStar, StringLit, Then, True, tokenize,
 } from './lexer.ts';
 import type {
@@ -26,6 +26,21 @@ export interface SyntaxProblem {
 export const MAX_NESTING = 200;
 
 const TOP_STARTERS = new Set<TokenType>([Import, Block, Fn, Model]);
+/** Tokens that can be a segment of a state name in a freeze path: names and reserved words. */
+const STATE_NAME_TOKENS: TokenType[] = [Identifier, ...KEYWORDS];
+
+// tsx compiles with esbuild's keepNames: a function written where JavaScript infers a name
+// (`{ ALT: () => ... }`) is wrapped in a call that defines its `name` property each time the
+// expression runs, which made parsing about twice as slow. The alternatives and gated
+// repetitions that rules build on every call are made by these helpers instead (a function
+// passed as an argument gets no name).
+function alt<T>(f: () => T, gate?: () => boolean): IOrAlt<T> {
+  return gate ? { GATE: gate, ALT: f } : { ALT: f };
+}
+
+function gated<T>(gate: () => boolean, def: () => T): DSLMethodOpts<T> {
+  return { GATE: gate, DEF: def };
+}
 
 function describe(t: IToken): string {
   if (t.tokenType === EOF) return 'end of file';
@@ -38,8 +53,9 @@ function describe(t: IToken): string {
 class LovtParser extends EmbeddedActionsParser {
   file = '';
 
-  constructor() {
-    super(ALL_TOKENS, { maxLookahead: 3, recoveryEnabled: false });
+  /** `validate`: run Chevrotain's grammar validations (checkGrammar() and the tests do; they cost ~40% of construction). */
+  constructor(validate = false) {
+    super(ALL_TOKENS, { maxLookahead: 3, recoveryEnabled: false, skipValidations: !validate });
     this.performSelfAnalysis();
   }
 
@@ -79,10 +95,10 @@ class LovtParser extends EmbeddedActionsParser {
 
   public topDecl = this.RULE('topDecl', (): TopDecl =>
     this.OR([
-      { ALT: () => this.SUBRULE(this.importDecl) },
-      { ALT: () => this.SUBRULE(this.blockDecl) },
-      { ALT: () => this.SUBRULE(this.fnDecl) },
-      { ALT: () => this.SUBRULE(this.modelDecl) },
+      alt(() => this.SUBRULE(this.importDecl)),
+      alt(() => this.SUBRULE(this.blockDecl)),
+      alt(() => this.SUBRULE(this.fnDecl)),
+      alt(() => this.SUBRULE(this.modelDecl)),
     ]),
   );
 
@@ -132,13 +148,10 @@ class LovtParser extends EmbeddedActionsParser {
     this.CONSUME(LParen);
     this.OPTION(() => {
       params.push(this.SUBRULE(this.paramDecl));
-      this.MANY({
-        GATE: () => this.LA(2).tokenType !== RParen,
-        DEF: () => {
-          this.CONSUME(Comma);
-          params.push(this.SUBRULE2(this.paramDecl));
-        },
-      });
+      this.MANY(gated(() => this.LA(2).tokenType !== RParen, () => {
+        this.CONSUME(Comma);
+        params.push(this.SUBRULE2(this.paramDecl));
+      }));
       this.OPTION2(() => this.CONSUME2(Comma));
     });
     this.CONSUME(RParen);
@@ -176,71 +189,61 @@ class LovtParser extends EmbeddedActionsParser {
 
   public typeExpr = this.RULE('typeExpr', (): TypeExpr =>
     this.OR([
-      {
-        ALT: () => {
-          const kw = this.CONSUME(Enum);
-          this.CONSUME(LParen);
-          const members: Name[] = [];
-          const first = this.CONSUME(Identifier);
-          this.ACTION(() => members.push(this.nameOf(first)));
-          this.MANY(() => {
-            this.CONSUME(Comma);
-            const m = this.CONSUME2(Identifier);
-            this.ACTION(() => members.push(this.nameOf(m)));
-          });
-          const end = this.CONSUME(RParen);
-          return this.ACTION(() => ({ kind: 'EnumType', members, range: this.spanTok(kw, end) }) as TypeExpr);
-        },
-      },
-      {
-        ALT: () => {
-          const open = this.CONSUME2(LParen);
-          const items: TypeExpr[] = [this.SUBRULE(this.typeExpr)];
-          this.MANY2(() => {
-            this.CONSUME2(Comma);
-            items.push(this.SUBRULE2(this.typeExpr));
-          });
-          const end = this.CONSUME2(RParen);
-          return this.ACTION(() => ({ kind: 'TupleType', items, range: this.spanTok(open, end) }) as TypeExpr);
-        },
-      },
-      {
-        ALT: () => {
-          const name = this.CONSUME3(Identifier);
-          let dims: Dim[] | undefined;
-          let end: IToken = name;
-          this.OPTION(() => {
-            this.CONSUME(LBracket);
-            dims = [];
-            this.OPTION2(() => {
-              dims!.push(this.SUBRULE(this.dim));
-              this.MANY3(() => {
-                this.CONSUME3(Comma);
-                dims!.push(this.SUBRULE2(this.dim));
-              });
+      alt(() => {
+        const kw = this.CONSUME(Enum);
+        this.CONSUME(LParen);
+        const members: Name[] = [];
+        const first = this.CONSUME(Identifier);
+        this.ACTION(() => members.push(this.nameOf(first)));
+        this.MANY(() => {
+          this.CONSUME(Comma);
+          const m = this.CONSUME2(Identifier);
+          this.ACTION(() => members.push(this.nameOf(m)));
+        });
+        const end = this.CONSUME(RParen);
+        return this.ACTION(() => ({ kind: 'EnumType', members, range: this.spanTok(kw, end) }) as TypeExpr);
+      }),
+      alt(() => {
+        const open = this.CONSUME2(LParen);
+        const items: TypeExpr[] = [this.SUBRULE(this.typeExpr)];
+        this.MANY2(() => {
+          this.CONSUME2(Comma);
+          items.push(this.SUBRULE2(this.typeExpr));
+        });
+        const end = this.CONSUME2(RParen);
+        return this.ACTION(() => ({ kind: 'TupleType', items, range: this.spanTok(open, end) }) as TypeExpr);
+      }),
+      alt(() => {
+        const name = this.CONSUME3(Identifier);
+        let dims: Dim[] | undefined;
+        let end: IToken = name;
+        this.OPTION(() => {
+          this.CONSUME(LBracket);
+          dims = [];
+          this.OPTION2(() => {
+            dims!.push(this.SUBRULE(this.dim));
+            this.MANY3(() => {
+              this.CONSUME3(Comma);
+              dims!.push(this.SUBRULE2(this.dim));
             });
-            end = this.CONSUME(RBracket);
           });
-          return this.ACTION(() => makeType(name.image, dims, this.spanTok(name, end)));
-        },
-      },
+          end = this.CONSUME(RBracket);
+        });
+        return this.ACTION(() => makeType(name.image, dims, this.spanTok(name, end)));
+      }),
     ]),
   );
 
   private dim = this.RULE('dim', (): Dim =>
     this.OR([
-      {
-        ALT: () => {
-          const t = this.CONSUME(Ellipsis);
-          return this.ACTION(() => ({ kind: 'Ellipsis', range: this.tokRange(t) }) as Dim);
-        },
-      },
-      {
-        ALT: () => {
-          const e = this.SUBRULE(this.expr);
-          return this.ACTION(() => ({ kind: 'DimExpr', expr: e, range: e.range }) as Dim);
-        },
-      },
+      alt(() => {
+        const t = this.CONSUME(Ellipsis);
+        return this.ACTION(() => ({ kind: 'Ellipsis', range: this.tokRange(t) }) as Dim);
+      }),
+      alt(() => {
+        const e = this.SUBRULE(this.expr);
+        return this.ACTION(() => ({ kind: 'DimExpr', expr: e, range: e.range }) as Dim);
+      }),
     ]),
   );
 
@@ -253,21 +256,21 @@ class LovtParser extends EmbeddedActionsParser {
       IGNORE_AMBIGUITIES: true,
       MAX_LOOKAHEAD: 1,
       DEF: [
-        { ALT: () => this.SUBRULE(this.letStmt) },
-        { ALT: () => this.SUBRULE(this.returnStmt) },
-        { ALT: () => this.SUBRULE(this.ifStmt) },
-        { ALT: () => this.SUBRULE(this.forStmt) },
-        { ALT: () => this.SUBRULE(this.fnDecl) },
-        { GATE: () => this.isWord('param', [Identifier]) || this.isWord('buffer', [Identifier]), ALT: () => this.SUBRULE(this.stateStmt) },
-        { GATE: () => this.isWord('update', [Identifier]), ALT: () => this.SUBRULE(this.updateStmt) },
-        { GATE: () => this.isWord('config', [Identifier]), ALT: () => this.SUBRULE(this.configStmt) },
-        { GATE: () => this.isWord('input', [Identifier]), ALT: () => this.SUBRULE(this.inputStmt) },
-        { GATE: () => this.isWord('loss', [Identifier]), ALT: () => this.SUBRULE(this.lossStmt) },
-        { GATE: () => this.isWord('output', [Identifier]), ALT: () => this.SUBRULE(this.outputStmt) },
-        { GATE: () => this.isWord('freeze', [Identifier]), ALT: () => this.SUBRULE(this.freezeStmt) },
-        { GATE: () => this.isWord('drop', [Identifier]), ALT: () => this.SUBRULE(this.dropStmt) },
-        { GATE: () => this.isWord('train', [LBrace]), ALT: () => this.SUBRULE(this.trainStmt) },
-        { ALT: () => this.SUBRULE(this.exprStmt) },
+        alt(() => this.SUBRULE(this.letStmt)),
+        alt(() => this.SUBRULE(this.returnStmt)),
+        alt(() => this.SUBRULE(this.ifStmt)),
+        alt(() => this.SUBRULE(this.forStmt)),
+        alt(() => this.SUBRULE(this.fnDecl)),
+        alt(() => this.SUBRULE(this.stateStmt), () => this.isWord('param', [Identifier]) || this.isWord('buffer', [Identifier])),
+        alt(() => this.SUBRULE(this.updateStmt), () => this.isWord('update', [Identifier])),
+        alt(() => this.SUBRULE(this.configStmt), () => this.isWord('config', [Identifier])),
+        alt(() => this.SUBRULE(this.inputStmt), () => this.isWord('input', [Identifier])),
+        alt(() => this.SUBRULE(this.lossStmt), () => this.isWord('loss', [Identifier])),
+        alt(() => this.SUBRULE(this.outputStmt), () => this.isWord('output', [Identifier])),
+        alt(() => this.SUBRULE(this.freezeStmt), () => this.isWord('freeze', STATE_NAME_TOKENS)),
+        alt(() => this.SUBRULE(this.dropStmt), () => this.isWord('drop', [Identifier])),
+        alt(() => this.SUBRULE(this.trainStmt), () => this.isWord('train', [LBrace])),
+        alt(() => this.SUBRULE(this.exprStmt)),
       ],
     }),
   );
@@ -277,26 +280,22 @@ class LovtParser extends EmbeddedActionsParser {
     const names: Name[] = [];
     let tuple = false;
     this.OR([
-      {
-        ALT: () => {
-          const n = this.CONSUME(Identifier);
-          this.ACTION(() => names.push(this.nameOf(n)));
-        },
-      },
-      {
-        ALT: () => {
-          this.CONSUME(LParen);
-          tuple = true;
-          const n = this.CONSUME2(Identifier);
-          this.ACTION(() => names.push(this.nameOf(n)));
-          this.MANY(() => {
-            this.CONSUME(Comma);
-            const m = this.CONSUME3(Identifier);
-            this.ACTION(() => names.push(this.nameOf(m)));
-          });
-          this.CONSUME(RParen);
-        },
-      },
+      alt(() => {
+        const n = this.CONSUME(Identifier);
+        this.ACTION(() => names.push(this.nameOf(n)));
+      }),
+      alt(() => {
+        this.CONSUME(LParen);
+        tuple = true;
+        const n = this.CONSUME2(Identifier);
+        this.ACTION(() => names.push(this.nameOf(n)));
+        this.MANY(() => {
+          this.CONSUME(Comma);
+          const m = this.CONSUME3(Identifier);
+          this.ACTION(() => names.push(this.nameOf(m)));
+        });
+        this.CONSUME(RParen);
+      }),
     ]);
     this.CONSUME(Assign);
     const value = this.SUBRULE(this.expr);
@@ -307,7 +306,7 @@ class LovtParser extends EmbeddedActionsParser {
     const kw = this.CONSUME(Return);
     let value: Expr | undefined;
     // `return` alone must be the last statement of its { }: anything else would be read as its value.
-    this.OPTION({ GATE: () => this.LA(1).tokenType !== RBrace, DEF: () => (value = this.SUBRULE(this.expr)) });
+    this.OPTION(gated(() => this.LA(1).tokenType !== RBrace, () => (value = this.SUBRULE(this.expr))));
     return this.ACTION(() => ({ kind: 'Return', value, range: value ? this.spanR(this.tokRange(kw), value.range) : this.tokRange(kw) }) as Stmt);
   });
 
@@ -320,24 +319,20 @@ class LovtParser extends EmbeddedActionsParser {
     this.OPTION(() => {
       this.CONSUME(Else);
       this.OR([
-        {
-          ALT: () => {
-            const nested = this.SUBRULE(this.ifStmt);
-            this.ACTION(() => {
-              elseBody = [nested];
-              endRange = nested.range;
-            });
-          },
-        },
-        {
-          ALT: () => {
-            const b = this.SUBRULE2(this.body);
-            this.ACTION(() => {
-              elseBody = b.body;
-              endRange = this.tokRange(b.end);
-            });
-          },
-        },
+        alt(() => {
+          const nested = this.SUBRULE(this.ifStmt);
+          this.ACTION(() => {
+            elseBody = [nested];
+            endRange = nested.range;
+          });
+        }),
+        alt(() => {
+          const b = this.SUBRULE2(this.body);
+          this.ACTION(() => {
+            elseBody = b.body;
+            endRange = this.tokRange(b.end);
+          });
+        }),
       ]);
     });
     return this.ACTION(
@@ -486,20 +481,22 @@ class LovtParser extends EmbeddedActionsParser {
     });
   });
 
+  // `name`, `name[i]` or `name[a..b]`; i, a and b are compile-time int expressions. The name is
+  // a state-name segment, so reserved words are allowed (`as "model"` gives state model.*).
   private freezeSegment = this.RULE('freezeSegment', (): FreezeSegment => {
-    const name = this.CONSUME(Identifier);
+    const name = this.OR(this.tokenAlternatives(STATE_NAME_TOKENS));
     let index: FreezeSegment['index'];
     this.OPTION(() => {
       const open = this.CONSUME(LBracket);
-      const a = this.CONSUME(IntLit);
-      let b: IToken | undefined;
+      const a = this.SUBRULE(this.expr);
+      let b: Expr | undefined;
       this.OPTION2(() => {
         this.CONSUME(DotDot);
-        b = this.CONSUME2(IntLit);
+        b = this.SUBRULE2(this.expr);
       });
       const close = this.CONSUME(RBracket);
       this.ACTION(() => {
-        index = { start: Number(a.image), end: b ? Number(b.image) : undefined, range: this.spanTok(open, close) };
+        index = { start: a, end: b, range: this.spanTok(open, close) };
       });
     });
     return this.ACTION(() => ({ name: this.nameOf(name), index }));
@@ -509,18 +506,15 @@ class LovtParser extends EmbeddedActionsParser {
     const kw = this.CONSUME(Identifier);
     const what = this.CONSUME2(Identifier);
     const names: Name[] = [];
-    this.OPTION({
-      GATE: () => what.image !== 'freeze',
-      DEF: () => {
-        const n = this.CONSUME3(Identifier);
-        this.ACTION(() => names.push(this.nameOf(n)));
-        this.MANY(() => {
-          this.CONSUME(Comma);
-          const m = this.CONSUME4(Identifier);
-          this.ACTION(() => names.push(this.nameOf(m)));
-        });
-      },
-    });
+    this.OPTION(gated(() => what.image !== 'freeze', () => {
+      const n = this.CONSUME3(Identifier);
+      this.ACTION(() => names.push(this.nameOf(n)));
+      this.MANY(() => {
+        this.CONSUME(Comma);
+        const m = this.CONSUME4(Identifier);
+        this.ACTION(() => names.push(this.nameOf(m)));
+      });
+    }));
     return this.ACTION(() => {
       if (!['loss', 'output', 'freeze'].includes(what.image))
         this.assignProblems.push({ message: `drop expects 'loss', 'output' or 'freeze', found '${what.image}'`, range: this.tokRange(what) });
@@ -550,19 +544,25 @@ class LovtParser extends EmbeddedActionsParser {
     return this.ACTION(() => ({ kind: 'Train', entries, range: this.spanTok(kw, end) }) as Stmt);
   });
 
+  // `expr`, `name = expr`, `name[i] = expr`, and a sub-module's state key: `name = Block(...) as KEY`.
   private exprStmt = this.RULE('exprStmt', (): Stmt => {
     const lhs = this.SUBRULE(this.expr);
     let value: Expr | undefined;
+    let key: Expr | undefined;
     this.OPTION(() => {
       this.CONSUME(Assign);
       value = this.SUBRULE2(this.expr);
+      this.OPTION2(() => {
+        this.CONSUME(As);
+        key = this.SUBRULE3(this.expr);
+      });
     });
     return this.ACTION((): Stmt => {
       if (!value) return { kind: 'ExprStmt', expr: lhs, range: lhs.range };
-      const range = this.spanR(lhs.range, value.range);
-      if (lhs.kind === 'Ident') return { kind: 'Assign', target: { name: lhs.name, range: lhs.range }, value, range };
+      const range = this.spanR(lhs.range, (key ?? value).range);
+      if (lhs.kind === 'Ident') return { kind: 'Assign', target: { name: lhs.name, range: lhs.range }, value, key, range };
       if (lhs.kind === 'Index' && lhs.object.kind === 'Ident')
-        return { kind: 'Assign', target: { name: lhs.object.name, range: lhs.object.range }, index: lhs.index, value, range };
+        return { kind: 'Assign', target: { name: lhs.object.name, range: lhs.object.range }, index: lhs.index, value, key, range };
       this.assignProblems.push({ message: 'the left side of = must be a name or name[index]', range: lhs.range });
       return { kind: 'ExprStmt', expr: value, range };
     });
@@ -574,8 +574,8 @@ class LovtParser extends EmbeddedActionsParser {
 
   public expr = this.RULE('expr', (): Expr =>
     this.OR([
-      { ALT: () => this.SUBRULE(this.condExpr) },
-      { ALT: () => this.SUBRULE(this.orExpr) },
+      alt(() => this.SUBRULE(this.condExpr)),
+      alt(() => this.SUBRULE(this.orExpr)),
     ]),
   );
 
@@ -589,17 +589,23 @@ class LovtParser extends EmbeddedActionsParser {
     return this.ACTION(() => ({ kind: 'Cond', cond, then, else: other, range: this.spanR(this.tokRange(kw), other.range) }) as Expr);
   });
 
+  // One alternative per token type, made once per list (they capture nothing but the token type).
+  private readonly tokenAlts = new Map<TokenType[], IOrAlt<IToken>[]>();
+  private tokenAlternatives(types: TokenType[]): IOrAlt<IToken>[] {
+    let alts = this.tokenAlts.get(types);
+    if (!alts) this.tokenAlts.set(types, (alts = types.map((t) => alt(() => this.CONSUME(t)))));
+    return alts;
+  }
+
   private binaryChain(first: () => Expr, rest: () => Expr, ops: TokenType[]): Expr {
     // Left-associative chain `operand (op operand)*` shared by the or/and/+/* levels.
     let left = first();
-    this.MANY({
-      DEF: () => {
-        const op = this.OR(ops.map((t) => ({ ALT: () => this.CONSUME(t) })));
-        const right = rest();
-        this.ACTION(() => {
-          left = { kind: 'Binary', op: op.image as BinaryOp, left, right, opRange: this.tokRange(op), range: this.spanR(left.range, right.range) };
-        });
-      },
+    this.MANY(() => {
+      const op = this.OR(this.tokenAlternatives(ops));
+      const right = rest();
+      this.ACTION(() => {
+        left = { kind: 'Binary', op: op.image as BinaryOp, left, right, opRange: this.tokRange(op), range: this.spanR(left.range, right.range) };
+      });
     });
     return left;
   }
@@ -609,14 +615,12 @@ class LovtParser extends EmbeddedActionsParser {
 
   private notExpr = this.RULE('notExpr', (): Expr =>
     this.OR([
-      {
-        ALT: () => {
-          const kw = this.CONSUME(Not);
-          const operand = this.SUBRULE(this.notExpr);
-          return this.ACTION(() => ({ kind: 'Unary', op: 'not', operand, range: this.spanR(this.tokRange(kw), operand.range) }) as Expr);
-        },
-      },
-      { ALT: () => this.SUBRULE(this.cmpExpr) },
+      alt(() => {
+        const kw = this.CONSUME(Not);
+        const operand = this.SUBRULE(this.notExpr);
+        return this.ACTION(() => ({ kind: 'Unary', op: 'not', operand, range: this.spanR(this.tokRange(kw), operand.range) }) as Expr);
+      }),
+      alt(() => this.SUBRULE(this.cmpExpr)),
     ]),
   );
 
@@ -624,12 +628,12 @@ class LovtParser extends EmbeddedActionsParser {
     let left = this.SUBRULE(this.addExpr);
     this.OPTION(() => {
       const op = this.OR([
-        { ALT: () => this.CONSUME(EqEq) },
-        { ALT: () => this.CONSUME(NotEq) },
-        { ALT: () => this.CONSUME(LessEq) },
-        { ALT: () => this.CONSUME(GreaterEq) },
-        { ALT: () => this.CONSUME(Less) },
-        { ALT: () => this.CONSUME(Greater) },
+        alt(() => this.CONSUME(EqEq)),
+        alt(() => this.CONSUME(NotEq)),
+        alt(() => this.CONSUME(LessEq)),
+        alt(() => this.CONSUME(GreaterEq)),
+        alt(() => this.CONSUME(Less)),
+        alt(() => this.CONSUME(Greater)),
       ]);
       const right = this.SUBRULE2(this.addExpr);
       this.ACTION(() => {
@@ -644,18 +648,16 @@ class LovtParser extends EmbeddedActionsParser {
 
   private unaryExpr = this.RULE('unaryExpr', (): Expr =>
     this.OR([
-      {
-        ALT: () => {
-          const kw = this.CONSUME(Minus);
-          const operand = this.SUBRULE(this.unaryExpr);
-          return this.ACTION(() => {
-            // Fold `-literal` so that `-1` is an int literal (used in shapes and axes).
-            if (operand.kind === 'Num') return { ...operand, value: -operand.value, range: this.spanR(this.tokRange(kw), operand.range) } as Expr;
-            return { kind: 'Unary', op: '-', operand, range: this.spanR(this.tokRange(kw), operand.range) } as Expr;
-          });
-        },
-      },
-      { ALT: () => this.SUBRULE(this.powExpr) },
+      alt(() => {
+        const kw = this.CONSUME(Minus);
+        const operand = this.SUBRULE(this.unaryExpr);
+        return this.ACTION(() => {
+          // Fold `-literal` so that `-1` is an int literal (used in shapes and axes).
+          if (operand.kind === 'Num') return { ...operand, value: -operand.value, range: this.spanR(this.tokRange(kw), operand.range) } as Expr;
+          return { kind: 'Unary', op: '-', operand, range: this.spanR(this.tokRange(kw), operand.range) } as Expr;
+        });
+      }),
+      alt(() => this.SUBRULE(this.powExpr)),
     ]),
   );
 
@@ -675,33 +677,27 @@ class LovtParser extends EmbeddedActionsParser {
     let e = this.SUBRULE(this.atom);
     this.MANY(() =>
       this.OR([
-        {
-          ALT: () => {
-            const a = this.SUBRULE(this.argList);
-            this.ACTION(() => {
-              e = { kind: 'Call', callee: e, args: a.args, range: this.spanR(e.range, this.tokRange(a.end)) };
-            });
-          },
-        },
-        {
-          ALT: () => {
-            this.CONSUME(Dot);
-            const n = this.CONSUME(Identifier);
-            this.ACTION(() => {
-              e = { kind: 'Member', object: e, name: this.nameOf(n), range: this.spanR(e.range, this.tokRange(n)) };
-            });
-          },
-        },
-        {
-          ALT: () => {
-            this.CONSUME(LBracket);
-            const index = this.SUBRULE(this.expr);
-            const end = this.CONSUME(RBracket);
-            this.ACTION(() => {
-              e = { kind: 'Index', object: e, index, range: this.spanR(e.range, this.tokRange(end)) };
-            });
-          },
-        },
+        alt(() => {
+          const a = this.SUBRULE(this.argList);
+          this.ACTION(() => {
+            e = { kind: 'Call', callee: e, args: a.args, range: this.spanR(e.range, this.tokRange(a.end)) };
+          });
+        }),
+        alt(() => {
+          this.CONSUME(Dot);
+          const n = this.CONSUME(Identifier);
+          this.ACTION(() => {
+            e = { kind: 'Member', object: e, name: this.nameOf(n), range: this.spanR(e.range, this.tokRange(n)) };
+          });
+        }),
+        alt(() => {
+          this.CONSUME(LBracket);
+          const index = this.SUBRULE(this.expr);
+          const end = this.CONSUME(RBracket);
+          this.ACTION(() => {
+            e = { kind: 'Index', object: e, index, range: this.spanR(e.range, this.tokRange(end)) };
+          });
+        }),
       ]),
     );
     return e;
@@ -712,13 +708,10 @@ class LovtParser extends EmbeddedActionsParser {
     this.CONSUME(LParen);
     this.OPTION(() => {
       args.push(this.SUBRULE(this.arg));
-      this.MANY({
-        GATE: () => this.LA(2).tokenType !== RParen,
-        DEF: () => {
-          this.CONSUME(Comma);
-          args.push(this.SUBRULE2(this.arg));
-        },
-      });
+      this.MANY(gated(() => this.LA(2).tokenType !== RParen, () => {
+        this.CONSUME(Comma);
+        args.push(this.SUBRULE2(this.arg));
+      }));
       this.OPTION2(() => this.CONSUME2(Comma));
     });
     const end = this.CONSUME(RParen);
@@ -727,96 +720,72 @@ class LovtParser extends EmbeddedActionsParser {
 
   private arg = this.RULE('arg', (): Arg =>
     this.OR([
-      {
-        GATE: () => this.LA(2).tokenType === Colon,
-        ALT: () => {
-          const n = this.CONSUME(Identifier);
-          this.CONSUME(Colon);
-          const value = this.SUBRULE(this.expr);
-          return this.ACTION(() => ({ name: this.nameOf(n), value, range: this.spanR(this.tokRange(n), value.range) }));
-        },
-      },
-      {
-        ALT: () => {
-          const value = this.SUBRULE2(this.expr);
-          return this.ACTION(() => ({ value, range: value.range }));
-        },
-      },
+      alt(() => {
+        const n = this.CONSUME(Identifier);
+        this.CONSUME(Colon);
+        const value = this.SUBRULE(this.expr);
+        return this.ACTION(() => ({ name: this.nameOf(n), value, range: this.spanR(this.tokRange(n), value.range) }));
+      }, () => this.LA(2).tokenType === Colon),
+      alt(() => {
+        const value = this.SUBRULE2(this.expr);
+        return this.ACTION(() => ({ value, range: value.range }));
+      }),
     ]),
   );
 
   private atom = this.RULE('atom', (): Expr =>
     this.OR([
-      {
-        ALT: () => {
-          const t = this.CONSUME(IntLit);
-          return this.ACTION(() => ({ kind: 'Num', value: Number(t.image), isInt: true, range: this.tokRange(t) }) as Expr);
-        },
-      },
-      {
-        ALT: () => {
-          const t = this.CONSUME(FloatLit);
-          return this.ACTION(() => ({ kind: 'Num', value: Number(t.image), isInt: false, range: this.tokRange(t) }) as Expr);
-        },
-      },
-      {
-        ALT: () => {
-          const t = this.CONSUME(StringLit);
-          return this.ACTION(() => ({ kind: 'Str', value: unquote(t.image), range: this.tokRange(t) }) as Expr);
-        },
-      },
-      {
-        ALT: () => {
-          const t = this.CONSUME(True);
-          return this.ACTION(() => ({ kind: 'Bool', value: true, range: this.tokRange(t) }) as Expr);
-        },
-      },
-      {
-        ALT: () => {
-          const t = this.CONSUME(False);
-          return this.ACTION(() => ({ kind: 'Bool', value: false, range: this.tokRange(t) }) as Expr);
-        },
-      },
-      {
-        ALT: () => {
-          const t = this.CONSUME(Identifier);
-          return this.ACTION(() => ({ kind: 'Ident', name: t.image, range: this.tokRange(t) }) as Expr);
-        },
-      },
-      {
-        ALT: () => {
-          const open = this.CONSUME(LBracket);
-          const items: Expr[] = [];
-          this.OPTION(() => {
-            items.push(this.SUBRULE(this.expr));
-            this.MANY({
-              GATE: () => this.LA(2).tokenType !== RBracket,
-              DEF: () => {
-                this.CONSUME(Comma);
-                items.push(this.SUBRULE2(this.expr));
-              },
-            });
-            this.OPTION2(() => this.CONSUME2(Comma));
-          });
-          const end = this.CONSUME(RBracket);
-          return this.ACTION(() => ({ kind: 'List', items, range: this.spanTok(open, end) }) as Expr);
-        },
-      },
-      {
-        ALT: () => {
-          const open = this.CONSUME(LParen);
-          const items: Expr[] = [this.SUBRULE3(this.expr)];
-          this.MANY2(() => {
-            this.CONSUME3(Comma);
-            items.push(this.SUBRULE4(this.expr));
-          });
-          const end = this.CONSUME(RParen);
-          return this.ACTION(() => {
-            if (items.length === 1) return { ...items[0], range: this.spanTok(open, end) } as Expr;
-            return { kind: 'Tuple', items, range: this.spanTok(open, end) } as Expr;
-          });
-        },
-      },
+      alt(() => {
+        const t = this.CONSUME(IntLit);
+        return this.ACTION(() => ({ kind: 'Num', value: Number(t.image), isInt: true, range: this.tokRange(t) }) as Expr);
+      }),
+      alt(() => {
+        const t = this.CONSUME(FloatLit);
+        return this.ACTION(() => ({ kind: 'Num', value: Number(t.image), isInt: false, range: this.tokRange(t) }) as Expr);
+      }),
+      alt(() => {
+        const t = this.CONSUME(StringLit);
+        return this.ACTION(() => ({ kind: 'Str', value: unquote(t.image), range: this.tokRange(t) }) as Expr);
+      }),
+      alt(() => {
+        const t = this.CONSUME(True);
+        return this.ACTION(() => ({ kind: 'Bool', value: true, range: this.tokRange(t) }) as Expr);
+      }),
+      alt(() => {
+        const t = this.CONSUME(False);
+        return this.ACTION(() => ({ kind: 'Bool', value: false, range: this.tokRange(t) }) as Expr);
+      }),
+      alt(() => {
+        const t = this.CONSUME(Identifier);
+        return this.ACTION(() => ({ kind: 'Ident', name: t.image, range: this.tokRange(t) }) as Expr);
+      }),
+      alt(() => {
+        const open = this.CONSUME(LBracket);
+        const items: Expr[] = [];
+        this.OPTION(() => {
+          items.push(this.SUBRULE(this.expr));
+          this.MANY(gated(() => this.LA(2).tokenType !== RBracket, () => {
+            this.CONSUME(Comma);
+            items.push(this.SUBRULE2(this.expr));
+          }));
+          this.OPTION2(() => this.CONSUME2(Comma));
+        });
+        const end = this.CONSUME(RBracket);
+        return this.ACTION(() => ({ kind: 'List', items, range: this.spanTok(open, end) }) as Expr);
+      }),
+      alt(() => {
+        const open = this.CONSUME(LParen);
+        const items: Expr[] = [this.SUBRULE3(this.expr)];
+        this.MANY2(() => {
+          this.CONSUME3(Comma);
+          items.push(this.SUBRULE4(this.expr));
+        });
+        const end = this.CONSUME(RParen);
+        return this.ACTION(() => {
+          if (items.length === 1) return { ...items[0], range: this.spanTok(open, end) } as Expr;
+          return { kind: 'Tuple', items, range: this.spanTok(open, end) } as Expr;
+        });
+      }),
     ]),
   );
 }
@@ -836,6 +805,15 @@ function makeType(name: string, dims: Dim[] | undefined, range: Range): TypeExpr
   }
   if (VALUE_TYPES.has(name) && (!dims || dims.length === 0)) return { kind: 'ValueType', name: name as 'int', list: !!dims, range };
   return { kind: 'UnknownType', name, range };
+}
+
+/**
+ * Builds the parser with Chevrotain's grammar validations (ambiguous alternatives, left
+ * recursion, duplicate occurrence indices, ...); throws on a grammar definition error. The
+ * shared instance that parses files skips them; the parser tests run this.
+ */
+export function checkGrammar(): void {
+  new LovtParser(true);
 }
 
 let shared: LovtParser | undefined;
@@ -957,6 +935,10 @@ function syntaxProblem(err: ChevError, chunk: IToken[], path: string): SyntaxPro
   if (before.some((c) => c.tokenType === Identifier && c.image === 'elif')) hint = "write 'else if'";
   if (!atEnd && [Less, LessEq, Greater, GreaterEq, EqEq, NotEq].includes(t.tokenType)) hint = 'comparisons do not chain: write a < b and b < c';
   if (!atEnd && t.tokenType !== Identifier && /^[a-z]+$/.test(t.image) && found.startsWith("'")) hint = `'${t.image}' is a reserved word and cannot be used as a name`;
+  // `as` right after an expression: a state key where none is allowed (`let x = B() as 0`).
+  const endsExpr = [RParen, RBracket, Identifier, IntLit, FloatLit, StringLit, True, False];
+  if (!atEnd && t.tokenType === As && before.length >= 2 && endsExpr.includes(before[before.length - 2].tokenType))
+    hint = "'as KEY' follows a sub-module declaration NAME = Block(...) at block or model level";
   if (err.name === 'NoViableAltException' && !atEnd && t.tokenType === RBrace) message = `unexpected '}'`;
   range = { ...range };
   return { message, range, hint };

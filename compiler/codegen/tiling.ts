@@ -170,8 +170,17 @@ export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K' | 'a'>
 export function renderGemm(spec: GemmSpec, opts: ContractionOptions): Kernel {
   for (const d of ['batch', 'M', 'N', 'K'] as const)
     if (!Number.isInteger(spec[d]) || spec[d] < 1) throw new Error(`${spec.op}: ${d} must be a positive integer, got ${spec[d]}`);
-  const tile = opts.tile ?? chooseTile(spec, opts.target ?? PORTABLE_TARGET);
+  const target = opts.target ?? PORTABLE_TARGET;
+  // The subgroup template spreads N over the lanes 4 columns at a time; a narrow
+  // N with a tall M (a matrix-vector product) runs as its transpose instead.
+  if (!opts.tile && target.kind === 'simd-cpu' && spec.N < 4 * target.subgroupSize && spec.M > spec.N) spec = transposed(spec);
+  const tile = opts.tile ?? chooseTile(spec, target);
   return tile.template === 'subgroup' ? renderSubgroup(spec, tile, opts) : renderTiled(spec, tile, opts);
+}
+
+/** The same product as Out^T = B^T A^T: operands and output dimensions swap roles. */
+export function transposed(spec: GemmSpec): GemmSpec {
+  return { ...spec, M: spec.N, N: spec.M, a: spec.b, b: spec.a, out: (b, m, n) => spec.out(b, n, m) };
 }
 
 const u = (n: number) => `${n}u`;

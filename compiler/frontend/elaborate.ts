@@ -74,8 +74,6 @@ export interface ElaborateOptions {
   mode: 'train' | 'eval';
   /** Source text by display path, for expression snippets in messages. */
   sources: Map<string, string>;
-  /** Dotted state-name prefixes that are not trainable. */
-  frozen: ReadonlySet<string>;
 }
 
 export class Elaborator {
@@ -582,7 +580,7 @@ export class Elaborator {
 
   instantiate(decl: BlockDecl, args: Arg[], callerScope: Scope, callRange: Range, target: InstantiationTarget): Instance {
     const scope = new Scope(this.globalScope, false);
-    const inst: Instance = { typeName: decl.name.name, prefix: target.prefix, decl, scope, methods: new Map(), state: [], children: [] };
+    const inst: Instance = { typeName: decl.name.name, prefix: target.prefix, decl, scope, methods: new Map(), state: [], children: [], keys: new Map() };
     if (!this.bindParams(decl.params, args, callerScope, scope, callRange, decl.name.name)) return inst;
     for (const s of decl.body) {
       if (s.kind === 'Fn') {
@@ -805,6 +803,7 @@ export class Elaborator {
 
   private execRebind(s: Extract<Stmt, { kind: 'Assign' }>, ctx: Extract<Ctx, { level: 'fn' }>) {
     if (s.index) this.error(s.range, 'indexed assignment (name[i] = ...) declares a sub-module and belongs at block level');
+    if (s.key) this.error(s.key.range, "'as KEY' gives a sub-module its state key; it belongs on NAME = Block(...) at block or model level, not in a fn");
     const b = ctx.scope.lookupInFn(s.target.name);
     if (!b) {
       const outer = ctx.scope.lookup(s.target.name);
@@ -823,6 +822,7 @@ export class Elaborator {
     let index: number | undefined;
     let prefix = `${inst.prefix}${name}.`;
     if (s.index) {
+      if (s.key) this.error(s.key.range, `'as' cannot be combined with an index: ${name}[i] already gives the state key ${name}.i`);
       const iv = this.eval(s.index, ctx.scope);
       if (iv.k === 'poison') return;
       index = expectInt(iv, s.index.range, 'a sub-module index');
@@ -831,9 +831,16 @@ export class Elaborator {
       if (existing && existing.value.k !== 'modlist') this.error(s.target.range, `'${name}' is already defined${definedAt(existing)} and is not an indexed sub-module list`);
       if (existing?.value.k === 'modlist' && existing.value.items.has(index))
         this.error(s.range, `${name}[${index}] is already defined`);
+      if (!existing) this.claimKey(inst, name, `sub-module list '${name}'`, s.target.range, s.target.range);
       prefix = `${inst.prefix}${name}.${index}.`;
-    } else if (existing && existing.value.k !== 'poison') {
-      this.error(s.target.range, `duplicate definition of '${name}'${definedAt(existing, true)}`);
+    } else {
+      if (existing?.value.k === 'poison') return; // an earlier definition failed; its error is reported
+      if (existing) this.error(s.target.range, `duplicate definition of '${name}'${definedAt(existing, true)}`);
+      const key = s.key ? this.stateKey(s.key, ctx.scope) : name;
+      if (key === undefined) return; // the key expression failed; its error is reported
+      if (s.key) this.checkTopName(inst, key, s.key.range);
+      this.claimKey(inst, key, `sub-module '${name}'`, s.target.range, s.key?.range ?? s.target.range);
+      prefix = `${inst.prefix}${key}.`;
     }
     const v = this.eval(s.value, ctx.scope, { prefix, name });
     if (v.k === 'poison') return;
@@ -900,6 +907,27 @@ export class Elaborator {
     b.value = { ...v, origin: { range: s.range, what: `${s.name.name} (updated)` } };
   }
 
+  /**
+   * The value of `as KEY`: an int >= 0 (an nn.Sequential index, `as 0`) or a name (`as "model"`),
+   * i.e. one segment of a dotted state name.
+   */
+  private stateKey(e: Expr, scope: Scope): string | undefined {
+    const v = this.eval(e, scope);
+    if (v.k === 'poison') return undefined;
+    if ((v.k === 'int' || (v.k === 'float' && Number.isInteger(v.v))) && v.v >= 0) return String(v.v);
+    if (v.k === 'string' && /^(0|[1-9][0-9]*|[A-Za-z_][A-Za-z0-9_]*)$/.test(v.v)) return v.v;
+    this.error(e.range, `a state key must be an int >= 0 (an nn.Sequential index) or a name, got ${describe(v)}`, {
+      hint: v.k === 'string' ? 'a key is one segment of the state name: digits, or letters, digits and _ (no dots)' : undefined,
+    });
+  }
+
+  /** Claims one state key of `inst` (state names are unique, so each key may be held once). */
+  private claimKey(inst: Instance, key: string, what: string, at: Range, errorRange: Range) {
+    const prev = inst.keys.get(key);
+    if (prev) this.error(errorRange, `duplicate state key '${key}': ${prev.what} already uses it (first defined at ${formatLoc(prev.range)})`);
+    inst.keys.set(key, { what, range: at });
+  }
+
   /** grad_acc.* and optim.* are the training programs' state (docs/parameters.md). */
   private checkTopName(inst: Instance, name: string, range: Range) {
     if (inst.prefix === '' && (name === 'grad_acc' || name === 'optim'))
@@ -920,8 +948,10 @@ export class Elaborator {
     if ((iv.spec.kind === 'kaiming_normal' || iv.spec.kind === 'kaiming_uniform') && shape.length < 2)
       this.error(s.init.range, `${iv.spec.kind} needs a weight of rank 2 or more (it uses the fans), but '${name}' is ${dtypeShape(dtype, shape)}`);
     const full = inst.prefix + name;
+    this.claimKey(inst, name, `${s.state} '${name}'`, s.name.range, s.name.range);
     if (this.b.graph.state[full]) this.error(s.name.range, `the state name '${full}' is already taken`);
-    const trainable = s.state === 'param' && !isFrozen(full, this.opts.frozen);
+    // `freeze` is applied after the model has run (model.ts), when its ranges can be evaluated.
+    const trainable = s.state === 'param';
     const id = this.b.state(full, shape, iv.spec, trainable, dtype, this.loc(s.name.range));
     this.stateKinds.set(full, s.state);
     const slot = { local: name, full, kind: s.state, range: s.name.range };

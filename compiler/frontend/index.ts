@@ -9,7 +9,7 @@ import { validateGraph } from '../ops.ts';
 import { CompileError, type Diagnostic, FatalError, didYouMean, makeDiagnostic, renderDiagnostic, renderDiagnostics } from './diagnostics.ts';
 import { Elaborator } from './elaborate.ts';
 import { linkProgram } from './link.ts';
-import { type ModelInfo, freezePrefixes, paramTable, runModel } from './model.ts';
+import { type ModelInfo, paramTable, runModel } from './model.ts';
 import { makeBuiltins } from './primitives.ts';
 import { type LoadedFile, type SourceHost, loadProgram } from './resolve.ts';
 import { flattenModel } from './variants.ts';
@@ -110,14 +110,10 @@ export function compileModel(source: { path: string } | { text: string; path: st
   if (flatDiags.length) return fail(flatDiags);
 
   const sources = new Map(program.files.map((f) => [f.path, f.text]));
-  const prefixDiags: Diagnostic[] = [];
-  const frozen = freezePrefixes(flat.freeze, (e) => prefixDiags.push(makeDiagnostic(e.range, e.message, e.extras)));
-  if (prefixDiags.length) return fail(prefixDiags);
-
-  const el = new Elaborator(globals.table, BUILTINS, { mode, sources, frozen: new Set(frozen.map((f) => f.prefix)) });
+  const el = new Elaborator(globals.table, BUILTINS, { mode, sources });
   let run: ReturnType<typeof runModel> | undefined;
   try {
-    run = runModel(el, flat, opts.set ?? {}, frozen);
+    run = runModel(el, flat, opts.set ?? {});
   } catch (e) {
     if (e instanceof FatalError) {
       if (e.message !== 'too many errors; stopping') el.diagnostics.push(makeDiagnostic(e.range, e.message, e.extras));

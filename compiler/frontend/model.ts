@@ -11,7 +11,7 @@ import { CompileError, didYouMean, formatLoc } from './diagnostics.ts';
 import { type Elaborator, isFrozen } from './elaborate.ts';
 import { Scope } from './scope.ts';
 import { type TrainAssignment, type TrainSpec, typeTrainSection } from './train.ts';
-import { type Instance, type TensorValue, type Value, POISON, describe, dtypeShape, expectFloat, kindName, originNote, toPlain } from './values.ts';
+import { type Instance, type TensorValue, type Value, POISON, describe, dtypeShape, expectFloat, expectInt, kindName, originNote, toPlain } from './values.ts';
 import type { FlatModel } from './variants.ts';
 
 export interface LossInfo {
@@ -53,35 +53,62 @@ export interface ModelInfo {
 
 export const MAX_FREEZE_EXPANSION = 100_000;
 
-/** Expands freeze paths to dotted prefixes: `a.layer[0..2]` -> a.layer.0, a.layer.1. */
-export function freezePrefixes(paths: FreezePath[], report: (e: CompileError) => void): { prefix: string; range: Range }[] {
+/**
+ * Expands the paths of one freeze item to dotted prefixes, evaluating index and range
+ * expressions in the model's scope: `a.layer[0..n]` with n = 2 gives a.layer.0, a.layer.1.
+ * A range may be empty (`layer[0..0]` freezes nothing).
+ */
+function freezePrefixes(el: Elaborator, paths: FreezePath[], scope: Scope): { prefix: string; range: Range }[] {
   const out: { prefix: string; range: Range }[] = [];
   for (const p of paths) {
     let acc: string[] = [''];
-    let ok = true;
     for (const seg of p.segments) {
       const names = acc.map((a) => (a ? `${a}.${seg.name.name}` : seg.name.name));
       if (!seg.index) {
         acc = names;
         continue;
       }
+      const bound = (e: Expr, what: string): number | undefined => {
+        const v = el.eval(e, scope);
+        if (v.k === 'poison') return undefined;
+        const n = expectInt(v, e.range, what);
+        if (n < 0) el.error(e.range, `${what} must be at least 0, got ${n}`);
+        return n;
+      };
       const { start, end, range } = seg.index;
-      const hi = end ?? start + 1;
-      if (hi <= start) {
-        report(new CompileError(range, `empty index range [${start}..${end}]`));
-        ok = false;
-        break;
-      }
-      if (names.length * (hi - start) > MAX_FREEZE_EXPANSION) {
-        report(new CompileError(range, `freeze range expands to more than ${MAX_FREEZE_EXPANSION} prefixes`));
-        ok = false;
-        break;
-      }
-      acc = names.flatMap((n) => Array.from({ length: hi - start }, (_, i) => `${n}.${start + i}`));
+      const lo = bound(start, end ? 'the start of a freeze range' : 'a freeze index');
+      const hi = end ? bound(end, 'the end of a freeze range') : lo === undefined ? undefined : lo + 1;
+      if (lo === undefined || hi === undefined) return out; // the cause is reported already
+      if (hi < lo) el.error(range, `freeze range [${lo}..${hi}] ends before it starts`);
+      if (names.length * (hi - lo) > MAX_FREEZE_EXPANSION) el.error(range, `freeze range expands to more than ${MAX_FREEZE_EXPANSION} prefixes`);
+      acc = names.flatMap((n) => Array.from({ length: hi - lo }, (_, i) => `${n}.${lo + i}`));
     }
-    if (ok) for (const prefix of acc) out.push({ prefix, range: p.range });
+    for (const prefix of acc) out.push({ prefix, range: p.range });
   }
   return out;
+}
+
+/**
+ * Makes the state under the freeze prefixes non-trainable, after the model has run: a frozen
+ * param becomes a non-trainable leaf (IR op `buffer`) and keeps its kind `param` in the table.
+ * Every prefix must name some state (checked only when nothing else failed: failures hide state).
+ */
+function applyFreeze(el: Elaborator, frozen: { prefix: string; range: Range }[]) {
+  if (frozen.length === 0 || el.diagnostics.length > 0) return;
+  const state = el.b.graph.state;
+  const all = new Set<string>();
+  for (const n of Object.keys(state)) {
+    for (let i = n.indexOf('.'); i >= 0; i = n.indexOf('.', i + 1)) all.add(n.slice(0, i));
+    all.add(n);
+  }
+  for (const f of frozen)
+    if (!all.has(f.prefix)) el.report(new CompileError(f.range, `freeze: no parameter or buffer is named '${f.prefix}' or starts with '${f.prefix}.'`, didYouMean(f.prefix, all)));
+  const prefixes = new Set(frozen.map((f) => f.prefix));
+  for (const info of Object.values(state)) {
+    if (!info.trainable || !isFrozen(info.name, prefixes)) continue;
+    info.trainable = false;
+    el.b.node(info.node).op = 'buffer';
+  }
 }
 
 function typeText(el: Elaborator, s: Stmt): string {
@@ -102,15 +129,16 @@ export interface ModelRun {
  * Runs the model's items. `set` are the --set overrides (config names and train.* keys);
  * every key must be used.
  */
-export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, string>, frozen: { prefix: string; range: Range }[]): ModelRun {
+export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, string>): ModelRun {
   const decl = flat.chain[flat.chain.length - 1];
   const scope = new Scope(el.globalScope, false);
-  const inst: Instance = { typeName: flat.name, prefix: '', decl, scope, methods: new Map(), state: [], children: [] };
+  const inst: Instance = { typeName: flat.name, prefix: '', decl, scope, methods: new Map(), state: [], children: [], keys: new Map() };
   const ctx = { level: 'model' as const, scope, inst };
   const configs: ModelInfo['configs'] = {};
   const inputs: ModelInfo['inputs'] = {};
   const losses: { name: string; weight: number; value: TensorValue }[] = [];
   const outputs: { name: string; value: TensorValue }[] = [];
+  const frozen: { prefix: string; range: Range }[] = [];
   const usedSet = new Set<string>();
   const trainSet = Object.keys(set).filter((k) => k.startsWith('train.'));
 
@@ -181,6 +209,8 @@ export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, st
           break;
         }
         case 'Freeze':
+          frozen.push(...freezePrefixes(el, s.paths, scope));
+          break;
         case 'Train':
           break;
         default:
@@ -214,20 +244,7 @@ export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, st
     el.report(new CompileError(undefined, `--set ${key}=${set[key]}: the model ${flat.name} has no config '${key}'`, didYouMean(key, Object.keys(configs))));
   }
 
-  // Freeze prefixes must name state (checked only when nothing else failed: failures hide state).
-  if (el.diagnostics.length === 0) {
-    const names = Object.keys(el.b.graph.state);
-    const all = new Set<string>();
-    for (const n of names) {
-      let i = n.indexOf('.');
-      while (i >= 0) {
-        all.add(n.slice(0, i));
-        i = n.indexOf('.', i + 1);
-      }
-      all.add(n);
-    }
-    for (const f of frozen) if (!all.has(f.prefix)) el.report(new CompileError(f.range, `freeze: no parameter or buffer is named '${f.prefix}' or starts with '${f.prefix}.'`, didYouMean(f.prefix, all)));
-  }
+  applyFreeze(el, frozen);
 
   const trainEntries: TrainAssignment[] = [...flat.train];
   for (const key of trainSet) {

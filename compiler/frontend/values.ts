@@ -46,6 +46,12 @@ export interface StateSlot {
   range: Range;
 }
 
+/** What holds a state key of an instance (a param, buffer, sub-module or sub-module list), for clash messages. */
+export interface KeyHolder {
+  what: string;
+  range: Range;
+}
+
 /** One instantiated block (or the model itself, with an empty prefix). */
 export interface Instance {
   /** Block or model name, for messages: Linear, LoVT. */
@@ -59,6 +65,11 @@ export interface Instance {
   state: StateSlot[];
   /** Sub-modules (and indexed sub-module lists) in declaration order, for state_dict order. */
   children: (Instance | { list: string; items: Map<number, Instance> })[];
+  /**
+   * The state keys in use: the name segments directly under `prefix` (own params and buffers,
+   * sub-modules by their `as` key or name, sub-module lists by name). Each may be held once.
+   */
+  keys: Map<string, KeyHolder>;
 }
 
 export const NONE: Value = { k: 'none' };

@@ -5,7 +5,7 @@
 // changes only the weight, `drop` removes, everything else is appended.
 // docs/language.md §9 is the reference.
 
-import type { Arg, FreezePath, ModelDecl, Name, Range, Stmt, TrainEntry } from '../../grammar/ast.ts';
+import type { Arg, ModelDecl, Name, Range, Stmt, TrainEntry } from '../../grammar/ast.ts';
 import { type Diagnostic, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
 import type { Globals } from './link.ts';
 
@@ -28,7 +28,6 @@ export interface FlatModel {
   chain: ModelDecl[];
   items: ModelItem[];
   train: TrainEntry[];
-  freeze: FreezePath[];
 }
 
 const NAMESPACE: Record<ItemKind, string> = {
@@ -175,8 +174,7 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
       items[at] = { kind: c.kind, names: c.names.map((n) => n.name), stmt: s, owner };
     }
   }
-  const freeze = items.filter((it) => it.kind === 'freeze').flatMap((it) => (it.stmt.kind === 'Freeze' ? it.stmt.paths : []));
-  return { name: decl.name.name, chain, items, train, freeze };
+  return { name: decl.name.name, chain, items, train };
 }
 
 function didYouMeanKind(items: ModelItem[], kind: ItemKind, name: string) {

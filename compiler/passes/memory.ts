@@ -1,9 +1,15 @@
 // Liveness-based buffer planning. Kernels run in a fixed order; a tensor is
 // live from the step that first writes it to the last step that reads it.
 // Once dead, its buffer returns to a pool and a later tensor may take it.
-// Pinned tensors (graph outputs, update values, inputs, constants) keep a
-// buffer of their own for the whole run; state tensors are not planned here at
-// all (the StateStore owns them).
+// Three kinds of tensors live longer:
+//  - persistent (constants, uploaded once at program creation): a buffer of
+//    their own, never shared;
+//  - live at start (inputs, written by the host before the first step): live
+//    from before step 0 to their last reader, then their buffer is reused;
+//  - live at end (graph outputs and update values, read by the host or copied
+//    into state after the last step): never released once written, but they
+//    may take a buffer that an earlier tensor has finished with.
+// State tensors are not planned here at all (the StateStore owns them).
 //
 // Placement is greedy in execution order: best fit among free buffers; if none
 // is large enough, the largest free buffer grows (cheaper than a new one);
@@ -13,8 +19,12 @@
 export interface MemoryTensor {
   id: number;
   bytes: number;
-  /** Never shares its buffer and stays valid after the run. */
-  pinned?: boolean;
+  /** Holds its value across runs: a buffer of its own. */
+  persistent?: boolean;
+  /** Valid before the first step (written by the host). */
+  liveAtStart?: boolean;
+  /** Still needed after the last step (read back or copied into state). */
+  liveAtEnd?: boolean;
 }
 
 export interface MemoryStep {
@@ -59,8 +69,9 @@ export function planMemory(tensors: MemoryTensor[], steps: MemoryStep[]): Memory
       lastUse.set(t, k);
     }
     for (const t of s.reads) {
-      if (!info.has(t)) throw new Error(`memory plan: step ${k} reads unknown tensor ${t}`);
-      if (!info.get(t)!.pinned && !firstWrite.has(t)) throw new Error(`memory plan: step ${k} reads tensor ${t} before any step writes it`);
+      const ti = info.get(t);
+      if (!ti) throw new Error(`memory plan: step ${k} reads unknown tensor ${t}`);
+      if (!ti.persistent && !ti.liveAtStart && !firstWrite.has(t)) throw new Error(`memory plan: step ${k} reads tensor ${t} before any step writes it`);
       lastUse.set(t, k);
     }
   });
@@ -72,35 +83,48 @@ export function planMemory(tensors: MemoryTensor[], steps: MemoryStep[]): Memory
     buffers.push(b);
     return b;
   };
-
-  // Pinned tensors first: one buffer each.
-  for (const t of tensors) if (t.pinned) assignment.set(t.id, { buffer: newBuffer(roundUp(t.bytes)).id, offset: 0 });
-
-  // Transient tensors in order of definition, recycling dead buffers.
   const free: PlannedBuffer[] = [];
-  const releaseAt = new Map<number, number[]>();
-  for (const [t, k] of lastUse) if (!info.get(t)!.pinned) releaseAt.set(k, [...(releaseAt.get(k) ?? []), t]);
-  steps.forEach((s, k) => {
-    for (const t of new Set(s.writes)) {
-      if (info.get(t)!.pinned || firstWrite.get(t) !== k) continue;
-      const need = roundUp(info.get(t)!.bytes);
-      let best = -1;
-      for (let i = 0; i < free.length; i++) if (free[i].bytes >= need && (best < 0 || free[i].bytes < free[best].bytes)) best = i;
-      if (best < 0 && free.length) {
-        best = 0;
-        for (let i = 1; i < free.length; i++) if (free[i].bytes > free[best].bytes) best = i;
-        free[best].bytes = need;
-      }
-      const b = best >= 0 ? free.splice(best, 1)[0] : newBuffer(need);
-      assignment.set(t, { buffer: b.id, offset: 0 });
+  const place = (t: MemoryTensor) => {
+    const need = roundUp(t.bytes);
+    let best = -1;
+    for (let i = 0; i < free.length; i++) if (free[i].bytes >= need && (best < 0 || free[i].bytes < free[best].bytes)) best = i;
+    if (best < 0 && free.length) {
+      best = 0;
+      for (let i = 1; i < free.length; i++) if (free[i].bytes > free[best].bytes) best = i;
+      free[best].bytes = need;
     }
-    for (const t of releaseAt.get(k) ?? []) free.push(buffers[assignment.get(t)!.buffer]);
-  });
+    const b = best >= 0 ? free.splice(best, 1)[0] : newBuffer(need);
+    assignment.set(t.id, { buffer: b.id, offset: 0 });
+  };
+  // Released after step k (-1: before the first step, for inputs nobody reads).
+  const releaseAt = new Map<number, number[]>();
+  const release = (t: MemoryTensor, k: number) => {
+    if (t.persistent || t.liveAtEnd) return;
+    releaseAt.set(k, [...(releaseAt.get(k) ?? []), t.id]);
+  };
+  const releaseAfter = (k: number) => {
+    for (const id of releaseAt.get(k) ?? []) free.push(buffers[assignment.get(id)!.buffer]);
+  };
 
-  // Tensors no step touches (e.g. an unread, unwritten transient) still get a home.
+  for (const t of tensors) if (t.persistent) assignment.set(t.id, { buffer: newBuffer(roundUp(t.bytes)).id, offset: 0 });
+  for (const t of tensors) {
+    if (t.persistent || !t.liveAtStart) continue;
+    place(t);
+    release(t, lastUse.get(t.id) ?? -1);
+  }
+  for (const t of tensors) if (!t.persistent && !t.liveAtStart && firstWrite.has(t.id)) release(t, lastUse.get(t.id)!);
+  releaseAfter(-1);
+  steps.forEach((s, k) => {
+    for (const id of new Set(s.writes)) {
+      const t = info.get(id)!;
+      if (!t.persistent && !t.liveAtStart && firstWrite.get(id) === k) place(t);
+    }
+    releaseAfter(k);
+  });
+  // Tensors no step touches (e.g. an output nothing computes) still get a home.
   for (const t of tensors) if (!assignment.has(t.id)) assignment.set(t.id, { buffer: newBuffer(roundUp(t.bytes)).id, offset: 0 });
 
-  const peakBytes = buffers.reduce((s, b) => s + b.bytes, 0);
-  const noReuseBytes = tensors.reduce((s, t) => s + roundUp(t.bytes), 0);
+  const peakBytes = buffers.reduce((sum, b) => sum + b.bytes, 0);
+  const noReuseBytes = tensors.reduce((sum, t) => sum + roundUp(t.bytes), 0);
   return { buffers, assignment, peakBytes, noReuseBytes };
 }

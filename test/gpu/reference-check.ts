@@ -55,11 +55,8 @@ export async function checkAgainstReference(
   opts: ProgramOptions = {},
 ): Promise<Awaited<ReturnType<typeof runGraph>>> {
   const dev = await getNodeDevice();
-  const t0 = performance.now();
   const got = await runGraph(dev, graph, feeds, opts);
-  const t1 = performance.now();
   const want = evaluate(graph, feeds);
-  if (process.env.LOVT_TIMING) console.log(`gpu ${(t1 - t0).toFixed(0)} ms, reference ${(performance.now() - t1).toFixed(0)} ms, ${got.program.dispatches} dispatches, ${got.program.kernels} kernels`);
   for (const [name, id] of Object.entries(graph.outputs)) {
     const n = graph.nodes[id];
     assertClose(`output ${name} (${n.op} ${n.dtype}${shapeStr(n.shape)})`, got.outputs[name], want.outputs[name], { ...tol, ...tol.per?.[name] });

@@ -158,8 +158,9 @@ test('ConVIRT and CLIP* against LoVT: aggregators, heads, text and recipe; the e
     assert.is(String(m.model.configs.report_text.value), 'one_random_sentence');
   }
   assert.ok('image_pool.in_proj_weight' in clip.graph.state, 'CLIP* keeps attention pooling on the image side');
-  assert.ok('image_global_head.norm.weight' in clip.graph.state, 'CLIP* heads have BatchNorm');
-  assert.not.ok(Object.keys(convirt.graph.state).some((n) => n.startsWith('image_pool.') || n.includes('.norm.')), 'ConVIRT: average pool, heads without BatchNorm');
+  assert.ok('image_global_head.1.running_var' in clip.graph.state, 'CLIP* heads have BatchNorm (nn.Sequential index 1)');
+  assert.not.ok(Object.keys(convirt.graph.state).some((n) => n.startsWith('image_pool.') || /_head\.1\./.test(n)), 'ConVIRT: average pool, heads without BatchNorm');
+  assert.ok('image_global_head.2.weight' in convirt.graph.state, "ConVIRT's second Linear is nn.Sequential index 2");
   assert.is(convirt.model.train.optimizer.kind, 'adam');
   assert.equal(convirt.model.train.schedule, { kind: 'plateau', patience: 12, factor: 0.5, monitor: 'val_total', min_lr: 0 });
   assert.is(convirt.model.train.accumulate, 1);
@@ -168,8 +169,8 @@ test('ConVIRT and CLIP* against LoVT: aggregators, heads, text and recipe; the e
   const removedLocal = ['alignment', 'image_local_head', 'report_local_head'].flatMap((m) => [`nn.lovt:Linear.body@${m}`, `nn.lovt:BatchNorm.body@${m}`]).concat('alignment.lovt:AlignmentModel.forward');
   const allowed = [...TOTAL, ...POOLING, ...OMEGA, ...GLOBAL_HEADS, ...removedLocal];
   assertRootsWithin(base.graph, clip.graph, allowed, 'CLIP*');
-  // ConVIRT's heads have no BatchNorm
-  const noBN = ['image_global_head', 'report_global_head'].flatMap((m) => [`nn.lovt:BatchNorm.body@${m}`, `nn.lovt:BatchNorm.forward@${m}`]).concat('heads.lovt:ProjectionHead.forward');
+  // ConVIRT's heads have no BatchNorm (and so their second Linear is index 2, not 3: other weights)
+  const noBN = ['image_global_head', 'report_global_head'].flatMap((m) => [`nn.lovt:BatchNorm.body@${m}`, `nn.lovt:BatchNorm.forward@${m}`, `nn.lovt:Linear.body@${m}`]).concat('heads.lovt:ProjectionHead.forward');
   assertRootsWithin(base.graph, convirt.graph, [...allowed, ...noBN], 'ConVIRT');
 });
 

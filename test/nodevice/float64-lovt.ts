@@ -418,20 +418,20 @@ export function attentionPool(x: Tensor, valid: Float64Array, state: StateValues
 // ---------------------------------------------------------------- projection heads
 
 /**
- * Linear–BN–ReLU–Linear (projection_before, norm, projection_after: the reference's
- * MLP names) or Linear–ReLU–Linear without norm, on x [..., d_in]; BN statistics
+ * nn.Sequential(Linear, BatchNorm1d, ReLU, Linear) (state keys 0, 1, 3) or, without
+ * norm, Sequential(Linear, ReLU, Linear) (keys 0, 2), on x [..., d_in]; BN statistics
  * over all leading positions (batch × positions).
  */
 export function projectionHead(x: Tensor, state: StateValues, prefix: string, dHidden: number, dOut: number, withBN: boolean, training: boolean): Tensor {
-  let h = linear(x, state, `${prefix}.projection_before`, dHidden);
+  let h = linear(x, state, `${prefix}.0`, dHidden);
   const lead = h.shape.slice(0, -1);
   if (withBN) {
     const rows = numel(lead);
     const flat = { shape: [rows, dHidden], data: h.data };
-    h = { shape: [...lead, dHidden], data: batchNorm(flat, state, `${prefix}.norm`, training).data };
+    h = { shape: [...lead, dHidden], data: batchNorm(flat, state, `${prefix}.1`, training).data };
   }
   h = relu(h);
-  return linear(h, state, `${prefix}.projection_after`, dOut);
+  return linear(h, state, withBN ? `${prefix}.3` : `${prefix}.2`, dOut);
 }
 
 // ---------------------------------------------------------------- alignment model (shared single-head attention)

@@ -327,6 +327,67 @@ model M {
   assert.equal([r.model!.counts.params, r.model!.counts.trainable], [30, 10]);
 });
 
+test('state keys (as): nn.Sequential indices, a name that is a reserved word, code names stay', () => {
+  const r = compile(`
+import "std/nn.lovt"
+block Wrapped(d: int) {
+  inner = Linear(d, d) as "model"
+  fn forward(x: f32[N, d]) -> f32[N, d] { return inner(x) }
+}
+block Seq(d: int, n: int) {
+  param scale: f32[d] = ones()
+  for i in 0..n { step[i] = Linear(d, d) }
+  last = Wrapped(d) as 2 * n + 1
+  fn forward(x: f32[N, d]) -> f32[N, d] { return last(step[n - 1](x)) * scale }
+}
+model M {
+  config n: int = 2
+  input x: f32[3, 4]
+  net = Seq(4, n) as "model"
+  output y = net(x)
+  output w = net.last.inner.weight
+  freeze model[5].model.bias
+}`);
+  assert.equal(Object.keys(r.graph.state), [
+    'model.scale',
+    'model.step.0.weight', 'model.step.0.bias', 'model.step.1.weight', 'model.step.1.bias',
+    'model.5.model.weight', 'model.5.model.bias',
+  ]);
+  assert.equal(shapeOf(r.graph, 'w'), [4, 4]);
+  assert.is(r.graph.nodes[r.graph.outputs.w].attrs.name, 'model.5.model.weight');
+  assert.is(r.graph.state['model.5.model.bias'].trainable, false);
+  assert.is(r.graph.state['model.5.model.weight'].trainable, true);
+  assert.equal(r.model!.frozen, ['model.5.model.bias']);
+});
+
+test('freeze ranges and indices are compile-time expressions; an empty range freezes nothing', () => {
+  const text = `
+import "std/nn.lovt"
+block Enc(layers: int) {
+  emb = Linear(2, 2)
+  for i in 0..layers { layer[i] = Linear(2, 2) }
+}
+model M {
+  config layers: int = 4
+  config frozen_layers: int = 2
+  enc = Enc(layers)
+  let last = layers - 1
+  freeze enc.layer[0..frozen_layers], enc.layer[last].bias
+}`;
+  const trainable = (r: CompileResult) => Object.values(r.graph!.state).filter((s) => !s.trainable).map((s) => s.name);
+  const r = compile(text);
+  assert.equal(trainable(r), ['enc.layer.0.weight', 'enc.layer.0.bias', 'enc.layer.1.weight', 'enc.layer.1.bias', 'enc.layer.3.bias']);
+  assert.equal(r.model!.frozen, ['enc.layer.0', 'enc.layer.1', 'enc.layer.3.bias']);
+  // frozen params are non-trainable leaves (op buffer) and still params in the table
+  const id = r.graph.state['enc.layer.0.weight'].node;
+  assert.is(r.graph.nodes[id].op, 'buffer');
+  assert.is(r.graph.nodes[r.graph.state['enc.layer.2.weight'].node].op, 'param');
+  assert.equal(r.model!.params.find((p) => p.name === 'enc.layer.0.weight')!.kind, 'param');
+  const none = compile(text, { set: { frozen_layers: '0', layers: '1' } });
+  assert.equal(trainable(none), ['enc.layer.0.bias']);
+  assert.equal(none.model!.frozen, ['enc.layer.0.bias']);
+});
+
 // ------------------------------------------------------------- numerics
 
 test('Linear and LayerNorm match float64 loops', () => {
@@ -454,6 +515,36 @@ test('the examples of docs/language.md compile', () => {
   assert.is(r.graph.state['encoder.weight'].trainable, false);
   const variants = blocks.find((b) => b.includes('model LoVT_Small extends LoVT'))!;
   assert.ok(variants, 'the variants example is present');
+});
+
+test('the state-key example of docs/language.md gives nn.Sequential state names', () => {
+  const doc = readFileSync('docs/language.md', 'utf8');
+  const head = [...doc.matchAll(/```\n([\s\S]*?)```/g)].map((m) => m[1]).find((b) => b.startsWith('block MLPHead'));
+  assert.ok(head, 'the MLPHead example is present');
+  const r = compile(`import "std/nn.lovt"\n${head}\nmodel M {\n  input x: f32[5, 4]\n  head = MLPHead(4, 8, 2)\n  plain = MLPHead(4, 8, 2, batch_norm: false)\n  output y = head(x) + plain(x)\n}\n`);
+  assert.equal(Object.entries(r.graph.state).map(([n, s]) => `${n} [${s.shape}]`), [
+    'head.0.weight [8,4]', 'head.0.bias [8]',
+    'head.1.weight [8]', 'head.1.bias [8]', 'head.1.running_mean [8]', 'head.1.running_var [8]', 'head.1.num_batches_tracked []',
+    'head.3.weight [2,8]', 'head.3.bias [2]',
+    'plain.0.weight [8,4]', 'plain.0.bias [8]', 'plain.2.weight [2,8]', 'plain.2.bias [2]',
+  ]);
+  // numerics: Linear → BatchNorm (train mode, batch statistics) → ReLU → Linear, against float64 loops
+  const x = values(20, 51);
+  const state: Record<string, number[]> = {};
+  for (const [n, s] of Object.entries(r.graph.state)) state[n] = values(s.shape.reduce((a, b) => a * b, 1), n.length * 7 + 3);
+  state['head.1.running_var'] = state['head.1.running_var'].map((v) => v * v + 0.5);
+  state['head.1.num_batches_tracked'] = [0];
+  const linear = (inp: number[], rows: number, din: number, dout: number, w: number[], b: number[]) =>
+    Array.from({ length: rows * dout }, (_, k) => b[k % dout] + Array.from({ length: din }, (_, j) => inp[Math.floor(k / dout) * din + j] * w[(k % dout) * din + j]).reduce((p, q) => p + q, 0));
+  const relu = (v: number[]) => v.map((q) => Math.max(0, q));
+  let h = linear(x, 5, 4, 8, state['head.0.weight'], state['head.0.bias']);
+  const mean = [...Array(8).keys()].map((c) => [0, 1, 2, 3, 4].reduce((p, i) => p + h[i * 8 + c], 0) / 5);
+  const variance = [...Array(8).keys()].map((c) => [0, 1, 2, 3, 4].reduce((p, i) => p + (h[i * 8 + c] - mean[c]) ** 2, 0) / 5);
+  h = h.map((v, k) => ((v - mean[k % 8]) / Math.sqrt(variance[k % 8] + 1e-5)) * state['head.1.weight'][k % 8] + state['head.1.bias'][k % 8]);
+  const yHead = linear(relu(h), 5, 8, 2, state['head.3.weight'], state['head.3.bias']);
+  const yPlain = linear(relu(linear(x, 5, 4, 8, state['plain.0.weight'], state['plain.0.bias'])), 5, 8, 2, state['plain.2.weight'], state['plain.2.bias']);
+  const ev = evaluate(r.graph, { inputs: { x }, state });
+  close(ev.outputs.y, yHead.map((v, i) => v + yPlain[i]), 1e-10, 'MLPHead');
 });
 
 // ------------------------------------------------------------- the real models

@@ -94,6 +94,20 @@ export function huggingFaceBertState(vocab: number, hidden = 768, layers = 12, i
   return out;
 }
 
+/**
+ * torch.nn.Sequential(Linear(d_in, d_hidden), BatchNorm1d(d_hidden), ReLU(), Linear(d_hidden, d_out)).state_dict(),
+ * or without the BatchNorm1d (ConVIRT's Linear–ReLU–Linear): Sequential keys are the module
+ * indices, and the ReLU (index 2, or 1 without BatchNorm) has no state.
+ */
+export function sequentialHeadState(dIn: number, dHidden: number, dOut: number, batchNorm: boolean): StateEntry[] {
+  const modules: ['linear' | 'bn' | 'relu', number, number][] = batchNorm
+    ? [['linear', dHidden, dIn], ['bn', dHidden, 0], ['relu', 0, 0], ['linear', dOut, dHidden]]
+    : [['linear', dHidden, dIn], ['relu', 0, 0], ['linear', dOut, dHidden]];
+  return modules.flatMap(([kind, out, inp], i): StateEntry[] =>
+    kind === 'linear' ? [[`${i}.weight`, [out, inp]], [`${i}.bias`, [out]]] : kind === 'bn' ? bnEntries(String(i), out) : [],
+  );
+}
+
 export const BN_BUFFER = /\.(running_mean|running_var|num_batches_tracked)$/;
 
 /** The graph's state under `prefix.` (prefix stripped), in the graph's order. */
@@ -166,7 +180,7 @@ export function randomState(graph: Graph, seed: number): Record<string, Float64A
     if (name.endsWith('num_batches_tracked')) v = new Float64Array(n).fill(3);
     else if (name.endsWith('running_var')) v = randomArray(n, r, 0.5).map((x) => x + 1);
     else if (name.endsWith('running_mean')) v = randomArray(n, r, 0.2);
-    else if (/(^|\.)(bn\d|downsample\.1|norm|LayerNorm)\.weight$/.test(name)) v = randomArray(n, r, 0.2).map((x) => x + 1);
+    else if (/(^|\.)(bn\d|downsample\.1|norm|LayerNorm|_head\.1)\.weight$/.test(name) && s.shape.length === 1) v = randomArray(n, r, 0.2).map((x) => x + 1);
     else if (s.shape.length <= 1) v = randomArray(n, r, 0.1);
     else if (/embeddings\.weight$/.test(name)) v = randomArray(n, r, 0.5);
     else v = randomArray(n, r, Math.sqrt(3 / (n / s.shape[0])));

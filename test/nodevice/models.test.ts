@@ -212,7 +212,7 @@ test('lovt-tiny end to end (uniform ω): gradients of the total loss agree with 
     ['report_encoder.encoder.layer.1.attention.self.query.weight', 300],
     ['report_encoder.encoder.layer.0.output.LayerNorm.weight', 4],
     ['image_pool.in_proj_weight', 17],
-    ['report_global_head.norm.weight', 6],
+    ['report_global_head.1.weight', 6],
     ['alignment.key_projection.weight', 77],
   ], (o) => o['loss.total'][0]);
 });
@@ -222,7 +222,7 @@ test('lovt-tiny (attention ω): ω carries no gradient — the pooling gets exac
   // d total / d pooling = d (0.75·L_I→R + 0.25·L_R→I) / d pooling. Downstream of ω, the total.
   const global = (o: Record<string, Float64Array>) => 0.75 * o['loss.global_i2r'][0] + 0.25 * o['loss.global_r2i'][0];
   gradientCheck({}, [['image_pool.in_proj_bias', 40], ['report_pool.in_proj_weight', 130], ['report_pool.out_proj.weight', 3]], global);
-  gradientCheck({}, [['alignment.value_projection.weight', 5], ['report_local_head.projection_after.bias', 2]], (o) => o['loss.total'][0]);
+  gradientCheck({}, [['alignment.value_projection.weight', 5], ['report_local_head.3.bias', 2]], (o) => o['loss.total'][0]);
 });
 
 test.run();

@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Expr, Stmt, TopDecl } from '../../grammar/ast.ts';
 import { tokenize } from '../../grammar/lexer.ts';
-import { parseExpression, parseLovt } from '../../grammar/parser.ts';
+import { checkGrammar, parseExpression, parseLovt } from '../../grammar/parser.ts';
 
 function parseOk(text: string): TopDecl[] {
   const r = parseLovt(text, 't.lovt');
@@ -49,6 +49,10 @@ function sexp(e: Expr): string {
       return `(idx ${sexp(e.object)} ${sexp(e.index)})`;
   }
 }
+
+test("the grammar passes Chevrotain's validations (the shared parser skips them for speed)", () => {
+  checkGrammar();
+});
 
 test('lexer: numbers, ranges, strings, comments, statement words stay identifiers', () => {
   const r = tokenize('let x = 0..3 1.5 1e-4 2.5E3 "a\\"b" output /* c\n d */ ... // end');
@@ -182,7 +186,7 @@ model B extends A {
   assert.equal(a.body.map((s) => s.kind), ['Config', 'Config', 'Input', 'Assign', 'Let', 'Loss', 'Loss', 'Output', 'Freeze', 'Train']);
   const fr = a.body[8] as Extract<Stmt, { kind: 'Freeze' }>;
   assert.equal(
-    fr.paths.map((p) => p.segments.map((s) => s.name.name + (s.index ? `[${s.index.start}${s.index.end !== undefined ? '..' + s.index.end : ''}]` : '')).join('.')),
+    fr.paths.map((p) => p.segments.map((s) => s.name.name + (s.index ? `[${sexp(s.index.start)}${s.index.end !== undefined ? '..' + sexp(s.index.end) : ''}]` : '')).join('.')),
     ['enc.embeddings', 'enc.encoder.layer[0..6]', 'enc.pooler[3]'],
   );
   const tr = a.body[9] as Extract<Stmt, { kind: 'Train' }>;
@@ -194,6 +198,41 @@ model B extends A {
   const weightOnly = b.body[1] as Extract<Stmt, { kind: 'Loss' }>;
   assert.is(weightOnly.value, undefined);
   assert.equal(weightOnly.args?.map((x) => x.name?.name), ['weight']);
+});
+
+test('sub-module state keys: NAME = Block(...) as KEY, the key a compile-time expression', () => {
+  const [b] = parseOk(`
+block Head(bn: bool) {
+  first = Linear(2, 3) as 0
+  if bn { norm = BatchNorm(3) as 1 }
+  last = Linear(3, 4) as if bn then 3 else 2
+  inner = Wrapped() as "model"
+  layer[0] = Linear(4, 4)
+}`);
+  if (b.kind !== 'Block') throw new Error('block expected');
+  const assigns = [b.body[0], (b.body[1] as Extract<Stmt, { kind: 'If' }>).then[0], b.body[2], b.body[3], b.body[4]] as Extract<Stmt, { kind: 'Assign' }>[];
+  assert.equal(assigns.map((a) => [a.target.name, a.key ? sexp(a.key) : null]), [
+    ['first', '0'], ['norm', '1'], ['last', '(if bn 3 2)'], ['inner', '"model"'], ['layer', null],
+  ]);
+  // the statement's range ends at the key
+  assert.equal([assigns[0].range.col, assigns[0].range.endCol], [3, 28]);
+  const r = parseLovt('fn f() { let x = Linear(2, 3) as 0 }', 'e.lovt');
+  assert.equal(r.problems.map((p) => [p.message, p.hint]), [["expected '}' but found 'as'", "'as KEY' follows a sub-module declaration NAME = Block(...) at block or model level"]]);
+  assert.is(parseLovt('fn f() { let as = 1 }', 'e.lovt').problems[0].hint, "'as' is a reserved word and cannot be used as a name");
+  assert.equal(tokenize('as assert asx').tokens.map((t) => t.tokenType.name), ['As', 'Identifier', 'Identifier']);
+});
+
+test('freeze indices and ranges are compile-time expressions', () => {
+  const [m] = parseOk(`model M {
+  freeze enc.layer[0..frozen_layers], enc.layer[n - 1].bias, enc.blocks[2 * k..2 * k + 2]
+}`);
+  if (m.kind !== 'Model') throw new Error('model expected');
+  const fr = m.body[0] as Extract<Stmt, { kind: 'Freeze' }>;
+  assert.equal(
+    fr.paths.map((p) => p.segments.map((s) => s.name.name + (s.index ? `[${sexp(s.index.start)}${s.index.end ? '..' + sexp(s.index.end) : ''}]` : '')).join('.')),
+    ['enc.layer[0..frozen_layers]', 'enc.layer[(- n 1)].bias', 'enc.blocks[(* 2 k)..(+ (* 2 k) 2)]'],
+  );
+  assert.equal([fr.paths[0].range.col, fr.paths[0].range.endCol], [10, 37]);
 });
 
 test('syntax errors are located, and other declarations still parse', () => {
