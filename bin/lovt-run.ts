@@ -180,6 +180,8 @@ interface TrainCliOptions {
   heatmapStudies: number;
   /** Shown in report.md. */
   command?: string;
+  /** Options given on the command line (not defaults). */
+  explicit?: Set<string>;
 }
 
 /** The heatmap output the report draws when the model has it (models/lovt.lovt). */
@@ -208,9 +210,17 @@ async function trainCommand(modelPath: string, o: TrainCliOptions): Promise<void
       throw new UsageError(`${runDir} was started with ${JSON.stringify(manifest.set)}; a resume cannot change ${conflicts.map(([k, v]) => `${k}=${v}`).join(', ')}`);
     }
     set = { ...manifest.set };
-    const saved = manifest.data as { spec?: string };
+    const saved = manifest.data as { spec?: string; kind?: string; studies?: number; seed?: number };
     if (dataSpec && saved.spec && dataSpec !== saved.spec) throw new UsageError(`${runDir} was trained on --data ${saved.spec}, not ${dataSpec}`);
     dataSpec = saved.spec ?? dataSpec;
+    if (saved.kind === 'synth') {
+      // The SynthCXR the run was trained on, whatever the defaults of this invocation.
+      for (const [flag, key, value] of [['--studies', 'studies', saved.studies], ['--synth-seed', 'synthSeed', saved.seed]] as const) {
+        if (value === undefined) continue;
+        if (o.explicit?.has(key) && o[key] !== value) throw new UsageError(`${runDir} was trained with ${flag} ${value}, not ${o[key]}`);
+        o = { ...o, [key]: value };
+      }
+    }
     resumeFrom = await loadCheckpoint(nodeStorage(runDir), 'last');
   } else {
     runDir = path.resolve(o.out ?? path.join('runs', `${path.basename(modelPath).replace(/\.lovt$/, '')}-${timestamp()}`));
@@ -305,14 +315,15 @@ async function trainCommand(modelPath: string, o: TrainCliOptions): Promise<void
           // With a time budget (and no step limit) the bar counts seconds, else steps.
           timeBar = e.maxSeconds !== null && o.steps === undefined;
           const limit = timeBar ? `for ${fmtDuration(e.maxSeconds!)}` : e.totalSteps ? `until step ${e.totalSteps}` : '';
-          say(`${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.stepsPerEpoch} optimizer steps per epoch${limit ? `, ${limit}` : ''}`);
+          say(`${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.stepsPerEpoch} optimizer steps per epoch${limit ? `, ${limit}` : ''}` +
+            `${timeBar ? ' after the first step' : ''} (the first step also compiles the GPU kernels: on a software rasteriser that can take minutes)`);
           bar = timeBar ? progressBar('train', Math.round(e.maxSeconds!), 0, 's') : progressBar('train', e.totalSteps ?? undefined, e.step);
           logEvery = timeBar ? 10 : Math.max(1, Math.round((e.totalSteps ?? 100) / 20));
           break;
         }
         case 'step': {
           const payload = { loss: fmt(e.losses['loss.total']), sps: Number.isFinite(e.samplesPerSecond) ? e.samplesPerSecond.toFixed(1) : '-', epoch: e.epoch + 1, step: e.step };
-          bar!.update(timeBar ? Math.min(Math.round(e.elapsedSeconds), bar!.total) : e.step, undefined, payload);
+          bar!.update(timeBar ? Math.min(Math.round(e.budgetSeconds), bar!.total) : e.step, undefined, payload);
           if (!bar!.tty && e.step % logEvery === 0) say(`step ${e.step} epoch ${e.epoch + 1}: loss ${fmt(e.losses['loss.total'])}, lr ${e.lr.toExponential(2)}, ${payload.sps} samples/s, ${fmtDuration(e.elapsedSeconds)}`);
           break;
         }
@@ -502,7 +513,10 @@ function buildProgram(): Command {
     .option('--val-batches <N>', 'validate on at most N batches', positiveInt('--val-batches'))
     .option('--no-report', 'skip report.md')
     .option('--heatmap-studies <N>', 'validation studies drawn in the report', nonNegativeInt('--heatmap-studies'), 4)
-    .action((model: string, opts: TrainCliOptions) => trainCommand(model, { ...opts, command: ['lovt-run', ...process.argv.slice(2)].join(' ') }));
+    .action((model: string, opts: TrainCliOptions, cmd: Command) => {
+      const explicit = new Set(Object.keys(opts).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
+      return trainCommand(model, { ...opts, explicit, command: ['lovt-run', ...process.argv.slice(2)].join(' ') });
+    });
 
   program
     .command('loss')

@@ -31,7 +31,7 @@ const STATE_NAME_TOKENS: TokenType[] = [Identifier, ...KEYWORDS];
 
 // tsx compiles with esbuild's keepNames: a function written where JavaScript infers a name
 // (`{ ALT: () => ... }`) is wrapped in a call that defines its `name` property each time the
-// expression runs, which made parsing about twice as slow. The alternatives and gated
+// expression runs, which made parsing about three times slower. The alternatives and gated
 // repetitions that rules build on every call are made by these helpers instead (a function
 // passed as an argument gets no name).
 function alt<T>(f: () => T, gate?: () => boolean): IOrAlt<T> {

@@ -323,6 +323,63 @@ export class Program {
     return out;
   }
 
+  /**
+   * Times every dispatch of one run (for benchmarks; the state updates are not
+   * applied). With the adapter's 'timestamp-query' feature each dispatch gets
+   * its own compute pass with timestamps; otherwise each is submitted alone
+   * and timed on the host until the queue is idle (which includes submit overhead).
+   */
+  async profile(inputs: Record<string, HostTensor>): Promise<{ method: string; kernels: { name: string; ms: number }[] }> {
+    const device = this.dev.device;
+    await this.pending;
+    const plan = this.plan;
+    for (const [name, io] of Object.entries(plan.inputs)) {
+      const data = inputs[name];
+      if (data === undefined) throw new Error(`${this.label}: input '${name}' was not given`);
+      checkHostTensor(`${this.label}: input '${name}'`, data, io.shape, io.dtype);
+      if (data.byteLength) device.queue.writeBuffer(this.buffers[io.place.buffer], io.place.offset, data.buffer, data.byteOffset, data.byteLength);
+    }
+    const n = plan.kernels.length;
+    if (this.dev.features.has('timestamp-query')) {
+      const querySet = device.createQuerySet({ type: 'timestamp', count: 2 * n });
+      const resolve = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      const read = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const enc = device.createCommandEncoder({ label: `${this.label} profile` });
+      plan.kernels.forEach((k, i) => {
+        const pass = enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+        pass.setPipeline(this.pipelines[i]);
+        pass.setBindGroup(0, this.bindGroups[i]);
+        pass.dispatchWorkgroups(k.workgroups[0], k.workgroups[1], k.workgroups[2]);
+        pass.end();
+      });
+      enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
+      device.queue.submit([enc.finish()]);
+      await read.mapAsync(GPUMapMode.READ);
+      const t = new BigInt64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      read.destroy();
+      resolve.destroy();
+      querySet.destroy();
+      return { method: 'timestamp queries', kernels: plan.kernels.map((k, i) => ({ name: k.name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 })) };
+    }
+    const kernels: { name: string; ms: number }[] = [];
+    for (let i = 0; i < n; i++) {
+      const k = plan.kernels[i];
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(this.pipelines[i]);
+      pass.setBindGroup(0, this.bindGroups[i]);
+      pass.dispatchWorkgroups(k.workgroups[0], k.workgroups[1], k.workgroups[2]);
+      pass.end();
+      const t0 = performance.now();
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      kernels.push({ name: k.name, ms: performance.now() - t0 });
+    }
+    return { method: 'one submit per dispatch, host-timed', kernels };
+  }
+
   private stagingFor(name: string, bytes: number): GPUBuffer {
     let s = this.staging.get(name);
     if (!s) {

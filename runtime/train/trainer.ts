@@ -45,7 +45,17 @@ export interface CompiledModel {
 
 export type TrainEvent =
   | { kind: 'start'; step: number; totalSteps: number | null; maxSeconds: number | null; stepsPerEpoch: number; epoch: number; resumed: boolean }
-  | { kind: 'step'; step: number; epoch: number; lr: number; losses: Record<string, number>; samplesPerSecond: number; elapsedSeconds: number }
+  | {
+      kind: 'step';
+      step: number;
+      epoch: number;
+      lr: number;
+      losses: Record<string, number>;
+      samplesPerSecond: number;
+      elapsedSeconds: number;
+      /** Seconds of the --minutes budget used (it starts after the first step). */
+      budgetSeconds: number;
+    }
   | { kind: 'validation'; step: number; epoch: number; losses: Record<string, number>; improved: boolean }
   | { kind: 'checkpoint'; step: number; tags: CheckpointTag[] }
   | { kind: 'message'; text: string };
@@ -67,7 +77,7 @@ export interface TrainerOptions {
   maxSteps?: number;
   /** Stop after this many epochs (default: the train section's epochs). */
   maxEpochs?: number;
-  /** Stop (with a checkpoint) at the first step boundary after this much wall time. */
+  /** Stop (with a checkpoint) at the first step boundary after this much wall time, counted from the end of the first optimizer step (which compiles the shaders). */
   maxSeconds?: number;
   /** Save the last checkpoint every K optimizer steps (besides every epoch end and the end). */
   checkpointEvery?: number;
@@ -326,6 +336,11 @@ export class Trainer {
     const o = this.opts;
     const started = performance.now();
     const elapsed = () => (performance.now() - started) / 1000;
+    // The time budget runs from the end of the first optimizer step: that step (and
+    // the first validation) include the one-time shader compilation, which on a
+    // software rasteriser can take minutes and says nothing about training speed.
+    let budgetStart: number | null = null;
+    const budgetUsed = () => (budgetStart === null ? 0 : (performance.now() - budgetStart) / 1000);
     const maxEpochs = o.maxEpochs ?? this.spec.epochs;
     const totalSteps = o.maxSteps ?? maxEpochs * this.stepsPerEpoch;
     const throughput = new Throughput();
@@ -336,7 +351,7 @@ export class Trainer {
     const limitReached = (): string => {
       if (o.maxSteps !== undefined && this.step >= o.maxSteps) return `reached ${o.maxSteps} optimizer steps`;
       if (this.position.epoch >= maxEpochs) return `reached ${maxEpochs} epochs`;
-      if (o.maxSeconds !== undefined && elapsed() >= o.maxSeconds) return `time budget of ${formatSeconds(o.maxSeconds)} used`;
+      if (o.maxSeconds !== undefined && budgetUsed() >= o.maxSeconds) return `time budget of ${formatSeconds(o.maxSeconds)} used`;
       return '';
     };
 
@@ -353,7 +368,8 @@ export class Trainer {
         micro++;
         this.position = next.value.next;
         if (micro === this.accumulate) {
-          await this.optimizerStep(sums, micro, epoch, throughput, elapsed());
+          await this.optimizerStep(sums, micro, epoch, throughput, elapsed(), budgetUsed());
+          budgetStart ??= performance.now();
           micro = 0;
           sums = {};
           if (o.checkpointEvery && this.step % o.checkpointEvery === 0) await this.checkpoint(['last']);
@@ -364,7 +380,10 @@ export class Trainer {
         }
       }
       // The epoch's data is exhausted: the remaining micro-batches make the last step.
-      if (micro > 0) await this.optimizerStep(sums, micro, epoch, throughput, elapsed());
+      if (micro > 0) {
+        await this.optimizerStep(sums, micro, epoch, throughput, elapsed(), budgetUsed());
+        budgetStart ??= performance.now();
+      }
       this.position = { epoch: epoch + 1, cursor: 0 };
       this.epochsDone = epoch + 1;
       const stop = await this.endOfEpoch(epoch);
@@ -412,7 +431,7 @@ export class Trainer {
     );
   }
 
-  private async optimizerStep(sums: Record<string, number>, micro: number, epoch: number, throughput: Throughput, elapsedSeconds: number): Promise<void> {
+  private async optimizerStep(sums: Record<string, number>, micro: number, epoch: number, throughput: Throughput, elapsedSeconds: number, budgetSeconds: number): Promise<void> {
     const lr = this.schedule.lrAt(this.step);
     const scalars = optimizerScalars(this.step + 1, lr, optimizerOptions(this.spec.optimizer));
     await this.applyProgram.run(Object.fromEntries(Object.entries(scalars).map(([k, v]) => [k, Float32Array.of(v)])), []);
@@ -423,7 +442,7 @@ export class Trainer {
     const samplesPerSecond = throughput.record(micro * this.opts.data.train.options.batchSize, performance.now());
     const record: MetricsRecord = { kind: 'train', step: this.step, epoch, lr, samples_per_s: samplesPerSecond, micro_batches: micro, ...losses };
     await this.metrics.append(record);
-    this.emit({ kind: 'step', step: this.step, epoch, lr, losses, samplesPerSecond, elapsedSeconds });
+    this.emit({ kind: 'step', step: this.step, epoch, lr, losses, samplesPerSecond, elapsedSeconds, budgetSeconds });
   }
 
   /** Validation, early stopping, plateau schedule and the epoch's checkpoint. Returns a stop reason or ''. */

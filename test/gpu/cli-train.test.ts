@@ -31,6 +31,16 @@ test('lovt-run train writes checkpoints, metrics and report.md with its figures'
   assert.ok(existsSync(path.join(run, 'best.json')) && existsSync(path.join(run, 'metrics.jsonl')));
 });
 
+test('lovt-run train --resume continues the run; a resume cannot change the recipe', () => {
+  const r = lovtRun(['train', modelPath, '--steps', '4', '--resume', run, '--no-report']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /resuming at step 3/);
+  assert.match(r.stdout, /stopped: reached 4 optimizer steps/);
+  assert.is(JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).step, 4);
+  assertOneLineError(lovtRun(['train', modelPath, '--steps', '5', '--resume', run, '--set', 'tau=0.5']), /was started with .*; a resume cannot change tau=0\.5/);
+  assertOneLineError(lovtRun(['train', modelPath, '--resume', run, '--out', path.join(work, 'elsewhere')]), /continues in that directory; drop --out/);
+});
+
 test('lovt-run loss prints every term as JSON and writes gradients; mismatches are named', () => {
 
   // loss: weights from the run's checkpoint, a batch written to safetensors.

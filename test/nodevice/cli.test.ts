@@ -2,7 +2,7 @@
 // Commands that need a GPU (train, loss) are exercised in test/gpu/cli-train.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { HostTensor } from '../../runtime/safetensors.ts';
@@ -69,6 +69,18 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     assert.match(r.stderr, /\n\s*4 \| +let x = undefined_thing\(3\)\n\s*\| +\^+/);
     assert.not.match(r.stderr, /\n\s+at /);
     assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'no_such_config=1']), /^lovt-run: error: --set no_such_config=1: the model LoVT_Tiny has no config 'no_such_config'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('synth writes a MIMIC-layout data set with its vocabulary', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-synth-'));
+  try {
+    const r = lovtRun(['synth', '--out', dir, '--studies', '6', '--seed', '2', '--image-size', '32']);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stdout, /wrote .*: 6 studies of \d+ subjects \(train \d+, validate \d+, test \d+\)/);
+    for (const f of ['vocab.txt', 'mimic-cxr-2.0.0-split.csv.gz', 'mimic-cxr-2.0.0-metadata.csv.gz']) assert.ok(existsSync(path.join(dir, f)), f);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
