@@ -1,59 +1,19 @@
-// Node.js Storage for run directories: read/list like runtime/platform/node-fs.ts's
-// NodeFileSource, plus durable atomic replacement (temp file + fsync + rename +
-// directory fsync), append and delete. Kept apart from node-fs.ts, which also
-// carries the SynthCXR writer, so checkpointing loads no data-pipeline code.
+// Node.js Storage for run directories: node-fs.ts's NodeFileSource (read, list,
+// plain write) plus durable atomic replacement (temp file + fsync + rename +
+// directory fsync), append and delete; and the SynthCXR cache behind --data synth.
 import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import * as os from 'node:os';
 import { normalizePath } from '../data/fs.ts';
 import type { Storage } from '../train/storage.ts';
+import { NodeFileSource, writeSynthDataset } from './node-fs.ts';
 
 let tempCounter = 0;
 
-export class NodeStorage implements Storage {
-  readonly root: string;
-  readonly description: string;
-
-  constructor(root: string) {
-    this.root = nodePath.resolve(root);
-    this.description = this.root;
-  }
-
+export class NodeStorage extends NodeFileSource implements Storage {
   /** Absolute path of a run-relative path. */
   pathOf(path: string): string {
     return nodePath.join(this.root, ...normalizePath(path).split('/'));
-  }
-
-  async readFile(path: string): Promise<Uint8Array> {
-    try {
-      const buffer = await fsp.readFile(this.pathOf(path));
-      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-    } catch (err) {
-      throw new Error(`cannot read ${this.pathOf(path)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-  }
-
-  async exists(path: string): Promise<boolean> {
-    try {
-      return (await fsp.stat(this.pathOf(path))).isFile();
-    } catch {
-      return false;
-    }
-  }
-
-  async list(dir: string): Promise<string[]> {
-    try {
-      return (await fsp.readdir(this.pathOf(dir))).sort();
-    } catch {
-      return [];
-    }
-  }
-
-  /** Plain (non-durable) write, creating parent directories. */
-  async writeFile(path: string, data: Uint8Array): Promise<void> {
-    const target = this.pathOf(path);
-    await fsp.mkdir(nodePath.dirname(target), { recursive: true });
-    await fsp.writeFile(target, data);
   }
 
   async writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
@@ -147,7 +107,6 @@ export async function ensureSynthDataset(root: string, opts: SynthCacheOptions):
   if (await isFile(nodePath.join(dir, SYNTH_COMPLETE))) return { dir, generated: false };
   await fsp.mkdir(root, { recursive: true });
   const temp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-  const { writeSynthDataset } = await import('./node-fs.ts');
   try {
     const summary = await writeSynthDataset(temp, { studies: opts.studies, seed: opts.seed, imageSize: opts.imageSize, onProgress: opts.onProgress });
     await fsp.writeFile(nodePath.join(temp, SYNTH_COMPLETE), JSON.stringify({ ...opts, onProgress: undefined, summary }, null, 2) + '\n');

@@ -87,35 +87,35 @@ export function plateauSpec(opts: { patience?: number; factor?: number; threshol
   };
 }
 
-class ConstantSchedule implements LrSchedule {
+/** A schedule whose LR is a function of the step alone: nothing to save or restore but its kind. */
+abstract class StepFunctionSchedule implements LrSchedule {
   constructor(readonly spec: ScheduleSpec, readonly baseLr: number) {}
-  lrAt(): number {
-    return this.baseLr;
-  }
+  abstract lrAt(step: number): number;
   onValidation(): void {}
   state(): ScheduleState {
-    return { kind: 'constant' };
+    return { kind: this.spec.kind };
   }
   restore(state: ScheduleState): void {
-    expectKind(state, 'constant');
+    expectKind(state, this.spec.kind);
   }
 }
 
-class CosineSchedule implements LrSchedule {
-  constructor(readonly spec: Extract<ScheduleSpec, { kind: 'cosine' }>, readonly baseLr: number) {}
+class ConstantSchedule extends StepFunctionSchedule {
+  lrAt(): number {
+    return this.baseLr;
+  }
+}
+
+class CosineSchedule extends StepFunctionSchedule {
+  constructor(readonly spec: Extract<ScheduleSpec, { kind: 'cosine' }>, baseLr: number) {
+    super(spec, baseLr);
+  }
   lrAt(step: number): number {
     const { period, etaMin } = this.spec;
     const warmup = this.spec.warmupSteps ?? 0;
     if (step < warmup) return (this.baseLr * (step + 1)) / warmup;
     const t = step - warmup;
     return etaMin + ((this.baseLr - etaMin) * (1 + Math.cos((Math.PI * t) / period))) / 2;
-  }
-  onValidation(): void {}
-  state(): ScheduleState {
-    return { kind: 'cosine' };
-  }
-  restore(state: ScheduleState): void {
-    expectKind(state, 'cosine');
   }
 }
 
