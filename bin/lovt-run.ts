@@ -187,114 +187,165 @@ interface TrainCliOptions {
 /** The heatmap output the report draws when the model has it (models/lovt.lovt). */
 const ATTENTION_OUTPUT = 'attention_r2i';
 
-async function trainCommand(modelPath: string, o: TrainCliOptions): Promise<void> {
-  if (o.steps !== undefined && o.epochs !== undefined) throw new UsageError('give --steps or --epochs, not both');
-  const { nodeStorage, ensureSynthDataset, cacheRoot } = await import('../runtime/platform/node-storage.ts');
-  const { readManifest, loadCheckpoint } = await import('../runtime/train/checkpoint.ts');
+type Checkpoint = Awaited<ReturnType<typeof import('../runtime/train/checkpoint.ts').loadCheckpoint>>;
+type CompiledModel = Awaited<ReturnType<typeof compile>>;
 
-  // --- the run directory, and what a resume must agree with
+/** The run directory, the --set overrides and the data spec, and the checkpoint when resuming. */
+async function resolveRun(modelPath: string, o: TrainCliOptions): Promise<{ runDir: string; set: Record<string, string>; dataSpec: string; resumeFrom: Checkpoint | null; o: TrainCliOptions }> {
   let set = parseSets(o.set);
   if (o.batch !== undefined) set.batch = String(o.batch);
   if (o.accumulate !== undefined) set['train.accumulate'] = String(o.accumulate);
   if (o.seed !== undefined) set['train.seed'] = String(o.seed);
-  let runDir: string;
-  let resumeFrom: Awaited<ReturnType<typeof loadCheckpoint>> | null = null;
-  let dataSpec = o.data;
-  if (o.resume) {
-    runDir = path.resolve(o.resume);
-    if (o.out && path.resolve(o.out) !== runDir) throw new UsageError(`--resume ${o.resume} continues in that directory; drop --out ${o.out}`);
-    if (o.init.length) throw new UsageError('--init only applies to a new run (the checkpoint already holds every weight)');
-    const manifest = await readManifest(nodeStorage(runDir), 'last');
-    const conflicts = Object.entries(set).filter(([k, v]) => k in manifest.set ? manifest.set[k] !== v : k !== 'vocab_size');
-    if (conflicts.length) {
-      throw new UsageError(`${runDir} was started with ${JSON.stringify(manifest.set)}; a resume cannot change ${conflicts.map(([k, v]) => `${k}=${v}`).join(', ')}`);
-    }
-    set = { ...manifest.set };
-    const saved = manifest.data as { spec?: string; kind?: string; studies?: number; seed?: number };
-    if (dataSpec && saved.spec && dataSpec !== saved.spec) throw new UsageError(`${runDir} was trained on --data ${saved.spec}, not ${dataSpec}`);
-    dataSpec = saved.spec ?? dataSpec;
-    if (saved.kind === 'synth') {
-      // The SynthCXR the run was trained on, whatever the defaults of this invocation.
-      for (const [flag, key, value] of [['--studies', 'studies', saved.studies], ['--synth-seed', 'synthSeed', saved.seed]] as const) {
-        if (value === undefined) continue;
-        if (o.explicit?.has(key) && o[key] !== value) throw new UsageError(`${runDir} was trained with ${flag} ${value}, not ${o[key]}`);
-        o = { ...o, [key]: value };
-      }
-    }
-    resumeFrom = await loadCheckpoint(nodeStorage(runDir), 'last');
-  } else {
-    runDir = path.resolve(o.out ?? path.join('runs', `${path.basename(modelPath).replace(/\.lovt$/, '')}-${timestamp()}`));
+  if (!o.resume) {
+    const runDir = path.resolve(o.out ?? path.join('runs', `${path.basename(modelPath).replace(/\.lovt$/, '')}-${timestamp()}`));
+    return { runDir, set, dataSpec: o.data ?? 'synth', resumeFrom: null, o };
   }
-  const data = parseDataSpec(dataSpec ?? 'synth');
+  const { nodeStorage } = await import('../runtime/platform/node-storage.ts');
+  const { readManifest, loadCheckpoint } = await import('../runtime/train/checkpoint.ts');
+  const runDir = path.resolve(o.resume);
+  if (o.out && path.resolve(o.out) !== runDir) throw new UsageError(`--resume ${o.resume} continues in that directory; drop --out ${o.out}`);
+  if (o.init.length) throw new UsageError('--init only applies to a new run (the checkpoint already holds every weight)');
+  const manifest = await readManifest(nodeStorage(runDir), 'last');
+  // A resume keeps the run's recipe: the same --set (vocab_size was derived from the data).
+  const conflicts = Object.entries(set).filter(([k, v]) => (k in manifest.set ? manifest.set[k] !== v : k !== 'vocab_size'));
+  if (conflicts.length) {
+    throw new UsageError(`${runDir} was started with ${JSON.stringify(manifest.set)}; a resume cannot change ${conflicts.map(([k, v]) => `${k}=${v}`).join(', ')}`);
+  }
+  set = { ...manifest.set };
+  const saved = manifest.data as { spec?: string; kind?: string; studies?: number; seed?: number };
+  if (o.data && saved.spec && o.data !== saved.spec) throw new UsageError(`${runDir} was trained on --data ${saved.spec}, not ${o.data}`);
+  if (saved.kind === 'synth') {
+    // The SynthCXR the run was trained on, whatever the defaults of this invocation.
+    for (const [flag, key, value] of [['--studies', 'studies', saved.studies], ['--synth-seed', 'synthSeed', saved.seed]] as const) {
+      if (value === undefined) continue;
+      if (o.explicit?.has(key) && o[key] !== value) throw new UsageError(`${runDir} was trained with ${flag} ${value}, not ${o[key]}`);
+      o = { ...o, [key]: value };
+    }
+  }
+  return { runDir, set, dataSpec: saved.spec ?? o.data ?? 'synth', resumeFrom: await loadCheckpoint(nodeStorage(runDir), 'last'), o };
+}
 
-  // --- a first compile tells the data shapes; the vocabulary may change vocab_size
-  let trainModel = await compile(modelPath, { model: o.model, set, mode: 'train' });
-  const cfg = (name: string, fallback?: number): number => {
-    const v = trainModel.model.configs[name]?.value ?? fallback;
-    if (typeof v !== 'number') throw new UsageError(`model ${trainModel.model.name} has no int config '${name}', which training needs`);
-    return v;
-  };
-  const imageSize = cfg('image_size');
-  let dataDir: string;
-  const dataInfo: Record<string, unknown> = { spec: dataSpec ?? 'synth' };
+/** The data directory (generating SynthCXR when asked) and the report encoder's tokenizer. */
+async function prepareData(dataSpec: string, o: TrainCliOptions, imageSize: number) {
+  const { ensureSynthDataset, cacheRoot } = await import('../runtime/platform/node-storage.ts');
+  const { NodeFileSource } = await import('../runtime/platform/node-fs.ts');
+  const { ReportTokenizer } = await import('../runtime/data/tokenizer.ts');
+  const { DEFAULT_VOCAB } = await import('../runtime/train/data-setup.ts');
+  const data = parseDataSpec(dataSpec);
+  const info: Record<string, unknown> = { spec: dataSpec };
+  let dir: string;
   if (data.kind === 'synth') {
     say(`SynthCXR: ${o.studies} studies, seed ${o.synthSeed}, ${imageSize} px (cached under ${cacheRoot()})`);
     const bar = progressBar('generating SynthCXR');
     const r = await ensureSynthDataset(cacheRoot(), { studies: o.studies, seed: o.synthSeed, imageSize, onProgress: (d, t) => bar.update(d, t) });
     bar.stop();
-    dataDir = r.dir;
-    Object.assign(dataInfo, { kind: 'synth', studies: o.studies, seed: o.synthSeed, imageSize, dir: dataDir });
-    if (!r.generated) say(`reusing ${dataDir}`);
+    dir = r.dir;
+    Object.assign(info, { kind: 'synth', studies: o.studies, seed: o.synthSeed, imageSize, dir });
+    if (!r.generated) say(`reusing ${dir}`);
   } else {
-    dataDir = data.dir;
-    Object.assign(dataInfo, { kind: 'mimic', dir: dataDir });
+    dir = data.dir;
+    Object.assign(info, { kind: 'mimic', dir });
   }
-  const { NodeFileSource } = await import('../runtime/platform/node-fs.ts');
-  const { ReportTokenizer } = await import('../runtime/data/tokenizer.ts');
-  const source = new NodeFileSource(dataDir);
-  let tokenizer;
+  const source = new NodeFileSource(dir);
+  let tokenizer: import('../runtime/data/tokenizer.ts').ReportTokenizer;
   if (o.vocab) {
-    const text = await readFile(o.vocab, 'utf8').catch((e) => { throw new UsageError(`cannot read --vocab ${o.vocab}: ${e.code ?? e.message}`); });
+    const text = await readFile(o.vocab, 'utf8').catch((e) => {
+      throw new UsageError(`cannot read --vocab ${o.vocab}: ${e.code ?? e.message}`);
+    });
     tokenizer = o.vocab.endsWith('.json') ? ReportTokenizer.fromTokenizerJson(text, {}, o.vocab) : ReportTokenizer.fromVocabText(text, {}, o.vocab);
   } else {
-    const { DEFAULT_VOCAB } = await import('../runtime/train/data-setup.ts');
     if (!(await source.exists(DEFAULT_VOCAB))) {
-      throw new UsageError(`${dataDir} has no ${DEFAULT_VOCAB}: give the report encoder's BERT vocabulary with --vocab FILE (vocab.txt or tokenizer.json)`);
+      throw new UsageError(`${dir} has no ${DEFAULT_VOCAB}: give the report encoder's BERT vocabulary with --vocab FILE (vocab.txt or tokenizer.json)`);
     }
     tokenizer = await ReportTokenizer.load(source, DEFAULT_VOCAB);
   }
-  if ('vocab_size' in trainModel.model.configs && set.vocab_size === undefined && cfg('vocab_size') !== tokenizer.vocabSize) {
-    set.vocab_size = String(tokenizer.vocabSize);
-    trainModel = await compile(modelPath, { model: o.model, set, mode: 'train' });
-  } else if ('vocab_size' in trainModel.model.configs && cfg('vocab_size') < tokenizer.vocabSize) {
-    throw new UsageError(`vocab_size ${cfg('vocab_size')} is smaller than the vocabulary's ${tokenizer.vocabSize} tokens`);
+  return { source, tokenizer, info };
+}
+
+/** The --init tensors by state name, matched against the model (every mismatch named). */
+async function loadInitWeights(args: string[], model: CompiledModel) {
+  const { parseInitArg, matchInitWeights } = await import('../runtime/train/weights.ts');
+  const init = new Map<string, import('../runtime/safetensors.ts').HostTensor>();
+  for (const arg of args) {
+    const { prefix, file } = parseInitArg(arg);
+    const r = matchInitWeights(model.graph.state, prefix, await readSafetensorsFile(file, '--init file'), file);
+    for (const [k, v] of r.tensors) init.set(k, v);
+    const ignored = r.ignored.length ? ` (ignored ${r.ignored.length}: ${r.ignored.slice(0, 4).join(', ')}${r.ignored.length > 4 ? ', …' : ''})` : '';
+    say(`--init ${prefix}: ${r.tensors.size} tensors from ${file}${ignored}`);
+  }
+  return init;
+}
+
+/** Progress output for the trainer's events: a bar on a terminal, periodic lines elsewhere. */
+function progressReporter(o: TrainCliOptions) {
+  let bar: ReturnType<typeof progressBar> | null = null;
+  let logEvery = 1;
+  let timeBar = false;
+  const onEvent = (e: import('../runtime/train/trainer.ts').TrainEvent): void => {
+    switch (e.kind) {
+      case 'start': {
+        // With a time budget (and no step limit) the bar counts seconds, else steps.
+        timeBar = e.maxSeconds !== null && o.steps === undefined;
+        const limit = timeBar ? `for ${fmtDuration(e.maxSeconds!)}` : e.totalSteps ? `until step ${e.totalSteps}` : '';
+        say(`${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.stepsPerEpoch} optimizer steps per epoch${limit ? `, ${limit}` : ''}`);
+        bar = timeBar ? progressBar('train', Math.round(e.maxSeconds!), 0, 's') : progressBar('train', e.totalSteps ?? undefined, e.step);
+        logEvery = timeBar ? 10 : Math.max(1, Math.round((e.totalSteps ?? 100) / 20));
+        break;
+      }
+      case 'step': {
+        const sps = Number.isFinite(e.samplesPerSecond) ? e.samplesPerSecond.toFixed(1) : '-';
+        bar!.update(timeBar ? Math.min(Math.round(e.elapsedSeconds), bar!.total) : e.step, undefined, { loss: fmt(e.losses['loss.total']), sps, epoch: e.epoch + 1, step: e.step });
+        if (!bar!.tty && e.step % logEvery === 0) {
+          say(`step ${e.step} epoch ${e.epoch + 1}: loss ${fmt(e.losses['loss.total'])}, lr ${e.lr.toExponential(2)}, ${sps} samples/s, ${fmtDuration(e.elapsedSeconds)}`);
+        }
+        break;
+      }
+      case 'validation':
+        bar!.log(`epoch ${e.epoch + 1} validation (step ${e.step}): ${formatLosses(e.losses)}${e.improved ? '  (best so far)' : ''}`);
+        break;
+      case 'message':
+        (bar ?? { log: say }).log(e.text);
+        break;
+      case 'checkpoint':
+        break;
+    }
+  };
+  return { onEvent, stop: () => bar?.stop() };
+}
+
+async function trainCommand(modelPath: string, options: TrainCliOptions): Promise<void> {
+  if (options.steps !== undefined && options.epochs !== undefined) throw new UsageError('give --steps or --epochs, not both');
+  const { runDir, set, dataSpec, resumeFrom, o } = await resolveRun(modelPath, options);
+
+  // A first compile gives the data shapes; the vocabulary may then change vocab_size.
+  let trainModel = await compile(modelPath, { model: o.model, set, mode: 'train' });
+  const cfg = (name: string): number => {
+    const v = trainModel.model.configs[name]?.value;
+    if (typeof v !== 'number') throw new UsageError(`model ${trainModel.model.name} has no int config '${name}', which training needs`);
+    return v;
+  };
+  const { source, tokenizer, info: dataInfo } = await prepareData(dataSpec, o, cfg('image_size'));
+  if ('vocab_size' in trainModel.model.configs) {
+    if (set.vocab_size === undefined && cfg('vocab_size') !== tokenizer.vocabSize) {
+      set.vocab_size = String(tokenizer.vocabSize);
+      trainModel = await compile(modelPath, { model: o.model, set, mode: 'train' });
+    } else if (cfg('vocab_size') < tokenizer.vocabSize) {
+      throw new UsageError(`vocab_size ${cfg('vocab_size')} is smaller than the vocabulary's ${tokenizer.vocabSize} tokens`);
+    }
   }
   const evalModel = await compile(modelPath, { model: o.model, set, mode: 'eval' });
   if (resumeFrom && resumeFrom.manifest.model.sourceHash !== trainModel.model.sourceHash) {
     throw new UsageError(`${runDir} was trained with a different version of ${resumeFrom.manifest.model.path} (or its imports); resume needs the same model source`);
   }
-
   const { openTrainingData } = await import('../runtime/train/data-setup.ts');
   const spec = trainModel.model.train;
   const training = await openTrainingData(source, {
-    batch: cfg('batch'), seed: spec.seed, imageSize, maxTokens: cfg('max_tokens'), maxSentences: cfg('max_sentences', 0) || 1 << 30, vocab: tokenizer,
+    batch: cfg('batch'), seed: spec.seed, imageSize: cfg('image_size'), maxTokens: cfg('max_tokens'), maxSentences: cfg('max_sentences'), vocab: tokenizer,
   });
   say(`data: ${training.description}`);
+  const init = o.init.length ? await loadInitWeights(o.init, trainModel) : undefined;
 
-  // --- pretrained weights
-  let init: Map<string, import('../runtime/safetensors.ts').HostTensor> | undefined;
-  if (o.init.length) {
-    const { parseInitArg, matchInitWeights } = await import('../runtime/train/weights.ts');
-    init = new Map();
-    for (const arg of o.init) {
-      const { prefix, file } = parseInitArg(arg);
-      const r = matchInitWeights(trainModel.graph.state, prefix, await readSafetensorsFile(file, '--init file'), file);
-      for (const [k, v] of r.tensors) init.set(k, v);
-      say(`--init ${prefix}: ${r.tensors.size} tensors from ${file}${r.ignored.length ? ` (ignored ${r.ignored.length}: ${r.ignored.slice(0, 4).join(', ')}${r.ignored.length > 4 ? ', …' : ''})` : ''}`);
-    }
-  }
-
-  // --- train
+  const { nodeStorage } = await import('../runtime/platform/node-storage.ts');
   const { getNodeDevice } = await import('../runtime/platform/node.ts');
   const { Trainer } = await import('../runtime/train/trainer.ts');
   const device = await getNodeDevice();
@@ -302,65 +353,25 @@ async function trainCommand(modelPath: string, o: TrainCliOptions): Promise<void
   say(`run directory: ${runDir}`);
   say(`model ${trainModel.model.name}: ${trainModel.model.counts.trainable.toLocaleString('en-US')} trainable parameters, batch ${spec.batch} × accumulate ${spec.accumulate}, ` +
     `${spec.optimizer.kind} lr ${spec.optimizer.lr}, ${spec.schedule.kind} schedule, seed ${spec.seed}; device ${device.description}`);
-  let bar: ReturnType<typeof progressBar> | null = null;
-  let logEvery = 1;
-  let timeBar = false;
+  const progress = progressReporter(o);
   const trainer = await Trainer.create({
     device, storage, train: trainModel, eval: evalModel, data: training, modelPath, set, dataInfo,
     maxSteps: o.steps, maxEpochs: o.epochs, maxSeconds: o.minutes !== undefined ? o.minutes * 60 : undefined,
-    checkpointEvery: o.checkpointEvery, maxValidationBatches: o.valBatches, resume: resumeFrom, init,
-    onEvent: (e) => {
-      switch (e.kind) {
-        case 'start': {
-          // With a time budget (and no step limit) the bar counts seconds, else steps.
-          timeBar = e.maxSeconds !== null && o.steps === undefined;
-          const limit = timeBar ? `for ${fmtDuration(e.maxSeconds!)}` : e.totalSteps ? `until step ${e.totalSteps}` : '';
-          say(`${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.stepsPerEpoch} optimizer steps per epoch${limit ? `, ${limit}` : ''}` +
-            `${timeBar ? ' after the first step' : ''} (the first step also compiles the GPU kernels: on a software rasteriser that can take minutes)`);
-          bar = timeBar ? progressBar('train', Math.round(e.maxSeconds!), 0, 's') : progressBar('train', e.totalSteps ?? undefined, e.step);
-          logEvery = timeBar ? 10 : Math.max(1, Math.round((e.totalSteps ?? 100) / 20));
-          break;
-        }
-        case 'step': {
-          const payload = { loss: fmt(e.losses['loss.total']), sps: Number.isFinite(e.samplesPerSecond) ? e.samplesPerSecond.toFixed(1) : '-', epoch: e.epoch + 1, step: e.step };
-          bar!.update(timeBar ? Math.min(Math.round(e.budgetSeconds), bar!.total) : e.step, undefined, payload);
-          if (!bar!.tty && e.step % logEvery === 0) say(`step ${e.step} epoch ${e.epoch + 1}: loss ${fmt(e.losses['loss.total'])}, lr ${e.lr.toExponential(2)}, ${payload.sps} samples/s, ${fmtDuration(e.elapsedSeconds)}`);
-          break;
-        }
-        case 'validation':
-          bar!.log(`epoch ${e.epoch + 1} validation (step ${e.step}): ${formatLosses(e.losses)}${e.improved ? '  (best so far)' : ''}`);
-          break;
-        case 'message':
-          (bar ?? { log: say }).log(e.text);
-          break;
-        case 'checkpoint':
-          break;
-      }
-    },
+    checkpointEvery: o.checkpointEvery, maxValidationBatches: o.valBatches, resume: resumeFrom, init, onEvent: progress.onEvent,
   });
   let result;
   try {
     result = await trainer.run();
   } finally {
-    (bar as ReturnType<typeof progressBar> | null)?.stop();
+    progress.stop();
   }
-  say(`stopped: ${result.stopReason}. ${result.steps} optimizer steps, ${result.samplesSeen} samples in ${result.wallSeconds.toFixed(0)} s; ` +
+  say(`stopped: ${result.stopReason}. ${result.steps} optimizer steps, ${result.samplesSeen} samples in ${fmtDuration(result.wallSeconds)}; ` +
     `last train losses: ${formatLosses(result.lastLosses)}`);
   if (result.bestValidation) say(`best validation total ${fmt(result.bestValidation.value)} at step ${result.bestValidation.step} (best.json)`);
-
   if (o.report) {
     const { readMetrics } = await import('../runtime/train/metrics.ts');
-    const { writeReport, studyHeatmaps } = await import('../runtime/report/report.ts');
-    let heatmaps: import('../runtime/report/report.ts').StudyHeatmaps[] = [];
-    let heatmapSource: string | undefined;
-    if (ATTENTION_OUTPUT in trainer.evalGraph.outputs && o.heatmapStudies > 0) {
-      const shape = trainer.evalGraph.nodes[trainer.evalGraph.outputs[ATTENTION_OUTPUT]].shape;
-      for (const r of await trainer.inspect([ATTENTION_OUTPUT])) {
-        heatmaps = studyHeatmaps(r.batch, r.outputs[ATTENTION_OUTPUT] as Float32Array, shape, 'regions-sentences', training.studyById, o.heatmapStudies);
-      }
-      heatmapSource = `Each panel shows, for one sentence of the report, the alignment model's report→image attention \`${ATTENTION_OUTPUT}\` ` +
-        `(for every image region, the softmax weight it gives that sentence) on the ${shape[1]} regions, upsampled and overlaid on the validation image (eval mode, last weights).`;
-    }
+    const { writeReport } = await import('../runtime/report/report.ts');
+    const { heatmaps, heatmapSource } = await attentionHeatmaps(trainer, training.studyById, o.heatmapStudies);
     await writeReport(storage, {
       summary: {
         model: trainModel.model.name, modelPath, device: device.description, data: training.description, command: o.command,
@@ -376,6 +387,24 @@ async function trainCommand(modelPath: string, o: TrainCliOptions): Promise<void
     say(`report: ${path.join(runDir, 'report.md')}`);
   }
   trainer.destroy();
+}
+
+/** The report's heatmaps: the model's `attention_r2i` output on the first validation batch (if it has one). */
+async function attentionHeatmaps(
+  trainer: import('../runtime/train/trainer.ts').Trainer, studyById: Map<string, import('../runtime/data/mimic.ts').Study>, studies: number,
+): Promise<{ heatmaps: import('../runtime/report/report.ts').StudyHeatmaps[]; heatmapSource?: string }> {
+  const graph = trainer.evalGraph;
+  if (!(ATTENTION_OUTPUT in graph.outputs) || studies <= 0) return { heatmaps: [] };
+  const { studyHeatmaps } = await import('../runtime/report/report.ts');
+  const shape = graph.nodes[graph.outputs[ATTENTION_OUTPUT]].shape;
+  const [first] = await trainer.inspect([ATTENTION_OUTPUT]);
+  if (!first) return { heatmaps: [] };
+  return {
+    heatmaps: studyHeatmaps(first.batch, first.outputs[ATTENTION_OUTPUT] as Float32Array, shape, 'regions-sentences', studyById, studies),
+    heatmapSource:
+      `Each panel shows, for one sentence of the report, the alignment model's report→image attention \`${ATTENTION_OUTPUT}\` ` +
+      `(for every image region, the softmax weight it gives that sentence) on the ${shape[1]} regions, upsampled and overlaid on the validation image (eval mode, last weights).`,
+  };
 }
 
 function timestamp(): string {
@@ -474,7 +503,8 @@ async function demoCommand(o: { out?: string; minutes: number; studies: number }
   const out = o.out ?? path.join('runs', `demo-${timestamp()}`);
   say(`lovt demo: pre-training LoVT-tiny on a generated SynthCXR data set for ${o.minutes} min, then ${path.join(out, 'report.md')}`);
   await trainCommand(DEMO_MODEL, {
-    data: 'synth', studies: o.studies, synthSeed: 0, set: ['train.accumulate=1', 'train.epochs=1000'], init: [],
+    // Accumulation 1 and 10× the reference LR, so that a few minutes show learning.
+    data: 'synth', studies: o.studies, synthSeed: 0, set: ['train.accumulate=1', 'train.epochs=1000', 'train.optimizer.lr=1e-3'], init: [],
     out, minutes: o.minutes, report: true, heatmapStudies: 4,
     command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
   });

@@ -164,6 +164,8 @@ export class Program {
   private owned: GPUBuffer[] = [];
   private staging = new Map<string, GPUBuffer>();
   private updateCopies: UpdateCopy[] = [];
+  /** State buffers whose update is all zeros: cleared after the copies. */
+  private updateClears: { buffer: GPUBuffer; bytes: number }[] = [];
   private pending: Promise<unknown> = Promise.resolve();
   private destroyed = false;
 
@@ -243,7 +245,11 @@ export class Program {
     const overwritten = new Set(Object.keys(plan.updates).map((name) => plan.state[name].buffer));
     for (const [name, u] of Object.entries(plan.updates)) {
       const dst = this.buffers[plan.state[name].buffer];
-      if (this.buffers[u.place.buffer] === dst && u.place.offset === 0) continue; // the value is the state itself
+      if (u.zero) {
+        this.updateClears.push({ buffer: dst, bytes: u.place.bytes });
+        continue;
+      }
+      if (this.buffers[u.place.buffer] === dst && u.place.offset === 0) continue; // the value is the state itself (an in-place update)
       const copy: UpdateCopy = { name, src: u.place, dst };
       if (overwritten.has(u.place.buffer)) {
         copy.snapshot = device.createBuffer({ label: `${this.label} snapshot for ${name}`, size: Math.max(16, Math.ceil(u.place.bytes / 16) * 16), usage: storageUsage() });
@@ -300,6 +306,7 @@ export class Program {
         if (u.snapshot) enc.copyBufferToBuffer(this.buffers[u.src.buffer], u.src.offset, u.snapshot, 0, u.src.bytes);
       for (const u of this.updateCopies)
         enc.copyBufferToBuffer(u.snapshot ?? this.buffers[u.src.buffer], u.snapshot ? 0 : u.src.offset, u.dst, 0, u.src.bytes);
+      for (const c of this.updateClears) enc.clearBuffer(c.buffer, 0, c.bytes);
       device.queue.submit([enc.finish()]);
     });
 

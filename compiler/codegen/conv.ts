@@ -150,7 +150,9 @@ fn cv_x_fwd(g: u32, col: u32, k: u32) -> f32 {
     b: bOp,
     helpers,
     out: (b, o, col) => `((${col}) / ${u(P)} * ${u(g.O)} + ${groupRow(b, o)}) * ${u(P)} + (${col}) % ${u(P)}`,
+    outVec4: P % 4 === 0,
     outTensor: node.id,
+    outNumel: numel(node.shape),
     flops: 2 * g.N * g.O * P * K,
   };
 }
@@ -195,7 +197,9 @@ function gradInputSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
     b: { input: 'cv_dy', fast: 'r', load: (b, col, k) => `cv_dy_tap(${b}, ${col}, ${k})` },
     helpers,
     out: (b, c, col) => `((${col}) / ${u(HW)} * ${u(g.C)} + ${groupChan(b, c)}) * ${u(HW)} + (${col}) % ${u(HW)}`,
+    outVec4: HW % 4 === 0,
     outTensor: node.id,
+    outNumel: numel(node.shape),
     flops: 2 * g.N * g.O * g.OH * g.OW * Cg * KK,
   };
 }
@@ -234,7 +238,9 @@ fn cv_x_wgrad(g: u32, col: u32, k: u32) -> f32 {
     b: { input: 'cv_x', fast: 'k', load: (b, col, k) => `cv_x_wgrad(${b}, ${col}, ${k})` },
     helpers,
     out: (b, o, col) => `(${groupOut(b, o)}) * ${u(Cg * KK)} + (${col})`,
+    outVec4: (Cg * KK) % 4 === 0,
     outTensor: node.id,
+    outNumel: numel(node.shape),
     flops: 2 * g.N * g.O * P * Cg * KK,
   };
 }

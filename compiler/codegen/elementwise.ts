@@ -70,6 +70,12 @@ export class ExprCompiler {
   private depth = 1;
   private scopes: Map<string, string>[] = [new Map()];
   private counter = 0;
+  /**
+   * Whether the code so far computes coordinates or remapped indices, i.e.
+   * depends on tensor shapes. A shape-free expression reads every tensor at
+   * the flat index (or a scalar at 0), so its kernel can serve any size.
+   */
+  shapeDependent = false;
 
   constructor(
     private graph: Graph,
@@ -128,12 +134,14 @@ export class ExprCompiler {
   }
 
   private coord(ix: Index, axis: number): string {
+    this.shapeDependent = true;
     const key = `c|${ix.name}|${shapeStr(ix.shape)}|${axis}`;
     return this.lookup(key) ?? this.remember(key, this.bind(coordExpr(ix.name, ix.shape, axis), 'c'));
   }
 
   private derive(ix: Index, shape: Shape, expr: string): Index {
     if (expr === ix.name) return { name: ix.name, shape };
+    if (expr !== '0u') this.shapeDependent = true;
     return { name: this.bind(expr, 'ix'), shape };
   }
 
@@ -163,7 +171,11 @@ export class ExprCompiler {
       const c = this.coord(ix, normalise(node.attrs.axis as number, node.shape.length));
       return node.dtype === 'i32' ? `i32(${c})` : `f32(${c})`;
     }
-    if (!this.inline.has(node.id)) return this.bind(`${b.read(node.id, node.dtype)}[${ix.name}]`, 'x');
+    if (!this.inline.has(node.id)) {
+      // An aliased tensor is overwritten in place at the root index: reading it anywhere else would race.
+      if (b.isAliased(node.id) && ix.name !== 'i') throw new Error(`internal: in-place tensor %${node.id} read at index ${ix.name}, not the written element`);
+      return this.bind(`${b.read(node.id, node.dtype)}[${ix.name}]`, 'x');
+    }
     const g = this.graph;
     const input = (k: number): string => {
       const src = g.nodes[node.inputs[k]];
@@ -285,15 +297,23 @@ function normalise(axis: number, rank: number): number {
 /**
  * One kernel computing `root` elementwise over its shape, with the nodes in
  * `inline` computed in place (a fused group) and everything else loaded.
+ * `inPlace` names a tensor the kernel overwrites with root (a state update):
+ * it is read through the output binding, only at the element being written.
  */
-export function renderElementwise(graph: Graph, root: number, inline: Set<number>, opts: RenderOptions): Kernel {
+export function renderElementwise(graph: Graph, root: number, inline: Set<number>, opts: RenderOptions, inPlace?: number): Kernel {
   const node = graph.nodes[root];
   const builder = new KernelBuilder();
+  const out = builder.write(root, node.dtype);
+  if (inPlace !== undefined) builder.alias(inPlace, out);
   const ec = new ExprCompiler(graph, new Set([...inline, root]), builder);
   const count = numel(node.shape);
   const v = ec.value(root, ec.index('i', node.shape));
-  ec.emit(`${builder.write(root, node.dtype)}[i] = ${v};`);
-  const { main, workgroups } = perElement(count, opts.maxWorkgroupsPerDim, ec.code());
+  ec.emit(`${out}[i] = ${v};`);
+  // A shape-free kernel is bounded by its output binding's length instead of a
+  // baked count, so one pipeline serves every size (e.g. the optimizer update
+  // of every parameter).
+  const bound = ec.shapeDependent ? undefined : `arrayLength(&${out})`;
+  const { main, workgroups } = perElement(count, opts.maxWorkgroupsPerDim, ec.code(), 256, bound);
   const members = [...inline].filter((n) => n !== root && !['full', 'iota'].includes(graph.nodes[n].op)).length;
   const { decls, bindings } = builder.finish();
   return {
@@ -326,20 +346,36 @@ export function renderLoader(graph: Graph, id: number, inline: Set<number>, buil
 export class FusedEpilogue implements Epilogue {
   readonly extra: number[];
   readonly helpers: string[];
+  private outputName?: string;
 
+  /**
+   * `inPlace`: a tensor the kernel overwrites with root (a state update); the
+   * epilogue reads it through the kernel's output binding, which the
+   * generator names with bindOutput() before rendering.
+   */
   constructor(
     private graph: Graph,
     readonly producer: number,
     readonly root: number,
     private inline: Set<number>,
+    readonly inPlace?: number,
   ) {
-    const probe = this.build(0);
+    const probe = this.build(0, 'lv_unbound_output');
     this.extra = probe.builder.readTensors();
     this.helpers = probe.builder.helperNames();
   }
 
-  private build(firstBinding: number): { builder: KernelBuilder; code: string } {
+  /** Names the kernel's output variable (required when the epilogue updates a tensor in place). */
+  bindOutput(name: string): void {
+    this.outputName = name;
+  }
+
+  private build(firstBinding: number, outputName = this.outputName): { builder: KernelBuilder; code: string } {
     const builder = new KernelBuilder('ep_', firstBinding);
+    if (this.inPlace !== undefined) {
+      if (!outputName) throw new Error(`internal: in-place epilogue of %${this.root} rendered without its output binding`);
+      builder.alias(this.inPlace, outputName);
+    }
     const ec = new ExprCompiler(this.graph, new Set([...this.inline, this.root]), builder, { node: this.producer, expr: 'v', index: 'i' });
     const r = ec.value(this.root, ec.index('i', this.graph.nodes[this.root].shape));
     return { builder, code: `fn epilogue(v: f32, i: u32) -> f32 {\n${ec.code()}\n  return ${r};\n}` };

@@ -34,8 +34,16 @@ export interface RenderedGroup {
 /**
  * Renders one group. `target` picks the contraction kernel family for the
  * device (tiling.ts contractionTarget; the portable one when absent).
+ * `inPlace` is a state tensor the group's root overwrites in place
+ * (elementwise and reduction groups only; the planner checks it is safe).
  */
-export function renderGroup(graph: Graph, group: Group, limits: { maxWorkgroupsPerDim: number; target?: ContractionTarget }, newScratchId: () => number): RenderedGroup {
+export function renderGroup(
+  graph: Graph,
+  group: Group,
+  limits: { maxWorkgroupsPerDim: number; target?: ContractionTarget },
+  newScratchId: () => number,
+  inPlace?: number,
+): RenderedGroup {
   const scratch: RenderedGroup['scratch'] = [];
   const opts: RenderOptions = {
     maxWorkgroupsPerDim: limits.maxWorkgroupsPerDim,
@@ -46,10 +54,12 @@ export function renderGroup(graph: Graph, group: Group, limits: { maxWorkgroupsP
     },
   };
   const inline = new Set(group.inline);
-  if (group.kind === 'elementwise') return { kernels: [renderElementwise(graph, group.root, inline, opts)], scratch };
+  if (group.kind === 'elementwise') return { kernels: [renderElementwise(graph, group.root, inline, opts, inPlace)], scratch };
 
   const anchor = graph.nodes[group.anchor!];
-  if (group.root !== anchor.id) opts.epilogue = new FusedEpilogue(graph, anchor.id, group.root, inline);
+  if (inPlace !== undefined && (group.kind !== 'reduce' || group.root === anchor.id))
+    throw new Error(`internal: in-place update of %${inPlace} by a ${group.kind} group without an epilogue`);
+  if (group.root !== anchor.id) opts.epilogue = new FusedEpilogue(graph, anchor.id, group.root, inline, inPlace);
   let kernels: Kernel[];
   if (group.kind === 'reduce') kernels = [renderReduce(graph, anchor, opts, inline)];
   else if (group.kind === 'nn') kernels = renderNN(graph, anchor, opts);

@@ -105,7 +105,9 @@ export function matmulSpec(graph: Graph, node: Node): GemmSpec {
     a,
     b: bOp,
     out: (b, m, n) => (gBatch === 1 ? `(${m}) * ${N}u + (${n})` : `((${b}) * ${gM}u + (${m})) * ${N}u + (${n})`),
+    outVec4: N % 4 === 0,
     outTensor: node.id,
+    outNumel: numel(node.shape),
     flops: 2 * batch * M * N * K,
   };
 }

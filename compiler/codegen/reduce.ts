@@ -16,7 +16,7 @@
 import type { DType, Graph, Node, Shape } from '../ir.ts';
 import { numel, stridesOf } from '../ir.ts';
 import type { Kernel } from './kernel.ts';
-import { renderLoader } from './elementwise.ts';
+import { FusedEpilogue, renderLoader } from './elementwise.ts';
 import { coordExpr } from './layout.ts';
 import { KernelBuilder, applyEpilogue, entry, flatGrid, kernelName, lowestOf, wgslType, zeroOf, type RenderOptions } from './wgsl.ts';
 
@@ -166,6 +166,7 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
   const epi = opts.epilogue;
   const loader = renderLoader(graph, x.id, prologue, builder, 'load_x');
   const outName = builder.write(node.id, node.dtype);
+  if (epi instanceof FusedEpilogue) epi.bindOutput(outName); // an in-place epilogue reads the old value there
   const acc = accumulatorOf(node.op, node.dtype);
   const load = (r: string) => {
     const v = `load_x(base + ${offsetExpr(g, r)})`;

@@ -109,7 +109,10 @@ export interface GemmSpec {
   helpers?: string;
   /** Flat index into the output tensor of (b, m, n). */
   out(b: string, m: string, n: string): string;
+  /** Whether out(b, m, n..n+3) are consecutive and 16-byte aligned when n % 4 == 0 (vec4 stores). */
+  outVec4?: boolean;
   outTensor: number;
+  outNumel: number;
   /** Floating-point operations of the op (2 per multiply-add of real terms). */
   flops: number;
 }
@@ -117,7 +120,15 @@ export interface GemmSpec {
 /** A forced template and tile (tests and benchmarks); normally chosen by chooseTile(). */
 export type TileConfig =
   | { template: 'tiled'; tm: number; tn: number; tk: number }
-  | { template: 'subgroup'; subgroupSize: number; rowsPerLane: number; colGroups: number; subgroupsPerWorkgroup: number };
+  | {
+      template: 'subgroup';
+      subgroupSize: number;
+      rowsPerLane: number;
+      colGroups: number;
+      subgroupsPerWorkgroup: number;
+      /** k per loop iteration: 4 (vec4 loads along k, fastest) or 1 (a quarter of the code: small problems, where LLVM's compile time outweighs the run). */
+      kStep?: 1 | 4;
+    };
 
 export interface ContractionOptions {
   maxWorkgroupsPerDim: number;
@@ -139,20 +150,32 @@ const CPU_MIN_WORKGROUPS = 8;
 const cdiv = (a: number, b: number) => Math.ceil(a / b);
 
 /** Picks the template and tile for a problem on a target. */
-export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K' | 'a'>, target: ContractionTarget): TileConfig {
+export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, target: ContractionTarget): TileConfig {
   const { batch, M, N } = spec;
   if (target.kind === 'simd-cpu' && target.subgroupSize > 0) {
     const S = target.subgroupSize;
-    // More rows per lane amortise each lane's B loads (the dominant cost, above
-    // all for a conv's decoded im2col taps) over more multiply-adds; beyond 4
-    // the spilled accumulators eat the gain (lavapipe, 2 cores: RM = 32 ran
-    // ~1.2-1.5x faster than 16 on the 3x3 convs, matmul unchanged).
-    let rowsPerLane = M >= 4 * S ? 4 : M > S ? 2 : 1;
-    const tiles = (rpl: number) => batch * cdiv(M, S * rpl) * cdiv(N, 4 * S);
-    while (rowsPerLane > 1 && tiles(rowsPerLane) < CPU_MIN_WORKGROUPS * 2) rowsPerLane >>= 1;
-    const n = tiles(rowsPerLane);
+    // Each B element a lane loads feeds RM = S * rowsPerLane rows and each A
+    // element a lane loads feeds 4 * colGroups columns in every lane, so larger
+    // register tiles mean fewer of the (expensive, per-lane) loads per
+    // multiply-add; the price is spilled accumulators and compile time (LLVM
+    // takes ~1 s for a 64x64 conv tile). Measured on lavapipe (2 cores): 64x64
+    // tiles ran 15-20% faster than 32x32 on 1024^3 matmul and the 3x3 convs of
+    // bench/, which ran ~1.3x faster than 16x32.
+    const flops = 2 * batch * M * N * spec.K;
+    const big = flops >= 2 ** 30;
+    // Below ~64 MFLOP the run takes milliseconds and LLVM's compile a good part
+    // of a second: one k per iteration is a quarter of the code.
+    const kStep = flops < 2 ** 26 ? 1 : 4;
+    let rowsPerLane = big && M >= 8 * S ? 8 : M >= 4 * S ? 4 : M > S ? 2 : 1;
+    let colGroups = big ? 2 : 1;
+    const tiles = () => batch * cdiv(M, S * rowsPerLane) * cdiv(N, 4 * S * colGroups);
+    while (tiles() < CPU_MIN_WORKGROUPS * 2 && (rowsPerLane > 1 || colGroups > 1)) {
+      if (colGroups > 1) colGroups = 1;
+      else rowsPerLane >>= 1;
+    }
+    const n = tiles();
     const subgroupsPerWorkgroup = Math.max(1, Math.min(Math.floor(64 / S), Math.floor(n / CPU_MIN_WORKGROUPS)));
-    return { template: 'subgroup', subgroupSize: S, rowsPerLane, colGroups: 1, subgroupsPerWorkgroup };
+    return { template: 'subgroup', subgroupSize: S, rowsPerLane, colGroups, subgroupsPerWorkgroup, kStep };
   }
   const fit = (d: number) => (d > 32 ? 64 : d > 16 ? 32 : 16);
   let tm = fit(M);
@@ -162,7 +185,7 @@ export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K' | 'a'>
     if (tm >= tn) tm >>= 1;
     else tn >>= 1;
   }
-  return { template: 'tiled', tm, tn, tk: 16 };
+  return { template: 'tiled', tm, tn, tk: 8 };
 }
 
 // ---------------------------------------------------------------------------
@@ -182,7 +205,7 @@ export function renderGemm(spec: GemmSpec, opts: ContractionOptions): Kernel {
 
 /** The same product as Out^T = B^T A^T: operands and output dimensions swap roles. */
 export function transposed(spec: GemmSpec): GemmSpec {
-  return { ...spec, M: spec.N, N: spec.M, a: spec.b, b: spec.a, out: (b, m, n) => spec.out(b, n, m) };
+  return { ...spec, M: spec.N, N: spec.M, a: spec.b, b: spec.a, out: (b, m, n) => spec.out(b, n, m), outVec4: false };
 }
 
 const u = (n: number) => `${n}u`;
@@ -213,8 +236,18 @@ class Bindings {
     return `${input}[(${index}) >> 2u]`;
   }
 
-  /** Declarations, epilogue code and the Kernel binding list. */
-  finish(epilogue: Epilogue | undefined): { decls: string; bindings: Kernel['bindings']; store: (value: string, index: string) => string } {
+  /**
+   * Declarations, epilogue code and the Kernel binding list, plus `storeQuad`,
+   * the statements that store the vec4 `v` at columns n..n+3 (n a multiple of 4)
+   * of row m: one vec4 store when the output rows are contiguous and aligned
+   * (spec.outVec4, N % 4 == 0), else four scalar stores. `rowOk` / `colOk(j)`
+   * are the bounds conditions the template needs (null: always in bounds).
+   */
+  finish(epilogue: Epilogue | undefined): {
+    decls: string;
+    bindings: Kernel['bindings'];
+    storeQuad: (v: string, b: string, m: string, n: string, rowOk: string | null, colOk: (j: number) => string | null) => string;
+  } {
     const lines: string[] = [];
     let binding = 0;
     for (const inp of this.spec.inputs) {
@@ -228,14 +261,28 @@ class Bindings {
       lines.push(decls, code);
       binding += epilogue.extra.length;
     }
-    lines.push(`@group(0) @binding(${binding}) var<storage, read_write> lv_out: array<f32>;`);
+    const outVec4 = !!this.spec.outVec4 && this.spec.N % 4 === 0 && this.spec.outNumel % 4 === 0;
+    lines.push(`@group(0) @binding(${binding}) var<storage, read_write> lv_out: array<${outVec4 ? 'vec4<f32>' : 'f32'}>;`);
     const bindings: Kernel['bindings'] = [
       ...this.spec.inputs.map((i) => ({ tensor: i.tensor, access: 'read' as const })),
       ...(epilogue?.extra ?? []).map((tensor) => ({ tensor, access: 'read' as const })),
       { tensor: this.spec.outTensor, access: 'read_write' },
     ];
-    const store = (value: string, index: string) => `lv_out[${index}] = ${epilogue ? `epilogue(${value}, ${index})` : value};`;
-    return { decls: lines.join('\n'), bindings, store };
+    const ep = (v: string, i: string) => (epilogue ? `epilogue(${v}, ${i})` : v);
+    const guard = (conds: (string | null)[], body: string) => {
+      const c = conds.filter(Boolean);
+      return c.length ? `if (${c.join(' && ')}) { ${body} }` : body;
+    };
+    const storeQuad = (v: string, b: string, m: string, n: string, rowOk: string | null, colOk: (j: number) => string | null) => {
+      if (outVec4) {
+        const value = epilogue ? `vec4<f32>(${[0, 1, 2, 3].map((j) => ep(`lv_v[${j}]`, `lv_o + ${j}u`)).join(', ')})` : 'lv_v';
+        return `{ let lv_v = ${v}; let lv_o = ${this.spec.out(b, m, n)}; ${guard([rowOk, colOk(0)], `lv_out[lv_o >> 2u] = ${value};`)} }`;
+      }
+      return [0, 1, 2, 3]
+        .map((j) => `{ let lv_o = ${this.spec.out(b, m, `${n} + ${j}u`)}; ${guard([rowOk, colOk(j)], `lv_out[lv_o] = ${ep(`(${v})[${j}]`, 'lv_o')};`)} }`)
+        .join('\n    ');
+    };
+    return { decls: lines.join('\n'), bindings, storeQuad };
   }
 }
 
@@ -262,7 +309,7 @@ function tileCoords(t: string, tilesM: number, tilesN: number): string {
 function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tiled' }>, opts: ContractionOptions): Kernel {
   const { batch, M, N, K, a, b } = spec;
   const { tm: TM, tn: TN, tk: TK } = tile;
-  if (TM % 4 || TN % 4 || (TM * TK) % ((TM * TN) / 16) || (TN * TK) % ((TM * TN) / 16))
+  if (TM % 4 || TN % 4 || TK < 1)
     throw new Error(`${spec.op}: tiled template cannot use tile ${TM}x${TN}x${TK}`);
   const threads = (TM / 4) * (TN / 4);
   const tilesM = cdiv(M, TM);
@@ -271,40 +318,42 @@ function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tile
   const workgroups = foldWorkgroups(count, opts.maxWorkgroupsPerDim);
   const flat = workgroups[1] === 1 ? 'wid.x' : `(wid.y * ${u(workgroups[0])} + wid.x)`;
   const bind = new Bindings(spec);
-  const { decls, bindings, store } = bind.finish(opts.epilogue);
+  const { decls, bindings, storeQuad } = bind.finish(opts.epilogue);
   const kEdge = K % TK !== 0;
 
-  // Cooperative staging of one operand's TK x T slice into shared memory (stored k-major, vec4 over r).
+  // Cooperative staging of one operand's TK x T slice into shared memory (stored
+  // k-major, vec4 over r). Consecutive invocations take consecutive elements
+  // along the operand's contiguous axis, so global reads coalesce. Written as
+  // loops (GPU compilers unroll them; lavapipe's LLVM compiles them faster).
   const stage = (op: GemmOperand, T: number, dimR: number, base: string, shared: string) => {
-    const per = (T * TK) / threads;
-    const lines: string[] = [];
-    for (let e = 0; e < per; e++) {
-      const f = `(lid + ${u(e * threads)})`;
-      const [rr, kk] = op.fast === 'k' ? [`${f} / ${u(TK)}`, `${f} % ${u(TK)}`] : [`${f} % ${u(T)}`, `${f} / ${u(T)}`];
-      const rEdge = dimR % T !== 0;
+    // Each item is 4 consecutive r at one k, stored as one vec4 (no dynamic
+    // component writes into shared memory).
+    const items = (T * TK) / 4;
+    const per = cdiv(items, threads);
+    const f = `(lid + lv_e * ${u(threads)})`;
+    const [r4, kk] = op.fast === 'k' ? [`${f} / ${u(TK)}`, `${f} % ${u(TK)}`] : [`${f} % ${u(T / 4)}`, `${f} / ${u(T / 4)}`];
+    const rEdge = dimR % T !== 0;
+    const elems = [0, 1, 2, 3].map((j) => {
       const conds: string[] = [];
-      if (rEdge) conds.push(`lv_r < ${u(dimR)}`);
+      if (rEdge) conds.push(`lv_r + ${u(j)} < ${u(dimR)}`);
       if (kEdge) conds.push(`lv_k < ${u(K)}`);
-      const r = rEdge ? `min(lv_r, ${u(dimR - 1)})` : 'lv_r';
+      const r = rEdge ? `min(lv_r + ${u(j)}, ${u(dimR - 1)})` : `lv_r + ${u(j)}`;
       const k = kEdge ? `min(lv_k, ${u(K - 1)})` : 'lv_k';
-      let v = loadScalar(bind, op, 'lv_b', r, k, null);
-      if (conds.length) v = `select(0.0, ${v}, ${conds.join(' && ')})`;
-      lines.push(`    {
-      let lv_rr = ${rr}; let lv_kk = ${kk};
-      let lv_r = ${base} + lv_rr; let lv_k = lv_k0 + lv_kk;
-      ${shared}[(lv_kk * ${u(T)} + lv_rr) >> 2u][lv_rr & 3u] = ${v};
-    }`);
-    }
-    return lines.join('\n');
+      const v = loadScalar(bind, op, 'lv_b', r, k, null);
+      return conds.length ? `select(0.0, ${v}, ${conds.join(' && ')})` : v;
+    });
+    const loop = per === 1 ? ['    {', '      let lv_e = 0u;'] : [`    for (var lv_e = 0u; lv_e < ${u(per)}; lv_e++) {`];
+    const body = `let lv_r4 = ${r4}; let lv_kk = ${kk};
+      let lv_r = ${base} + lv_r4 * 4u; let lv_k = lv_k0 + lv_kk;
+      ${shared}[lv_kk * ${u(T / 4)} + lv_r4] = vec4<f32>(${elems.join(', ')});`;
+    return `${loop.join('\n')}
+      ${items % threads ? `if (${f} < ${u(items)}) {\n      ${body}\n      }` : body}
+    }`;
   };
 
-  const stores: string[] = [];
-  for (let i = 0; i < 4; i++)
-    for (let j = 0; j < 4; j++) {
-      const conds = [M % TM ? `lv_row${i} < ${u(M)}` : '', N % TN ? `lv_col${j} < ${u(N)}` : ''].filter(Boolean);
-      const s = store(`lv_acc${i}[${j}]`, spec.out('lv_b', `lv_row${i}`, `lv_col${j}`));
-      stores.push(conds.length ? `  if (${conds.join(' && ')}) { ${s} }` : `  ${s}`);
-    }
+  const stores = [0, 1, 2, 3].map((i) =>
+    storeQuad(`lv_acc${i}`, 'lv_b', `lv_row${i}`, 'lv_col', M % TM ? `lv_row${i} < ${u(M)}` : null, (j) => (N % TN ? `lv_col + ${u(j)} < ${u(N)}` : null)),
+  );
 
   const wgsl = `${decls}
 var<workgroup> lv_As: array<vec4<f32>, ${(TK * TM) / 4}>;
@@ -336,9 +385,8 @@ ${stage(b, TN, N, 'lv_n0', 'lv_Bs')}
     }
     workgroupBarrier();
   }
-${[0, 1, 2, 3].map((i) => `  let lv_row${i} = lv_m0 + lv_ty * 4u + ${u(i)};`).join('\n')}
-${[0, 1, 2, 3].map((j) => `  let lv_col${j} = lv_n0 + lv_tx * 4u + ${u(j)};`).join('\n')}
-${stores.join('\n')}
+  let lv_col = lv_n0 + lv_tx * 4u;
+${[0, 1, 2, 3].map((i) => `  let lv_row${i} = lv_m0 + lv_ty * 4u + ${u(i)};\n  ${stores[i]}`).join('\n')}
 }
 `;
   return { name: `${spec.op}_tiled${TM}x${TN}x${TK}`, wgsl, entryPoint: 'main', bindings, workgroups, flops: spec.flops };
@@ -352,7 +400,7 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
   const RB = tile.rowsPerLane;
   const CG = tile.colGroups;
   const G = tile.subgroupsPerWorkgroup;
-  if (!(S >= 1 && (S & (S - 1)) === 0) || RB < 1 || CG < 1 || G < 1) throw new Error(`${spec.op}: bad subgroup tile ${JSON.stringify(tile)}`);
+  if (!(S >= 1 && (S & (S - 1)) === 0) || RB < 1 || CG < 1 || G < 1 || (tile.kStep !== undefined && tile.kStep !== 1 && tile.kStep !== 4)) throw new Error(`${spec.op}: bad subgroup tile ${JSON.stringify(tile)}`);
   const RM = S * RB; // rows per subgroup tile
   const CN = 4 * S * CG; // columns per subgroup tile
   const tilesM = cdiv(M, RM);
@@ -361,52 +409,56 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
   const workgroups = foldWorkgroups(cdiv(count, G), opts.maxWorkgroupsPerDim);
   const flat = workgroups[1] === 1 ? 'wid.x' : `(wid.y * ${u(workgroups[0])} + wid.x)`;
   const bind = new Bindings(spec);
-  const K4 = K - (K % 4);
+  // K runs in steps of 4; a ragged last step reads clamped k and zero-fills k >= K
+  // (both operands, so an Inf never meets a 0) rather than having its own copy
+  // of the step, which would double the code LLVM compiles.
+  const kStep = tile.kStep ?? 4;
+  const ragged = K % 4 !== 0;
+  const kSteps = cdiv(K, 4) * 4;
 
   // How A's RB rows x 4 k and B's 4 k x 4 columns reach each lane (see header).
-  const aMode = a.vec4 === 'k' && a.index && !a.valid && K4 > 0 && bind.useVec4(a.input) ? 'vecK'
-    : a.vec4 === 'r' && a.index && !a.valid && RB === 4 && M % 4 === 0 && K4 > 0 && bind.useVec4(a.input) ? 'vecR'
+  const aMode = kStep === 1 ? 'scalar'
+    : a.vec4 === 'k' && a.index && !a.valid && !ragged && bind.useVec4(a.input) ? 'vecK'
+    : a.vec4 === 'r' && a.index && !a.valid && RB === 4 && M % 4 === 0 && bind.useVec4(a.input) ? 'vecR'
     : 'scalar';
-  const bMode = b.vec4 === 'r' && b.index && !b.valid && N % 4 === 0 && K4 > 0 && bind.useVec4(b.input) ? 'vecR'
-    : b.vec4 === 'k' && b.index && !b.valid && K4 > 0 && bind.useVec4(b.input) ? 'vecK'
+  const bMode = b.vec4 === 'r' && b.index && !b.valid && N % 4 === 0 && bind.useVec4(b.input) ? 'vecR'
+    : kStep === 4 && b.vec4 === 'k' && b.index && !b.valid && !ragged && bind.useVec4(b.input) ? 'vecK'
     : 'scalar';
-  const { decls, bindings, store } = bind.finish(opts.epilogue);
+  const { decls, bindings, storeQuad } = bind.finish(opts.epilogue);
 
   const rowOf = (r: number) => (M % RM ? `min(lv_mrow + ${u(r)}, ${u(M - 1)})` : `lv_mrow + ${u(r)}`);
   const colOf = (c: number, j: number) => (N % CN ? `min(lv_ncol${c} + ${u(j)}, ${u(N - 1)})` : `lv_ncol${c} + ${u(j)}`);
-  const kOf = (t: number, tail: boolean) => (tail ? `min(lv_k0 + ${u(t)}, ${u(K - 1)})` : `lv_k0 + ${u(t)}`);
-  const kValid = (t: number, tail: boolean) => (tail ? `lv_k0 + ${u(t)} < ${u(K)}` : null);
+  const kOf = (t: number) => (ragged ? `min(lv_k0 + ${u(t)}, ${u(K - 1)})` : `lv_k0 + ${u(t)}`);
+  const kValid = (t: number) => (ragged ? `lv_k0 + ${u(t)} < ${u(K)}` : null);
+  /** A vec4 loaded at k = lv_k0 + t, zeroed past K. */
+  const vecAtK = (load: string, t: number) => (ragged ? `select(vec4<f32>(0.0), ${load}, ${kValid(t)})` : load);
 
-  // One k-step of 4: load, broadcast, multiply-add. `tail` zero-fills k >= K.
-  const step = (tail: boolean) => {
+  // One step of 4 k: load, broadcast, multiply-add.
+  const step = () => {
     const L: string[] = [];
-    const vecOK = !tail;
-    for (let r = 0; r < RB; r++) {
-      if (aMode === 'vecK' && vecOK) L.push(`let lv_a${r} = ${bind.vec(a.input, a.index!('lv_b', rowOf(r), 'lv_k0'))};`);
-      else if (!(aMode === 'vecR' && vecOK)) {
-        const e = [0, 1, 2, 3].map((t) => loadScalar(bind, a, 'lv_b', rowOf(r), kOf(t, tail), kValid(t, tail)));
-        L.push(`let lv_a${r} = vec4<f32>(${e.join(', ')});`);
-      }
-    }
-    if (aMode === 'vecR' && vecOK) {
+    if (aMode === 'vecK') for (let r = 0; r < RB; r++) L.push(`let lv_a${r} = ${bind.vec(a.input, a.index!('lv_b', rowOf(r), 'lv_k0'))};`);
+    else if (aMode === 'vecR') {
       // 4 consecutive rows per lane, one vec4 per k; transposing is register renaming.
       const base = M % RM ? `min(lv_mrow, ${u(M - 4)})` : 'lv_mrow';
-      for (let t = 0; t < 4; t++) L.push(`let lv_av${t} = ${bind.vec(a.input, a.index!('lv_b', base, kOf(t, false)))};`);
+      for (let t = 0; t < 4; t++) L.push(`let lv_av${t} = ${vecAtK(bind.vec(a.input, a.index!('lv_b', base, kOf(t))), t)};`);
       for (let r = 0; r < 4; r++) L.push(`let lv_a${r} = vec4<f32>(lv_av0[${r}], lv_av1[${r}], lv_av2[${r}], lv_av3[${r}]);`);
-    }
+    } else
+      for (let r = 0; r < RB; r++) {
+        const e = [0, 1, 2, 3].map((t) => loadScalar(bind, a, 'lv_b', rowOf(r), kOf(t), kValid(t)));
+        L.push(`let lv_a${r} = vec4<f32>(${e.join(', ')});`);
+      }
     for (let c = 0; c < CG; c++) {
-      if (bMode === 'vecR' && vecOK) {
+      if (bMode === 'vecR') {
         const base = N % CN ? `min(lv_ncol${c}, ${u(N - 4)})` : `lv_ncol${c}`;
-        for (let t = 0; t < 4; t++) L.push(`let lv_b${c}_${t} = ${bind.vec(b.input, b.index!('lv_b', base, kOf(t, false)))};`);
-      } else if (bMode === 'vecK' && vecOK) {
+        for (let t = 0; t < 4; t++) L.push(`let lv_b${c}_${t} = ${vecAtK(bind.vec(b.input, b.index!('lv_b', base, kOf(t))), t)};`);
+      } else if (bMode === 'vecK') {
         for (let j = 0; j < 4; j++) L.push(`let lv_bk${c}_${j} = ${bind.vec(b.input, b.index!('lv_b', colOf(c, j), 'lv_k0'))};`);
         for (let t = 0; t < 4; t++) L.push(`let lv_b${c}_${t} = vec4<f32>(lv_bk${c}_0[${t}], lv_bk${c}_1[${t}], lv_bk${c}_2[${t}], lv_bk${c}_3[${t}]);`);
-      } else {
+      } else
         for (let t = 0; t < 4; t++) {
-          const e = [0, 1, 2, 3].map((j) => loadScalar(bind, b, 'lv_b', colOf(c, j), kOf(t, tail), kValid(t, tail)));
+          const e = [0, 1, 2, 3].map((j) => loadScalar(bind, b, 'lv_b', colOf(c, j), kOf(t), kValid(t)));
           L.push(`let lv_b${c}_${t} = vec4<f32>(${e.join(', ')});`);
         }
-      }
     }
     for (let i = 0; i < RM; i++) {
       L.push(`{ let lv_x = subgroupBroadcast(lv_a${i % RB}, ${u(Math.floor(i / RB))});`);
@@ -417,19 +469,42 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
     return L.map((l) => '    ' + l).join('\n');
   };
 
+  // One k per iteration (kStep 1): scalar A, B as one vec4 or 4 scalars.
+  const step1 = () => {
+    const L: string[] = [];
+    for (let r = 0; r < RB; r++) L.push(`let lv_a${r} = ${loadScalar(bind, a, 'lv_b', rowOf(r), 'lv_k0', null)};`);
+    for (let c = 0; c < CG; c++) {
+      if (bMode === 'vecR') {
+        const base = N % CN ? `min(lv_ncol${c}, ${u(N - 4)})` : `lv_ncol${c}`;
+        L.push(`let lv_b${c} = ${bind.vec(b.input, b.index!('lv_b', base, 'lv_k0'))};`);
+      } else L.push(`let lv_b${c} = vec4<f32>(${[0, 1, 2, 3].map((j) => loadScalar(bind, b, 'lv_b', colOf(c, j), 'lv_k0', null)).join(', ')});`);
+    }
+    for (let i = 0; i < RM; i++) {
+      L.push(`{ let lv_x = vec4<f32>(subgroupBroadcast(lv_a${i % RB}, ${u(Math.floor(i / RB))}));`);
+      for (let c = 0; c < CG; c++) L.push(`  lv_acc${i}_${c} = fma(lv_x, lv_b${c}, lv_acc${i}_${c});`);
+      L.push('}');
+    }
+    return L.map((l) => '    ' + l).join('\n');
+  };
+
   const accs: string[] = [];
-  const stores: string[] = [];
+  const gather: string[] = [];
   for (let i = 0; i < RM; i++)
     for (let c = 0; c < CG; c++) {
       accs.push(`  var lv_acc${i}_${c} = vec4<f32>(0.0);`);
-      for (let j = 0; j < 4; j++) {
-        const m = `lv_m0 + ${u(i)}`;
-        const n = `lv_ncol${c} + ${u(j)}`;
-        const conds = [M % RM ? `${m} < ${u(M)}` : '', N % CN ? `${n} < ${u(N)}` : ''].filter(Boolean);
-        const s = store(`(lv_acc${i}_${c}[${j}] + lv_poison)`, spec.out('lv_b', m, n));
-        stores.push(conds.length ? `  if (${conds.join(' && ')}) { ${s} }` : `  ${s}`);
-      }
+      gather.push(`  lv_res[${i * CG + c}u] = lv_acc${i}_${c};`);
     }
+  // Stores run in a loop over rows: unrolled, the per-lane store code of every
+  // output (and the epilogue) made LLVM spend most of its compile time there
+  // (lavapipe: 2.4 s -> 0.4 s for a 32x32 tile).
+  const stores: string[] = [];
+  for (let c = 0; c < CG; c++)
+    stores.push(
+      '    ' +
+        storeQuad(`(lv_res[lv_i * ${u(CG)} + ${u(c)}] + vec4<f32>(lv_poison))`, 'lv_b', 'lv_m', `lv_ncol${c}`, M % RM ? `lv_m < ${u(M)}` : null, (j) =>
+          N % CN ? `lv_ncol${c} + ${u(j)} < ${u(N)}` : null,
+        ),
+    );
 
   const wgsl = `enable subgroups;
 ${decls}
@@ -438,7 +513,7 @@ var<private> lv_nan_bits: u32 = 0x7fc00000u;
 
 @compute @workgroup_size(${S * G})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(subgroup_invocation_id) lv_lane: u32, @builtin(subgroup_size) lv_sgsize: u32) {
+        @builtin(num_workgroups) lv_nwg: vec3<u32>, @builtin(subgroup_invocation_id) lv_lane: u32, @builtin(subgroup_size) lv_sgsize: u32) {
   // The kernel was generated for subgroups of exactly ${S} consecutive invocations;
   // on any other layout the results would be wrong, so poison them instead.
   let lv_poison = select(0.0, bitcast<f32>(lv_nan_bits), lv_sgsize != ${u(S)} || lv_lane != lid % ${u(S)});
@@ -449,15 +524,20 @@ ${tileCoords('lv_t', tilesM, tilesN)}
   let lv_mrow = lv_m0 + lv_lane * ${u(RB)};
 ${Array.from({ length: CG }, (_, c) => `  let lv_ncol${c} = lv_tn * ${u(CN)} + (${u(c * S)} + lv_lane) * 4u;`).join('\n')}
 ${accs.join('\n')}
-  for (var lv_k0 = 0u; lv_k0 < ${u(K4)}; lv_k0 += 4u) {
-${step(false)}
-  }
-${K % 4 ? `  {\n    let lv_k0 = ${u(K4)};\n${step(true)}\n  }` : ''}
+  // The trip count is hidden from LLVM (num_workgroups.z is 1, but it cannot
+  // know that): fully unrolling a small-K loop multiplied lavapipe's compile time.
+  let lv_kend = select(${u(kStep === 4 ? kSteps : K)}, 0u, lv_nwg.z == 0u);
+${kStep === 4 ? `  for (var lv_k0 = 0u; lv_k0 < lv_kend; lv_k0 += 4u) {\n${step()}\n  }` : `  for (var lv_k0 = 0u; lv_k0 < lv_kend; lv_k0++) {\n${step1()}\n  }`}
+  var lv_res: array<vec4<f32>, ${RM * CG}>;
+${gather.join('\n')}
+  for (var lv_i = 0u; lv_i < ${u(RM)}; lv_i++) {
+    let lv_m = lv_m0 + lv_i;
 ${stores.join('\n')}
+  }
 }
 `;
   return {
-    name: `${spec.op}_sg${S}_${RM}x${CN}_${aMode}_${bMode}`,
+    name: `${spec.op}_sg${S}_${RM}x${CN}${kStep === 1 ? 'x1' : ''}_${kStep === 1 ? 'scalar' : aMode}_${bMode}`,
     wgsl,
     entryPoint: 'main',
     bindings,

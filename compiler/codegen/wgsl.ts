@@ -133,13 +133,28 @@ const DEPS: Record<string, string[]> = { lovt_pow: ['lovt_inf', 'lovt_nan'], lov
 export class KernelBuilder {
   private reads = new Map<number, { name: string; dtype: DType }>();
   private writes = new Map<number, { name: string; dtype: DType }>();
+  private aliases = new Map<number, string>();
   private helpers = new Set<string>();
 
   constructor(private prefix = '', private firstBinding = 0) {}
 
-  /** The variable name of a read-only binding of `tensor` (deduplicated). */
+  /** The variable name of a read-only binding of `tensor` (deduplicated), or the variable it is aliased to. */
   read(tensor: number, dtype: DType): string {
-    return this.binding(this.reads, 'in', tensor, dtype);
+    return this.aliases.get(tensor) ?? this.binding(this.reads, 'in', tensor, dtype);
+  }
+
+  /**
+   * Reads of `tensor` go through the existing variable `name` (a read_write
+   * binding) instead of a binding of their own: an in-place update reads the
+   * old value where it writes the new one (WebGPU forbids binding one buffer
+   * both read-only and writable in a dispatch).
+   */
+  alias(tensor: number, name: string): void {
+    this.aliases.set(tensor, name);
+  }
+
+  isAliased(tensor: number): boolean {
+    return this.aliases.has(tensor);
   }
 
   /** The variable name of a read_write binding of `tensor` (deduplicated). */
@@ -222,11 +237,13 @@ ${body}
 /**
  * A one-thread-per-element kernel skeleton: `body` sees `i: u32`, the flat
  * element index in [0, count). Returns the WGSL main and the dispatch size.
+ * `bound` replaces the baked count in the range check (a WGSL u32 expression
+ * such as `arrayLength(&out0)`, for kernels that serve any size).
  */
-export function perElement(count: number, maxPerDim: number, body: string, workgroupSize = 256): { main: string; workgroups: [number, number, number] } {
+export function perElement(count: number, maxPerDim: number, body: string, workgroupSize = 256, bound = `${count}u`): { main: string; workgroups: [number, number, number] } {
   const { workgroups, flatId } = flatGrid(Math.ceil(count / workgroupSize), maxPerDim);
   const main = entry(workgroupSize, `  let i = ${flatId} * ${workgroupSize}u + lid;
-  if (i >= ${count}u) { return; }
+  if (i >= ${bound}) { return; }
 ${body}`);
   return { main, workgroups };
 }

@@ -30,6 +30,7 @@ interface Options {
   check?: boolean;
   params?: boolean;
   stats?: boolean;
+  limit: string[];
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -76,13 +77,52 @@ function paramsReport(model: ModelInfo): string {
   ].join('\n');
 }
 
-interface PlanSummary {
+/** One program's plan in numbers (lovtc --stats). */
+interface ProgramSummary {
+  name: string;
+  dispatches: number;
+  pipelines: number;
   peakBytes: number;
-  kernels: number;
+  noReuseBytes: number;
+  oversized: { description: string; bytes: number }[];
 }
 
-/** Plans the compiled graph with the engine's planner, when it exists: for train mode the step and apply programs. */
-async function planArtifact(graph: Graph, model: ModelInfo): Promise<{ plans: Record<string, unknown>; kernels: { name: string; wgsl: string }[]; summary: PlanSummary } | undefined> {
+interface PlanSummary {
+  programs: ProgramSummary[];
+  /** Distinct pipelines (WGSL texts) over all programs. */
+  pipelines: number;
+  /** State of all programs together (parameters, buffers, gradient accumulators, optimizer moments). */
+  stateBytes: number;
+}
+
+/**
+ * --limit KEY=VALUE overrides of the generic target (compiler/schedule.ts
+ * GENERIC_TARGET). Keys are the EngineLimits names; values are positive
+ * integers, or `none` for no limit.
+ */
+function parseLimits(items: string[], keys: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    const key = eq > 0 ? item.slice(0, eq).trim() : '';
+    if (!keys.includes(key)) throw new UsageError(`--limit needs KEY=VALUE with KEY one of ${keys.join(', ')}; got '${item}'`);
+    const text = item.slice(eq + 1).trim();
+    const value = text === 'none' ? Number.POSITIVE_INFINITY : Number(text);
+    if (!(value > 0) || (Number.isFinite(value) && !Number.isInteger(value))) throw new UsageError(`--limit ${key}: '${text}' is not a positive integer (or 'none')`);
+    out[key] = value;
+  }
+  return out;
+}
+
+/**
+ * Plans the compiled graph with the engine's planner against the generic
+ * target (with --limit overrides): for train mode the step and apply programs.
+ */
+async function planArtifact(
+  graph: Graph,
+  model: ModelInfo,
+  limitArgs: string[],
+): Promise<{ plans: Record<string, unknown>; kernels: { name: string; wgsl: string }[]; summary: PlanSummary } | undefined> {
   let schedule: typeof import('../schedule.ts');
   try {
     schedule = await import('../schedule.ts');
@@ -90,6 +130,7 @@ async function planArtifact(graph: Graph, model: ModelInfo): Promise<{ plans: Re
     return undefined;
   }
   if (typeof schedule.planGraph !== 'function') return undefined;
+  const limits = { ...schedule.GENERIC_TARGET, ...parseLimits(limitArgs, schedule.ENGINE_LIMIT_KEYS) };
   const programs: Record<string, Graph> = {};
   if (model.mode === 'train' && model.losses.length > 0) {
     const tp = await import('../train-program.ts');
@@ -105,15 +146,44 @@ async function planArtifact(graph: Graph, model: ModelInfo): Promise<{ plans: Re
     programs.forward = graph;
   }
   const plans: Record<string, unknown> = {};
+  // One .wgsl file per distinct pipeline, named after its first dispatch.
   const kernels: { name: string; wgsl: string }[] = [];
-  let peakBytes = 0;
+  const seen = new Set<string>();
+  const summaries: ProgramSummary[] = [];
+  const state = new Map<string, number>();
   for (const [name, g] of Object.entries(programs)) {
-    const plan = schedule.planGraph(g);
+    const plan = schedule.planGraph(g, limits);
     plans[name] = JSON.parse(schedule.planToJSON(plan));
-    plan.kernels.forEach((k, i) => kernels.push({ name: `${name}-${String(i).padStart(4, '0')}-${k.name.replace(/[^A-Za-z0-9_.-]/g, '_')}`, wgsl: k.wgsl }));
-    peakBytes = Math.max(peakBytes, plan.stats.peakBytes + plan.stats.stateBytes);
+    plan.kernels.forEach((k, i) => {
+      if (seen.has(k.wgsl)) return;
+      seen.add(k.wgsl);
+      kernels.push({ name: `${name}-${String(i).padStart(4, '0')}-${k.name.replace(/[^A-Za-z0-9_.-]/g, '_')}`, wgsl: k.wgsl });
+    });
+    for (const [stateName, s] of Object.entries(plan.state)) state.set(stateName, s.shape.reduce((a, d) => a * d, 1) * 4);
+    const st = plan.stats;
+    summaries.push({ name, dispatches: st.dispatches, pipelines: st.kernels, peakBytes: st.peakBytes, noReuseBytes: st.noReuseBytes, oversized: st.oversized });
   }
-  return { plans, kernels, summary: { peakBytes, kernels: kernels.length } };
+  const stateBytes = [...state.values()].reduce((a, b) => a + b, 0);
+  return { plans, kernels, summary: { programs: summaries, pipelines: kernels.length, stateBytes } };
+}
+
+/** The --stats lines of the engine plan, and the warning about tensors over WebGPU's default binding limit. */
+function planReport(summary: PlanSummary, limitArgs: string[]): { lines: string[]; warning?: string } {
+  const progs = summary.programs;
+  const pct = (p: ProgramSummary) => (p.noReuseBytes > 0 ? ` (${Math.round((100 * p.peakBytes) / p.noReuseBytes)}%)` : '');
+  const lines = [
+    `kernels      ${progs.map((p) => `${p.name} ${fmt(p.dispatches)} dispatches / ${fmt(p.pipelines)} pipelines`).join(', ')}; ${fmt(summary.pipelines)} distinct pipelines`,
+    `memory       ${progs.map((p) => `${p.name} ${bytes(p.peakBytes)} planned vs ${bytes(p.noReuseBytes)} without buffer reuse${pct(p)}`).join(', ')}; state ${bytes(summary.stateBytes)}`,
+    `target       ${limitArgs.length ? `generic with ${limitArgs.join(', ')}` : 'generic: WebGPU default limits without a buffer-size limit (--limit KEY=VALUE to plan for a device)'}`,
+  ];
+  const over = progs.flatMap((p) => p.oversized.map((o) => ({ ...o, program: p.name })));
+  if (!over.length) return { lines };
+  const shown = over.slice(0, 12).map((o) => `  ${o.program}: ${o.description} ${bytes(o.bytes)}`);
+  if (over.length > shown.length) shown.push(`  ... and ${over.length - shown.length} more`);
+  const warning =
+    `${over.length} tensor${over.length === 1 ? '' : 's'} exceed WebGPU's default storage-buffer binding limit of 128 MiB: ` +
+    `the device must grant a larger maxStorageBufferBindingSize and maxBufferSize, or the batch must shrink\n${shown.join('\n')}`;
+  return { lines, warning };
 }
 
 function writeArtifact(dir: string, r: CompileResult): void {
@@ -163,7 +233,8 @@ async function main(argv: string[], io: CliIO): Promise<number> {
     .option('--lib <dir>', 'an extra import root; repeatable', collect, [])
     .option('--check', 'parse and elaborate only; print nothing on success')
     .option('--params', 'list the parameters and buffers with shapes and counts')
-    .option('--stats', 'print op count, parameter count, FLOPs per step, front-end time and planned memory')
+    .option('--stats', 'print op count, parameter count, FLOPs per step, front-end time, and the engine plan: kernels, dispatches, planned memory')
+    .option('--limit <key=value>', 'plan for a device limit instead of the generic target, e.g. maxStorageBufferBindingSize=134217728; repeatable', collect, [])
     .version(VERSION, '-V, --version')
     .exitOverride()
     .configureOutput({ writeErr: (s) => io.stderr(s), writeOut: (s) => io.stdout(s) })
@@ -196,8 +267,9 @@ async function main(argv: string[], io: CliIO): Promise<number> {
   const wantPlan = opts.output !== undefined || opts.stats;
   if (wantPlan) {
     try {
-      plan = await planArtifact(r.graph, model);
+      plan = await planArtifact(r.graph, model, opts.limit);
     } catch (e) {
+      if (e instanceof UsageError) throw e;
       io.stderr(`lovtc: warning: the engine could not plan this graph: ${(e as Error).message}\n`);
     }
   }
@@ -212,7 +284,11 @@ async function main(argv: string[], io: CliIO): Promise<number> {
       `FLOPs/step   ${human(s.stepFlops, 'FLOP')}${model.mode === 'train' ? ` (forward ${human(s.forwardFlops, 'FLOP')}, backward ≈ 2× forward)` : ''}`,
       `front end    ${r.timeMs.toFixed(1)} ms`,
     ];
-    if (plan) lines.push(`memory       ${bytes(plan.summary.peakBytes)} planned (${fmt(plan.summary.kernels)} kernels)`);
+    if (plan) {
+      const report = planReport(plan.summary, opts.limit);
+      lines.push(...report.lines);
+      if (report.warning) io.stderr(`lovtc: warning: ${report.warning}\n`);
+    }
     out.push(lines.join('\n'));
   }
 
@@ -225,7 +301,7 @@ async function main(argv: string[], io: CliIO): Promise<number> {
       fs.mkdirSync(kdir, { recursive: true });
       for (const k of plan.kernels) fs.writeFileSync(path.join(kdir, `${k.name}.wgsl`), k.wgsl);
     }
-    if (!opts.stats && !opts.params) out.push(`wrote ${path.join(opts.output, 'graph.json')}${plan ? `, plan.json and ${plan.kernels.length} kernels` : ''}`);
+    if (!opts.stats && !opts.params) out.push(`wrote ${path.join(opts.output, 'graph.json')}${plan ? `, plan.json and ${plan.kernels.length} distinct kernels` : ''}`);
   }
   if (!opts.output && !opts.params && !opts.stats) {
     out.push(`${model.name}: ${fmt(r.graph.nodes.length)} ops, ${fmt(model.counts.params)} parameters; no errors (use -o DIR to write the artifact)`);

@@ -212,3 +212,39 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
   }
   return { groups, views, consts, needed };
 }
+
+/**
+ * External tensors (not computed inside `group`) that the group's kernel reads
+ * only at its root's own flat index: every reader is a member evaluated at the
+ * root index (the root, or a chain of same-index consumers down from it --
+ * never the anchor or a reduction's prologue) that reads the tensor with no
+ * broadcast or permutation. A kernel may overwrite such a tensor in place:
+ * thread i reads element i before writing element i, and no other thread
+ * touches it. `consumers` is consumersOf(graph, needed).
+ */
+export function flatReadInputs(graph: Graph, group: Group, consumers: number[][]): Set<number> {
+  const nodes = graph.nodes;
+  const members = new Set(group.inline);
+  members.add(group.root);
+  const atRoot = new Set<number>();
+  // Consumers have larger ids than their producers: visit the root first.
+  for (const m of [...members].sort((a, b) => b - a)) {
+    if (m === group.anchor) continue;
+    if (m === group.root) {
+      atRoot.add(m);
+      continue;
+    }
+    const readers = consumers[m].filter((q) => members.has(q));
+    if (readers.length && readers.every((q) => atRoot.has(q) && readsAtSameIndex(nodes[q], nodes[m]))) atRoot.add(m);
+  }
+  const ok = new Map<number, boolean>();
+  for (const m of members) {
+    for (const x of new Set(nodes[m].inputs)) {
+      if (members.has(x) || INLINE_LEAVES.has(nodes[x].op)) continue;
+      const fine = m !== group.anchor && atRoot.has(m) && readsAtSameIndex(nodes[m], nodes[x]);
+      ok.set(x, (ok.get(x) ?? true) && fine);
+    }
+  }
+  return new Set([...ok].filter(([, fine]) => fine).map(([x]) => x));
+}
+

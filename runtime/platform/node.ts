@@ -2,6 +2,7 @@
 // process alive until dropped, so command-line tools call process.exit() when done.
 import { create, globals } from 'webgpu';
 import { openDevice, type LovtDevice } from '../device.ts';
+import { throttleDawnPolling } from './node-poll.ts';
 
 let gpuInstance: GPU | undefined;
 let cached: Promise<LovtDevice> | undefined;
@@ -9,6 +10,7 @@ let cached: Promise<LovtDevice> | undefined;
 export function nodeGPU(flags: string[] = []): GPU {
   if (!gpuInstance) {
     Object.assign(globalThis, globals);
+    throttleDawnPolling(); // dawn.node busy-polls while waiting for the GPU; see node-poll.ts
     gpuInstance = create(flags) as unknown as GPU;
   }
   return gpuInstance;

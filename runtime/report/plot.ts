@@ -195,6 +195,10 @@ export function drawLinePlot(series: Series[], opts: LinePlotOptions = {}): Canv
   }
   let [xLo, xHi] = extent(all.map((p) => p[0]));
   let [yLo, yHi] = extent(all.map((p) => p[1]));
+  // A little headroom so curves do not run along the frame.
+  const yPad = (yHi - yLo) * 0.04;
+  yLo -= yPad;
+  yHi += yPad;
   const xTicks = niceTicks(xLo, xHi);
   const yTicks = opts.logY ? logTicks(yLo, yHi) : niceTicks(yLo, yHi);
   [xLo, xHi] = extent([xLo, xHi, ...xTicks]);

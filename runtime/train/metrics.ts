@@ -74,24 +74,25 @@ export function metricSeries(records: MetricsRecord[], kind: MetricsRecord['kind
   return { x, y };
 }
 
-/** Measures throughput over a sliding window of recent steps. */
+/**
+ * Samples per second over a sliding window of recent optimizer steps, from each
+ * step's own duration (so pauses between steps — validation, checkpoints — do not
+ * count against it).
+ */
 export class Throughput {
-  private readonly times: number[] = [];
-  private readonly counts: number[] = [];
+  private readonly samples: number[] = [];
+  private readonly seconds: number[] = [];
   constructor(private readonly window = 20) {}
 
-  /** Records `samples` processed at time `nowMs`; returns samples/s over the window. */
-  record(samples: number, nowMs: number): number {
-    this.times.push(nowMs);
-    this.counts.push(samples);
-    if (this.times.length > this.window + 1) {
-      this.times.shift();
-      this.counts.shift();
+  /** Records one step of `samples` samples that took `seconds`; returns samples/s over the window. */
+  record(samples: number, seconds: number): number {
+    this.samples.push(samples);
+    this.seconds.push(seconds);
+    if (this.samples.length > this.window) {
+      this.samples.shift();
+      this.seconds.shift();
     }
-    if (this.times.length < 2) return NaN;
-    const dt = (this.times[this.times.length - 1] - this.times[0]) / 1000;
-    let n = 0;
-    for (let i = 1; i < this.counts.length; i++) n += this.counts[i];
-    return dt > 0 ? n / dt : NaN;
+    const t = this.seconds.reduce((a, b) => a + b, 0);
+    return t > 0 ? this.samples.reduce((a, b) => a + b, 0) / t : NaN;
   }
 }

@@ -18,7 +18,7 @@
 // Platform-neutral: the caller compiles the model, opens the data and provides the
 // Storage of the run directory (runtime/platform/node-storage.ts on Node).
 
-import type { Graph } from '../../compiler/ir.ts';
+import { numel, type DType, type Graph } from '../../compiler/ir.ts';
 import type { ModelInfo, TrainSpec } from '../../compiler/frontend/index.ts';
 import { buildTrainingPrograms, gradAccName, optimizerScalars, type OptimizerOptions } from '../../compiler/train-program.ts';
 import { optimize } from '../../compiler/passes/index.ts';
@@ -36,6 +36,7 @@ import { EarlyStopping } from './early-stop.ts';
 import { MetricsLog, Throughput, type MetricsRecord } from './metrics.ts';
 import { createSchedule, plateauSpec, type LrSchedule, type ScheduleSpec } from './schedule.ts';
 import type { Storage } from './storage.ts';
+import { describeDiff, diffTensors, hasDifferences } from './weights.ts';
 
 /** A model compiled by the front end (compileModel's graph and model info). */
 export interface CompiledModel {
@@ -53,8 +54,6 @@ export type TrainEvent =
       losses: Record<string, number>;
       samplesPerSecond: number;
       elapsedSeconds: number;
-      /** Seconds of the --minutes budget used (it starts after the first step). */
-      budgetSeconds: number;
     }
   | { kind: 'validation'; step: number; epoch: number; losses: Record<string, number>; improved: boolean }
   | { kind: 'checkpoint'; step: number; tags: CheckpointTag[] }
@@ -77,7 +76,7 @@ export interface TrainerOptions {
   maxSteps?: number;
   /** Stop after this many epochs (default: the train section's epochs). */
   maxEpochs?: number;
-  /** Stop (with a checkpoint) at the first step boundary after this much wall time, counted from the end of the first optimizer step (which compiles the shaders). */
+  /** Stop (with a checkpoint) at the first step boundary after this much wall time of training (setup, which compiles the kernels, not counted). */
   maxSeconds?: number;
   /** Save the last checkpoint every K optimizer steps (besides every epoch end and the end). */
   checkpointEvery?: number;
@@ -220,7 +219,7 @@ export class Trainer {
       accumulate: this.accumulate,
     });
     this.store = new StateStore(device);
-    this.emit({ kind: 'message', text: 'compiling GPU programs (step, apply, eval)…' });
+    this.emit({ kind: 'message', text: 'compiling the GPU programs (step, apply, eval) and their kernels (minutes on a software rasteriser with a cold shader cache)…' });
     this.stepProgram = await Program.create(device, step, this.store, { label: 'train step' });
     this.applyProgram = await Program.create(device, apply, this.store, { label: 'optimizer apply' });
     this.evalProgram = await Program.create(device, optimize(evalModel.graph), this.store, { label: 'eval forward' });
@@ -236,6 +235,7 @@ export class Trainer {
       this.earlyStopping = null;
     }
 
+    await this.warmUp();
     if (resume) {
       this.restore(resume);
       this.metrics = await MetricsLog.open(this.opts.storage, { resumeAtStep: this.step });
@@ -249,27 +249,36 @@ export class Trainer {
     }
   }
 
+  /**
+   * Runs every program once on zero inputs, so that their kernels are compiled now
+   * (drivers such as lavapipe compile a pipeline at its first dispatch: minutes for
+   * a whole model with a cold shader cache) rather than inside the first step or
+   * the first validation. The state this disturbs is reset right after: every
+   * state tensor is zeroed here, then initialised or restored by the caller.
+   */
+  private async warmUp(): Promise<void> {
+    const zeros = (graph: Graph) => {
+      const out: Record<string, Float32Array | Int32Array> = {};
+      for (const [name, id] of Object.entries(graph.inputs)) out[name] = zeroTensor(graph.nodes[id].shape, graph.nodes[id].dtype);
+      return out;
+    };
+    await this.stepProgram.run(zeros(this.stepProgram.graph), []);
+    await this.applyProgram.run(zeros(this.applyProgram.graph), []);
+    await this.evalProgram.run(zeros(this.evalProgram.graph), []);
+    for (const name of this.store.names()) {
+      const { shape, dtype } = this.store.info(name);
+      this.store.upload(name, zeroTensor(shape, dtype));
+    }
+  }
+
   private restore(ckpt: LoadedCheckpoint): void {
     const m = ckpt.manifest;
-    const expected = this.checkpointedStateNames();
-    const missing = expected.filter((n) => !ckpt.tensors.has(n));
-    const unexpected = [...ckpt.tensors.keys()].filter((n) => !this.store.has(n));
-    const misshaped: string[] = [];
-    for (const [name, t] of ckpt.tensors) {
-      if (!this.store.has(name)) continue;
-      const info = this.store.info(name);
-      if (info.dtype !== t.dtype || info.shape.join(',') !== t.shape.join(',')) misshaped.push(`${name} ${t.dtype}[${t.shape}] vs ${info.dtype}[${info.shape}]`);
+    const expected = this.checkpointedStateNames().map((name) => ({ name, ...this.store.info(name) }));
+    const d = diffTensors(expected, ckpt.tensors);
+    if (hasDifferences(d)) {
+      throw new Error(`the checkpoint does not fit the compiled model: ${describeDiff(d, { missing: 'in the model, not in the checkpoint', unexpected: 'in the checkpoint, not in the model' })}`);
     }
-    if (missing.length || unexpected.length || misshaped.length) {
-      const list = (a: string[]) => a.slice(0, 8).join(', ') + (a.length > 8 ? `, … (${a.length - 8} more)` : '');
-      throw new Error(
-        `the checkpoint does not fit the compiled model:` +
-          (missing.length ? ` missing ${list(missing)};` : '') +
-          (unexpected.length ? ` unexpected ${list(unexpected)};` : '') +
-          (misshaped.length ? ` mis-shaped ${list(misshaped)}` : ''),
-      );
-    }
-    for (const [name, t] of ckpt.tensors) this.store.upload(name, t.data);
+    for (const [name, t] of d.matched) this.store.upload(name, t.tensor.data);
     this.step = m.step;
     this.epochsDone = m.epoch;
     this.position = { ...m.dataPosition };
@@ -336,22 +345,16 @@ export class Trainer {
     const o = this.opts;
     const started = performance.now();
     const elapsed = () => (performance.now() - started) / 1000;
-    // The time budget runs from the end of the first optimizer step: that step (and
-    // the first validation) include the one-time shader compilation, which on a
-    // software rasteriser can take minutes and says nothing about training speed.
-    let budgetStart: number | null = null;
-    const budgetUsed = () => (budgetStart === null ? 0 : (performance.now() - budgetStart) / 1000);
     const maxEpochs = o.maxEpochs ?? this.spec.epochs;
     const totalSteps = o.maxSteps ?? maxEpochs * this.stepsPerEpoch;
     const throughput = new Throughput();
-    throughput.record(0, performance.now());
     this.emit({ kind: 'start', step: this.step, totalSteps, maxSeconds: o.maxSeconds ?? null, stepsPerEpoch: this.stepsPerEpoch, epoch: this.position.epoch, resumed: !!o.resume });
 
     let stopReason = '';
     const limitReached = (): string => {
       if (o.maxSteps !== undefined && this.step >= o.maxSteps) return `reached ${o.maxSteps} optimizer steps`;
       if (this.position.epoch >= maxEpochs) return `reached ${maxEpochs} epochs`;
-      if (o.maxSeconds !== undefined && budgetUsed() >= o.maxSeconds) return `time budget of ${formatSeconds(o.maxSeconds)} used`;
+      if (o.maxSeconds !== undefined && elapsed() >= o.maxSeconds) return `time budget of ${formatSeconds(o.maxSeconds)} used`;
       return '';
     };
 
@@ -360,7 +363,9 @@ export class Trainer {
       const batches = o.data.train.epoch(epoch, this.position.cursor)[Symbol.asyncIterator]();
       let micro = 0;
       let sums: Record<string, number> = {};
+      let stepStarted = performance.now();
       for (;;) {
+        if (micro === 0) stepStarted = performance.now(); // data loading counts towards throughput
         const next = await batches.next();
         if (next.done) break;
         const losses = await this.microStep(next.value, micro);
@@ -368,8 +373,7 @@ export class Trainer {
         micro++;
         this.position = next.value.next;
         if (micro === this.accumulate) {
-          await this.optimizerStep(sums, micro, epoch, throughput, elapsed(), budgetUsed());
-          budgetStart ??= performance.now();
+          await this.optimizerStep(sums, micro, epoch, throughput, stepStarted, elapsed());
           micro = 0;
           sums = {};
           if (o.checkpointEvery && this.step % o.checkpointEvery === 0) await this.checkpoint(['last']);
@@ -381,8 +385,7 @@ export class Trainer {
       }
       // The epoch's data is exhausted: the remaining micro-batches make the last step.
       if (micro > 0) {
-        await this.optimizerStep(sums, micro, epoch, throughput, elapsed(), budgetUsed());
-        budgetStart ??= performance.now();
+        await this.optimizerStep(sums, micro, epoch, throughput, stepStarted, elapsed());
       }
       this.position = { epoch: epoch + 1, cursor: 0 };
       this.epochsDone = epoch + 1;
@@ -431,7 +434,7 @@ export class Trainer {
     );
   }
 
-  private async optimizerStep(sums: Record<string, number>, micro: number, epoch: number, throughput: Throughput, elapsedSeconds: number, budgetSeconds: number): Promise<void> {
+  private async optimizerStep(sums: Record<string, number>, micro: number, epoch: number, throughput: Throughput, stepStarted: number, elapsedSeconds: number): Promise<void> {
     const lr = this.schedule.lrAt(this.step);
     const scalars = optimizerScalars(this.step + 1, lr, optimizerOptions(this.spec.optimizer));
     await this.applyProgram.run(Object.fromEntries(Object.entries(scalars).map(([k, v]) => [k, Float32Array.of(v)])), []);
@@ -439,10 +442,10 @@ export class Trainer {
     const losses: Record<string, number> = {};
     for (const [k, v] of Object.entries(sums)) losses[k] = v / micro;
     this.lastLosses = losses;
-    const samplesPerSecond = throughput.record(micro * this.opts.data.train.options.batchSize, performance.now());
+    const samplesPerSecond = throughput.record(micro * this.opts.data.train.options.batchSize, (performance.now() - stepStarted) / 1000);
     const record: MetricsRecord = { kind: 'train', step: this.step, epoch, lr, samples_per_s: samplesPerSecond, micro_batches: micro, ...losses };
     await this.metrics.append(record);
-    this.emit({ kind: 'step', step: this.step, epoch, lr, losses, samplesPerSecond, elapsedSeconds, budgetSeconds });
+    this.emit({ kind: 'step', step: this.step, epoch, lr, losses, samplesPerSecond, elapsedSeconds });
   }
 
   /** Validation, early stopping, plateau schedule and the epoch's checkpoint. Returns a stop reason or ''. */
@@ -521,6 +524,10 @@ export class Trainer {
     this.evalProgram?.destroy();
     this.store?.destroy();
   }
+}
+
+function zeroTensor(shape: number[], dtype: DType): Float32Array | Int32Array {
+  return dtype === 'i32' ? new Int32Array(numel(shape)) : new Float32Array(numel(shape));
 }
 
 function formatSeconds(s: number): string {

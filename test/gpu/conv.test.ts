@@ -119,14 +119,15 @@ function graphFor(c: Case) {
   return { graph: g.graph, y: g.node(y), gi: g.node(gi), gw: g.node(gw) };
 }
 
-async function check(c: Case) {
+/** As in matmul.test.ts: `tiled` cases also run on the tiled template (slow for lavapipe to compile). */
+async function check(c: Case, tiled = false) {
   const { graph, y, gi, gw } = graphFor(c);
   const x = random(c.N * c.C * c.H * c.W);
   const w = random(c.O * (c.C / c.groups) * c.k[0] * c.k[1]);
   const dy = random(y.shape.reduce((a, b) => a * b));
   const ref = references(c, x, w, dy);
   const label = `x [${c.N},${c.C},${c.H},${c.W}] O ${c.O} k ${c.k} s ${c.stride} p ${c.padding} d ${c.dilation} g ${c.groups}`;
-  for (const [name, opts] of TEMPLATES) {
+  for (const [name, opts] of tiled || TEMPLATES.length === 1 ? TEMPLATES : TEMPLATES.filter(([n]) => n !== 'tiled')) {
     const kf = renderConv2d(graph, y, opts);
     assertClose(await runKernel(device, kf, [x, w], ref.y.v.length), ref.y, `${name} ${kf.name} ${label}`);
     const ki = renderConv2dGradInput(graph, gi, opts);
@@ -165,12 +166,12 @@ test('the float64 reference gradients match finite differences of the float64 co
 });
 
 test('3x3, stride 1, padding 1, odd sizes', async () => {
-  await check(base);
+  await check(base, true);
   await check({ ...base, N: 1, C: 5, H: 13, W: 17, O: 7 });
 });
 
 test('stride 2 with groups 2', async () => {
-  await check({ ...base, C: 4, H: 9, W: 9, O: 6, stride: [2, 2], groups: 2 });
+  await check({ ...base, C: 4, H: 9, W: 9, O: 6, stride: [2, 2], groups: 2 }, true);
 });
 
 test('dilation 2, padding 2', async () => {
@@ -183,8 +184,8 @@ test('1x1 kernels: pointwise and strided', async () => {
 });
 
 test('7x7 stride 2 padding 3 stem; non-square kernel, stride, padding and dilation', async () => {
-  await check({ ...base, N: 1, H: 17, W: 17, O: 5, k: [7, 7], stride: [2, 2], padding: [3, 3] });
-  await check({ ...base, H: 9, W: 8, O: 5, k: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2] });
+  await check({ ...base, N: 1, H: 17, W: 17, O: 5, k: [7, 7], stride: [2, 2], padding: [3, 3] }, true);
+  await check({ ...base, H: 9, W: 8, O: 5, k: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2] }, true);
 });
 
 test('medium shape exercising full tiles: [2, 16, 20, 20] -> 24, 3x3', async () => {

@@ -9,7 +9,7 @@ import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph, Node } from '../../compiler/ir.ts';
 import type { Epilogue } from '../../compiler/codegen/kernel.ts';
 import { renderMatmul, matmulFlops } from '../../compiler/codegen/matmul.ts';
-import { type ContractionOptions, PORTABLE_TARGET, contractionTarget } from '../../compiler/codegen/tiling.ts';
+import { type ContractionOptions, PORTABLE_TARGET, type TileConfig, contractionTarget } from '../../compiler/codegen/tiling.ts';
 import { runKernel } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();
@@ -100,12 +100,23 @@ function assertClose(got: Float32Array, want: { y: Float64Array; mag: Float64Arr
   }
 }
 
-async function check(aShape: number[], bShape: number[], transA = false, transB = false, extra: Partial<ContractionOptions> = {}) {
+/**
+ * The templates a case runs on. Every case runs on the subgroup template where
+ * the device has one; `tiled` cases also on the tiled template (all of them on
+ * a device without subgroups). Compiling a tiled kernel costs lavapipe ~1.5 s
+ * the first time (Mesa caches it after that), so the tiled template gets a
+ * representative subset.
+ */
+function templatesFor(tiled: boolean) {
+  return tiled || TEMPLATES.length === 1 ? TEMPLATES : TEMPLATES.filter(([name]) => name !== 'tiled');
+}
+
+async function check(aShape: number[], bShape: number[], transA = false, transB = false, extra: Partial<ContractionOptions> = {}, tiled = false) {
   const { graph, node } = matmulGraph(aShape, bShape, transA, transB);
   const a = random(prod(aShape));
   const b = random(prod(bShape));
   const want = reference(a, aShape, b, bShape, transA, transB);
-  for (const [name, opts] of TEMPLATES) {
+  for (const [name, opts] of templatesFor(tiled)) {
     const kernel = renderMatmul(graph, node, { ...opts, ...extra });
     assert.equal(kernel.bindings, [
       { tensor: node.inputs[0], access: 'read' },
@@ -117,10 +128,18 @@ async function check(aShape: number[], bShape: number[], transA = false, transB 
   }
 }
 
+async function checkTile(aShape: number[], bShape: number[], tile: TileConfig) {
+  const { graph, node } = matmulGraph(aShape, bShape);
+  const a = random(prod(aShape));
+  const b = random(prod(bShape));
+  const kernel = renderMatmul(graph, node, { maxWorkgroupsPerDim: 65535, tile });
+  assertClose(await runKernel(device, kernel, [a, b], prod(node.shape)), reference(a, aShape, b, bShape, false, false), `${kernel.name} ${JSON.stringify(tile)}`);
+}
+
 test('awkward small sizes', async () => {
-  await check([1, 1], [1, 1]);
+  await check([1, 1], [1, 1], false, false, {}, true);
   await check([3, 5], [5, 7]);
-  await check([13, 17], [17, 33]);
+  await check([13, 17], [17, 33], false, false, {}, true);
   await check([33, 7], [7, 5]);
 });
 
@@ -131,28 +150,38 @@ test('narrow N (matrix-vector products run transposed on the subgroup template)'
 });
 
 test('transposed operands', async () => {
-  await check([7, 5], [7, 3], true, false);
+  await check([7, 5], [7, 3], true, false, {}, true);
   await check([5, 13], [17, 13], false, true);
-  await check([17, 13], [33, 17], true, true);
+  await check([17, 13], [33, 17], true, true, {}, true);
   await check([8, 12], [12, 16], false, false); // all multiples of 4: vector loads
   await check([12, 36], [20, 12], true, true); // transposed and aligned: vector loads along rows / k
 });
 
 test('batch broadcasting', async () => {
-  await check([2, 3, 5, 7], [3, 7, 4]); // leading dim broadcast
+  await check([2, 3, 5, 7], [3, 7, 4], false, false, {}, true); // leading dim broadcast
   await check([4, 5, 6], [6, 3]); // shared weight: batch folds into M
-  await check([5, 6], [2, 6, 3]); // shared left operand
+  await check([5, 6], [2, 6, 3], false, false, {}, true); // shared left operand
   await check([3, 5, 7], [1, 4, 7], false, true); // size-1 batch dim, transposed right operand
-  await check([2, 1, 7, 5], [1, 3, 7, 4], true, false); // both sides broadcast
+  await check([2, 1, 7, 5], [1, 3, 7, 4], true, false, {}, true); // both sides broadcast
 });
 
 test('medium shape exercising full tiles (128x200 @ 200x96), plain and transposed', async () => {
-  await check([128, 200], [200, 96]);
+  await check([128, 200], [200, 96], false, false, {}, true);
   await check([200, 128], [96, 200], true, true);
 });
 
+test('every tile shape the heuristics can pick, on aligned and ragged shapes', async () => {
+  const ragged: [number[], number[]] = [[70, 37], [37, 131]];
+  const aligned: [number[], number[]] = [[72, 40], [40, 136]];
+  const cases: [TileConfig, [number[], number[]]][] = [[{ template: 'tiled', tm: 32, tn: 64, tk: 16 }, ragged]];
+  if (sg > 0)
+    for (const [rowsPerLane, colGroups, kStep, shape] of [[1, 1, 1, ragged], [4, 1, 4, aligned], [2, 2, 4, ragged], [8, 2, 4, aligned]] as const)
+      cases.push([{ template: 'subgroup', subgroupSize: sg, rowsPerLane, colGroups, subgroupsPerWorkgroup: 2, kStep }, shape]);
+  for (const [tile, [aShape, bShape]] of cases) await checkTile(aShape, bShape, tile);
+});
+
 test('a grid folded into y when workgroups exceed the per-dimension limit', async () => {
-  await check([2, 40, 9], [2, 9, 70], false, false, { maxWorkgroupsPerDim: 8 });
+  await check([2, 40, 9], [2, 9, 70], false, false, { maxWorkgroupsPerDim: 8 }, true);
 });
 
 test('epilogue: relu(v + bias[n]) with the bias bound after the inputs', async () => {

@@ -6,9 +6,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { planMemory, type MemoryStep, type MemoryTensor } from '../../compiler/passes/memory.ts';
-import { planGraph, planFromJSON, planToJSON, DEFAULT_LIMITS } from '../../compiler/schedule.ts';
+import { planGraph, planFromJSON, planToJSON, DEFAULT_LIMITS, GENERIC_TARGET } from '../../compiler/schedule.ts';
 import { fuseGraph } from '../../compiler/passes/fusion.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { runLovtc } from '../../compiler/frontend/cli.ts';
 
 /** Live range of every tensor: [first write (or -1 when live at start), last touch (or the end when live at end)]. */
 function liveRanges(tensors: MemoryTensor[], steps: MemoryStep[]): Map<number, [number, number]> {
@@ -216,6 +220,122 @@ test('a tensor over the binding limit is refused with its name, size, the limit 
     () => planGraph(b.graph, { ...DEFAULT_LIMITS, maxStorageBufferBindingSize: 16 * 2 ** 20 }),
     (e: Error) => /images/.test(e.message) && /38535168 bytes/.test(e.message) && /16777216/.test(e.message) && /batch size/.test(e.message),
   );
+});
+
+test('state updates are computed in place when the old value is dead; otherwise copied', () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [4, 6]);
+  const seen = b.state('seen', [4, 6], { kind: 'zeros' }, false);
+  const acc = b.state('acc', [4, 6], { kind: 'zeros' }, false);
+  const rows = b.state('rows', [4], { kind: 'zeros' }, false);
+  const late = b.state('late', [4, 6], { kind: 'zeros' }, false);
+  const early = b.sum(seen, [0, 1]); // reads seen before its update: fine
+  b.update('seen', b.add(seen, x));
+  b.update('acc', b.add(b.mul(acc, b.full(0.9)), x)); // elementwise, same index: in place
+  b.update('rows', b.add(rows, b.sum(x, [1]))); // a reduction's epilogue: in place
+  const late1 = b.mul(late, b.full(2));
+  b.update('late', late1);
+  b.output('late_sum', b.sum(late, [0, 1])); // read after its update's kernel: must be copied
+  b.output('early', early);
+  const plan = planGraph(b.graph);
+  const stateBuffer = (name: string) => plan.state[name].buffer;
+  for (const name of ['seen', 'acc', 'rows']) assert.is(plan.updates[name].place.buffer, stateBuffer(name), `${name} in place`);
+  assert.is.not(plan.updates.late.place.buffer, stateBuffer('late'));
+  assert.is(plan.stats.inPlaceUpdates, 3);
+  // An in-place kernel binds its state once, read_write, and never read-only.
+  for (const k of plan.kernels) {
+    const buffers = k.bindings.map((bb) => plan.tensorBuffer.get(bb.tensor)!.buffer);
+    assert.is(new Set(buffers).size, buffers.length, `${k.name} binds a buffer twice`);
+  }
+  // A state read at another index (a transpose) is not updated in place.
+  const b2 = new GraphBuilder();
+  const sq = b2.state('sq', [3, 3], { kind: 'zeros' }, false);
+  b2.update('sq', b2.add(sq, b2.transpose(sq, [1, 0])));
+  assert.is(planGraph(b2.graph).stats.inPlaceUpdates, 0);
+});
+
+test('an all-zero update is a clear: no constant buffer, no kernel', () => {
+  const b = new GraphBuilder();
+  const lr = b.input('lr', []);
+  const w = b.state('w', [64, 64], { kind: 'zeros' }, true);
+  const g = b.state('g', [64, 64], { kind: 'zeros' }, false);
+  b.update('w', b.sub(w, b.mul(lr, g)));
+  b.update('g', b.full(0, [64, 64]));
+  const plan = planGraph(b.graph);
+  assert.ok(plan.updates.g.zero);
+  assert.is(plan.buffers.filter((bb) => bb.kind === 'const').length, 0);
+  assert.is(plan.stats.dispatches, 1);
+  assert.ok(plan.stats.peakBytes < 64, `only the lr input is planned, got ${plan.stats.peakBytes} bytes`);
+});
+
+test('shape-free elementwise kernels share one WGSL text across sizes', () => {
+  const b = new GraphBuilder();
+  const lr = b.input('lr', []);
+  const texts = new Set<string>();
+  for (const shape of [[3], [70, 5], [2, 300]]) {
+    const p = b.state(`p${shape.join('x')}`, shape, { kind: 'zeros' }, true);
+    const m = b.state(`m${shape.join('x')}`, shape, { kind: 'zeros' }, false);
+    b.update(`p${shape.join('x')}`, b.sub(p, b.mul(lr, b.emit('sqrt', [b.add(m, b.full(1e-8))]))));
+  }
+  for (const k of planGraph(b.graph).kernels) texts.add(k.wgsl);
+  assert.is(texts.size, 1);
+  assert.match([...texts][0], /arrayLength/);
+  // A broadcast needs coordinates: its size stays baked in.
+  const b2 = new GraphBuilder();
+  b2.output('y', b2.add(b2.input('x', [4, 5]), b2.input('bias', [5])));
+  assert.not.match(planGraph(b2.graph).kernels[0].wgsl, /arrayLength/);
+});
+
+test('the generic target plans any size and lists tensors over the default 128 MiB binding limit', () => {
+  const b = new GraphBuilder();
+  const x = b.input('attn_logits', [32, 12, 512, 512]);
+  b.output('attn', b.emit('softmax', [x], { axis: -1 }));
+  assert.throws(() => planGraph(b.graph), /384\.0 MiB/);
+  const plan = planGraph(b.graph, GENERIC_TARGET);
+  assert.is(plan.stats.oversized.length, 2);
+  assert.match(plan.stats.oversized[0].description, /attn_logits|softmax/);
+  assert.is(plan.stats.oversized[0].bytes, 32 * 12 * 512 * 512 * 4);
+  assert.is(planGraph(chainGraph(3)).stats.oversized.length, 0);
+});
+
+test('lovtc --stats reports the plan for the generic target, and --limit plans for a device', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovtc-plan-'));
+  const file = path.join(dir, 'wide.lovt');
+  // 40 x 1024 x 1024 f32 = 160 MiB: over WebGPU's default 128 MiB binding limit.
+  writeFileSync(file, `import "std/nn.lovt"
+model Wide {
+  config batch: int = 40
+  input x: f32[batch, 1024, 1024]
+  scale = Linear(1024, 1024)
+  let y = scale(x)
+  loss energy = sum(square(y)) / batch
+  output y = y
+}
+`);
+  const run = async (...args: string[]) => {
+    let out = '';
+    let err = '';
+    const code = await runLovtc(args, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
+    return { code, out, err };
+  };
+  const r = await run(file, '--stats');
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /kernels\s+step [\d,]+ dispatches \/ [\d,]+ pipelines, apply [\d,]+ dispatches \/ [\d,]+ pipelines; [\d,]+ distinct pipelines/);
+  assert.match(r.out, /memory\s+step [\d.]+ [KMG]iB planned vs [\d.]+ [KMG]iB without buffer reuse \(\d+%\)/);
+  assert.match(r.out, /target\s+generic/);
+  assert.match(r.err, /lovtc: warning: \d+ tensors? exceeds? WebGPU's default storage-buffer binding limit of 128 MiB/);
+  assert.match(r.err, /f32\[40, 1024, 1024\]\) 160\.00 MiB/);
+  const small = await run(file, '--stats', '--set', 'batch=2');
+  assert.is(small.code, 0);
+  assert.is(small.err, '');
+  // Planning for a device with the default limit refuses the big tensor, naming it.
+  const limited = await run(file, '--stats', '--limit', 'maxStorageBufferBindingSize=134217728');
+  assert.is(limited.code, 0);
+  assert.match(limited.err, /could not plan this graph: tensor %\d+ .*f32\[40, 1024, 1024\].*over this device's storage-buffer binding limit/);
+  const bad = await run(file, '--stats', '--limit', 'maxBindings=3');
+  assert.is(bad.code, 2);
+  assert.match(bad.err, /--limit needs KEY=VALUE with KEY one of maxStorageBuffersPerShaderStage/);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test.run();

@@ -8,7 +8,7 @@ import { decode } from 'fast-png';
 import { Canvas, colormap, drawLinePlot, formatTick, heatmapFigure, linePlot, niceTicks, PALETTE } from '../../runtime/report/plot.ts';
 import { glyph, textWidth, wrapText } from '../../runtime/report/font.ts';
 import { writeReport } from '../../runtime/report/report.ts';
-import { MetricsLog, readMetrics, metricSeries, type MetricsRecord } from '../../runtime/train/metrics.ts';
+import { MetricsLog, readMetrics, metricSeries, Throughput, type MetricsRecord } from '../../runtime/train/metrics.ts';
 import { NodeStorage } from '../../runtime/platform/node-storage.ts';
 
 test('font: every printable ASCII character has its own 5×7 glyph; wrapping respects the width', () => {
@@ -91,6 +91,14 @@ test('metrics log: append, resume truncation, torn last line, series', async () 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('throughput: samples over step durations in a sliding window', () => {
+  const t = new Throughput(2);
+  assert.is(t.record(8, 2), 4);
+  assert.is(t.record(8, 6), 2);
+  assert.is(t.record(16, 2), 3); // the first step left the window: (8 + 16) / (6 + 2)
+  assert.ok(Number.isNaN(new Throughput().record(8, 0)));
 });
 
 test('report.md links every figure it writes', async () => {
