@@ -166,7 +166,7 @@ test('the float64 reference gradients match finite differences of the float64 co
 });
 
 test('3x3, stride 1, padding 1, odd sizes', async () => {
-  await check(base, true);
+  await check(base);
   await check({ ...base, N: 1, C: 5, H: 13, W: 17, O: 7 });
 });
 
@@ -184,7 +184,7 @@ test('1x1 kernels: pointwise and strided', async () => {
 });
 
 test('7x7 stride 2 padding 3 stem; non-square kernel, stride, padding and dilation', async () => {
-  await check({ ...base, N: 1, H: 17, W: 17, O: 5, k: [7, 7], stride: [2, 2], padding: [3, 3] }, true);
+  await check({ ...base, N: 1, H: 17, W: 17, O: 5, k: [7, 7], stride: [2, 2], padding: [3, 3] });
   await check({ ...base, H: 9, W: 8, O: 5, k: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2] }, true);
 });
 

@@ -128,16 +128,17 @@ async function check(aShape: number[], bShape: number[], transA = false, transB 
   }
 }
 
-async function checkTile(aShape: number[], bShape: number[], tile: TileConfig) {
-  const { graph, node } = matmulGraph(aShape, bShape);
-  const a = random(prod(aShape));
-  const b = random(prod(bShape));
+async function checkTile([aShape, bShape, transA, transB]: readonly [readonly number[], readonly number[], boolean, boolean], tile: TileConfig) {
+  const { graph, node } = matmulGraph([...aShape], [...bShape], transA, transB);
+  const a = random(prod([...aShape]));
+  const b = random(prod([...bShape]));
   const kernel = renderMatmul(graph, node, { maxWorkgroupsPerDim: 65535, tile });
-  assertClose(await runKernel(device, kernel, [a, b], prod(node.shape)), reference(a, aShape, b, bShape, false, false), `${kernel.name} ${JSON.stringify(tile)}`);
+  const want = reference(a, [...aShape], b, [...bShape], transA, transB);
+  assertClose(await runKernel(device, kernel, [a, b], prod(node.shape)), want, `${kernel.name} ${JSON.stringify(tile)}`);
 }
 
 test('awkward small sizes', async () => {
-  await check([1, 1], [1, 1], false, false, {}, true);
+  await check([1, 1], [1, 1]);
   await check([3, 5], [5, 7]);
   await check([13, 17], [17, 33], false, false, {}, true);
   await check([33, 7], [7, 5]);
@@ -150,7 +151,7 @@ test('narrow N (matrix-vector products run transposed on the subgroup template)'
 });
 
 test('transposed operands', async () => {
-  await check([7, 5], [7, 3], true, false, {}, true);
+  await check([7, 5], [7, 3], true, false);
   await check([5, 13], [17, 13], false, true);
   await check([17, 13], [33, 17], true, true, {}, true);
   await check([8, 12], [12, 16], false, false); // all multiples of 4: vector loads
@@ -158,26 +159,36 @@ test('transposed operands', async () => {
 });
 
 test('batch broadcasting', async () => {
-  await check([2, 3, 5, 7], [3, 7, 4], false, false, {}, true); // leading dim broadcast
+  await check([2, 3, 5, 7], [3, 7, 4]); // leading dim broadcast
   await check([4, 5, 6], [6, 3]); // shared weight: batch folds into M
-  await check([5, 6], [2, 6, 3], false, false, {}, true); // shared left operand
+  await check([5, 6], [2, 6, 3]); // shared left operand
   await check([3, 5, 7], [1, 4, 7], false, true); // size-1 batch dim, transposed right operand
   await check([2, 1, 7, 5], [1, 3, 7, 4], true, false, {}, true); // both sides broadcast
 });
 
-test('medium shape exercising full tiles (128x200 @ 200x96), plain and transposed', async () => {
+test('medium shape exercising full tiles (128x200 @ 200x96)', async () => {
   await check([128, 200], [200, 96], false, false, {}, true);
-  await check([200, 128], [96, 200], true, true);
 });
 
-test('every tile shape the heuristics can pick, on aligned and ragged shapes', async () => {
-  const ragged: [number[], number[]] = [[70, 37], [37, 131]];
-  const aligned: [number[], number[]] = [[72, 40], [40, 136]];
-  const cases: [TileConfig, [number[], number[]]][] = [[{ template: 'tiled', tm: 32, tn: 64, tk: 16 }, ragged]];
+test('each load path of the subgroup template (vector/scalar A and B, ragged K) and the big tiles', async () => {
+  // [70, 37] @ [37, 131] is ragged everywhere; 72 x 40 x 136 is aligned; 36 is ragged only in K.
+  const shapes = {
+    ragged: [[70, 37], [37, 131], false, false],
+    aligned: [[72, 40], [40, 136], false, false],
+    alignedT: [[40, 72], [136, 40], true, true],
+    raggedK: [[70, 37], [37, 136], false, false],
+  } as const;
+  const cases: [TileConfig, keyof typeof shapes][] = [[{ template: 'tiled', tm: 32, tn: 64, tk: 16 }, 'ragged']];
   if (sg > 0)
-    for (const [rowsPerLane, colGroups, kStep, shape] of [[1, 1, 1, ragged], [4, 1, 4, aligned], [2, 2, 4, ragged], [8, 2, 4, aligned]] as const)
+    for (const [rowsPerLane, colGroups, kStep, shape] of [
+      [1, 1, 1, 'ragged'], // scalar A and B, one k per iteration
+      [1, 1, 4, 'raggedK'], // scalar A, vector B rows with a zero-filled last k step
+      [4, 1, 4, 'alignedT'], // A loaded as 4-row vectors, B as vectors along k
+      [2, 2, 4, 'ragged'], // two column groups, scalar loads
+      [8, 2, 4, 'aligned'], // the tile chosen for large problems: vector loads along k (A) and rows (B)
+    ] as const)
       cases.push([{ template: 'subgroup', subgroupSize: sg, rowsPerLane, colGroups, subgroupsPerWorkgroup: 2, kStep }, shape]);
-  for (const [tile, [aShape, bShape]] of cases) await checkTile(aShape, bShape, tile);
+  for (const [tile, shape] of cases) await checkTile(shapes[shape], tile);
 });
 
 test('a grid folded into y when workgroups exceed the per-dimension limit', async () => {
