@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { type CompileResult, IR_VERSION, compileModel, renderDiagnostic } from './index.ts';
+import { type CompileResult, IR_VERSION, checkLibrary, compileModel, renderDiagnostic } from './index.ts';
 import type { ModelInfo } from './index.ts';
 import { graphStats } from './stats.ts';
 import type { Graph } from '../ir.ts';
@@ -250,6 +250,11 @@ async function main(argv: string[], io: CliIO): Promise<number> {
   const file = program.args[0];
   const set = parseSets(opts.set);
 
+  if (opts.check && !opts.model) {
+    // A library file (blocks and fns, no model) is checked by parsing and linking it.
+    const lib = checkLibrary({ path: file }, { roots: opts.lib });
+    if (lib.ok && lib.models === 0) return 0;
+  }
   const r = compileModel({ path: file }, { model: opts.model, mode: opts.mode, set, roots: opts.lib });
   if (!r.ok || !r.graph || !r.model) {
     io.stderr(r.diagnostics.map(renderDiagnostic).join('\n\n') + '\n');

@@ -76,6 +76,20 @@ function sourceHash(files: LoadedFile[]): string {
   return h.digest('hex');
 }
 
+/**
+ * Checks a library file (one that defines blocks and fns but no model): parses it
+ * and its imports and links every name. `defines` counts what it declares.
+ * Block and fn bodies are elaborated only when a model uses them.
+ */
+export function checkLibrary(source: { path: string } | { text: string; path: string }, opts: CompileOptions = {}): { ok: boolean; diagnostics: Diagnostic[]; defines: number; models: number } {
+  const program = loadProgram(source, { roots: opts.roots, host: opts.host, stdRoot: opts.stdRoot });
+  if (!program.main || program.diagnostics.length) return { ok: false, diagnostics: attachSources(program.diagnostics, program.files), defines: 0, models: 0 };
+  const { globals, diagnostics } = linkProgram(program, RESERVED);
+  const main = program.main;
+  const defines = [...globals.table.values()].filter((d) => globals.models.every((m) => m.decl !== d)).length;
+  return { ok: diagnostics.length === 0, diagnostics: attachSources(diagnostics, program.files), defines, models: globals.models.filter((m) => m.file === main).length };
+}
+
 /** Compiles one model of a .lovt program into the graph IR. */
 export function compileModel(source: { path: string } | { text: string; path: string }, opts: CompileOptions = {}): CompileResult {
   const t0 = performance.now();

@@ -4,7 +4,7 @@
 // real `node bin/lovtc.js` as a user would.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -151,6 +151,30 @@ test('--mode eval compiles without state updates', async () => {
   const art = JSON.parse(readFileSync(path.join(out, 'graph.json'), 'utf8'));
   assert.is(art.model.mode, 'eval');
   assert.equal(art.graph.updates, {});
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('--check passes on every .lovt file in models/, library files included; a library syntax error fails', async () => {
+  const files: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.lovt')) files.push(p);
+    }
+  };
+  walk('models');
+  assert.ok(files.length >= 20, `found ${files.length} model files`);
+  for (const f of files) {
+    const r = await lovtc(f, '--check');
+    assert.is(r.code, 0, `${f}: ${r.err}`);
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovtc-lib-'));
+  const bad = path.join(dir, 'lib.lovt');
+  writeFileSync(bad, 'block A() {\n  fn forward(x: f32[N]) -> f32[N] { return x + }\n}\n');
+  const r = await lovtc(bad, '--check');
+  assert.is(r.code, 1);
+  assert.match(r.err, `${bad}:2:`);
   rmSync(dir, { recursive: true, force: true });
 });
 
