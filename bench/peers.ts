@@ -26,6 +26,8 @@ export function stepNames(c: BenchCase): string[] {
  */
 export interface PreparedCase {
   steps: { name: string; run: (() => Promise<void>) | null }[];
+  /** Makes the runner current before its steps run (TF.js: the active backend); not timed. */
+  activate?(): Promise<void>;
   dispose(): void;
 }
 
@@ -58,6 +60,7 @@ const random = (tf: TF, shape: number[]) => tf.randomUniform(shape, -1, 1, 'floa
 /** TF.js ops of a case as steps; `settle` waits until a step's work is finished. */
 function tfSteps(tf: TF, backend: string, c: BenchCase, settle: (t: Tensor) => Promise<void>): PreparedCase {
   const keep: Tensor[] = [];
+  const activate = () => useBackend(tf, backend);
   const step = (name: string, kernel: string, f: () => Tensor) => ({
     name,
     run: tf.getKernel(kernel, backend as any)
@@ -72,7 +75,7 @@ function tfSteps(tf: TF, backend: string, c: BenchCase, settle: (t: Tensor) => P
     const a = random(tf, [c.M, c.K]);
     const b = random(tf, [c.K, c.N]);
     keep.push(a, b);
-    return { steps: [step('matmul', 'BatchMatMul', () => tf.matMul(a, b))], dispose: () => tf.dispose(keep) };
+    return { steps: [step('matmul', 'BatchMatMul', () => tf.matMul(a, b))], activate, dispose: () => tf.dispose(keep) };
   }
   const x = random(tf, [c.N, c.H, c.W, c.C]);
   const w = random(tf, [3, 3, c.C, c.O]);
@@ -85,6 +88,7 @@ function tfSteps(tf: TF, backend: string, c: BenchCase, settle: (t: Tensor) => P
       step('grad input', 'Conv2DBackpropInput', () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...conv, inputShape: [c.N, c.H, c.W, c.C] } as any) as Tensor),
       step('grad weight', 'Conv2DBackpropFilter', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...conv, filterShape: [3, 3, c.C, c.O] } as any) as Tensor),
     ],
+    activate,
     dispose: () => tf.dispose(keep),
   };
 }

@@ -7,6 +7,7 @@
 // timed runs is reported. See bench/README.md for how to read the output.
 
 import { writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GraphBuilder } from '../compiler/builder.ts';
@@ -124,33 +125,43 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-async function measure(runner: BenchRunner, c: BenchCase, args: Args): Promise<RunnerResult> {
-  const prepared: PreparedCase = await runner.prepare(c);
+/**
+ * Times every runner on one case. Iterations are interleaved (lovt, peer, peer,
+ * lovt, ...) so that all runners see the same machine load: on a CPU-emulated
+ * device other processes change the times a lot, and the ratios are what count.
+ */
+async function measure(runners: BenchRunner[], c: BenchCase, args: Args): Promise<RunnerResult[]> {
+  const prepared: PreparedCase[] = [];
   try {
-    const times: number[][] = prepared.steps.map(() => []);
-    const totals: number[] = [];
+    for (const r of runners) prepared.push(await r.prepare(c));
+    const times = prepared.map((p) => p.steps.map((): number[] => []));
+    const totals = prepared.map((): number[] => []);
     for (let it = 0; it < args.warmup + args.runs; it++) {
-      let total = 0;
-      for (const [i, step] of prepared.steps.entries()) {
-        if (!step.run) continue;
-        const t0 = performance.now();
-        await step.run();
-        const dt = performance.now() - t0;
-        if (it >= args.warmup) times[i].push(dt);
-        total += dt;
+      for (const [r, p] of prepared.entries()) {
+        await p.activate?.();
+        let total = 0;
+        for (const [i, step] of p.steps.entries()) {
+          if (!step.run) continue;
+          const t0 = performance.now();
+          await step.run();
+          const dt = performance.now() - t0;
+          if (it >= args.warmup) times[r][i].push(dt);
+          total += dt;
+        }
+        if (it >= args.warmup) totals[r].push(total);
       }
-      if (it >= args.warmup) totals.push(total);
     }
     const flops = stepFlops(c);
-    const steps = prepared.steps.map((s, i) => {
-      const ms = s.run ? median(times[i]) : null;
-      return { name: s.name, medianMs: ms, gflops: ms ? flops / ms / 1e6 : null };
+    return prepared.map((p, r) => {
+      const steps = p.steps.map((s, i) => {
+        const ms = s.run ? median(times[r][i]) : null;
+        return { name: s.name, medianMs: ms, gflops: ms ? flops / ms / 1e6 : null };
+      });
+      const totalMs = p.steps.every((s) => s.run) ? median(totals[r]) : null;
+      return { runner: runners[r].name, steps, totalMs, totalGflops: totalMs ? (flops * steps.length) / totalMs / 1e6 : null };
     });
-    const complete = prepared.steps.every((s) => s.run);
-    const totalMs = complete ? median(totals) : null;
-    return { runner: runner.name, steps, totalMs, totalGflops: totalMs ? (flops * steps.length) / totalMs / 1e6 : null };
   } finally {
-    prepared.dispose();
+    for (const p of prepared) p.dispose();
   }
 }
 
@@ -181,7 +192,8 @@ async function main() {
   const lovt = await getNodeDevice();
   const target = contractionTarget(lovt);
   console.log(`device: ${lovt.description}   kernel family: ${target.kind}${target.subgroupSize ? ` (subgroup ${target.subgroupSize})` : ''}`);
-  console.log(`timing: ${args.warmup} warm-up + median of ${args.runs} runs, waiting for completion\n`);
+  const loadBefore = os.loadavg()[0];
+  console.log(`timing: ${args.warmup} warm-up + median of ${args.runs} runs, waiting for completion; load average ${loadBefore.toFixed(2)} on ${os.cpus().length} CPUs\n`);
 
   const runners: BenchRunner[] = [lovtRunner(lovt, target)];
   const peerErrors: Record<string, string> = {};
@@ -199,12 +211,9 @@ async function main() {
   const results: { name: string; case: BenchCase; flopsPerStep: number; runners: RunnerResult[]; ratios: Record<string, number | null> }[] = [];
   for (const { name, c } of CASES) {
     if (args.only && !name.includes(args.only)) continue;
-    const rs: RunnerResult[] = [];
-    for (const r of runners) {
-      process.stdout.write(`  ${name}: ${r.name} ...`);
-      rs.push(await measure(r, c, args));
-      process.stdout.write(` ${fmt(rs[rs.length - 1].totalMs)} ms\n`);
-    }
+    process.stdout.write(`  ${name} ...`);
+    const rs = await measure(runners, c, args);
+    process.stdout.write(` ${rs.map((r) => `${r.runner} ${fmt(r.totalMs)} ms`).join(', ')}\n`);
     const ours = rs[0];
     const ratios: Record<string, number | null> = {};
     for (const p of rs.slice(1)) ratios[p.runner] = ours.totalMs && p.totalMs ? p.totalMs / ours.totalMs : null;
@@ -248,6 +257,8 @@ async function main() {
     device: lovt.description,
     target,
     timing: { warmup: args.warmup, runs: args.runs, statistic: 'median' },
+    /** 1-minute load average before and after: other processes skew a CPU-emulated device's times. */
+    loadAverage: { before: loadBefore, after: os.loadavg()[0], cpus: os.cpus().length },
     peerErrors,
     cases: results.map((r) => ({
       name: r.name,

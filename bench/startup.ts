@@ -31,10 +31,11 @@ interface Args {
   profile: boolean;
   top: number;
   planOnly: boolean;
+  profileFirst: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { model: 'models/lovt-tiny.lovt', set: { vocab_size: '256' }, runs: 3, profile: false, top: 25, planOnly: false };
+  const args: Args = { model: 'models/lovt-tiny.lovt', set: { vocab_size: '256' }, runs: 3, profile: false, top: 25, planOnly: false, profileFirst: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -46,6 +47,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--profile') args.profile = true;
     else if (a === '--top') args.top = Math.max(1, parseInt(value(), 10));
     else if (a === '--plan-only') args.planOnly = true;
+    else if (a === '--profile-first') args.profileFirst = true;
     else if (a === '--model') args.model = value();
     else if (a === '--set') {
       const kv = value();
@@ -134,6 +136,11 @@ async function main(): Promise<void> {
 
   for (const [name, data] of Object.entries(initState(train.graph, 1))) store.upload(name, data);
   const inputs = syntheticInputs(step, Number(args.set.vocab_size ?? 256));
+  if (args.profileFirst) {
+    // The first run dispatch by dispatch: where the driver's pipeline compilation goes.
+    const first = await programs.step.profile(inputs, true);
+    printProfile('first run of the step', first, args.top);
+  }
   const times: number[] = [];
   for (let i = 0; i <= args.runs; i++) {
     const t = performance.now();
@@ -154,29 +161,31 @@ async function main(): Promise<void> {
   await programs.eval.run(evalInputs, Object.keys(evalGraph.outputs).filter((n) => n.startsWith('loss.')));
   console.log(`eval forward: ${(performance.now() - t).toFixed(0)} ms`);
 
-  if (args.profile) {
-    const prof = await programs.step.profile(inputs);
-    const total = prof.kernels.reduce((s, k) => s + k.ms, 0);
-    console.log(`\nprofile of one step (${prof.method}): ${total.toFixed(1)} ms in ${prof.kernels.length} dispatches`);
-    const byName = new Map<string, { ms: number; n: number }>();
-    for (const k of prof.kernels) {
-      const e = byName.get(k.name) ?? { ms: 0, n: 0 };
-      e.ms += k.ms;
-      e.n++;
-      byName.set(k.name, e);
-    }
-    const rows = [...byName].sort((a, b) => b[1].ms - a[1].ms).slice(0, args.top);
-    for (const [name, e] of rows) console.log(`${e.ms.toFixed(2).padStart(9)} ms ${(100 * e.ms / total).toFixed(1).padStart(5)}%  ×${e.n}  ${name}`);
-    const kinds = new Map<string, number>();
-    for (const k of prof.kernels) {
-      const kind = k.name.replace(/_[0-9x]+(_.*)?$/, '').replace(/_scalar$/, '');
-      kinds.set(kind, (kinds.get(kind) ?? 0) + k.ms);
-    }
-    console.log('\nby kernel family:');
-    for (const [kind, ms] of [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`${ms.toFixed(2).padStart(9)} ms ${(100 * ms / total).toFixed(1).padStart(5)}%  ${kind}`);
-  }
+  if (args.profile) printProfile('one step', await programs.step.profile(inputs), args.top);
   for (const p of Object.values(programs)) p.destroy();
   store.destroy();
+}
+
+/** Slowest kernels by name, then by family. */
+function printProfile(what: string, prof: { method: string; kernels: { name: string; ms: number }[] }, top: number): void {
+  const total = prof.kernels.reduce((s, k) => s + k.ms, 0);
+  console.log(`\nprofile of ${what} (${prof.method}): ${total.toFixed(1)} ms in ${prof.kernels.length} dispatches`);
+  const byName = new Map<string, { ms: number; n: number }>();
+  for (const k of prof.kernels) {
+    const e = byName.get(k.name) ?? { ms: 0, n: 0 };
+    e.ms += k.ms;
+    e.n++;
+    byName.set(k.name, e);
+  }
+  const rows = [...byName].sort((a, b) => b[1].ms - a[1].ms).slice(0, top);
+  for (const [name, e] of rows) console.log(`${e.ms.toFixed(2).padStart(9)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%  ×${e.n}  ${name}`);
+  const kinds = new Map<string, number>();
+  for (const k of prof.kernels) {
+    const kind = k.name.replace(/_[0-9x]+(_.*)?$/, '').replace(/_scalar$/, '');
+    kinds.set(kind, (kinds.get(kind) ?? 0) + k.ms);
+  }
+  console.log('\nby kernel family:');
+  for (const [kind, ms] of [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`${ms.toFixed(2).padStart(9)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}%  ${kind}`);
 }
 
 main().then(

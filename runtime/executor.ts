@@ -334,9 +334,11 @@ export class Program {
    * Times every dispatch of one run (for benchmarks; the state updates are not
    * applied). With the adapter's 'timestamp-query' feature each dispatch gets
    * its own compute pass with timestamps; otherwise each is submitted alone
-   * and timed on the host until the queue is idle (which includes submit overhead).
+   * and timed on the host until the queue is idle (which includes submit
+   * overhead, and on the first run the driver's compilation of each pipeline);
+   * `hostTimed` forces the latter.
    */
-  async profile(inputs: Record<string, HostTensor>): Promise<{ method: string; kernels: { name: string; ms: number }[] }> {
+  async profile(inputs: Record<string, HostTensor>, hostTimed = false): Promise<{ method: string; kernels: { name: string; ms: number }[] }> {
     const device = this.dev.device;
     await this.pending;
     const plan = this.plan;
@@ -347,7 +349,7 @@ export class Program {
       if (data.byteLength) device.queue.writeBuffer(this.buffers[io.place.buffer], io.place.offset, data.buffer, data.byteOffset, data.byteLength);
     }
     const n = plan.kernels.length;
-    if (this.dev.features.has('timestamp-query')) {
+    if (this.dev.features.has('timestamp-query') && !hostTimed) {
       const querySet = device.createQuerySet({ type: 'timestamp', count: 2 * n });
       const resolve = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
       const read = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });

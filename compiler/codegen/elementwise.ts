@@ -59,6 +59,25 @@ const BINARY: Record<string, (a: string, b: string) => string> = {
 const COMPARE: Record<string, string> = { gt: '>', ge: '>=', lt: '<', le: '<=', eq: '==', ne: '!=' };
 
 /**
+ * Four output elements per invocation (renderElementwise's vector mode): the
+ * root is evaluated in a loop over lane `k` at flat index `e = 4·i4 + k`, and
+ * every tensor read at `e` is loaded once as a vec4 before the loop. On
+ * llvmpipe each storage access is a per-lane scalar loop with bounds checks,
+ * so one vec4 access instead of four scalar ones makes an elementwise kernel
+ * about 3x faster (1M-element multiply-add: 14 ms -> 5 ms on the CI machine).
+ */
+export interface LaneMode {
+  /** The per-lane flat index ('e'). */
+  index: string;
+  /** The lane within the vec4 ('k'). */
+  lane: string;
+  /** Tensors read at the lane index, filled while compiling. */
+  laneReads: Set<number>;
+  /** Tensors bound as vec4 arrays -> the `let` holding this invocation's vec4. */
+  vectors: Map<number, string>;
+}
+
+/**
  * Generates WGSL statements computing node values at flat indices. `inline`
  * holds the nodes computed in place; every other node is loaded from its
  * buffer through the KernelBuilder. 'full' and 'iota' are always inlined.
@@ -76,6 +95,8 @@ export class ExprCompiler {
    * the flat index (or a scalar at 0), so its kernel can serve any size.
    */
   shapeDependent = false;
+  /** Vector mode (see LaneMode); the root index is then lanes.index. */
+  lanes?: LaneMode;
 
   constructor(
     private graph: Graph,
@@ -87,6 +108,14 @@ export class ExprCompiler {
   /** The statements emitted so far. */
   code(): string {
     return this.lines.join('\n');
+  }
+
+  /** The root's value expression, once compiled (renderElementwise). */
+  resultExpr = '';
+
+  /** Sets the indentation depth of emitted lines. */
+  indent(depth: number): void {
+    this.depth = depth;
   }
 
   emit(line: string): void {
@@ -166,15 +195,29 @@ export class ExprCompiler {
 
   private compute(node: Node, ix: Index): string {
     const b = this.builder;
-    if (node.op === 'full') return literal(node.attrs.value as number, node.dtype);
+    if (node.op === 'full') {
+      const v = literal(node.attrs.value as number, node.dtype);
+      // Infinities and NaN are built at run time by helpers (literal()).
+      if (v.includes('lovt_inf')) b.use('lovt_inf');
+      if (v.includes('lovt_nan')) b.use('lovt_nan');
+      return v;
+    }
     if (node.op === 'iota') {
       const c = this.coord(ix, normalise(node.attrs.axis as number, node.shape.length));
       return node.dtype === 'i32' ? `i32(${c})` : `f32(${c})`;
     }
     if (!this.inline.has(node.id)) {
+      const lanes = this.lanes;
       // An aliased tensor is overwritten in place at the root index: reading it anywhere else would race.
-      if (b.isAliased(node.id) && ix.name !== 'i') throw new Error(`internal: in-place tensor %${node.id} read at index ${ix.name}, not the written element`);
-      return this.bind(`${b.read(node.id, node.dtype)}[${ix.name}]`, 'x');
+      if (b.isAliased(node.id) && ix.name !== (lanes?.index ?? 'i')) throw new Error(`internal: in-place tensor %${node.id} read at index ${ix.name}, not the written element`);
+      const binding = b.read(node.id, node.dtype);
+      if (lanes && ix.name === lanes.index) {
+        lanes.laneReads.add(node.id);
+        const vec = lanes.vectors.get(node.id);
+        if (vec) return `${vec}[${lanes.lane}]`;
+      }
+      if (b.isVector(node.id)) return this.bind(`${binding}[${ix.name} >> 2u][${ix.name} & 3u]`, 'x');
+      return this.bind(`${binding}[${ix.name}]`, 'x');
     }
     const g = this.graph;
     const input = (k: number): string => {
@@ -299,21 +342,41 @@ function normalise(axis: number, rank: number): number {
  * `inline` computed in place (a fused group) and everything else loaded.
  * `inPlace` names a tensor the kernel overwrites with root (a state update):
  * it is read through the output binding, only at the element being written.
+ * Outputs whose size is a multiple of 4 get four elements per invocation
+ * (LaneMode); a shape-free kernel is bounded by its output binding's length
+ * instead of a baked count, so one pipeline serves every size (e.g. the
+ * optimizer update of every parameter).
  */
 export function renderElementwise(graph: Graph, root: number, inline: Set<number>, opts: RenderOptions, inPlace?: number): Kernel {
   const node = graph.nodes[root];
-  const builder = new KernelBuilder();
-  const out = builder.write(root, node.dtype);
-  if (inPlace !== undefined) builder.alias(inPlace, out);
-  const ec = new ExprCompiler(graph, new Set([...inline, root]), builder);
   const count = numel(node.shape);
-  const v = ec.value(root, ec.index('i', node.shape));
-  ec.emit(`${out}[i] = ${v};`);
-  // A shape-free kernel is bounded by its output binding's length instead of a
-  // baked count, so one pipeline serves every size (e.g. the optimizer update
-  // of every parameter).
-  const bound = ec.shapeDependent ? undefined : `arrayLength(&${out})`;
-  const { main, workgroups } = perElement(count, opts.maxWorkgroupsPerDim, ec.code(), 256, bound);
+  const vector = count % 4 === 0;
+  // A first pass finds the tensors read at the output's own index; the second binds them as vec4 arrays.
+  const probe = vector ? compileElementwise(graph, root, inline, inPlace, new Map()) : undefined;
+  const vectors = new Map<number, string>();
+  for (const t of probe?.ec.lanes?.laneReads ?? []) vectors.set(t, `vec${vectors.size}`);
+  if (inPlace !== undefined && vector) vectors.set(inPlace, 'vec_state');
+  const { ec, builder, out } = compileElementwise(graph, root, inline, inPlace, vector ? vectors : undefined);
+  const t = wgslType(node.dtype);
+  let body: string;
+  let bound: string;
+  if (vector) {
+    // Hoisted vec4 loads; an in-place state is loaded through the output binding before it is overwritten.
+    const loads = [...vectors].map(([tensor, name]) => `  let ${name} = ${builder.read(tensor, graph.nodes[tensor].dtype)}[i];`);
+    body = `${loads.join('\n')}
+  var result: vec4<${t}>;
+  for (var k = 0u; k < 4u; k++) {
+    let e = i * 4u + k;
+${ec.code()}
+    result[k] = ${ec.resultExpr};
+  }
+  ${out}[i] = result;`;
+    bound = ec.shapeDependent ? `${count / 4}u` : `arrayLength(&${out})`;
+  } else {
+    body = `${ec.code()}\n  ${out}[i] = ${ec.resultExpr};`;
+    bound = ec.shapeDependent ? `${count}u` : `arrayLength(&${out})`;
+  }
+  const { main, workgroups } = perElement(vector ? count / 4 : count, opts.maxWorkgroupsPerDim, body, 256, bound);
   const members = [...inline].filter((n) => n !== root && !['full', 'iota'].includes(graph.nodes[n].op)).length;
   const { decls, bindings } = builder.finish();
   return {
@@ -324,6 +387,23 @@ export function renderElementwise(graph: Graph, root: number, inline: Set<number
     workgroups,
     flops: count * (members + 1),
   };
+}
+
+/** Compiles the root's expression; with `vectors`, in vector mode (lane index `e`, those tensors bound as vec4). */
+function compileElementwise(graph: Graph, root: number, inline: Set<number>, inPlace: number | undefined, vectors?: Map<number, string>) {
+  const node = graph.nodes[root];
+  const builder = new KernelBuilder();
+  const out = builder.write(root, node.dtype);
+  if (inPlace !== undefined) builder.alias(inPlace, out);
+  const ec = new ExprCompiler(graph, new Set([...inline, root]), builder);
+  if (vectors) {
+    builder.vectorize(root);
+    for (const t of vectors.keys()) if (t !== inPlace) builder.vectorize(t);
+    ec.lanes = { index: 'e', lane: 'k', laneReads: new Set(), vectors };
+    ec.indent(2);
+  }
+  ec.resultExpr = ec.value(root, ec.index(vectors ? 'e' : 'i', node.shape));
+  return { ec, builder, out };
 }
 
 /**

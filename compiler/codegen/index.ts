@@ -47,6 +47,7 @@ export function renderGroup(
   const scratch: RenderedGroup['scratch'] = [];
   const opts: RenderOptions = {
     maxWorkgroupsPerDim: limits.maxWorkgroupsPerDim,
+    subgroupSize: limits.target?.kind === 'simd-cpu' && limits.target.subgroupSize > 0 ? limits.target.subgroupSize : undefined,
     scratch: (elements, dtype) => {
       const id = newScratchId();
       scratch.push({ id, elements, dtype });

@@ -122,21 +122,44 @@ ${visit}
   }`;
 }
 
-function renderMaxPoolGrad(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+/**
+ * max_pool2d's gradient in gather form. Every input element sums dy over the
+ * windows whose (first) maximum it is. The window argmaxes are computed once by
+ * a first kernel (one thread per window) into a scratch buffer, so the gather
+ * only compares indices (recomputing every containing window's argmax per
+ * input element cost kh·kw times the loads: 47 of lovt-tiny's ~1000 ms step).
+ */
+function renderMaxPoolGrad(graph: Graph, node: Node, opts: RenderOptions): Kernel[] {
   const [x, dy] = node.inputs.map((i) => graph.nodes[i]);
   const p = poolOf(node, x.shape, dy.shape);
+  const overlaps = Math.ceil(p.kh / p.sh) * Math.ceil(p.kw / p.sw);
+  if (!opts.scratch) throw new Error(`internal: max_pool2d_grad (node %${node.id}) needs planner scratch for its window argmaxes`);
+  // Pass 1: the argmax (flat x index, -1 for an all-padding window) of every output window.
+  const windows = numel(dy.shape);
+  const argmax = opts.scratch(windows, 'i32');
+  const ab = new KernelBuilder();
+  const xs = ab.read(x.id, 'f32');
+  const out = ab.write(argmax, 'i32');
+  const argMain = perElement(windows, opts.maxWorkgroupsPerDim, `${windowOrigin(p)}
+  ${windowArgmax(p, xs)}
+  ${out}[i] = arg;`);
+  const argFinished = ab.finish();
+  const argKernel: Kernel = {
+    name: kernelName('max_pool2d_argmax', dy.shape),
+    wgsl: `${argFinished.decls}\n\n${argMain.main}\n`,
+    entryPoint: 'main',
+    bindings: argFinished.bindings,
+    workgroups: argMain.workgroups,
+    flops: windows * p.kh * p.kw,
+  };
+  // Pass 2: each input element gathers dy from the windows it wins.
   const b = new KernelBuilder();
-  const xs = b.read(x.id, 'f32');
+  const args = b.read(argmax, 'i32');
   const dys = b.read(dy.id, 'f32');
-  // Each window's dy goes to its first maximum; recompute that argmax per window.
-  const visit = `      let h0 = i32(oh * ${p.sh}u) - ${p.ph}i;
-      let w0 = i32(ow * ${p.sw}u) - ${p.pw}i;
-      ${windowArgmax(p, xs).replace(/\n/g, '\n  ')}
-      if (arg == i32(i)) { acc += ${dys}[yi]; }`;
   const body = `  var acc = 0.0;
-${windowsContaining(p, visit)}
+${windowsContaining(p, `      if (${args}[yi] == i32(i)) { acc += ${dys}[yi]; }`)}
   let v = acc;`;
-  return elementKernel('max_pool2d_grad', node, b, opts, body, p.kh * p.kw * Math.ceil(p.kh / p.sh) * Math.ceil(p.kw / p.sw));
+  return [argKernel, elementKernel('max_pool2d_grad', node, b, opts, body, overlaps)];
 }
 
 function renderAvgPoolGrad(graph: Graph, node: Node, opts: RenderOptions): Kernel {
@@ -390,7 +413,7 @@ export function renderNN(graph: Graph, node: Node, opts: RenderOptions): Kernel[
   switch (node.op) {
     case 'max_pool2d': return [renderMaxPool(graph, node, opts)];
     case 'avg_pool2d': return [renderAvgPool(graph, node, opts)];
-    case 'max_pool2d_grad': return [renderMaxPoolGrad(graph, node, opts)];
+    case 'max_pool2d_grad': return renderMaxPoolGrad(graph, node, opts);
     case 'avg_pool2d_grad': return [renderAvgPoolGrad(graph, node, opts)];
     case 'upsample2d': return [renderUpsample(graph, node, opts)];
     case 'upsample2d_grad': return [renderUpsampleGrad(graph, node, opts)];

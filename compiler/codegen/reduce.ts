@@ -107,42 +107,65 @@ interface Accumulator {
   init: string;
   step: (acc: string, x: string) => string;
   merge: (a: string, b: string) => string;
+  /** The combined state of a whole subgroup (every lane gets it). */
+  subgroup: (a: string) => string;
 }
 
 function accumulatorOf(op: string, dtype: DType): Accumulator {
   const type = wgslType(dtype);
-  if (op === 'sum') return { type, init: zeroOf(dtype), step: (a, x) => `${a} + ${x}`, merge: (a, b) => `${a} + ${b}` };
-  if (op === 'max') return { type, init: lowestOf(dtype), step: (a, x) => `max(${a}, ${x})`, merge: (a, b) => `max(${a}, ${b})` };
+  if (op === 'sum') return { type, init: zeroOf(dtype), step: (a, x) => `${a} + ${x}`, merge: (a, b) => `${a} + ${b}`, subgroup: (a) => `subgroupAdd(${a})` };
+  if (op === 'max') return { type, init: lowestOf(dtype), step: (a, x) => `max(${a}, ${x})`, merge: (a, b) => `max(${a}, ${b})`, subgroup: (a) => `subgroupMax(${a})` };
   // logsumexp / softmax: (running max, sum of exp(x - max)) in one pass ("online softmax").
-  return { type: 'vec2<f32>', init: 'vec2<f32>(-lovt_inf(), 0.0)', step: (a, x) => `lovt_online_step(${a}, ${x})`, merge: (a, b) => `lovt_online_merge(${a}, ${b})` };
+  return {
+    type: 'vec2<f32>',
+    init: 'vec2<f32>(-lovt_inf(), 0.0)',
+    step: (a, x) => `lovt_online_step(${a}, ${x})`,
+    merge: (a, b) => `lovt_online_merge(${a}, ${b})`,
+    subgroup: (a) => `lovt_online_subgroup(${a})`,
+  };
 }
+
+/** How a row is reduced: one thread per row, a workgroup tree, or one subgroup per row. */
+type RowKernel = 'loop' | 'tree' | 'subgroup';
 
 /**
  * Emits WGSL reducing `term(r)` over the row into `result`, then `finish`
  * (statements using `result`). Tree kernels use one barrier: each thread folds
  * a strided slice, then thread 0 merges the partials serially (llvmpipe, the CI
  * device, compiles every barrier slowly; 64 serial merges cost a GPU well under
- * a microsecond). With `broadcast`, every thread of the row sees `result`
- * (a second barrier); otherwise `finish` runs on thread 0 only.
+ * a microsecond). Subgroup kernels (a workgroup is one subgroup) combine the
+ * lanes' partials with subgroup operations: no shared memory, no barrier --
+ * on lavapipe about twice as fast to run and 40% faster to compile. With
+ * `broadcast`, every thread of the row sees `result`; otherwise `finish` runs
+ * on thread 0 only.
  */
-function rowReduce(tree: boolean, wg: number, length: number, acc: Accumulator, term: (r: string) => string, finish: string, broadcast: boolean): string {
+function rowReduce(kind: RowKernel, wg: number, length: number, acc: Accumulator, term: (r: string) => string, finish: string, broadcast: boolean): string {
+  const head = `  var part: ${acc.type} = ${acc.init};
+  for (var r = lid; r < ${length}u; r += ${wg}u) { part = ${acc.step('part', term('r'))}; }
+`;
+  if (kind === 'subgroup') {
+    const combined = `${head}  let result = ${acc.subgroup('part')};
+`;
+    return broadcast ? `${combined}${finish}` : `${combined}  if (lid == 0u) {
+  ${finish.trim()}
+  }`;
+  }
+  const tree = kind === 'tree';
   if (!tree)
     return `  var result: ${acc.type} = ${acc.init};
   for (var r = 0u; r < ${length}u; r++) { result = ${acc.step('result', term('r'))}; }
 ${finish}`;
   const merged = `var merged = red_part[0];
     for (var k = 1u; k < ${wg}u; k++) { merged = ${acc.merge('merged', 'red_part[k]')}; }`;
-  const head = `  var part: ${acc.type} = ${acc.init};
-  for (var r = lid; r < ${length}u; r += ${wg}u) { part = ${acc.step('part', term('r'))}; }
-  red_part[lid] = part;
+  const shared = `${head}  red_part[lid] = part;
   workgroupBarrier();
 `;
-  if (!broadcast) return `${head}  if (lid == 0u) {
+  if (!broadcast) return `${shared}  if (lid == 0u) {
     ${merged}
     let result = merged;
   ${finish.trim()}
   }`;
-  return `${head}  if (lid == 0u) {
+  return `${shared}  if (lid == 0u) {
     ${merged}
     red_part[0] = merged;
   }
@@ -161,7 +184,8 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
   const axes = node.op === 'sum' || node.op === 'max' ? (node.attrs.axes as number[]) : [node.attrs.axis as number];
   const g = reduceGeometry(x.shape, axes);
   const tree = useTree(g);
-  const wg = tree ? treeSize(g.length) : 256;
+  const kind: RowKernel = !tree ? 'loop' : opts.subgroupSize ? 'subgroup' : 'tree';
+  const wg = kind === 'subgroup' ? opts.subgroupSize! : tree ? treeSize(g.length) : 256;
   const builder = new KernelBuilder();
   const epi = opts.epilogue;
   const loader = renderLoader(graph, x.id, prologue, builder, 'load_x');
@@ -172,19 +196,21 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
     const v = `load_x(base + ${offsetExpr(g, r)})`;
     return acc.type !== 'i32' && x.dtype === 'i32' ? `f32(${v})` : v;
   };
-  if (node.op === 'logsumexp' || node.op === 'softmax') builder.use('lovt_online');
-  else if (node.op === 'max' && node.dtype === 'f32') builder.use('lovt_inf'); // the f32 max identity is -inf
+  if (node.op === 'logsumexp' || node.op === 'softmax') {
+    builder.use('lovt_online');
+    if (kind === 'subgroup') builder.use('lovt_online_subgroup');
+  } else if (node.op === 'max' && node.dtype === 'f32') builder.use('lovt_inf'); // the f32 max identity is -inf
   let body: string;
   if (node.op === 'sum' || node.op === 'max') {
-    body = rowReduce(tree, wg, g.length, acc, load, `  ${outName}[o] = ${writeValue(epi, 'result', 'o', node.dtype)};`, false);
+    body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${writeValue(epi, 'result', 'o', node.dtype)};`, false);
   } else if (node.op === 'logsumexp') {
     // m + log(s); a row of -inf gives -inf + log(0) = -inf, as the reference does.
-    body = rowReduce(tree, wg, g.length, acc, load, `  ${outName}[o] = ${applyEpilogue(epi, 'result.x + log(result.y)', 'o')};`, false);
+    body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${applyEpilogue(epi, 'result.x + log(result.y)', 'o')};`, false);
   } else {
     // softmax: every thread of the row writes its elements; output index = input index.
     const start = tree ? 'lid' : '0u';
     const step = tree ? `${wg}u` : '1u';
-    body = rowReduce(tree, wg, g.length, acc, load, `  let inv = 1.0 / result.y;
+    body = rowReduce(kind, wg, g.length, acc, load, `  let inv = 1.0 / result.y;
   for (var r = ${start}; r < ${g.length}u; r += ${step}) {
     let j = base + ${offsetExpr(g, 'r')};
     ${outName}[j] = ${applyEpilogue(epi, `exp(${load('r')} - result.x) * inv`, 'j')};
@@ -193,11 +219,13 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
   const count = tree ? g.rows : Math.ceil(g.rows / wg);
   const { workgroups, flatId } = flatGrid(count, opts.maxWorkgroupsPerDim);
   const head = tree ? `  let o = ${flatId};\n  if (o >= ${g.rows}u) { return; }` : `  let o = ${flatId} * ${wg}u + lid;\n  if (o >= ${g.rows}u) { return; }`;
-  const shared = tree ? `var<workgroup> red_part: array<${acc.type}, ${wg}>;\n` : '';
+  const shared = kind === 'tree' ? `var<workgroup> red_part: array<${acc.type}, ${wg}>;\n` : '';
   const { decls, bindings } = builder.finish(epi);
-  const wgsl = `${decls}\n${shared}${loader}\n\n${entry(wg, `${head}\n  let base = ${baseExpr(g, 'o')};\n${body}`)}\n`;
+  const enable = kind === 'subgroup' ? 'enable subgroups;\n' : '';
+  const wgsl = `${enable}${decls}\n${shared}${loader}\n\n${entry(wg, `${head}\n  let base = ${baseExpr(g, 'o')};\n${body}`)}\n`;
   const flops = numel(x.shape) * (node.op === 'softmax' ? 5 : node.op === 'logsumexp' ? 3 : 1);
-  return { name: kernelName(`${node.op}${tree ? '' : '_loop'}`, node.shape), wgsl, entryPoint: 'main', bindings, workgroups, flops };
+  const suffix = kind === 'tree' ? '' : `_${kind === 'loop' ? 'loop' : `sg${wg}`}`;
+  return { name: kernelName(`${node.op}${suffix}`, node.shape), wgsl, entryPoint: 'main', bindings, workgroups, flops };
 }
 
 function writeValue(epi: RenderOptions['epilogue'], v: string, index: string, dtype: DType): string {

@@ -17,8 +17,12 @@
 //    cooperatively and hand them to each other with subgroupBroadcast (a
 //    register shuffle), each lane loads only its own 4 columns of B, and each
 //    lane keeps an RM x 4 register block. Measured on lavapipe (2 cores): a
-//    1024^3 matmul runs at ~17 GFLOP/s this way against ~3.6 for the tiled
-//    template and ~2.9 for TF.js's WebGPU backend.
+//    1024^3 matmul runs at ~14 GFLOP/s this way against ~3 for the tiled
+//    template and ~2.3 for TF.js's WebGPU backend (bench/).
+//    lavapipe compiles shaders with LLVM at first dispatch, and its time grows
+//    steeply with the per-lane load/store code, so the template keeps that
+//    code small: stores run in a loop, small problems take one k per
+//    iteration, and loop trip counts are hidden from LLVM's full unroller.
 //
 // Shapes are WGSL constants; bounds checks are emitted only along dimensions
 // that are not multiples of the tile.
@@ -158,9 +162,9 @@ export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, targ
     // element a lane loads feeds 4 * colGroups columns in every lane, so larger
     // register tiles mean fewer of the (expensive, per-lane) loads per
     // multiply-add; the price is spilled accumulators and compile time (LLVM
-    // takes ~1 s for a 64x64 conv tile). Measured on lavapipe (2 cores): 64x64
-    // tiles ran 15-20% faster than 32x32 on 1024^3 matmul and the 3x3 convs of
-    // bench/, which ran ~1.3x faster than 16x32.
+    // takes 3-6 s for a 64x64 conv tile, ~0.3 s for a small one). Measured on
+    // lavapipe (2 cores): 64x64 tiles ran 15-20% faster than 32x32 on the
+    // 1024^3 matmul and the 3x3 convs of bench/, which ran ~1.3x faster than 16x32.
     const flops = 2 * batch * M * N * spec.K;
     const big = flops >= 2 ** 30;
     // Below ~64 MFLOP the run takes milliseconds and LLVM's compile a good part
@@ -169,12 +173,13 @@ export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, targ
     let rowsPerLane = big && M >= 8 * S ? 8 : M >= 4 * S ? 4 : M > S ? 2 : 1;
     let colGroups = big ? 2 : 1;
     const tiles = () => batch * cdiv(M, S * rowsPerLane) * cdiv(N, 4 * S * colGroups);
-    while (tiles() < CPU_MIN_WORKGROUPS * 2 && (rowsPerLane > 1 || colGroups > 1)) {
+    while (tiles() < CPU_MIN_WORKGROUPS && (rowsPerLane > 1 || colGroups > 1)) {
       if (colGroups > 1) colGroups = 1;
       else rowsPerLane >>= 1;
     }
     const n = tiles();
-    const subgroupsPerWorkgroup = Math.max(1, Math.min(Math.floor(64 / S), Math.floor(n / CPU_MIN_WORKGROUPS)));
+    // Enough workgroups (4 per CPU_MIN_WORKGROUPS) that the device's threads end evenly.
+    const subgroupsPerWorkgroup = Math.max(1, Math.min(Math.floor(64 / S), Math.floor(n / (4 * CPU_MIN_WORKGROUPS))));
     return { template: 'subgroup', subgroupSize: S, rowsPerLane, colGroups, subgroupsPerWorkgroup, kStep };
   }
   const fit = (d: number) => (d > 32 ? 64 : d > 16 ? 32 : 16);
@@ -220,10 +225,6 @@ class Bindings {
     if (inp.numel % 4 !== 0) return false;
     this.vec4.add(input);
     return true;
-  }
-
-  isVec4(input: string): boolean {
-    return this.vec4.has(input);
   }
 
   /** One f32 element at a flat index expression. */
@@ -318,7 +319,6 @@ function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tile
   const workgroups = foldWorkgroups(count, opts.maxWorkgroupsPerDim);
   const flat = workgroups[1] === 1 ? 'wid.x' : `(wid.y * ${u(workgroups[0])} + wid.x)`;
   const bind = new Bindings(spec);
-  const { decls, bindings, storeQuad } = bind.finish(opts.epilogue);
   const kEdge = K % TK !== 0;
 
   // Cooperative staging of one operand's TK x T slice into shared memory (stored
@@ -333,24 +333,37 @@ function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tile
     const f = `(lid + lv_e * ${u(threads)})`;
     const [r4, kk] = op.fast === 'k' ? [`${f} / ${u(TK)}`, `${f} % ${u(TK)}`] : [`${f} % ${u(T / 4)}`, `${f} / ${u(T / 4)}`];
     const rEdge = dimR % T !== 0;
-    const elems = [0, 1, 2, 3].map((j) => {
-      const conds: string[] = [];
-      if (rEdge) conds.push(`lv_r + ${u(j)} < ${u(dimR)}`);
-      if (kEdge) conds.push(`lv_k < ${u(K)}`);
-      const r = rEdge ? `min(lv_r + ${u(j)}, ${u(dimR - 1)})` : `lv_r + ${u(j)}`;
-      const k = kEdge ? `min(lv_k, ${u(K - 1)})` : 'lv_k';
-      const v = loadScalar(bind, op, 'lv_b', r, k, null);
-      return conds.length ? `select(0.0, ${v}, ${conds.join(' && ')})` : v;
-    });
+    const k = kEdge ? `min(lv_k, ${u(K - 1)})` : 'lv_k';
+    let item: string;
+    if (op.vec4 === 'r' && op.index && !op.valid && dimR % 4 === 0 && bind.useVec4(op.input)) {
+      // The 4 r are contiguous and aligned: one 16-byte load (all in or all out of range).
+      const conds = [rEdge ? `lv_r < ${u(dimR)}` : '', kEdge ? `lv_k < ${u(K)}` : ''].filter(Boolean);
+      const v = bind.vec(op.input, op.index('lv_b', rEdge ? `min(lv_r, ${u(dimR - 4)})` : 'lv_r', k));
+      item = conds.length ? `select(vec4<f32>(0.0), ${v}, ${conds.join(' && ')})` : v;
+    } else {
+      const elems = [0, 1, 2, 3].map((j) => {
+        const conds: string[] = [];
+        if (rEdge) conds.push(`lv_r + ${u(j)} < ${u(dimR)}`);
+        if (kEdge) conds.push(`lv_k < ${u(K)}`);
+        const r = rEdge ? `min(lv_r + ${u(j)}, ${u(dimR - 1)})` : `lv_r + ${u(j)}`;
+        const v = loadScalar(bind, op, 'lv_b', r, k, null);
+        return conds.length ? `select(0.0, ${v}, ${conds.join(' && ')})` : v;
+      });
+      item = `vec4<f32>(${elems.join(', ')})`;
+    }
     const loop = per === 1 ? ['    {', '      let lv_e = 0u;'] : [`    for (var lv_e = 0u; lv_e < ${u(per)}; lv_e++) {`];
     const body = `let lv_r4 = ${r4}; let lv_kk = ${kk};
       let lv_r = ${base} + lv_r4 * 4u; let lv_k = lv_k0 + lv_kk;
-      ${shared}[lv_kk * ${u(T / 4)} + lv_r4] = vec4<f32>(${elems.join(', ')});`;
+      ${shared}[lv_kk * ${u(T / 4)} + lv_r4] = ${item};`;
     return `${loop.join('\n')}
       ${items % threads ? `if (${f} < ${u(items)}) {\n      ${body}\n      }` : body}
     }`;
   };
 
+  // Staging code first: it decides which inputs are read as vec4, which the declarations need.
+  const stageA = stage(a, TM, M, 'lv_m0', 'lv_As');
+  const stageB = stage(b, TN, N, 'lv_n0', 'lv_Bs');
+  const { decls, bindings, storeQuad } = bind.finish(opts.epilogue);
   const stores = [0, 1, 2, 3].map((i) =>
     storeQuad(`lv_acc${i}`, 'lv_b', `lv_row${i}`, 'lv_col', M % TM ? `lv_row${i} < ${u(M)}` : null, (j) => (N % TN ? `lv_col + ${u(j)} < ${u(N)}` : null)),
   );
@@ -372,8 +385,8 @@ ${tileCoords('lv_t', tilesM, tilesN)}
   var lv_acc2 = vec4<f32>(0.0);
   var lv_acc3 = vec4<f32>(0.0);
   for (var lv_k0 = 0u; lv_k0 < ${u(K)}; lv_k0 += ${u(TK)}) {
-${stage(a, TM, M, 'lv_m0', 'lv_As')}
-${stage(b, TN, N, 'lv_n0', 'lv_Bs')}
+${stageA}
+${stageB}
     workgroupBarrier();
     for (var lv_kk = 0u; lv_kk < ${u(TK)}; lv_kk++) {
       let lv_a = lv_As[lv_kk * ${u(TM / 4)} + lv_ty];

@@ -12,6 +12,12 @@ export interface RenderOptions {
   epilogue?: Epilogue;
   /** Allocates a planner-managed scratch tensor (live only across this node's kernels) and returns its id. */
   scratch?: (elements: number, dtype: DType) => number;
+  /**
+   * The device's fixed subgroup size on SIMD CPU devices (ContractionTarget
+   * 'simd-cpu'): reductions then give each row one subgroup-sized workgroup
+   * and combine with subgroup operations instead of shared memory and a barrier.
+   */
+  subgroupSize?: number;
 }
 
 export function wgslType(dtype: DType): string {
@@ -117,6 +123,12 @@ fn lovt_online_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   if (m == -lovt_inf()) { return vec2<f32>(m, 0.0); }
   return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }`,
+  // The online softmax state of a whole subgroup (module must `enable subgroups`).
+  lovt_online_subgroup: `fn lovt_online_subgroup(a: vec2<f32>) -> vec2<f32> {
+  let m = subgroupMax(a.x);
+  // No branch: subgroup operations must stay in uniform control flow. An all -inf row sums 0, not NaN.
+  return vec2<f32>(m, subgroupAdd(select(a.y * exp(a.x - m), 0.0, m == -lovt_inf())));
+}`,
   // Dropout's hash; must match compiler/random.ts bit for bit.
   lovt_pcg: `fn lovt_pcg(v: u32) -> u32 {
   let state = v * 747796405u + 2891336453u;
@@ -124,7 +136,7 @@ fn lovt_online_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   return (word >> 22u) ^ word;
 }`,
 };
-const DEPS: Record<string, string[]> = { lovt_pow: ['lovt_inf', 'lovt_nan'], lovt_online: ['lovt_inf'] };
+const DEPS: Record<string, string[]> = { lovt_pow: ['lovt_inf', 'lovt_nan'], lovt_online: ['lovt_inf'], lovt_online_subgroup: ['lovt_inf'] };
 
 /**
  * Collects the storage bindings and helper functions of one WGSL module.
@@ -134,6 +146,7 @@ export class KernelBuilder {
   private reads = new Map<number, { name: string; dtype: DType }>();
   private writes = new Map<number, { name: string; dtype: DType }>();
   private aliases = new Map<number, string>();
+  private vectors = new Set<number>();
   private helpers = new Set<string>();
 
   constructor(private prefix = '', private firstBinding = 0) {}
@@ -155,6 +168,15 @@ export class KernelBuilder {
 
   isAliased(tensor: number): boolean {
     return this.aliases.has(tensor);
+  }
+
+  /** Declares `tensor`'s binding as an array of 4-vectors (its length must be a multiple of 4). */
+  vectorize(tensor: number): void {
+    this.vectors.add(tensor);
+  }
+
+  isVector(tensor: number): boolean {
+    return this.vectors.has(tensor);
   }
 
   /** The variable name of a read_write binding of `tensor` (deduplicated). */
@@ -199,16 +221,17 @@ export class KernelBuilder {
   finish(epilogue?: Epilogue): { decls: string; bindings: Kernel['bindings'] } {
     const lines: string[] = [];
     let b = this.firstBinding;
-    for (const { name, dtype } of this.reads.values())
-      lines.push(`@group(0) @binding(${b++}) var<storage, read> ${name}: array<${wgslType(dtype)}>;`);
+    const elem = (tensor: number, dtype: DType) => (this.vectors.has(tensor) ? `vec4<${wgslType(dtype)}>` : wgslType(dtype));
+    for (const [tensor, { name, dtype }] of this.reads)
+      lines.push(`@group(0) @binding(${b++}) var<storage, read> ${name}: array<${elem(tensor, dtype)}>;`);
     const epilogueHelpers = new Set<string>((epilogue as { helpers?: string[] } | undefined)?.helpers ?? []);
     if (epilogue) {
       const { decls, code } = epilogue.render(b);
       lines.push(decls, code);
       b += epilogue.extra.length;
     }
-    for (const { name, dtype } of this.writes.values())
-      lines.push(`@group(0) @binding(${b++}) var<storage, read_write> ${name}: array<${wgslType(dtype)}>;`);
+    for (const [tensor, { name, dtype }] of this.writes)
+      lines.push(`@group(0) @binding(${b++}) var<storage, read_write> ${name}: array<${elem(tensor, dtype)}>;`);
     for (const h of this.helpers) if (!epilogueHelpers.has(h)) lines.push(HELPERS[h]);
     const bindings = [
       ...[...this.reads.keys()].map((tensor) => ({ tensor, access: 'read' as const })),

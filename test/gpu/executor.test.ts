@@ -108,17 +108,17 @@ test('aliasing updates: a swap, a view of another state, an identity, and an i32
 test('in-place updates (elementwise, reduction epilogue, read earlier) and copied ones match the reference over two runs', async () => {
   const dev = await getNodeDevice();
   const b = new GraphBuilder();
-  const x = b.input('x', [5, 7]);
-  const seen = b.state('seen', [5, 7], { kind: 'zeros' }, false);
+  const x = b.input('x', [5, 8]);
+  const seen = b.state('seen', [5, 8], { kind: 'zeros' }, false);
   const rows = b.state('rows', [5], { kind: 'zeros' }, false);
-  const late = b.state('late', [5, 7], { kind: 'zeros' }, false);
-  const zeroed = b.state('zeroed', [5, 7], { kind: 'zeros' }, false);
+  const late = b.state('late', [5, 8], { kind: 'zeros' }, false);
+  const zeroed = b.state('zeroed', [5, 8], { kind: 'zeros' }, false);
   b.output('early', b.sum(b.mul(seen, zeroed), [1])); // reads seen and zeroed before their updates
   b.update('seen', b.add(b.mul(seen, b.full(0.5)), b.emit('tanh', [x])));
   b.update('rows', b.add(rows, b.sum(b.mul(x, x), [1])));
   b.update('late', b.add(late, x));
   b.output('late_max', b.emit('max', [late], { axes: [0, 1], keepdims: false })); // reads late's old value after its update's kernel
-  b.update('zeroed', b.full(0, [5, 7]));
+  b.update('zeroed', b.full(0, [5, 8]));
   const plan = planGraph(b.graph, dev.limits);
   assert.is(plan.stats.inPlaceUpdates, 2);
   assert.ok(plan.updates.zeroed.zero);
@@ -132,7 +132,7 @@ test('in-place updates (elementwise, reduction epilogue, read earlier) and copie
   }
   const program = await Program.create(dev, b.graph, store, { plan });
   for (let run = 0; run < 2; run++) {
-    const inputs = { x: randomTensor(rng, [5, 7]) as Float32Array };
+    const inputs = { x: randomTensor(rng, [5, 8]) as Float32Array };
     const out = await program.run(inputs);
     const ref = evaluate(b.graph, { inputs, state: host });
     for (const name of ['early', 'late_max']) assertClose(`run ${run} ${name}`, out[name], ref.outputs[name]);

@@ -10,6 +10,7 @@ import { GraphBuilder } from '../../compiler/builder.ts';
 import type { OpName } from '../../compiler/ir.ts';
 import { Rng } from '../../compiler/random.ts';
 import { planGraph } from '../../compiler/schedule.ts';
+import { PORTABLE_TARGET } from '../../compiler/codegen/tiling.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { checkAgainstReference, randomFeeds, randomTensor } from './reference-check.ts';
 
@@ -97,7 +98,8 @@ test('constants: full, iota and tensor, read directly and inside expressions', a
   await checkAgainstReference(b.graph, randomFeeds(b.graph, 4), {}, unfused);
 });
 
-test('reductions: sum/max over axis sets (tree and loop kernels), keepdims, logsumexp and softmax', async () => {
+/** Every reduction kernel shape; run with the device's target (subgroup rows on lavapipe) and the portable one (shared-memory trees). */
+function reductionsGraph(): GraphBuilder {
   const b = new GraphBuilder();
   const x = b.input('x', [3, 5, 7]);
   const wide = b.input('wide', [4, 70]); // long contiguous rows: tree kernel
@@ -122,7 +124,19 @@ test('reductions: sum/max over axis sets (tree and loop kernels), keepdims, logs
   b.output('logsumexp_large', b.emit('logsumexp', [scaled], { axis: 2 }));
   // Masked with -1e9 as docs/ir.md prescribes: a fully masked row is uniform.
   b.output('softmax_masked', b.emit('softmax', [b.full(-1e9, [2, 3])], { axis: 1 }));
-  await checkAgainstReference(b.graph, randomFeeds(b.graph, 5), { rtol: 1e-5, atol: 2e-6, per: { sum_many: { atol: 2e-5 } } }, unfused);
+  // A row of -inf: logsumexp is -inf, not NaN (the online merge must not form -inf - -inf).
+  b.output('logsumexp_neg_inf', b.emit('logsumexp', [b.add(b.full(-Infinity, [2, 40]), b.input('shift', [40]))], { axis: 1 }));
+  return b;
+}
+
+test('reductions: sum/max over axis sets (row and loop kernels), keepdims, logsumexp and softmax', async () => {
+  const b = reductionsGraph();
+  const tol = { rtol: 1e-5, atol: 2e-6, per: { sum_many: { atol: 2e-5 } } };
+  const feeds = randomFeeds(b.graph, 5);
+  const device = await checkAgainstReference(b.graph, feeds, tol, unfused);
+  const portable = await checkAgainstReference(b.graph, feeds, tol, { ...unfused, target: PORTABLE_TARGET });
+  assert.is(device.outputs.logsumexp_neg_inf[0], -Infinity);
+  assert.is(portable.outputs.logsumexp_neg_inf[1], -Infinity);
 });
 
 test('layout: transpose, expand, slice, concat, pad (with crop) and reshape views', async () => {
