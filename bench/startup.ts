@@ -7,8 +7,9 @@
 //        [--model FILE] [--set KEY=VALUE ...]
 //
 // Pipeline compilation on lavapipe is cached by Mesa (~/.cache/mesa_shader_cache_db):
-// measure a cold start with MESA_SHADER_CACHE_DISABLE=true (or a fresh
-// MESA_SHADER_CACHE_DIR). --profile times every kernel of one step
+// measure a cold start with a fresh MESA_SHADER_CACHE_DIR (pipeline warming on
+// helper devices works through that cache; MESA_SHADER_CACHE_DISABLE=true
+// turns both off, LOVT_PIPELINE_WARMING=0 only the warming). --profile times every kernel of one step
 // (Program.profile: timestamp queries when the adapter has them) and lists
 // the slowest; --plan-only prints the kernel / pipeline counts without a GPU.
 
@@ -146,7 +147,10 @@ async function main(): Promise<void> {
     const t = performance.now();
     const out = await programs.step.run(inputs, ['loss.total']);
     times.push(performance.now() - t);
-    if (i === 0) console.log(`first step ${times[0].toFixed(0)} ms, loss.total = ${out['loss.total'][0]}`);
+    if (i === 0) {
+      console.log(`first step ${times[0].toFixed(0)} ms, loss.total = ${out['loss.total'][0]}`);
+      console.log(`startup to the end of the first step: ${seconds(performance.now() - t0)} (front end, planning, Program.create${args.profileFirst ? ', the profiled first run' : ''}, first step)`);
+    }
   }
   const steady = times.slice(1).sort((a, b) => a - b);
   console.log(`step (batch ${step.nodes[step.inputs.image]?.shape[0] ?? '?'}): median ${steady[steady.length >> 1].toFixed(0)} ms over ${steady.length} runs (min ${steady[0].toFixed(0)})`);

@@ -54,7 +54,8 @@ function checkAlive(device: GPUDevice, what: string): void {
   if (lost) throw new Error(`${what}: the WebGPU device was lost (${lost.reason}): ${lost.message || 'no message'}. Restart the process; state on the GPU is gone (resume from the last checkpoint).`);
 }
 
-function layoutFor(device: GPUDevice, k: Kernel): GPUBindGroupLayout {
+/** The bind-group layout of a kernel's bindings (cached per device by access pattern). */
+export function layoutFor(device: GPUDevice, k: Kernel): GPUBindGroupLayout {
   const key = k.bindings.map((b) => (b.access === 'read' ? 'r' : 'w')).join('');
   const cache = cacheOf(device).layouts;
   let layout = cache.get(key);
@@ -72,7 +73,7 @@ function layoutFor(device: GPUDevice, k: Kernel): GPUBindGroupLayout {
  * Starts compiling a kernel's pipeline (cached by WGSL). A failure rejects with
  * an error naming the kernel and showing the offending WGSL lines.
  */
-function pipelineFor(device: GPUDevice, k: Kernel): Promise<GPUComputePipeline> {
+export function pipelineFor(device: GPUDevice, k: Kernel): Promise<GPUComputePipeline> {
   const layout = layoutFor(device, k);
   const key = `${k.bindings.map((b) => b.access[0]).join('')}|${k.entryPoint}|${k.wgsl}`;
   const cache = cacheOf(device).pipelines;
@@ -129,6 +130,44 @@ function scoped<T>(device: GPUDevice, what: string, body: () => T | Promise<T>):
 }
 
 // ---------------------------------------------------------------------------
+// Pipeline warming
+
+/**
+ * Compiles pipelines ahead of a program's first run somewhere else -- on
+ * lavapipe, a second device of the same driver whose compiled code reaches the
+ * main device through Mesa's on-disk shader cache (runtime/platform/node-warm.ts).
+ * llvmpipe compiles each pipeline at its first dispatch, serially on the
+ * queue's thread; a warmer compiles from the other end of the program on
+ * another core.
+ */
+export interface PipelineWarmer {
+  /** Queues kernels to compile, in this order; returns a function that drops the ones not started yet. */
+  warm(kernels: Kernel[]): () => void;
+}
+
+const warmers = new WeakMap<GPUDevice, PipelineWarmer>();
+
+/** Registers the warmer Program.create uses for pipelines of `device` (a platform module calls this); undefined removes it. */
+export function registerPipelineWarmer(device: GPUDevice, warmer: PipelineWarmer | undefined): void {
+  if (warmer) warmers.set(device, warmer);
+  else warmers.delete(device);
+}
+
+export function pipelineWarmerOf(device: GPUDevice): PipelineWarmer | undefined {
+  return warmers.get(device);
+}
+
+/**
+ * The distinct kernels of a plan in reverse order of first use: the main
+ * device compiles from the first dispatch on, a warmer from the last.
+ */
+function reverseFirstUse(kernels: Kernel[]): Kernel[] {
+  const first = new Map<string, Kernel>();
+  for (const k of kernels) if (!first.has(k.wgsl)) first.set(k.wgsl, k);
+  return [...first.values()].reverse();
+}
+
+// ---------------------------------------------------------------------------
 // Constants
 
 /** Host value of a 'full' / 'iota' / 'tensor' node. */
@@ -168,6 +207,8 @@ export class Program {
   private updateClears: { buffer: GPUBuffer; bytes: number }[] = [];
   private pending: Promise<unknown> = Promise.resolve();
   private destroyed = false;
+  /** Drops this program's not-yet-warmed pipelines (after its first run every pipeline is compiled). */
+  private stopWarming?: () => void;
 
   private constructor(
     readonly dev: LovtDevice,
@@ -215,6 +256,7 @@ export class Program {
       program.destroy();
       throw e;
     }
+    program.stopWarming = warmers.get(device)?.warm(reverseFirstUse(plan.kernels));
     return program;
   }
 
@@ -265,7 +307,12 @@ export class Program {
    * outputs when omitted). Runs of one program are serialised.
    */
   run(inputs: Record<string, HostTensor>, read?: string[]): Promise<Record<string, HostTensor>> {
-    const next = this.pending.then(() => this.runNow(inputs, read));
+    const next = this.pending.then(async () => {
+      const out = await this.runNow(inputs, read);
+      this.stopWarming?.();
+      this.stopWarming = undefined;
+      return out;
+    });
     this.pending = next.catch(() => undefined);
     return next;
   }
@@ -402,6 +449,7 @@ export class Program {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.stopWarming?.();
     for (const b of this.owned) b.destroy();
     for (const b of this.staging.values()) b.destroy();
     this.staging.clear();

@@ -65,7 +65,12 @@ const COMPARE: Record<string, string> = { gt: '>', ge: '>=', lt: '<', le: '<=', 
  * llvmpipe each storage access is a per-lane scalar loop with bounds checks,
  * so one vec4 access instead of four scalar ones makes an elementwise kernel
  * about 3x faster (1M-element multiply-add: 14 ms -> 5 ms on the CI machine).
+ * The unrolled lanes make the pipeline ~3x slower for LLVM to compile, so
+ * only outputs of at least VECTOR_MIN_ELEMENTS get it: below that a scalar
+ * kernel runs in well under a millisecond anyway.
  */
+export const VECTOR_MIN_ELEMENTS = 16384;
+
 export interface LaneMode {
   /** The per-lane flat index ('e'). */
   index: string;
@@ -342,15 +347,15 @@ function normalise(axis: number, rank: number): number {
  * `inline` computed in place (a fused group) and everything else loaded.
  * `inPlace` names a tensor the kernel overwrites with root (a state update):
  * it is read through the output binding, only at the element being written.
- * Outputs whose size is a multiple of 4 get four elements per invocation
- * (LaneMode); a shape-free kernel is bounded by its output binding's length
+ * Large outputs whose size is a multiple of 4 get four elements per
+ * invocation (LaneMode); a shape-free kernel is bounded by its output binding's length
  * instead of a baked count, so one pipeline serves every size (e.g. the
  * optimizer update of every parameter).
  */
 export function renderElementwise(graph: Graph, root: number, inline: Set<number>, opts: RenderOptions, inPlace?: number): Kernel {
   const node = graph.nodes[root];
   const count = numel(node.shape);
-  const vector = count % 4 === 0;
+  const vector = count % 4 === 0 && count >= VECTOR_MIN_ELEMENTS;
   // A first pass finds the tensors read at the output's own index; the second binds them as vec4 arrays.
   const probe = vector ? compileElementwise(graph, root, inline, inPlace, new Map()) : undefined;
   const vectors = new Map<number, string>();

@@ -3,6 +3,7 @@
 import { create, globals } from 'webgpu';
 import { openDevice, type LovtDevice } from '../device.ts';
 import { throttleDawnPolling } from './node-poll.ts';
+import { enablePipelineWarming } from './node-warm.ts';
 
 let gpuInstance: GPU | undefined;
 let cached: Promise<LovtDevice> | undefined;
@@ -18,6 +19,9 @@ export function nodeGPU(flags: string[] = []): GPU {
 
 /** One device per process: Dawn adapters must be requested once, on the main thread. */
 export function getNodeDevice(): Promise<LovtDevice> {
-  cached ??= openDevice(nodeGPU());
+  cached ??= openDevice(nodeGPU()).then((dev) => {
+    enablePipelineWarming(dev, nodeGPU()); // lavapipe: compile pipelines on a spare core too; see node-warm.ts
+    return dev;
+  });
   return cached;
 }

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import { planGraph } from '../../compiler/schedule.ts';
 import { evaluate } from '../../runtime/reference.ts';
-import { Program } from '../../runtime/executor.ts';
+import { Program, pipelineWarmerOf, registerPipelineWarmer } from '../../runtime/executor.ts';
 import { StateStore } from '../../runtime/state.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { buildTrainingPrograms, optimizerScalars } from '../../compiler/train-program.ts';
@@ -105,22 +105,23 @@ test('aliasing updates: a swap, a view of another state, an identity, and an i32
   assert.equal(Array.from(got.state.count), [42]);
 });
 
-test('in-place updates (elementwise, reduction epilogue, read earlier) and copied ones match the reference over two runs', async () => {
+test('in-place updates (four-lane elementwise, reduction epilogue, read earlier) and copied ones match the reference over two runs', async () => {
   const dev = await getNodeDevice();
   const b = new GraphBuilder();
-  const x = b.input('x', [5, 8]);
-  const seen = b.state('seen', [5, 8], { kind: 'zeros' }, false);
-  const rows = b.state('rows', [5], { kind: 'zeros' }, false);
-  const late = b.state('late', [5, 8], { kind: 'zeros' }, false);
-  const zeroed = b.state('zeroed', [5, 8], { kind: 'zeros' }, false);
+  const x = b.input('x', [136, 128]);
+  const seen = b.state('seen', [136, 128], { kind: 'zeros' }, false);
+  const rows = b.state('rows', [136], { kind: 'zeros' }, false);
+  const late = b.state('late', [136, 128], { kind: 'zeros' }, false);
+  const zeroed = b.state('zeroed', [136, 128], { kind: 'zeros' }, false);
   b.output('early', b.sum(b.mul(seen, zeroed), [1])); // reads seen and zeroed before their updates
   b.update('seen', b.add(b.mul(seen, b.full(0.5)), b.emit('tanh', [x])));
   b.update('rows', b.add(rows, b.sum(b.mul(x, x), [1])));
   b.update('late', b.add(late, x));
   b.output('late_max', b.emit('max', [late], { axes: [0, 1], keepdims: false })); // reads late's old value after its update's kernel
-  b.update('zeroed', b.full(0, [5, 8]));
+  b.update('zeroed', b.full(0, [136, 128]));
   const plan = planGraph(b.graph, dev.limits);
   assert.is(plan.stats.inPlaceUpdates, 2);
+  assert.ok(plan.kernels.some((k) => /let vec_state = out0\[i\];/.test(k.wgsl)), 'an in-place update loads its state as vec4 before overwriting it');
   assert.ok(plan.updates.zeroed.zero);
   const store = new StateStore(dev);
   const rng = new Rng(5);
@@ -132,7 +133,7 @@ test('in-place updates (elementwise, reduction epilogue, read earlier) and copie
   }
   const program = await Program.create(dev, b.graph, store, { plan });
   for (let run = 0; run < 2; run++) {
-    const inputs = { x: randomTensor(rng, [5, 8]) as Float32Array };
+    const inputs = { x: randomTensor(rng, [136, 128]) as Float32Array };
     const out = await program.run(inputs);
     const ref = evaluate(b.graph, { inputs, state: host });
     for (const name of ['early', 'late_max']) assertClose(`run ${run} ${name}`, out[name], ref.outputs[name]);
@@ -141,6 +142,43 @@ test('in-place updates (elementwise, reduction epilogue, read earlier) and copie
   }
   program.destroy();
   store.destroy();
+});
+
+test('a registered pipeline warmer gets each distinct kernel once, last first use first, and is stopped by the first run', async () => {
+  const dev = await getNodeDevice();
+  const real = pipelineWarmerOf(dev.device);
+  const calls: string[][] = [];
+  let stops = 0;
+  registerPipelineWarmer(dev.device, {
+    warm: (kernels) => {
+      calls.push(kernels.map((k) => k.name));
+      return () => void stops++;
+    },
+  });
+  try {
+    const b = new GraphBuilder();
+    const x = b.input('x', [6]);
+    const y = b.input('y', [9]);
+    const ex = b.emit('exp', [x]);
+    b.output('a', b.sum(ex, [0]));
+    b.output('b', b.emit('exp', [y])); // the same shape-free WGSL as exp(x): one pipeline
+    b.output('c', b.sum(b.emit('tanh', [y]), [0]));
+    const plan = planGraph(b.graph, dev.limits, { fuse: false });
+    const store = new StateStore(dev);
+    const program = await Program.create(dev, b.graph, store, { plan, fuse: false });
+    const firstUse = new Map<string, string>();
+    for (const k of plan.kernels) if (!firstUse.has(k.wgsl)) firstUse.set(k.wgsl, k.name);
+    assert.is(firstUse.size, plan.kernels.length - 1);
+    assert.equal(calls, [[...firstUse.values()].reverse()]);
+    assert.is(stops, 0);
+    await program.run({ x: new Float32Array(6), y: new Float32Array(9) });
+    await program.run({ x: new Float32Array(6), y: new Float32Array(9) });
+    assert.is(stops, 1);
+    program.destroy();
+    store.destroy();
+  } finally {
+    registerPipelineWarmer(dev.device, real);
+  }
 });
 
 test('buffer reuse is invisible: a long unfused chain with a fan-out matches the reference', async () => {

@@ -115,19 +115,19 @@ test('matmul and conv take elementwise epilogues (bias, activation, residual)', 
 
 test('four elements per invocation: broadcasts, a tensor read at its own and a transposed index, dropout, i32, where', async () => {
   const b = new GraphBuilder();
-  const x = b.input('x', [3, 12, 12]); // 432 elements: 108 invocations, not a multiple of the workgroup
-  const bias = b.input('bias', [12]);
-  const rowScale = b.input('row_scale', [3, 1, 1]);
+  const x = b.input('x', [5, 60, 60]); // 18000 elements: 4500 invocations, not a multiple of the workgroup
+  const bias = b.input('bias', [60]);
+  const rowScale = b.input('row_scale', [5, 1, 1]);
   const lr = b.input('lr', []);
   const seed = b.input('seed', [], 'i32');
-  const counts = b.input('counts', [6, 8], 'i32');
+  const counts = b.input('counts', [150, 120], 'i32');
   const h = b.add(b.mul(x, rowScale), bias);
   const sym = b.add(h, b.transpose(x, [0, 2, 1])); // x at e and at the transposed index
   const d = b.emit('dropout', [b.emit('tanh', [sym]), seed], { p: 0.3, salt: 7 });
   b.output('y', b.mul(d, lr));
   b.output('z', b.emit('where', [b.emit('gt', [x, b.full(0)]), b.emit('exp', [x]), b.neg(h)]));
   b.output('n', b.add(b.mul(counts, b.full(3, [], 'i32')), b.full(-7, [], 'i32')));
-  const feeds = randomFeeds(b.graph, 9, { seed: Int32Array.of(4242), counts: Int32Array.from({ length: 48 }, (_, i) => i * 37 - 900) });
+  const feeds = randomFeeds(b.graph, 9, { seed: Int32Array.of(4242), counts: Int32Array.from({ length: 18000 }, (_, i) => i * 37 - 90000) });
   const plan = planGraph(b.graph, (await getNodeDevice()).limits);
   for (const k of plan.kernels) assert.match(k.wgsl, /vec4</, `${k.name} runs four elements per invocation`);
   const fused = await checkAgainstReference(b.graph, feeds, { rtol: 1e-5, atol: 2e-6 }, { fuse: true });
