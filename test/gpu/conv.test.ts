@@ -10,7 +10,7 @@ import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Node } from '../../compiler/ir.ts';
 import { convFlops, renderConv2d, renderConv2dGradInput, renderConv2dGradWeight } from '../../compiler/codegen/conv.ts';
 import { type ContractionOptions, PORTABLE_TARGET } from '../../compiler/codegen/tiling.ts';
-import { runKernel } from './kernel-runner.ts';
+import { runKernel, assertWithinF32Bound } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();
 const device = lovt.device;
@@ -99,12 +99,7 @@ function references(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array)
 }
 
 function assertClose(got: Float32Array, want: Ref, what: string) {
-  assert.is(got.length, want.v.length, `${what}: output length`);
-  for (let i = 0; i < got.length; i++) {
-    const tol = 1.5 * (want.terms + 2) * 2 ** -24 * want.mag[i] + 1e-30;
-    if (!(Math.abs(got[i] - want.v[i]) <= tol))
-      assert.unreachable(`${what}: element ${i} is ${got[i]}, expected ${want.v[i]} (tolerance ${tol.toExponential(2)})`);
-  }
+  assertWithinF32Bound(got, want.v, want.mag, want.terms, what);
 }
 
 function graphFor(c: Case) {

@@ -3,6 +3,7 @@
 // Used by the contraction tests (matmul, conv) and by bench/run.ts, which
 // re-dispatches a prepared kernel to time it.
 
+import * as assert from 'uvu/assert';
 import type { Kernel } from '../../compiler/codegen/kernel.ts';
 
 export interface PreparedKernel {
@@ -85,5 +86,18 @@ export async function runKernel(device: GPUDevice, kernel: Kernel, inputs: Float
     return await k.read();
   } finally {
     k.destroy();
+  }
+}
+
+/**
+ * Asserts |got - want| is within the f32 summation bound for `terms` products:
+ * 1.5·(terms + 2)·2^-24·mag[i] (plus a hair for the exact-zero case), where mag is Σ|a·b|.
+ */
+export function assertWithinF32Bound(got: Float32Array, want: ArrayLike<number>, mag: ArrayLike<number>, terms: number, what: string) {
+  assert.is(got.length, want.length, `${what}: output length`);
+  for (let i = 0; i < got.length; i++) {
+    const tol = 1.5 * (terms + 2) * 2 ** -24 * mag[i] + 1e-30;
+    if (!(Math.abs(got[i] - want[i]) <= tol))
+      assert.unreachable(`${what}: element ${i} is ${got[i]}, expected ${want[i]} (tolerance ${tol.toExponential(2)})`);
   }
 }

@@ -10,7 +10,7 @@ import type { Graph, Node } from '../../compiler/ir.ts';
 import type { Epilogue } from '../../compiler/codegen/kernel.ts';
 import { renderMatmul, matmulFlops } from '../../compiler/codegen/matmul.ts';
 import { type ContractionOptions, PORTABLE_TARGET, type TileConfig, contractionTarget } from '../../compiler/codegen/tiling.ts';
-import { runKernel } from './kernel-runner.ts';
+import { runKernel, assertWithinF32Bound } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();
 const device = lovt.device;
@@ -92,12 +92,7 @@ function matmulGraph(aShape: number[], bShape: number[], transA = false, transB 
 
 /** |got - want| within the f32 summation bound K * 2^-24 * sum|a||b| (plus a hair for the exact-zero case). */
 function assertClose(got: Float32Array, want: { y: Float64Array; mag: Float64Array; K: number }, what: string) {
-  assert.is(got.length, want.y.length, `${what}: output length`);
-  for (let i = 0; i < got.length; i++) {
-    const tol = 1.5 * (want.K + 2) * 2 ** -24 * want.mag[i] + 1e-30;
-    if (!(Math.abs(got[i] - want.y[i]) <= tol))
-      assert.unreachable(`${what}: element ${i} is ${got[i]}, expected ${want.y[i]} (tolerance ${tol.toExponential(2)})`);
-  }
+  assertWithinF32Bound(got, want.y, want.mag, want.K, what);
 }
 
 /**
