@@ -9,25 +9,33 @@
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { LovtDevice } from '../runtime/device.ts';
+import { type ResNetContrastiveCase, tfTrainStep } from './resnet-contrastive.ts';
 
-/** One benchmark problem. */
+/** One benchmark problem: a kernel, or a whole model's training step. */
 export type BenchCase =
   | { kind: 'matmul'; M: number; K: number; N: number }
-  | { kind: 'conv3x3'; N: number; C: number; H: number; W: number; O: number };
+  | { kind: 'conv3x3'; N: number; C: number; H: number; W: number; O: number }
+  | ResNetContrastiveCase;
 
 /** The steps of each case, in order ('forward', 'grad input', 'grad weight' for conv3x3). */
 export function stepNames(c: BenchCase): string[] {
-  return c.kind === 'matmul' ? ['matmul'] : ['forward', 'grad input', 'grad weight'];
+  return c.kind === 'matmul' ? ['matmul'] : c.kind === 'conv3x3' ? ['forward', 'grad input', 'grad weight'] : ['training step'];
 }
 
 /**
  * A prepared problem: its steps run in order each iteration and are timed one
- * by one; `run` is null for a step the runner has no kernel for.
+ * by one; `run` is null for a step the runner cannot do (`unavailable` says why).
  */
 export interface PreparedCase {
-  steps: { name: string; run: (() => Promise<void>) | null }[];
+  steps: { name: string; run: (() => Promise<void>) | null; unavailable?: string }[];
   /** Makes the runner current before its steps run (TF.js: the active backend); not timed. */
   activate?(): Promise<void>;
+  /** Model cases: the loss of the first forward pass (same weights and inputs in every runner). */
+  initialLoss?: number;
+  /** Model cases that train: the loss of a forward pass on the current weights. */
+  loss?(): Promise<number>;
+  /** Model cases: the trainable parameter count. */
+  parameters?: number;
   dispose(): void;
 }
 
@@ -43,6 +51,9 @@ let tfPromise: Promise<TF> | undefined;
 async function loadTF(): Promise<TF> {
   tfPromise ??= (async () => {
     const tf = await import('@tensorflow/tfjs-core');
+    // tfjs-core's Node bundle registers no gradient functions (the tfjs union package does); training
+    // needs them. Their ES module sources use directory imports, which only require() resolves.
+    createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients.js');
     // tfjs-core warns about missing tfjs-node on every Node import; the peers are the browser backends on purpose.
     tf.env().set('IS_NODE', true);
     return tf;
@@ -58,19 +69,21 @@ async function useBackend(tf: TF, name: string): Promise<void> {
 const random = (tf: TF, shape: number[]) => tf.randomUniform(shape, -1, 1, 'float32');
 
 /** TF.js ops of a case as steps; `settle` waits until a step's work is finished. */
-function tfSteps(tf: TF, backend: string, c: BenchCase, settle: (t: Tensor) => Promise<void>): PreparedCase {
+async function tfSteps(tf: TF, backend: string, c: BenchCase, settle: (t: Tensor) => Promise<void>): Promise<PreparedCase> {
   const keep: Tensor[] = [];
   const activate = () => useBackend(tf, backend);
-  const step = (name: string, kernel: string, f: () => Tensor) => ({
-    name,
-    run: tf.getKernel(kernel, backend as any)
-      ? async () => {
-          const r = f();
-          await settle(r);
-          r.dispose();
+  if (c.kind === 'resnet-contrastive') return { ...(await tfTrainStep(tf, backend, c, settle)), activate };
+  const step = (name: string, kernel: string, f: () => Tensor) =>
+    tf.getKernel(kernel, backend as any)
+      ? {
+          name,
+          run: async () => {
+            const r = f();
+            await settle(r);
+            r.dispose();
+          },
         }
-      : null,
-  });
+      : { name, run: null, unavailable: `no ${kernel} kernel` };
   if (c.kind === 'matmul') {
     const a = random(tf, [c.M, c.K]);
     const b = random(tf, [c.K, c.N]);

@@ -1,5 +1,7 @@
-// `npm run bench`: lovt's contraction kernels against TF.js on the same
-// adapter, in one process. Prints a table and writes bench/results.json.
+// `npm run bench`: lovt's contraction kernels and a whole training step
+// (models/bench/resnet-contrastive.lovt) against TF.js on the same adapter, in
+// one process, then lovt-tiny's training throughput. Prints a table and writes
+// bench/results.json.
 //   npm run bench -- [--runs N] [--warmup N] [--only SUBSTRING] [--no-peers]
 // Each step is timed from dispatch until the device reports the work done
 // (lovt: queue.onSubmittedWorkDone; TF.js WebGPU: its command encoder flushed,
@@ -19,7 +21,10 @@ import { type ContractionTarget, contractionTarget } from '../compiler/codegen/t
 import { getNodeDevice, nodeGPU } from '../runtime/platform/node.ts';
 import type { LovtDevice } from '../runtime/device.ts';
 import { prepareKernel } from '../test/gpu/kernel-runner.ts';
+import { count, parseOptions } from './args.ts';
+import { lovtTinyThroughput, type ThroughputResult } from './lovt-tiny.ts';
 import { type BenchCase, type BenchRunner, type PreparedCase, stepNames, tfjsWasm, tfjsWebGPU } from './peers.ts';
+import { lovtTrainStep, type ResNetContrastiveCase, trainStepFlops } from './resnet-contrastive.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -32,19 +37,12 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { runs: 5, warmup: 1, only: null, peers: true };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--runs') args.runs = Math.max(1, parseInt(value(), 10));
-    else if (a === '--warmup') args.warmup = Math.max(0, parseInt(value(), 10));
-    else if (a === '--only') args.only = value();
-    else if (a === '--no-peers') args.peers = false;
-    else throw new Error(`unknown argument ${a} (expected --runs N, --warmup N, --only SUBSTRING, --no-peers)`);
-  }
+  parseOptions(argv, {
+    '--runs': { meta: 'N', value: (v) => (args.runs = count(v)) },
+    '--warmup': { meta: 'N', value: (v) => (args.warmup = count(v, 0)) },
+    '--only': { meta: 'SUBSTRING', value: (v) => (args.only = v) },
+    '--no-peers': { flag: () => (args.peers = false) },
+  });
   return args;
 }
 
@@ -52,11 +50,15 @@ const CASES: { name: string; c: BenchCase }[] = [
   { name: 'matmul 1024x1024x1024', c: { kind: 'matmul', M: 1024, K: 1024, N: 1024 } },
   { name: 'conv3x3 [8,64,56,56] 64->64', c: { kind: 'conv3x3', N: 8, C: 64, H: 56, W: 56, O: 64 } },
   { name: 'conv3x3 [8,256,14,14] 256->256', c: { kind: 'conv3x3', N: 8, C: 256, H: 14, W: 14, O: 256 } },
+  // models/bench/resnet-contrastive.lovt: 2×16 images of 64×64, ResNet-18 topology at width 16.
+  { name: 'training step: small ResNet + contrastive loss', c: { kind: 'resnet-contrastive', batch: 16, imageSize: 64, width: 16 } },
 ];
 
-/** FLOPs of each step of a case (the three conv steps cost the same). */
+/** FLOPs of each step of a case (the three conv steps cost the same; a training step: the compiler's 3× forward estimate). */
 function stepFlops(c: BenchCase): number {
-  return c.kind === 'matmul' ? 2 * c.M * c.K * c.N : 2 * c.N * c.O * c.H * c.W * c.C * 9;
+  if (c.kind === 'matmul') return 2 * c.M * c.K * c.N;
+  if (c.kind === 'conv3x3') return 2 * c.N * c.O * c.H * c.W * c.C * 9;
+  return trainStepFlops(c);
 }
 
 function random(n: number): Float32Array {
@@ -66,7 +68,7 @@ function random(n: number): Float32Array {
 }
 
 /** lovt's kernels for a case, rendered for this device's target. */
-function lovtKernels(c: BenchCase, target: ContractionTarget, maxWorkgroupsPerDim: number): { kernel: Kernel; graph: Graph; node: Node }[] {
+function lovtKernels(c: Exclude<BenchCase, ResNetContrastiveCase>, target: ContractionTarget, maxWorkgroupsPerDim: number): { kernel: Kernel; graph: Graph; node: Node }[] {
   const g = new GraphBuilder();
   const opts = { maxWorkgroupsPerDim, target };
   if (c.kind === 'matmul') {
@@ -91,6 +93,7 @@ function lovtRunner(lovt: LovtDevice, target: ContractionTarget): BenchRunner {
   return {
     name: 'lovt',
     async prepare(c) {
+      if (c.kind === 'resnet-contrastive') return lovtTrainStep(lovt, c);
       const kernels = lovtKernels(c, target, lovt.limits.maxComputeWorkgroupsPerDimension);
       const names = stepNames(c);
       const prepared = await Promise.all(
@@ -110,6 +113,8 @@ interface StepResult {
   name: string;
   medianMs: number | null;
   gflops: number | null;
+  /** Why the runner cannot run this step (medianMs is null). */
+  unavailable?: string;
 }
 
 interface RunnerResult {
@@ -118,6 +123,12 @@ interface RunnerResult {
   /** Whole case (all steps): null when a step is missing. */
   totalMs: number | null;
   totalGflops: number | null;
+  /** Model cases: the first forward pass's loss and the trainable parameter count (the same-computation check). */
+  initialLoss?: number;
+  parameters?: number;
+  /** Model cases that train: the loss after `trainedSteps` steps (the first in prepare, then warm-up and timed ones). */
+  finalLoss?: number;
+  trainedSteps?: number;
 }
 
 const median = (xs: number[]) => {
@@ -151,40 +162,55 @@ async function measure(runners: BenchRunner[], c: BenchCase, args: Args): Promis
         if (it >= args.warmup) totals[r].push(total);
       }
     }
+    // Model cases: every runner that trains has now taken the same steps on the same inputs.
+    const finalLosses: (number | undefined)[] = [];
+    for (const p of prepared) {
+      await p.activate?.();
+      finalLosses.push(await p.loss?.());
+    }
     const flops = stepFlops(c);
     return prepared.map((p, r) => {
       const steps = p.steps.map((s, i) => {
         const ms = s.run ? median(times[r][i]) : null;
-        return { name: s.name, medianMs: ms, gflops: ms ? flops / ms / 1e6 : null };
+        return { name: s.name, medianMs: ms, gflops: ms ? flops / ms / 1e6 : null, unavailable: s.unavailable };
       });
       const totalMs = p.steps.every((s) => s.run) ? median(totals[r]) : null;
-      return { runner: runners[r].name, steps, totalMs, totalGflops: totalMs ? (flops * steps.length) / totalMs / 1e6 : null };
+      return {
+        runner: runners[r].name, steps, totalMs, totalGflops: totalMs ? (flops * steps.length) / totalMs / 1e6 : null,
+        initialLoss: p.initialLoss, finalLoss: finalLosses[r], trainedSteps: finalLosses[r] === undefined ? undefined : 1 + args.warmup + args.runs, parameters: p.parameters,
+      };
     });
   } finally {
     for (const p of prepared) p.dispose();
   }
 }
 
-// ---------------------------------------------------------------------------
-// Whole-model rows. HOOK for the lead: once the executor (runtime/executor.ts)
-// and the front end can build and run these programs, return the measured
-// value here (steps/s resp. samples/s); until then the rows print
-// "not yet available" -- never an invented number.
-
-interface ModelRow {
-  name: string;
-  unit: string;
-  measure: (lovt: LovtDevice) => Promise<number | null>;
-}
-
-const MODEL_ROWS: ModelRow[] = [
-  { name: 'training step: small ResNet + contrastive loss', unit: 'steps/s', measure: async () => null },
-  { name: 'lovt-tiny training throughput', unit: 'samples/s', measure: async () => null },
-];
-
-// ---------------------------------------------------------------------------
+/** lovt-only rows: whole-model measurements that no peer runs. */
+const THROUGHPUT_ROW = 'lovt-tiny training throughput';
 
 const fmt = (x: number | null, digits = 1) => (x === null ? 'n/a' : x.toFixed(digits));
+
+/**
+ * The model-case lines under the table: steps/s, the parameter counts, the
+ * first loss and the loss after training of every runner (the same weights and
+ * inputs, so they agree when the runners compute the same thing), and why a
+ * runner has no time.
+ */
+function checkLines(name: string, rs: RunnerResult[]): string[] {
+  const [ours] = rs;
+  const unavailable = (r: RunnerResult) => r.steps.filter((s) => s.unavailable).map((s) => `${s.name}: ${s.unavailable}`);
+  if (ours.initialLoss === undefined) return rs.flatMap((r) => unavailable(r).map((u) => `${name}, ${r.runner} ${u} (n/a)`));
+  const loss = (r: RunnerResult, value: number | undefined, mine: number | undefined) =>
+    value === undefined ? '' : value.toFixed(6) + (r === ours || mine === undefined ? '' : ` (difference ${Math.abs(value - mine).toExponential(1)}, relative ${(Math.abs(value - mine) / Math.abs(mine)).toExponential(1)})`);
+  const lines = [`\n${name}:`];
+  for (const r of rs) {
+    lines.push(`  ${r.runner.padEnd(12)} ${r.totalMs === null ? 'n/a' : `${r.totalMs.toFixed(1)} ms/step = ${(1000 / r.totalMs).toFixed(2)} steps/s`}, ` +
+      `${r.parameters?.toLocaleString('en-US')} trainable parameters, initial loss ${loss(r, r.initialLoss, ours.initialLoss)}` +
+      (r.finalLoss === undefined ? '' : `, after ${r.trainedSteps} steps ${loss(r, r.finalLoss, ours.finalLoss)}`) +
+      unavailable(r).map((u) => `; cannot train (${u})`).join(''));
+  }
+  return lines;
+}
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
@@ -236,21 +262,26 @@ async function main() {
       }),
     ];
     rows.push(line(res.name + (res.case.kind === 'conv3x3' ? ' fwd+bwd' : ''), (r) => r.totalMs, ours.totalGflops));
-    if (res.case.kind !== 'matmul')
+    if (res.case.kind === 'conv3x3')
       ours.steps.forEach((s, i) => rows.push(line(`  ${s.name}`, (r) => r.steps[i].medianMs, s.gflops)));
   }
-  const models: { name: string; unit: string; value: number | null }[] = [];
-  for (const m of MODEL_ROWS) {
-    if (args.only && !m.name.includes(args.only)) continue;
-    const value = await m.measure(lovt);
-    models.push({ name: m.name, unit: m.unit, value });
-    rows.push([m.name, value === null ? 'not yet available' : `${value.toFixed(2)} ${m.unit}`, '', ...runners.slice(1).flatMap(() => ['', ''])]);
+  let throughput: ThroughputResult | null = null;
+  if (!args.only || THROUGHPUT_ROW.includes(args.only)) {
+    process.stdout.write(`  ${THROUGHPUT_ROW} ...`);
+    throughput = await lovtTinyThroughput(lovt, args);
+    process.stdout.write(` ${throughput.samplesPerSecond.toFixed(2)} samples/s\n`);
+    rows.push([`${THROUGHPUT_ROW} (batch ${throughput.batch}, samples/s)`, throughput.samplesPerSecond.toFixed(2), '', ...runners.slice(1).flatMap(() => ['', ''])]);
   }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const show = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   console.log('\n' + show(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const r of rows) console.log(show(r));
+  for (const res of results) for (const line of checkLines(res.name, res.runners)) console.log(line);
+  if (throughput)
+    console.log(`\n${THROUGHPUT_ROW}: ${throughput.samplesPerSecond.toFixed(2)} samples/s (median step ${throughput.medianStepMs.toFixed(0)} ms over ${throughput.timedSteps} steps ` +
+      `after ${throughput.warmupSteps} warm-up, data loading included; ${throughput.data}); ` +
+      `device only: ${throughput.deviceStepMs.toFixed(0)} ms/step = ${((1000 * throughput.batch) / throughput.deviceStepMs).toFixed(2)} samples/s`);
 
   const out = {
     date: new Date().toISOString(),
@@ -269,7 +300,7 @@ async function main() {
       /** peer median / lovt median for the whole case: > 1 means lovt is faster. */
       speedupVs: r.ratios,
     })),
-    models,
+    lovtTinyThroughput: throughput,
   };
   writeFileSync(path.join(here, 'results.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(`\nwrote ${path.relative(process.cwd(), path.join(here, 'results.json'))}`);

@@ -14,16 +14,17 @@
 // the slowest; --plan-only prints the kernel / pipeline counts without a GPU.
 
 import { performance } from 'node:perf_hooks';
-import { compileModel } from '../compiler/frontend/index.ts';
 import type { Graph } from '../compiler/ir.ts';
 import { numel } from '../compiler/ir.ts';
 import { optimize } from '../compiler/passes/index.ts';
 import { planGraph, type ExecutionPlan } from '../compiler/schedule.ts';
-import { buildTrainingPrograms, optimizerScalars, type OptimizerOptions } from '../compiler/train-program.ts';
 import { contractionTarget } from '../compiler/codegen/tiling.ts';
 import { initState } from '../runtime/init.ts';
 import { Program } from '../runtime/executor.ts';
 import { StateStore, type HostTensor } from '../runtime/state.ts';
+import { count, parseOptions } from './args.ts';
+import { LOVT_TINY_FILE } from './lovt-tiny.ts';
+import { applyInputs, compile, trainingGraphs } from './model.ts';
 
 interface Args {
   model: string;
@@ -36,37 +37,29 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { model: 'models/lovt-tiny.lovt', set: { vocab_size: '256' }, runs: 3, profile: false, top: 25, planOnly: false, profileFirst: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--runs') args.runs = Math.max(1, parseInt(value(), 10));
-    else if (a === '--profile') args.profile = true;
-    else if (a === '--top') args.top = Math.max(1, parseInt(value(), 10));
-    else if (a === '--plan-only') args.planOnly = true;
-    else if (a === '--profile-first') args.profileFirst = true;
-    else if (a === '--model') args.model = value();
-    else if (a === '--set') {
-      const kv = value();
-      const eq = kv.indexOf('=');
-      if (eq <= 0) throw new Error(`--set needs KEY=VALUE, got ${kv}`);
-      args.set[kv.slice(0, eq)] = kv.slice(eq + 1);
-    } else throw new Error(`unknown argument ${a} (expected --runs N, --profile, --top N, --plan-only, --model FILE, --set K=V)`);
-  }
+  const args: Args = { model: LOVT_TINY_FILE, set: {}, runs: 3, profile: false, top: 25, planOnly: false, profileFirst: false };
+  parseOptions(argv, {
+    '--runs': { meta: 'N', value: (v) => (args.runs = count(v)) },
+    '--profile': { flag: () => (args.profile = true) },
+    '--top': { meta: 'N', value: (v) => (args.top = count(v)) },
+    '--plan-only': { flag: () => (args.planOnly = true) },
+    '--profile-first': { flag: () => (args.profileFirst = true) },
+    '--model': { meta: 'FILE', value: (v) => (args.model = v) },
+    '--set': {
+      meta: 'KEY=VALUE',
+      value: (kv) => {
+        const eq = kv.indexOf('=');
+        if (eq <= 0) throw new Error(`--set needs KEY=VALUE, got ${kv}`);
+        args.set[kv.slice(0, eq)] = kv.slice(eq + 1);
+      },
+    },
+  });
+  // lovt-tiny's vocabulary comes from the data set; without one, a 256-token stand-in.
+  if (args.model === LOVT_TINY_FILE) args.set.vocab_size ??= '256';
   return args;
 }
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-
-function compile(path: string, mode: 'train' | 'eval', set: Record<string, string>) {
-  const r = compileModel({ path }, { mode, set });
-  if (!r.ok || !r.graph || !r.model) throw new Error(`${path} (${mode}): ${r.diagnostics.map((d) => d.message).join('; ')}`);
-  return { graph: r.graph, model: r.model };
-}
 
 /** Synthetic inputs of the data pipeline's shapes: images ~ N(0,1), token ids in range, 5 sentences of 8 tokens. */
 function syntheticInputs(graph: Graph, vocab: number): Record<string, HostTensor> {
@@ -95,9 +88,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const train = compile(args.model, 'train', args.set);
   const evalModel = compile(args.model, 'eval', args.set);
-  const o = train.model.train.optimizer;
-  const optimizer: OptimizerOptions = { kind: o.kind, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weight_decay, momentum: o.momentum, nesterov: o.nesterov };
-  const { step, apply } = buildTrainingPrograms(train.graph, { loss: 'loss.total', optimizer, accumulate: train.model.train.accumulate });
+  const { step, apply, optimizer } = trainingGraphs(train);
   const evalGraph = optimize(evalModel.graph);
   const tFront = performance.now();
   console.log(`front end + autodiff + optimize: ${seconds(tFront - t0)}`);
@@ -154,11 +145,10 @@ async function main(): Promise<void> {
   }
   const steady = times.slice(1).sort((a, b) => a - b);
   console.log(`step (batch ${step.nodes[step.inputs.image]?.shape[0] ?? '?'}): median ${steady[steady.length >> 1].toFixed(0)} ms over ${steady.length} runs (min ${steady[0].toFixed(0)})`);
-  const scalars = optimizerScalars(1, 1e-4, optimizer);
-  const applyInputs = Object.fromEntries(Object.keys(apply.inputs).map((n) => [n, new Float32Array([scalars[n]])]));
+  const scalars = applyInputs(1, 1e-4, optimizer);
   let t = performance.now();
-  await programs.apply.run(applyInputs, []);
-  await programs.apply.run(applyInputs, []);
+  await programs.apply.run(scalars, []);
+  await programs.apply.run(scalars, []);
   console.log(`apply: ${((performance.now() - t) / 2).toFixed(0)} ms`);
   const evalInputs = syntheticInputs(evalGraph, Number(args.set.vocab_size ?? 256));
   t = performance.now();

@@ -163,6 +163,11 @@ interface TrainCliOptions {
   data?: string;
   studies: number;
   synthSeed: number;
+  imageCache?: string;
+  resize?: number;
+  statsSample?: number;
+  /** Image decoding threads (default: cores − 1); 0 decodes in the main thread. */
+  dataWorkers?: number;
   vocab?: string;
   steps?: number;
   epochs?: number;
@@ -212,29 +217,42 @@ async function resolveRun(modelPath: string, o: TrainCliOptions): Promise<{ runD
     throw new UsageError(`${runDir} was started with ${JSON.stringify(manifest.set)}; a resume cannot change ${conflicts.map(([k, v]) => `${k}=${v}`).join(', ')}`);
   }
   set = { ...manifest.set };
-  const saved = manifest.data as { spec?: string; kind?: string; studies?: number; seed?: number };
+  const saved = manifest.data as { spec?: string; kind?: string; studies?: number; seed?: number; resize?: number; statsSample?: number };
   if (o.data && saved.spec && o.data !== saved.spec) throw new UsageError(`${runDir} was trained on --data ${saved.spec}, not ${o.data}`);
-  if (saved.kind === 'synth') {
-    // The SynthCXR the run was trained on, whatever the defaults of this invocation.
-    for (const [flag, key, value] of [['--studies', 'studies', saved.studies], ['--synth-seed', 'synthSeed', saved.seed]] as const) {
-      if (value === undefined) continue;
-      if (o.explicit?.has(key) && o[key] !== value) throw new UsageError(`${runDir} was trained with ${flag} ${value}, not ${o[key]}`);
-      o = { ...o, [key]: value };
-    }
+  // The data the run was trained on (the SynthCXR, the image size and pixel statistics),
+  // whatever the defaults of this invocation.
+  type Restored = [flag: string, key: 'studies' | 'synthSeed' | 'resize' | 'statsSample', value: number | undefined];
+  const restored: Restored[] = [
+    ['--stats-sample', 'statsSample', saved.statsSample],
+    ...(saved.kind === 'synth'
+      ? [['--studies', 'studies', saved.studies], ['--synth-seed', 'synthSeed', saved.seed]] satisfies Restored[]
+      : [['--resize', 'resize', saved.resize]] satisfies Restored[]),
+  ];
+  for (const [flag, key, value] of restored) {
+    if (value === undefined) continue;
+    if (o.explicit?.has(key) && o[key] !== value) throw new UsageError(`${runDir} was trained with ${flag} ${value}, not ${o[key]}`);
+    o = { ...o, [key]: value };
   }
   return { runDir, set, dataSpec: saved.spec ?? o.data ?? 'synth', resumeFrom: await loadCheckpoint(nodeStorage(runDir), 'last'), o };
 }
 
-/** The data directory (generating SynthCXR when asked) and the report encoder's tokenizer. */
+/**
+ * The data directory (generating SynthCXR when asked), the report encoder's tokenizer, and
+ * for MIMIC the image cache (resized copies and pixel statistics, reused by later runs).
+ */
 async function prepareData(dataSpec: string, o: TrainCliOptions, imageSize: number) {
   const { ensureSynthDataset, cacheRoot } = await import('../runtime/platform/node-storage.ts');
   const { NodeFileSource } = await import('../runtime/platform/node-fs.ts');
   const { ReportTokenizer } = await import('../runtime/data/tokenizer.ts');
-  const { DEFAULT_VOCAB } = await import('../runtime/train/data-setup.ts');
+  const { DEFAULT_VOCAB, DEFAULT_RESIZE_MAX_SIDE, DEFAULT_STATS_SAMPLE_SIZE } = await import('../runtime/train/data-setup.ts');
   const data = parseDataSpec(dataSpec);
-  const info: Record<string, unknown> = { spec: dataSpec };
+  const statsSample = o.statsSample ?? DEFAULT_STATS_SAMPLE_SIZE;
+  const resize = o.resize ?? DEFAULT_RESIZE_MAX_SIDE;
+  const info: Record<string, unknown> = { spec: dataSpec, statsSample };
   let dir: string;
+  let imageCache: InstanceType<typeof NodeFileSource> | undefined;
   if (data.kind === 'synth') {
+    if (o.imageCache || o.explicit?.has('resize')) throw new UsageError('--image-cache and --resize apply to --data mimic:DIR (SynthCXR images are generated at the model\'s size)');
     say(`SynthCXR: ${o.studies} studies, seed ${o.synthSeed}, ${imageSize} px (cached under ${cacheRoot()})`);
     const bar = progressBar('generating SynthCXR');
     const r = await ensureSynthDataset(cacheRoot(), { studies: o.studies, seed: o.synthSeed, imageSize, onProgress: (d, t) => bar.update(d, t) });
@@ -244,7 +262,13 @@ async function prepareData(dataSpec: string, o: TrainCliOptions, imageSize: numb
     if (!r.generated) say(`reusing ${dir}`);
   } else {
     dir = data.dir;
-    Object.assign(info, { kind: 'mimic', dir });
+    const cacheDir = path.resolve(o.imageCache ?? path.join(dir, IMAGE_CACHE_DIR));
+    await mkdir(cacheDir, { recursive: true }).catch((e) => {
+      throw new UsageError(`cannot create the image cache ${cacheDir}: ${e.code ?? e.message}; choose a writable directory with --image-cache DIR`);
+    });
+    imageCache = new NodeFileSource(cacheDir);
+    say(`image cache: ${cacheDir} (images resized to ${resize} px once, reused by later runs)`);
+    Object.assign(info, { kind: 'mimic', dir, resize });
   }
   const source = new NodeFileSource(dir);
   let tokenizer: import('../runtime/data/tokenizer.ts').ReportTokenizer;
@@ -259,7 +283,36 @@ async function prepareData(dataSpec: string, o: TrainCliOptions, imageSize: numb
     }
     tokenizer = await ReportTokenizer.load(source, DEFAULT_VOCAB);
   }
-  return { source, tokenizer, info };
+  return { source, tokenizer, info, imageCache, resize, statsSample };
+}
+
+/** Default image cache of --data mimic:DIR, inside DIR. */
+const IMAGE_CACHE_DIR = 'lovt-cache';
+
+/**
+ * One progress bar per stage of a multi-stage task (reading reports, resizing, statistics);
+ * without a terminal, a line per tenth of a long stage (resizing MIMIC takes hours).
+ */
+function stagedProgress() {
+  let stage = '';
+  let bar: ReturnType<typeof progressBar> | null = null;
+  let nextLine = 0;
+  return {
+    update: (name: string, done: number, total: number) => {
+      if (name !== stage) {
+        bar?.stop();
+        stage = name;
+        bar = progressBar(name, total);
+        nextLine = 0;
+      }
+      bar!.update(done, total);
+      if (!bar!.tty && total >= 1000 && done >= nextLine) {
+        say(`${name}: ${done}/${total}`);
+        nextLine = done + Math.ceil(total / 10);
+      }
+    },
+    stop: () => bar?.stop(),
+  };
 }
 
 /** The --init tensors by state name, matched against the model (every mismatch named). */
@@ -324,7 +377,7 @@ async function trainCommand(modelPath: string, options: TrainCliOptions): Promis
     if (typeof v !== 'number') throw new UsageError(`model ${trainModel.model.name} has no int config '${name}', which training needs`);
     return v;
   };
-  const { source, tokenizer, info: dataInfo } = await prepareData(dataSpec, o, cfg('image_size'));
+  const { source, tokenizer, info: dataInfo, imageCache, resize, statsSample } = await prepareData(dataSpec, o, cfg('image_size'));
   if ('vocab_size' in trainModel.model.configs) {
     if (set.vocab_size === undefined && cfg('vocab_size') !== tokenizer.vocabSize) {
       set.vocab_size = String(tokenizer.vocabSize);
@@ -338,10 +391,17 @@ async function trainCommand(modelPath: string, options: TrainCliOptions): Promis
     throw new UsageError(`${runDir} was trained with a different version of ${resumeFrom.manifest.model.path} (or its imports); resume needs the same model source`);
   }
   const { openTrainingData } = await import('../runtime/train/data-setup.ts');
+  const { createImageWorkers, defaultImageWorkerCount } = await import('../runtime/platform/node-workers.ts');
   const spec = trainModel.model.train;
+  const setupProgress = stagedProgress();
+  // The batches do not depend on the thread count, so a resume may use another one.
+  const imageWorkers = createImageWorkers(o.dataWorkers ?? defaultImageWorkerCount());
+  say(`images decoded, resized and augmented ${imageWorkers.threads > 0 ? `on ${imageWorkers.threads} worker thread${imageWorkers.threads > 1 ? 's' : ''}` : 'in the main thread'} (--data-workers)`);
   const training = await openTrainingData(source, {
     batch: cfg('batch'), seed: spec.seed, imageSize: cfg('image_size'), maxTokens: cfg('max_tokens'), maxSentences: cfg('max_sentences'), vocab: tokenizer,
-  });
+    reportText: trainModel.model.configs.report_text?.value, imageCache, resizeMaxSide: resize, statsSampleSize: statsSample, imageWorkers,
+    onProgress: setupProgress.update,
+  }).finally(setupProgress.stop);
   say(`data: ${training.description}`);
   const init = o.init.length ? await loadInitWeights(o.init, trainModel) : undefined;
 
@@ -387,6 +447,7 @@ async function trainCommand(modelPath: string, options: TrainCliOptions): Promis
     say(`report: ${path.join(runDir, 'report.md')}`);
   }
   trainer.destroy();
+  await training.close();
 }
 
 /** The report's heatmaps: the model's `attention_r2i` output on the first validation batch (if it has one). */
@@ -499,18 +560,29 @@ async function synthCommand(o: { out?: string; studies: number; seed: number; im
 
 const DEMO_MODEL = fileURLToPath(new URL('../models/lovt-tiny.lovt', import.meta.url));
 
-async function demoCommand(o: { out?: string; minutes: number; studies: number }): Promise<void> {
+async function demoCommand(o: { out?: string; minutes: number; studies: number; dataWorkers?: number }): Promise<void> {
   const out = o.out ?? path.join('runs', `demo-${timestamp()}`);
   say(`lovt demo: pre-training LoVT-tiny on a generated SynthCXR data set for ${o.minutes} min, then ${path.join(out, 'report.md')}`);
   await trainCommand(DEMO_MODEL, {
     // Accumulation 1 and 10× the reference LR, so that a few minutes show learning.
     data: 'synth', studies: o.studies, synthSeed: 0, set: ['train.accumulate=1', 'train.epochs=1000', 'train.optimizer.lr=1e-3'], init: [],
-    out, minutes: o.minutes, report: true, heatmapStudies: 4,
+    out, minutes: o.minutes, report: true, heatmapStudies: 4, dataWorkers: o.dataWorkers,
     command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
   });
 }
 
 // ---------------------------------------------------------------------------
+
+/** `--studies N`: the size of a generated SynthCXR (train --data synth, synth, demo). */
+function synthStudiesOption(description: string): Option {
+  return new Option('--studies <N>', description).argParser(positiveInt('--studies')).default(200);
+}
+
+/** `--data-workers N`: threads that decode and augment images (train, demo). */
+function dataWorkersOption(): Option {
+  return new Option('--data-workers <N>', 'threads decoding, resizing and augmenting images; 0: the main thread (default: cores - 1, at least 1)')
+    .argParser(nonNegativeInt('--data-workers'));
+}
 
 function buildProgram(): Command {
   const program = new Command('lovt-run')
@@ -526,9 +598,13 @@ function buildProgram(): Command {
     .argument('<MODEL>', '.lovt model file')
     .option('--model <NAME>', 'which model of the file (default: its only model)')
     .option('--data <SPEC>', "'synth' (generated, cached) or 'mimic:DIR' (MIMIC-CXR-JPG layout)")
-    .option('--studies <N>', 'SynthCXR size for --data synth', positiveInt('--studies'), 200)
+    .addOption(synthStudiesOption('SynthCXR size for --data synth'))
     .option('--synth-seed <S>', 'SynthCXR generator seed for --data synth', nonNegativeInt('--synth-seed'), 0)
+    .option('--image-cache <DIR>', `resized image copies and pixel statistics for --data mimic, reused by later runs (default DATA/${IMAGE_CACHE_DIR})`)
+    .option('--resize <PX>', 'longest side of the cached image copies for --data mimic (default 512)', positiveInt('--resize'))
+    .option('--stats-sample <N>', 'images sampled for the train-split pixel statistics (default 4000)', positiveInt('--stats-sample'))
     .option('--vocab <FILE>', 'BERT vocabulary (vocab.txt or tokenizer.json); default DATA/vocab.txt')
+    .addOption(dataWorkersOption())
     .option('--steps <N>', 'stop after N optimizer steps in total', positiveInt('--steps'))
     .option('--epochs <E>', 'stop after E epochs (default: the train section)', positiveInt('--epochs'))
     .option('--batch <B>', 'batch size (the config batch)', positiveInt('--batch'))
@@ -563,7 +639,7 @@ function buildProgram(): Command {
     .command('synth')
     .description('write a SynthCXR data set (MIMIC-CXR-JPG layout, with boxes, masks and a vocabulary)')
     .option('--out <DIR>', 'output directory')
-    .option('--studies <N>', 'number of studies', positiveInt('--studies'), 200)
+    .addOption(synthStudiesOption('number of studies'))
     .option('--seed <S>', 'generator seed', nonNegativeInt('--seed'), 0)
     .option('--image-size <PX>', 'image side in pixels', positiveInt('--image-size'), 256)
     .action(synthCommand);
@@ -573,7 +649,8 @@ function buildProgram(): Command {
     .description('pre-train LoVT-tiny on SynthCXR for a few minutes and write a report with loss curves and attention heatmaps')
     .option('--out <RUN_DIR>', 'run directory (default runs/demo-<time>)')
     .option('--minutes <M>', 'training time', positiveNumber('--minutes'), 5)
-    .option('--studies <N>', 'SynthCXR size', positiveInt('--studies'), 200)
+    .addOption(synthStudiesOption('SynthCXR size'))
+    .addOption(dataWorkersOption())
     .action(demoCommand);
 
   program

@@ -251,6 +251,11 @@ export function isPrimitive(name: string): name is OpName {
   return name in RULES;
 }
 
+/** Every primitive op (for tests that must cover them all). */
+export function primitiveOps(): OpName[] {
+  return Object.keys(RULES) as OpName[];
+}
+
 /** Checks ids, topological order, leaf bookkeeping and every node's type. Throws Error naming the node. */
 export function validateGraph(g: Graph): void {
   const seen = new Set<number>();

@@ -212,7 +212,7 @@ export function planGraph(graph: Graph, limitsIn: Partial<EngineLimits> = DEFAUL
   let nextScratch = nodes.length;
   for (const group of fusion.groups) {
     if (numel(nodes[group.root].shape) === 0) continue; // nothing to compute
-    const r = renderGroup(graph, group, { maxWorkgroupsPerDim: limits.maxComputeWorkgroupsPerDimension, target: options.target }, () => nextScratch++, inPlace.get(group.root));
+    const r = renderGroup(graph, group, { maxWorkgroupsPerDim: limits.maxComputeWorkgroupsPerDimension, maxStorageBuffers: limits.maxStorageBuffersPerShaderStage, target: options.target }, () => nextScratch++, inPlace.get(group.root));
     for (const s of r.scratch) scratchInfo.set(s.id, s);
     for (const k of r.kernels) {
       const bufferCount = k.bindings.length;

@@ -10,7 +10,7 @@
 /// <reference types="@webgpu/types" />
 import type { Graph, Node } from '../compiler/ir.ts';
 import { numel, stridesOf } from '../compiler/ir.ts';
-import type { Kernel } from '../compiler/codegen/kernel.ts';
+import { type Kernel, paramsBytes } from '../compiler/codegen/kernel.ts';
 import { planGraph, type ExecutionPlan, type PlanOptions, type PlanStats, type TensorPlace } from '../compiler/schedule.ts';
 import { contractionTarget } from '../compiler/codegen/tiling.ts';
 import type { LovtDevice } from './device.ts';
@@ -49,21 +49,48 @@ function cacheOf(device: GPUDevice): DeviceCache {
   return c;
 }
 
+function lostError(lost: GPUDeviceLostInfo, what: string): Error {
+  return new Error(`${what}: the WebGPU device was lost (${lost.reason}): ${lost.message || 'no message'}. Restart the process; state on the GPU is gone (resume from the last checkpoint).`);
+}
+
 function checkAlive(device: GPUDevice, what: string): void {
   const lost = cacheOf(device).lost;
-  if (lost) throw new Error(`${what}: the WebGPU device was lost (${lost.reason}): ${lost.message || 'no message'}. Restart the process; state on the GPU is gone (resume from the last checkpoint).`);
+  if (lost) throw lostError(lost, what);
+}
+
+/** How long a failed GPU operation waits for the device's lost promise, which settles a little after the operations it aborts. */
+const LOSS_SETTLE_MS = 200;
+
+/**
+ * Runs GPU work `body` (submissions, buffer mapping); if it fails because the
+ * device was lost -- which surfaces as a bare AbortError from mapAsync, or
+ * as nothing at all from an error scope -- the error says so and names `what`.
+ */
+async function lossAware<T>(device: GPUDevice, what: string, body: () => Promise<T>): Promise<T> {
+  const cache = cacheOf(device);
+  try {
+    return await body();
+  } catch (e) {
+    if (!cache.lost) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([device.lost, new Promise((resolve) => (timer = setTimeout(resolve, LOSS_SETTLE_MS)))]);
+      clearTimeout(timer);
+    }
+    if (cache.lost) throw lostError(cache.lost, what);
+    throw e;
+  }
 }
 
 /** The bind-group layout of a kernel's bindings (cached per device by access pattern). */
 export function layoutFor(device: GPUDevice, k: Kernel): GPUBindGroupLayout {
-  const key = k.bindings.map((b) => (b.access === 'read' ? 'r' : 'w')).join('');
+  const key = k.bindings.map((b) => (b.access === 'read' ? 'r' : 'w')).join('') + (k.params ? 'u' : '');
   const cache = cacheOf(device).layouts;
   let layout = cache.get(key);
   if (!layout) {
-    layout = device.createBindGroupLayout({
-      label: `lovt layout ${key}`,
-      entries: k.bindings.map((b, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' } })),
-    });
+    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' } }));
+    // Kernel.params: the uniform block after the storage bindings.
+    if (k.params) entries.push({ binding: k.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+    layout = device.createBindGroupLayout({ label: `lovt layout ${key}`, entries });
     cache.set(key, layout);
   }
   return layout;
@@ -75,7 +102,7 @@ export function layoutFor(device: GPUDevice, k: Kernel): GPUBindGroupLayout {
  */
 export function pipelineFor(device: GPUDevice, k: Kernel): Promise<GPUComputePipeline> {
   const layout = layoutFor(device, k);
-  const key = `${k.bindings.map((b) => b.access[0]).join('')}|${k.entryPoint}|${k.wgsl}`;
+  const key = `${k.bindings.map((b) => b.access[0]).join('')}${k.params ? 'u' : ''}|${k.entryPoint}|${k.wgsl}`;
   const cache = cacheOf(device).pipelines;
   let p = cache.get(key);
   if (!p) {
@@ -185,6 +212,21 @@ export function constValue(node: Node): HostTensor {
   return out;
 }
 
+/**
+ * Refuses a plan the device cannot run (one made for other limits, e.g. read
+ * from `lovtc -o` output), naming the kernel, before WebGPU validation would
+ * reject its dispatch with only the program's name.
+ */
+function checkPlanFits(plan: ExecutionPlan, limits: GPUSupportedLimits, label: string): void {
+  for (const k of plan.kernels) {
+    if (k.bindings.length > limits.maxStorageBuffersPerShaderStage)
+      throw new Error(`${label}: kernel ${k.name} binds ${k.bindings.length} storage buffers, over this device's maxStorageBuffersPerShaderStage (${limits.maxStorageBuffersPerShaderStage}); plan for this device's limits`);
+    const over = k.workgroups.findIndex((n) => n > limits.maxComputeWorkgroupsPerDimension);
+    if (over >= 0)
+      throw new Error(`${label}: kernel ${k.name} dispatches ${k.workgroups[over]} workgroups along ${'xyz'[over]}, over this device's maxComputeWorkgroupsPerDimension (${limits.maxComputeWorkgroupsPerDimension}); plan for this device's limits`);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Program
 
@@ -228,7 +270,12 @@ export class Program {
     checkAlive(device, `creating ${label}`);
     if (state.dev.device !== device) throw new Error(`creating ${label}: the StateStore belongs to another device`);
     const plan = opts.plan ?? planGraph(graph, dev.limits, { target: contractionTarget(dev), ...opts });
+    checkPlanFits(plan, dev.limits, label);
+    return lossAware(device, `creating ${label}`, () => Program.allocate(dev, graph, state, plan, label));
+  }
 
+  private static async allocate(dev: LovtDevice, graph: Graph, state: StateStore, plan: ExecutionPlan, label: string): Promise<Program> {
+    const device = dev.device;
     // Buffers: planned scratch/input/const buffers are the program's own; state comes from the store.
     const buffers: GPUBuffer[] = [];
     const owned: GPUBuffer[] = [];
@@ -252,12 +299,36 @@ export class Program {
     program.owned = owned;
     try {
       await program.build();
+      checkAlive(device, `creating ${label}`); // objects made on a lost device are silently invalid
     } catch (e) {
       program.destroy();
       throw e;
     }
     program.stopWarming = warmers.get(device)?.warm(reverseFirstUse(plan.kernels));
     return program;
+  }
+
+  /** Every kernel's params (Kernel.params) in one uniform buffer, at the device's offset alignment; by kernel index. */
+  private uploadParams(): Map<number, GPUBufferBinding> {
+    const device = this.dev.device;
+    const align = device.limits.minUniformBufferOffsetAlignment;
+    const places = new Map<number, GPUBufferBinding>();
+    let bytes = 0;
+    this.plan.kernels.forEach((k, i) => {
+      if (!k.params) return;
+      places.set(i, { buffer: undefined as unknown as GPUBuffer, offset: bytes, size: paramsBytes(k.params) });
+      bytes += Math.ceil(paramsBytes(k.params) / align) * align;
+    });
+    if (!bytes) return places;
+    const buffer = device.createBuffer({ label: `${this.label} kernel params`, size: bytes, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
+    const words = new Uint32Array(buffer.getMappedRange());
+    for (const [i, p] of places) {
+      words.set(this.plan.kernels[i].params!, p.offset! / 4);
+      p.buffer = buffer;
+    }
+    buffer.unmap();
+    this.owned.push(buffer);
+    return places;
   }
 
   private async build(): Promise<void> {
@@ -270,18 +341,18 @@ export class Program {
       if (failed) throw new Error(`${this.label}: ${(failed.reason as Error).message}`);
       return settled.map((r) => (r as PromiseFulfilledResult<GPUComputePipeline>).value);
     });
+    const params = this.uploadParams();
     this.bindGroups = await scoped(device, `${this.label}: binding kernels`, () =>
-      plan.kernels.map((k) =>
-        device.createBindGroup({
-          label: k.name,
-          layout: layoutFor(device, k),
-          entries: k.bindings.map((b, j) => {
-            const place = plan.tensorBuffer.get(b.tensor);
-            if (!place) throw new Error(`internal: kernel ${k.name} binds tensor ${b.tensor}, which has no planned buffer`);
-            return { binding: j, resource: { buffer: this.buffers[place.buffer], offset: place.offset, size: place.bytes } };
-          }),
-        }),
-      ),
+      plan.kernels.map((k, i) => {
+        const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => {
+          const place = plan.tensorBuffer.get(b.tensor);
+          if (!place) throw new Error(`internal: kernel ${k.name} binds tensor ${b.tensor}, which has no planned buffer`);
+          return { binding: j, resource: { buffer: this.buffers[place.buffer], offset: place.offset, size: place.bytes } };
+        });
+        const p = params.get(i);
+        if (p) entries.push({ binding: k.bindings.length, resource: p });
+        return device.createBindGroup({ label: k.name, layout: layoutFor(device, k), entries });
+      }),
     );
     // Updates: a value living in a state buffer that this run also overwrites is copied aside first.
     const overwritten = new Set(Object.keys(plan.updates).map((name) => plan.state[name].buffer));
@@ -331,7 +402,16 @@ export class Program {
     for (const name of read) if (!(name in plan.outputs)) throw new Error(`${this.label}: unknown output '${name}' (outputs: ${Object.keys(plan.outputs).join(', ') || 'none'})`);
 
     const wanted = read.filter((name) => numel(plan.outputs[name].shape) > 0);
-    await scoped(device, `running ${this.label}`, () => {
+    const reading = wanted.length > 4 ? `${wanted.slice(0, 3).join(', ')} and ${wanted.length - 3} more` : wanted.join(', ');
+    const what = `running ${this.label} (${plan.kernels.length} dispatches${wanted.length ? `, reading ${reading}` : ''})`;
+    return lossAware(device, what, () => this.submitAndRead(inputs, read, wanted, what));
+  }
+
+  /** The GPU part of a run: uploads, dispatches, copies, one submission, then maps the outputs. */
+  private async submitAndRead(inputs: Record<string, HostTensor>, read: string[], wanted: string[], what: string): Promise<Record<string, HostTensor>> {
+    const device = this.dev.device;
+    const plan = this.plan;
+    await scoped(device, what, () => {
       for (const [name, io] of Object.entries(plan.inputs)) {
         const data = inputs[name];
         if (data.byteLength) device.queue.writeBuffer(this.buffers[io.place.buffer], io.place.offset, data.buffer, data.byteOffset, data.byteLength);
@@ -373,7 +453,7 @@ export class Program {
         out[name] = io.dtype === 'i32' ? new Int32Array(bytes) : new Float32Array(bytes);
       }),
     );
-    checkAlive(device, `running ${this.label}`);
+    checkAlive(device, what);
     return out;
   }
 

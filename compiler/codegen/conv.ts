@@ -12,7 +12,7 @@
 
 import { type Graph, type Node, numel, shapeStr } from '../ir.ts';
 import type { Kernel } from './kernel.ts';
-import { type ContractionOptions, type GemmOperand, type GemmSpec, renderGemm } from './tiling.ts';
+import { type ContractionOptions, type GemmOperand, type GemmSpec, ParamBlock, renderGemm } from './tiling.ts';
 
 /** Every size of a conv2d problem, whichever of the three ops describes it. */
 export interface ConvGeometry {
@@ -100,44 +100,128 @@ export function convFlops(graph: Graph, node: Node): number {
 
 const u = (n: number) => `${n}u`;
 
-/** `a - b` in u32, skipping zero: a wrapped (negative) result fails the `< size` checks that follow. */
-const minus = (a: string, b: number) => (b ? `${a} - ${u(b)}` : a);
+/**
+ * Whether conv kernels read their sizes from the uniform block (one pipeline
+ * per structure, like matmul) or bake them in (one per shape). Off: shared,
+ * lovt-tiny's conv kernels ran 1.3-2x slower per step on lavapipe (profiled,
+ * warm), even with the f32-reciprocal divisions below and the params copied to
+ * registers, so convs stay specialised until that is understood.
+ */
+const SHARE_CONV_PIPELINES = false;
+
+/**
+ * Divisions by a run-time divisor are real divisions (scalarised per lane on
+ * lavapipe, ~25 cycles each), and the im2col decode runs them for every
+ * element it loads: measured, that doubled lovt-tiny's forward convs. Through
+ * the divisor's f32 reciprocal (a param) they are a few vector instructions:
+ * with y = (x + 0.5) / d the fractional part is at least 0.5 / d from an
+ * integer, and the two f32 roundings (1/d, the product) err by at most
+ * x / d * 2^-23, which stays below that for x < 2^22 (x + 0.5 is exact).
+ */
+const DIVISION_HELPERS = `fn lv_div(x: u32, inv: u32) -> u32 { return u32((f32(x) + 0.5) * bitcast<f32>(inv)); }
+fn lv_mod(x: u32, inv: u32, d: u32) -> u32 { return x - lv_div(x, inv) * d; }`;
+
+/** Whether every dividend of the conv's decode (pixel and column indices) stays below 2^22; else real divisions. */
+function fastDivision(g: ConvGeometry): boolean {
+  return g.N * Math.max(g.OH * g.OW, g.H * g.W) + 2 * (g.H + g.W + g.ph + g.pw) < 2 ** 22;
+}
+
+const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0];
+
+/**
+ * The conv's sizes as WGSL expressions: params (so convs of one structure
+ * share a pipeline) except the kernel size, whose divisions run in the inner
+ * loop and stay constants (it is in the kernel's name).
+ */
+function sizes(g: ConvGeometry, p: ParamBlock) {
+  const Cg = g.C / g.G;
+  const Og = g.O / g.G;
+  const fast = !p.baked && fastDivision(g);
+  /** x / d and x % d for the param d = value (see DIVISION_HELPERS). */
+  const by = (name: string, value: number) => {
+    const inv = () => p.get(`inv${name}`, f32Bits(1 / value));
+    return {
+      div: (x: string) => (fast ? `lv_div(${x}, ${inv()})` : `(${x}) / ${p.get(name, value)}`),
+      mod: (x: string) => (fast ? `lv_mod(${x}, ${inv()}, ${p.get(name, value)})` : `(${x}) % ${p.get(name, value)}`),
+    };
+  };
+  // Getters: a param enters the uniform block only where the WGSL reads it.
+  return {
+    KK: u(g.KH * g.KW),
+    KW: u(g.KW),
+    /** Division helpers to declare (with the other helpers). */
+    helpers: fast ? DIVISION_HELPERS : '',
+    byP: by('P', g.OH * g.OW),
+    byHW: by('HW', g.H * g.W),
+    byOW: by('OW', g.OW),
+    byW: by('W', g.W),
+    bySh: by('sh', g.sh),
+    bySw: by('sw', g.sw),
+    get C() { return p.get('C', g.C); },
+    get H() { return p.get('H', g.H); },
+    get W() { return p.get('W', g.W); },
+    get O() { return p.get('O', g.O); },
+    get OH() { return p.get('OH', g.OH); },
+    get OW() { return p.get('OW', g.OW); },
+    get Cg() { return p.get('Cg', Cg); },
+    get Og() { return p.get('Og', Og); },
+    get sh() { return p.get('sh', g.sh); },
+    get sw() { return p.get('sw', g.sw); },
+    /** `a` times a stride or dilation; unit ones (the common case) multiply nothing. */
+    timesSh: (a: string) => (g.sh === 1 ? a : `${a} * ${p.get('sh', g.sh)}`),
+    timesSw: (a: string) => (g.sw === 1 ? a : `${a} * ${p.get('sw', g.sw)}`),
+    timesDh: (a: string) => (g.dh === 1 ? a : `${a} * ${p.get('dh', g.dh)}`),
+    timesDw: (a: string) => (g.dw === 1 ? a : `${a} * ${p.get('dw', g.dw)}`),
+    /** `a - padding` (u32: a wrapped, negative result fails the `< size` checks that follow); no subtraction without padding. */
+    minusPh: (a: string) => (g.ph ? `${a} - ${p.get('ph', g.ph)}` : a),
+    minusPw: (a: string) => (g.pw ? `${a} - ${p.get('pw', g.pw)}` : a),
+    plusPh: (a: string) => (g.ph ? `${a} + ${p.get('ph', g.ph)}` : a),
+    plusPw: (a: string) => (g.pw ? `${a} + ${p.get('pw', g.pw)}` : a),
+  };
+}
 
 /** WGSL function reading x(n, c_global, oh*s + kh*d - p, ow*s + kw*d - p) with zero padding. */
-function xTapHelper(g: ConvGeometry): string {
+function xTapHelper(g: ConvGeometry, p: ParamBlock): string {
+  const z = sizes(g, p);
   return `fn cv_x_tap(n: u32, c: u32, oh: u32, ow: u32, kh: u32, kw: u32) -> f32 {
-  let ih = ${minus(`oh * ${u(g.sh)} + kh * ${u(g.dh)}`, g.ph)};
-  let iw = ${minus(`ow * ${u(g.sw)} + kw * ${u(g.dw)}`, g.pw)};
-  let ok = ih < ${u(g.H)} && iw < ${u(g.W)};
-  return select(0.0, cv_x[select(0u, ((n * ${u(g.C)} + c) * ${u(g.H)} + ih) * ${u(g.W)} + iw, ok)], ok);
+  let ih = ${z.minusPh(`${z.timesSh('oh')} + ${z.timesDh('kh')}`)};
+  let iw = ${z.minusPw(`${z.timesSw('ow')} + ${z.timesDw('kw')}`)};
+  let ok = ih < ${z.H} && iw < ${z.W};
+  return select(0.0, cv_x[select(0u, ((n * ${z.C} + c) * ${z.H} + ih) * ${z.W} + iw, ok)], ok);
 }`;
 }
 
 function forwardSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   const [x, w] = node.inputs.map((i) => graph.nodes[i]);
+  const p = new ParamBlock(!SHARE_CONV_PIPELINES);
+  const z = sizes(g, p);
   const Cg = g.C / g.G;
   const Og = g.O / g.G;
   const KK = g.KH * g.KW;
   const K = Cg * KK;
   const P = g.OH * g.OW;
-  const groupRow = (b: string, o: string) => (g.G > 1 ? `(${b}) * ${u(Og)} + (${o})` : `(${o})`);
-  const groupChan = (b: string, c: string) => (g.G > 1 ? `(${b}) * ${u(Cg)} + (${c})` : `(${c})`);
-  const a: GemmOperand = { input: 'cv_w', fast: 'k', vec4: K % 4 === 0 ? 'k' : undefined, index: (b, o, k) => `(${groupRow(b, o)}) * ${u(K)} + (${k})` };
+  const Pe = p.get('P', P);
+  const Ke = p.get('Kw', K);
+  const groupRow = (b: string, o: string) => (g.G > 1 ? `(${b}) * ${z.Og} + (${o})` : `(${o})`);
+  const groupChan = (b: string, c: string) => (g.G > 1 ? `(${b}) * ${z.Cg} + (${c})` : `(${c})`);
+  const a: GemmOperand = { input: 'cv_w', fast: 'k', vec4: K % 4 === 0 ? 'k' : undefined, index: (b, o, k) => `(${groupRow(b, o)}) * ${Ke} + (${k})` };
   const pointwise = KK === 1 && g.sh === 1 && g.sw === 1 && g.ph === 0 && g.pw === 0;
   const bOp: GemmOperand = pointwise
     ? // 1x1, stride 1, no padding: x itself is the B matrix per image, contiguous along pixels.
-      { input: 'cv_x', fast: 'r', vec4: P % 4 === 0 ? 'r' : undefined, index: (b, col, k) => `((${col}) / ${u(P)} * ${u(g.C)} + ${groupChan(b, k)}) * ${u(P)} + (${col}) % ${u(P)}` }
+      { input: 'cv_x', fast: 'r', vec4: P % 4 === 0 ? 'r' : undefined, index: (b, col, k) => `(${z.byP.div(col)} * ${z.C} + ${groupChan(b, k)}) * ${Pe} + ${z.byP.mod(col)}` }
     : { input: 'cv_x', fast: 'r', load: (b, col, k) => `cv_x_fwd(${b}, ${col}, ${k})` };
   const helpers = pointwise
-    ? ''
-    : `${xTapHelper(g)}
+    ? z.helpers
+    : `${z.helpers}
+${xTapHelper(g, p)}
 fn cv_x_fwd(g: u32, col: u32, k: u32) -> f32 {
-  let p = col % ${u(P)};
-  let t = k % ${u(KK)};
-  return cv_x_tap(col / ${u(P)}, ${g.G > 1 ? `g * ${u(Cg)} + ` : ''}k / ${u(KK)}, p / ${u(g.OW)}, p % ${u(g.OW)}, t / ${u(g.KW)}, t % ${u(g.KW)});
+  let p = ${z.byP.mod('col')};
+  let t = k % ${z.KK};
+  return cv_x_tap(${z.byP.div('col')}, ${g.G > 1 ? `g * ${z.Cg} + ` : ''}k / ${z.KK}, ${z.byOW.div('p')}, ${z.byOW.mod('p')}, t / ${z.KW}, t % ${z.KW});
 }`;
   return {
     op: `conv2d_${g.KH}x${g.KW}`,
+    params: p,
     batch: g.G,
     M: Og,
     N: g.N * P,
@@ -149,7 +233,7 @@ fn cv_x_fwd(g: u32, col: u32, k: u32) -> f32 {
     a,
     b: bOp,
     helpers,
-    out: (b, o, col) => `((${col}) / ${u(P)} * ${u(g.O)} + ${groupRow(b, o)}) * ${u(P)} + (${col}) % ${u(P)}`,
+    out: (b, o, col) => `(${z.byP.div(col)} * ${z.O} + ${groupRow(b, o)}) * ${Pe} + ${z.byP.mod(col)}`,
     outVec4: P % 4 === 0,
     outTensor: node.id,
     outNumel: numel(node.shape),
@@ -159,32 +243,38 @@ fn cv_x_fwd(g: u32, col: u32, k: u32) -> f32 {
 
 function gradInputSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   const [dy, w] = node.inputs.map((i) => graph.nodes[i]);
+  const p = new ParamBlock(!SHARE_CONV_PIPELINES);
+  const z = sizes(g, p);
   const Cg = g.C / g.G;
   const Og = g.O / g.G;
   const KK = g.KH * g.KW;
   const HW = g.H * g.W;
-  const groupOut = (b: string, o: string) => (g.G > 1 ? `(${b}) * ${u(Og)} + (${o})` : `(${o})`);
-  const groupChan = (b: string, c: string) => (g.G > 1 ? `(${b}) * ${u(Cg)} + (${c})` : `(${c})`);
+  const HWe = p.get('HW', HW);
+  const groupOut = (b: string, o: string) => (g.G > 1 ? `(${b}) * ${z.Og} + (${o})` : `(${o})`);
+  const groupChan = (b: string, c: string) => (g.G > 1 ? `(${b}) * ${z.Cg} + (${c})` : `(${c})`);
   // Rows are input channels c, k = (o, kh, kw): w[o, c, kh, kw].
   const a: GemmOperand =
     KK === 1
-      ? { input: 'cv_w', fast: 'r', vec4: Cg % 4 === 0 ? 'r' : undefined, index: (b, c, k) => `(${groupOut(b, k)}) * ${u(Cg)} + (${c})` }
-      : { input: 'cv_w', fast: 'k', index: (b, c, k) => `((${groupOut(b, `(${k}) / ${u(KK)}`)}) * ${u(Cg)} + (${c})) * ${u(KK)} + (${k}) % ${u(KK)}` };
+      ? { input: 'cv_w', fast: 'r', vec4: Cg % 4 === 0 ? 'r' : undefined, index: (b, c, k) => `(${groupOut(b, k)}) * ${z.Cg} + (${c})` }
+      : { input: 'cv_w', fast: 'k', index: (b, c, k) => `((${groupOut(b, `(${k}) / ${z.KK}`)}) * ${z.Cg} + (${c})) * ${z.KK} + (${k}) % ${z.KK}` };
   // dy(n, o, oh, ow) where oh*s = ih + p - kh*d; taps that fall between strides or outside are zero.
   const strided = g.sh > 1 || g.sw > 1;
-  const helpers = `fn cv_dy_tap(g: u32, col: u32, k: u32) -> f32 {
-  let q = col % ${u(HW)};
-  let t = k % ${u(KK)};
-  let ohs = q / ${u(g.W)} + ${u(g.ph)} - (t / ${u(g.KW)}) * ${u(g.dh)};
-  let ows = q % ${u(g.W)} + ${u(g.pw)} - (t % ${u(g.KW)}) * ${u(g.dw)};
-  let oh = ohs / ${u(g.sh)};
-  let ow = ows / ${u(g.sw)};
-  let ok = oh < ${u(g.OH)} && ow < ${u(g.OW)}${strided ? ` && ohs % ${u(g.sh)} == 0u && ows % ${u(g.sw)} == 0u` : ''};
-  let i = (((col / ${u(HW)}) * ${u(g.O)} + ${g.G > 1 ? `g * ${u(Og)} + ` : ''}k / ${u(KK)}) * ${u(g.OH)} + oh) * ${u(g.OW)} + ow;
+  // A tap left of or above the image wraps ohs/ows to huge u32s, which oh < OH rejects.
+  const helpers = `${z.helpers}
+fn cv_dy_tap(g: u32, col: u32, k: u32) -> f32 {
+  let q = ${z.byHW.mod('col')};
+  let t = k % ${z.KK};
+  let ohs = ${z.plusPh(z.byW.div('q'))} - ${z.timesDh(`(t / ${z.KW})`)};
+  let ows = ${z.plusPw(z.byW.mod('q'))} - ${z.timesDw(`(t % ${z.KW})`)};
+  let oh = ${strided ? z.bySh.div('ohs') : 'ohs'};
+  let ow = ${strided ? z.bySw.div('ows') : 'ows'};
+  let ok = oh < ${z.OH} && ow < ${z.OW}${strided ? ` && ohs - oh * ${z.sh} == 0u && ows - ow * ${z.sw} == 0u` : ''};
+  let i = ((${z.byHW.div('col')} * ${z.O} + ${g.G > 1 ? `g * ${z.Og} + ` : ''}k / ${z.KK}) * ${z.OH} + oh) * ${z.OW} + ow;
   return select(0.0, cv_dy[select(0u, i, ok)], ok);
 }`;
   return {
     op: `conv2d_grad_input_${g.KH}x${g.KW}`,
+    params: p,
     batch: g.G,
     M: Cg,
     N: g.N * HW,
@@ -196,7 +286,7 @@ function gradInputSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
     a,
     b: { input: 'cv_dy', fast: 'r', load: (b, col, k) => `cv_dy_tap(${b}, ${col}, ${k})` },
     helpers,
-    out: (b, c, col) => `((${col}) / ${u(HW)} * ${u(g.C)} + ${groupChan(b, c)}) * ${u(HW)} + (${col}) % ${u(HW)}`,
+    out: (b, c, col) => `(${z.byHW.div(col)} * ${z.C} + ${groupChan(b, c)}) * ${HWe} + ${z.byHW.mod(col)}`,
     outVec4: HW % 4 === 0,
     outTensor: node.id,
     outNumel: numel(node.shape),
@@ -206,28 +296,33 @@ function gradInputSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
 
 function gradWeightSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   const [x, dy] = node.inputs.map((i) => graph.nodes[i]);
+  const p = new ParamBlock(!SHARE_CONV_PIPELINES);
+  const z = sizes(g, p);
   const Cg = g.C / g.G;
-  const Og = g.O / g.G;
   const KK = g.KH * g.KW;
   const P = g.OH * g.OW;
-  const groupOut = (b: string, o: string) => (g.G > 1 ? `(${b}) * ${u(Og)} + (${o})` : `(${o})`);
+  const Pe = p.get('P', P);
+  const CgKK = p.get('CgKK', Cg * KK);
+  const groupOut = (b: string, o: string) => (g.G > 1 ? `(${b}) * ${z.Og} + (${o})` : `(${o})`);
   // Rows are output channels o, k = (n, oh, ow): dy is contiguous along k within an image.
   const a: GemmOperand = {
     input: 'cv_dy',
     fast: 'k',
     vec4: P % 4 === 0 ? 'k' : undefined,
-    index: (b, o, k) => `((${k}) / ${u(P)} * ${u(g.O)} + ${groupOut(b, o)}) * ${u(P)} + (${k}) % ${u(P)}`,
+    index: (b, o, k) => `(${z.byP.div(k)} * ${z.O} + ${groupOut(b, o)}) * ${Pe} + ${z.byP.mod(k)}`,
   };
-  const helpers = `${xTapHelper(g)}
+  const helpers = `${z.helpers}
+${xTapHelper(g, p)}
 fn cv_x_wgrad(g: u32, col: u32, k: u32) -> f32 {
-  let p = k % ${u(P)};
-  let t = col % ${u(KK)};
-  return cv_x_tap(k / ${u(P)}, ${g.G > 1 ? `g * ${u(Cg)} + ` : ''}col / ${u(KK)}, p / ${u(g.OW)}, p % ${u(g.OW)}, t / ${u(g.KW)}, t % ${u(g.KW)});
+  let p = ${z.byP.mod('k')};
+  let t = col % ${z.KK};
+  return cv_x_tap(${z.byP.div('k')}, ${g.G > 1 ? `g * ${z.Cg} + ` : ''}col / ${z.KK}, ${z.byOW.div('p')}, ${z.byOW.mod('p')}, t / ${z.KW}, t % ${z.KW});
 }`;
   return {
     op: `conv2d_grad_weight_${g.KH}x${g.KW}`,
+    params: p,
     batch: g.G,
-    M: Og,
+    M: g.O / g.G,
     N: Cg * KK,
     K: g.N * P,
     inputs: [
@@ -237,7 +332,7 @@ fn cv_x_wgrad(g: u32, col: u32, k: u32) -> f32 {
     a,
     b: { input: 'cv_x', fast: 'k', load: (b, col, k) => `cv_x_wgrad(${b}, ${col}, ${k})` },
     helpers,
-    out: (b, o, col) => `(${groupOut(b, o)}) * ${u(Cg * KK)} + (${col})`,
+    out: (b, o, col) => `(${groupOut(b, o)}) * ${CgKK} + (${col})`,
     outVec4: (Cg * KK) % 4 === 0,
     outTensor: node.id,
     outNumel: numel(node.shape),

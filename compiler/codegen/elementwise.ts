@@ -394,6 +394,78 @@ ${ec.code()}
   };
 }
 
+/** The tensors a kernel evaluating `id` loads: `id` itself unless computed in place, else those its inline producers read. */
+function loadedTensors(graph: Graph, id: number, inline: Set<number>, into = new Set<number>()): Set<number> {
+  const n = graph.nodes[id];
+  if (n.op === 'full' || n.op === 'iota') return into;
+  if (!inline.has(id)) into.add(id);
+  else for (const x of n.inputs) loadedTensors(graph, x, inline, into);
+  return into;
+}
+
+/**
+ * A concat whose inputs need more storage buffers than one kernel may bind
+ * (`maxBindings`, the output's included), as several kernels. Each takes a
+ * run of consecutive inputs that fits, computes their concat -- the slab of
+ * the output those inputs cover along the axis -- and stores it at the slab's
+ * place in the output. `inPlace` as for renderElementwise.
+ */
+export function renderConcatSlabs(graph: Graph, root: number, inline: Set<number>, opts: RenderOptions, maxBindings: number, inPlace?: number): Kernel[] {
+  const node = graph.nodes[root];
+  if (node.op !== 'concat') throw new Error(`internal: renderConcatSlabs of ${node.op} (node %${root})`);
+  const axis = normalise(node.attrs.axis as number, node.shape.length);
+  const members = new Set([...inline].filter((m) => m !== root));
+  // Runs of consecutive inputs whose loads, with the output, fit the binding limit.
+  const runs: number[][] = [];
+  let run: number[] = [];
+  let loads = new Set<number>();
+  for (const x of node.inputs) {
+    const mine = loadedTensors(graph, x, members);
+    if (mine.size + 1 > maxBindings) throw new Error(`concat input %${x} (node %${root}) alone needs ${mine.size + 1} storage buffers; the device allows ${maxBindings}`);
+    const joined = new Set([...loads, ...mine]);
+    if (run.length && joined.size + 1 > maxBindings) {
+      runs.push(run);
+      run = [];
+      loads = mine;
+    } else loads = joined;
+    run.push(x);
+  }
+  runs.push(run);
+
+  const inner = numel(node.shape.slice(axis + 1));
+  const axisLen = node.shape[axis];
+  const kernels: Kernel[] = [];
+  let start = 0;
+  for (const inputs of runs) {
+    const span = inputs.reduce((s, x) => s + graph.nodes[x].shape[axis], 0);
+    // The slab as a node of its own: the concat of this run, shaped like its part of the output.
+    const slab: Node = { ...node, id: graph.nodes.length, inputs, shape: node.shape.map((d, k) => (k === axis ? span : d)) };
+    const slabGraph: Graph = { ...graph, nodes: [...graph.nodes, slab] };
+    const builder = new KernelBuilder();
+    const out = builder.write(root, node.dtype);
+    if (inPlace !== undefined) builder.alias(inPlace, out);
+    const ec = new ExprCompiler(slabGraph, new Set([...members, slab.id]), builder);
+    const value = ec.value(slab.id, ec.index('i', slab.shape));
+    // Slab element i (row-major over the slab) is output element (i / (span·inner))·(axisLen·inner) + start·inner + i % (span·inner).
+    const row = span * inner;
+    const outer = numel(node.shape.slice(0, axis));
+    const at = outer === 1 ? `i + ${start * inner}u` : `(i / ${row}u) * ${axisLen * inner}u + ${start * inner}u + i % ${row}u`;
+    const count = numel(slab.shape);
+    const { main, workgroups } = perElement(count, opts.maxWorkgroupsPerDim, `${ec.code()}\n  ${out}[${at}] = ${value};`);
+    const { decls, bindings } = builder.finish();
+    kernels.push({
+      name: `${kernelName('concat', node.shape)}_slab${start}to${start + span}`,
+      wgsl: `${decls}\n\n${main}\n`,
+      entryPoint: 'main',
+      bindings,
+      workgroups,
+      flops: count,
+    });
+    start += span;
+  }
+  return kernels;
+}
+
 /** Compiles the root's expression; with `vectors`, in vector mode (lane index `e`, those tensors bound as vec4). */
 function compileElementwise(graph: Graph, root: number, inline: Set<number>, inPlace: number | undefined, vectors?: Map<number, string>) {
   const node = graph.nodes[root];

@@ -7,7 +7,7 @@
 import type { DType, Graph, Node } from '../ir.ts';
 import type { Group } from '../passes/fusion.ts';
 import type { Kernel } from './kernel.ts';
-import { FusedEpilogue, renderElementwise } from './elementwise.ts';
+import { FusedEpilogue, renderConcatSlabs, renderElementwise } from './elementwise.ts';
 import { renderReduce } from './reduce.ts';
 import { renderNN } from './nn.ts';
 import { renderMatmul } from './matmul.ts';
@@ -32,15 +32,17 @@ export interface RenderedGroup {
 }
 
 /**
- * Renders one group. `target` picks the contraction kernel family for the
- * device (tiling.ts contractionTarget; the portable one when absent).
+ * Renders one group, within `maxStorageBuffers` bindings per kernel (a concat
+ * over more inputs becomes several kernels). `target` picks the contraction
+ * kernel family for the device (tiling.ts contractionTarget; the portable one
+ * when absent).
  * `inPlace` is a state tensor the group's root overwrites in place
  * (elementwise and reduction groups only; the planner checks it is safe).
  */
 export function renderGroup(
   graph: Graph,
   group: Group,
-  limits: { maxWorkgroupsPerDim: number; target?: ContractionTarget },
+  limits: { maxWorkgroupsPerDim: number; maxStorageBuffers: number; target?: ContractionTarget },
   newScratchId: () => number,
   inPlace?: number,
 ): RenderedGroup {
@@ -55,7 +57,12 @@ export function renderGroup(
     },
   };
   const inline = new Set(group.inline);
-  if (group.kind === 'elementwise') return { kernels: [renderElementwise(graph, group.root, inline, opts, inPlace)], scratch };
+  if (group.kind === 'elementwise') {
+    const kernel = renderElementwise(graph, group.root, inline, opts, inPlace);
+    // Only a concat binds an unbounded number of tensors (fusion keeps every other group within the limit).
+    if (kernel.bindings.length <= limits.maxStorageBuffers || graph.nodes[group.root].op !== 'concat') return { kernels: [kernel], scratch };
+    return { kernels: renderConcatSlabs(graph, group.root, inline, opts, limits.maxStorageBuffers, inPlace), scratch };
+  }
 
   const anchor = graph.nodes[group.anchor!];
   if (inPlace !== undefined && (group.kind !== 'reduce' || group.root === anchor.id))

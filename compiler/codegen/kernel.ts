@@ -1,6 +1,9 @@
-// The contract between WGSL generators and the executor. Every kernel is
-// specialised to concrete shapes (shapes are baked into the WGSL as constants),
-// so kernels take no uniforms: only storage buffers, in binding order.
+// The contract between WGSL generators and the executor. Most kernels are
+// specialised to concrete shapes (shapes baked into the WGSL as constants) and
+// bind only storage buffers, in binding order. Matmul kernels instead read
+// their problem sizes from a small uniform block (`params`), so every problem
+// with the same tile and structure shares one pipeline: on lavapipe each
+// distinct pipeline costs LLVM 0.3-5 s at its first dispatch.
 
 export interface Kernel {
   /** Short readable name for stats and errors, e.g. "matmul_64x64_tn". */
@@ -16,6 +19,18 @@ export interface Kernel {
   workgroups: [number, number, number];
   /** Floating-point operations, for --stats and benchmarks. */
   flops: number;
+  /**
+   * Values of the kernel's uniform block, bound at @group(0)
+   * @binding(bindings.length) as `var<uniform>` (a struct of u32 fields in
+   * this order); absent when the kernel has none. A plain array: plans
+   * travel as JSON (planToJSON).
+   */
+  params?: number[];
+}
+
+/** Bytes of a kernel's uniform binding: its params rounded up to 16 (uniform struct size rules). */
+export function paramsBytes(params: number[]): number {
+  return Math.max(16, Math.ceil((params.length * 4) / 16) * 16);
 }
 
 /**

@@ -7,7 +7,7 @@
 import { type Graph, type Node, numel, shapeStr } from '../ir.ts';
 import { broadcastShapes } from '../ops.ts';
 import type { Kernel } from './kernel.ts';
-import { type ContractionOptions, type GemmOperand, type GemmSpec, renderGemm } from './tiling.ts';
+import { type ContractionOptions, type GemmOperand, type GemmSpec, ParamBlock, renderGemm } from './tiling.ts';
 
 export interface MatmulDims {
   /** Broadcast batch shape of the output. */
@@ -51,18 +51,24 @@ export function matmulFlops(graph: Graph, node: Node): number {
 /**
  * WGSL expression of an operand's element offset for flat output batch index
  * `b`: the operand's own batch dims are right-aligned against the output's,
- * and dims of size 1 (broadcast) contribute nothing.
+ * and dims of size 1 (broadcast) contribute nothing. Sizes and strides are
+ * params named after the operand (`name`); only which dims broadcast is
+ * structural.
  */
-function batchOffset(outBatch: number[], own: number[], matrixSize: number, b: string): string {
-  if (numel(own) === 1) return '0u';
-  if (own.length === outBatch.length && own.every((d, i) => d === outBatch[i])) return `(${b}) * ${matrixSize}u`;
+function batchOffset(p: ParamBlock, name: string, outBatch: number[], own: number[], matrixSize: number, b: string): string {
+  // One matrix (stride 0) or one per output batch index: the same code.
+  if (numel(own) === 1 || (own.length === outBatch.length && own.every((d, i) => d === outBatch[i])))
+    return `(${b}) * ${p.get(`${name}Stride`, numel(own) === 1 ? 0 : matrixSize)}`;
   const terms: string[] = [];
   let outStride = 1; // stride of dim i in the flat output batch index
   let ownStride = matrixSize; // stride of dim i in the operand
   for (let i = outBatch.length - 1; i >= 0; i--) {
     const j = own.length - (outBatch.length - i);
     const size = j >= 0 ? own[j] : 1;
-    if (size !== 1) terms.push(`((${b}) / ${outStride}u % ${outBatch[i]}u) * ${ownStride}u`);
+    if (size !== 1) {
+      const d = `${name}Dim${i}`;
+      terms.push(`((${b}) / ${p.get(`${d}OutStride`, outStride)} % ${p.get(`${d}Size`, outBatch[i])}) * ${p.get(`${d}Stride`, ownStride)}`);
+    }
     outStride *= outBatch[i];
     ownStride *= size;
   }
@@ -82,18 +88,24 @@ export function matmulSpec(graph: Graph, node: Node): GemmSpec {
   const fold = batch > 1 && numel(yBatch) === 1 && !transA && numel(xBatch) === batch;
   const gBatch = fold ? 1 : batch;
   const gM = fold ? batch * M : M;
-  const aOff = (b: string) => (fold ? '0u' : batchOffset(batchShape, xBatch, M * K, b));
-  const bOff = (b: string) => (fold ? '0u' : batchOffset(batchShape, yBatch, K * N, b));
-  const plus = (off: string, rest: string) => (off === '0u' ? rest : `${off} + ${rest}`);
+  const p = new ParamBlock();
+  // Folded, the GEMM batch is 1 and b is always 0.
+  const aOff = (b: string) => batchOffset(p, 'a', fold ? [] : batchShape, fold ? [] : xBatch, M * K, b);
+  const bOff = (b: string) => batchOffset(p, 'b', fold ? [] : batchShape, fold ? [] : yBatch, K * N, b);
+  // Row strides: A's is K (or gM transposed), B's is N (or K transposed), the output's N.
+  const lda = () => p.get('lda', transA ? gM : K);
+  const ldb = () => p.get('ldb', transB ? K : N);
+  const ldo = () => p.get('ldo', N);
 
   const a: GemmOperand = transA
-    ? { input: 'mm_a', fast: 'r', vec4: gM % 4 === 0 ? 'r' : undefined, index: (b, m, k) => plus(aOff(b), `(${k}) * ${gM}u + (${m})`) }
-    : { input: 'mm_a', fast: 'k', vec4: K % 4 === 0 ? 'k' : undefined, index: (b, m, k) => plus(aOff(b), `(${m}) * ${K}u + (${k})`) };
+    ? { input: 'mm_a', fast: 'r', vec4: gM % 4 === 0 ? 'r' : undefined, index: (b, m, k) => `${aOff(b)} + (${k}) * ${lda()} + (${m})` }
+    : { input: 'mm_a', fast: 'k', vec4: K % 4 === 0 ? 'k' : undefined, index: (b, m, k) => `${aOff(b)} + (${m}) * ${lda()} + (${k})` };
   const bOp: GemmOperand = transB
-    ? { input: 'mm_b', fast: 'k', vec4: K % 4 === 0 ? 'k' : undefined, index: (b, n, k) => plus(bOff(b), `(${n}) * ${K}u + (${k})`) }
-    : { input: 'mm_b', fast: 'r', vec4: N % 4 === 0 ? 'r' : undefined, index: (b, n, k) => plus(bOff(b), `(${k}) * ${N}u + (${n})`) };
+    ? { input: 'mm_b', fast: 'k', vec4: K % 4 === 0 ? 'k' : undefined, index: (b, n, k) => `${bOff(b)} + (${n}) * ${ldb()} + (${k})` }
+    : { input: 'mm_b', fast: 'r', vec4: N % 4 === 0 ? 'r' : undefined, index: (b, n, k) => `${bOff(b)} + (${k}) * ${ldb()} + (${n})` };
   return {
     op: 'matmul',
+    params: p,
     batch: gBatch,
     M: gM,
     N,
@@ -104,7 +116,7 @@ export function matmulSpec(graph: Graph, node: Node): GemmSpec {
     ],
     a,
     b: bOp,
-    out: (b, m, n) => (gBatch === 1 ? `(${m}) * ${N}u + (${n})` : `((${b}) * ${gM}u + (${m})) * ${N}u + (${n})`),
+    out: (b, m, n) => `(${b}) * ${p.get('outStride', gM * N)} + (${m}) * ${ldo()} + (${n})`,
     outVec4: N % 4 === 0,
     outTensor: node.id,
     outNumel: numel(node.shape),

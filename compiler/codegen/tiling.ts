@@ -24,8 +24,13 @@
 //    code small: stores run in a loop, small problems take one k per
 //    iteration, and loop trip counts are hidden from LLVM's full unroller.
 //
-// Shapes are WGSL constants; bounds checks are emitted only along dimensions
-// that are not multiples of the tile.
+// Problem sizes can be read from a uniform block (ParamBlock, Kernel.params)
+// rather than baked into the WGSL, so every problem with the same template,
+// tile and structure (transposes, vec4 paths, epilogue, which dimensions need
+// bounds checks) shares one pipeline: lavapipe's LLVM spends 0.3-5 s on each
+// distinct pipeline at its first dispatch. matmul.ts uses it; conv.ts bakes
+// its sizes (see SHARE_CONV_PIPELINES there). Bounds checks are emitted only
+// along dimensions that are not multiples of the tile (a structural variant).
 
 import { type Epilogue, type Kernel, foldWorkgroups } from './kernel.ts';
 
@@ -99,9 +104,66 @@ export interface GemmOperand {
   fast: 'k' | 'r';
 }
 
+/**
+ * The uniform block of a contraction kernel: named u32 values the WGSL reads
+ * as `lv_p.<name>`. Fields appear in the order they are first used, so kernels
+ * rendered along the same code path get the same struct, whatever the values.
+ */
+export class ParamBlock {
+  private fields = new Map<string, number>();
+
+  /**
+   * `baked`: every value is a WGSL constant instead (no uniform block), for
+   * kernels whose inner loops run faster specialised than shared (conv.ts).
+   */
+  constructor(readonly baked = false) {}
+
+  /** The WGSL expression of `value`, registered as field `name` (one name, one value). */
+  get(name: string, value: number): string {
+    if (!Number.isInteger(value) || value < 0 || value >= 2 ** 32) throw new Error(`internal: param ${name} = ${value} is not a u32`);
+    const prev = this.fields.get(name);
+    if (prev !== undefined && prev !== value) throw new Error(`internal: param ${name} is both ${prev} and ${value}`);
+    if (this.baked) return `${value}u`;
+    this.fields.set(name, value);
+    return `lv_p.${name}`;
+  }
+
+  /**
+   * The same value read from the uniform block itself: what WGSL's uniformity
+   * analysis needs where it bounds a loop with barriers or subgroup operations
+   * (the private copy counts as non-uniform).
+   */
+  uniform(name: string, value: number): string {
+    return this.get(name, value).replace('lv_p.', 'lv_params.');
+  }
+
+  /**
+   * The struct, its binding and the private copy the code reads (`lv_p`,
+   * filled by `copy` at the top of main); call after the kernel body was
+   * rendered (rendering registers the fields). The copy matters on lavapipe:
+   * read from the uniform block in the inner loop, every use of a size was a
+   * memory load per iteration (the conv kernels ran ~1.4x slower); a private
+   * copy becomes plain registers.
+   */
+  declaration(binding: number): { decl: string; copy: string } {
+    if (!this.fields.size) return { decl: '', copy: '' };
+    const members = [...this.fields.keys()].map((n) => `  ${n}: u32,`).join('\n');
+    return {
+      decl: `struct LvParams {\n${members}\n}\n@group(0) @binding(${binding}) var<uniform> lv_params: LvParams;\nvar<private> lv_p: LvParams;`,
+      copy: '  lv_p = lv_params;\n',
+    };
+  }
+
+  values(): number[] | undefined {
+    return this.fields.size ? [...this.fields.values()] : undefined;
+  }
+}
+
 export interface GemmSpec {
   /** Kernel name prefix, e.g. "matmul" or "conv2d". */
   op: string;
+  /** The problem sizes the operands' index functions read (tiling adds its own). */
+  params: ParamBlock;
   batch: number;
   M: number;
   N: number;
@@ -177,9 +239,11 @@ export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, targ
       if (colGroups > 1) colGroups = 1;
       else rowsPerLane >>= 1;
     }
-    const n = tiles();
-    // Enough workgroups (4 per CPU_MIN_WORKGROUPS) that the device's threads end evenly.
-    const subgroupsPerWorkgroup = Math.max(1, Math.min(Math.floor(64 / S), Math.floor(n / (4 * CPU_MIN_WORKGROUPS))));
+    // Enough workgroups (4 per CPU_MIN_WORKGROUPS) that the device's threads end
+    // evenly. The workgroup size is in the WGSL, so it takes one of two values
+    // rather than following the tile count (each value is another pipeline).
+    const wide = Math.floor(64 / S);
+    const subgroupsPerWorkgroup = tiles() >= wide * 4 * CPU_MIN_WORKGROUPS ? wide : 1;
     return { template: 'subgroup', subgroupSize: S, rowsPerLane, colGroups, subgroupsPerWorkgroup, kStep };
   }
   const fit = (d: number) => (d > 32 ? 64 : d > 16 ? 32 : 16);
@@ -247,6 +311,8 @@ class Bindings {
   finish(epilogue: Epilogue | undefined): {
     decls: string;
     bindings: Kernel['bindings'];
+    /** The binding of the params block (after the output). */
+    paramsBinding: number;
     storeQuad: (v: string, b: string, m: string, n: string, rowOk: string | null, colOk: (j: number) => string | null) => string;
   } {
     const lines: string[] = [];
@@ -283,7 +349,7 @@ class Bindings {
         .map((j) => `{ let lv_o = ${this.spec.out(b, m, `${n} + ${j}u`)}; ${guard([rowOk, colOk(j)], `lv_out[lv_o] = ${ep(`(${v})[${j}]`, 'lv_o')};`)} }`)
         .join('\n    ');
     };
-    return { decls: lines.join('\n'), bindings, storeQuad };
+    return { decls: lines.join('\n'), bindings, paramsBinding: binding + 1, storeQuad };
   }
 }
 
@@ -299,33 +365,55 @@ function loadScalar(bind: Bindings, op: GemmOperand, b: string, r: string, k: st
 }
 
 /** Decomposes the flat tile id `t` into (b, tileM, tileN) lets, row-major with N fastest. */
-function tileCoords(t: string, tilesM: number, tilesN: number): string {
-  return `  let lv_tn = ${t} % ${u(tilesN)};
-  let lv_tm = (${t} / ${u(tilesN)}) % ${u(tilesM)};
-  let lv_b = ${t} / ${u(tilesN * tilesM)};`;
+function tileCoords(p: ParamBlock, t: string, tilesM: number, tilesN: number): string {
+  const tn = p.get('tilesN', tilesN);
+  return `  let lv_tn = ${t} % ${tn};
+  let lv_tm = (${t} / ${tn}) % ${p.get('tilesM', tilesM)};
+  let lv_b = ${t} / ${p.get('tilesMN', tilesN * tilesM)};`;
+}
+
+/** The GEMM's M, N, K as param expressions, and `dim - c` for clamps. */
+function dims(spec: GemmSpec) {
+  const p = spec.params;
+  const M = p.get('M', spec.M);
+  const N = p.get('N', spec.N);
+  const K = p.get('K', spec.K);
+  const less = (d: string, c: number) => `(${d} - ${u(c)})`;
+  return { M, N, K, less };
+}
+
+/** Where main's body starts in a template (assemble puts the params copy there). */
+const MAIN_START = '  // main\n';
+
+/** The kernel's WGSL: `head` (enable directives), the params block, then the body. */
+function assemble(spec: GemmSpec, head: string, body: string, paramsBinding: number): { wgsl: string; params?: number[] } {
+  const { decl, copy } = spec.params.declaration(paramsBinding);
+  return { wgsl: `${head}${decl ? decl + '\n' : ''}${body.replace(MAIN_START, copy)}`, params: spec.params.values() };
 }
 
 // ----- tiled (GPU) template ------------------------------------------------
 
 function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tiled' }>, opts: ContractionOptions): Kernel {
-  const { batch, M, N, K, a, b } = spec;
+  const { batch, a, b } = spec;
   const { tm: TM, tn: TN, tk: TK } = tile;
   if (TM % 4 || TN % 4 || TK < 1)
     throw new Error(`${spec.op}: tiled template cannot use tile ${TM}x${TN}x${TK}`);
+  const P = spec.params;
+  const { M, N, K, less } = dims(spec);
   const threads = (TM / 4) * (TN / 4);
-  const tilesM = cdiv(M, TM);
-  const tilesN = cdiv(N, TN);
+  const tilesM = cdiv(spec.M, TM);
+  const tilesN = cdiv(spec.N, TN);
   const count = batch * tilesM * tilesN;
   const workgroups = foldWorkgroups(count, opts.maxWorkgroupsPerDim);
   const flat = workgroups[1] === 1 ? 'wid.x' : `(wid.y * ${u(workgroups[0])} + wid.x)`;
   const bind = new Bindings(spec);
-  const kEdge = K % TK !== 0;
+  const kEdge = spec.K % TK !== 0;
 
   // Cooperative staging of one operand's TK x T slice into shared memory (stored
   // k-major, vec4 over r). Consecutive invocations take consecutive elements
   // along the operand's contiguous axis, so global reads coalesce. Written as
   // loops (GPU compilers unroll them; lavapipe's LLVM compiles them faster).
-  const stage = (op: GemmOperand, T: number, dimR: number, base: string, shared: string) => {
+  const stage = (op: GemmOperand, T: number, dimR: number, dimRExpr: string, base: string, shared: string) => {
     // Each item is 4 consecutive r at one k, stored as one vec4 (no dynamic
     // component writes into shared memory).
     const items = (T * TK) / 4;
@@ -333,19 +421,19 @@ function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tile
     const f = `(lid + lv_e * ${u(threads)})`;
     const [r4, kk] = op.fast === 'k' ? [`${f} / ${u(TK)}`, `${f} % ${u(TK)}`] : [`${f} % ${u(T / 4)}`, `${f} / ${u(T / 4)}`];
     const rEdge = dimR % T !== 0;
-    const k = kEdge ? `min(lv_k, ${u(K - 1)})` : 'lv_k';
+    const k = kEdge ? `min(lv_k, ${less(K, 1)})` : 'lv_k';
     let item: string;
     if (op.vec4 === 'r' && op.index && !op.valid && dimR % 4 === 0 && bind.useVec4(op.input)) {
       // The 4 r are contiguous and aligned: one 16-byte load (all in or all out of range).
-      const conds = [rEdge ? `lv_r < ${u(dimR)}` : '', kEdge ? `lv_k < ${u(K)}` : ''].filter(Boolean);
-      const v = bind.vec(op.input, op.index('lv_b', rEdge ? `min(lv_r, ${u(dimR - 4)})` : 'lv_r', k));
+      const conds = [rEdge ? `lv_r < ${dimRExpr}` : '', kEdge ? `lv_k < ${K}` : ''].filter(Boolean);
+      const v = bind.vec(op.input, op.index('lv_b', rEdge ? `min(lv_r, ${less(dimRExpr, 4)})` : 'lv_r', k));
       item = conds.length ? `select(vec4<f32>(0.0), ${v}, ${conds.join(' && ')})` : v;
     } else {
       const elems = [0, 1, 2, 3].map((j) => {
         const conds: string[] = [];
-        if (rEdge) conds.push(`lv_r + ${u(j)} < ${u(dimR)}`);
-        if (kEdge) conds.push(`lv_k < ${u(K)}`);
-        const r = rEdge ? `min(lv_r + ${u(j)}, ${u(dimR - 1)})` : `lv_r + ${u(j)}`;
+        if (rEdge) conds.push(`lv_r + ${u(j)} < ${dimRExpr}`);
+        if (kEdge) conds.push(`lv_k < ${K}`);
+        const r = rEdge ? `min(lv_r + ${u(j)}, ${less(dimRExpr, 1)})` : `lv_r + ${u(j)}`;
         const v = loadScalar(bind, op, 'lv_b', r, k, null);
         return conds.length ? `select(0.0, ${v}, ${conds.join(' && ')})` : v;
       });
@@ -361,21 +449,21 @@ function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tile
   };
 
   // Staging code first: it decides which inputs are read as vec4, which the declarations need.
-  const stageA = stage(a, TM, M, 'lv_m0', 'lv_As');
-  const stageB = stage(b, TN, N, 'lv_n0', 'lv_Bs');
-  const { decls, bindings, storeQuad } = bind.finish(opts.epilogue);
+  const stageA = stage(a, TM, spec.M, M, 'lv_m0', 'lv_As');
+  const stageB = stage(b, TN, spec.N, N, 'lv_n0', 'lv_Bs');
+  const { decls, bindings, paramsBinding, storeQuad } = bind.finish(opts.epilogue);
   const stores = [0, 1, 2, 3].map((i) =>
-    storeQuad(`lv_acc${i}`, 'lv_b', `lv_row${i}`, 'lv_col', M % TM ? `lv_row${i} < ${u(M)}` : null, (j) => (N % TN ? `lv_col + ${u(j)} < ${u(N)}` : null)),
+    storeQuad(`lv_acc${i}`, 'lv_b', `lv_row${i}`, 'lv_col', spec.M % TM ? `lv_row${i} < ${M}` : null, (j) => (spec.N % TN ? `lv_col + ${u(j)} < ${N}` : null)),
   );
 
-  const wgsl = `${decls}
+  const body = `${decls}
 var<workgroup> lv_As: array<vec4<f32>, ${(TK * TM) / 4}>;
 var<workgroup> lv_Bs: array<vec4<f32>, ${(TK * TN) / 4}>;
 
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lv_t = min(${flat}, ${u(count - 1)});
-${tileCoords('lv_t', tilesM, tilesN)}
+${MAIN_START}  let lv_t = min(${flat}, ${P.get('lastTile', count - 1)});
+${tileCoords(P, 'lv_t', tilesM, tilesN)}
   let lv_m0 = lv_tm * ${u(TM)};
   let lv_n0 = lv_tn * ${u(TN)};
   let lv_tx = lid % ${u(TN / 4)};
@@ -384,7 +472,7 @@ ${tileCoords('lv_t', tilesM, tilesN)}
   var lv_acc1 = vec4<f32>(0.0);
   var lv_acc2 = vec4<f32>(0.0);
   var lv_acc3 = vec4<f32>(0.0);
-  for (var lv_k0 = 0u; lv_k0 < ${u(K)}; lv_k0 += ${u(TK)}) {
+  for (var lv_k0 = 0u; lv_k0 < ${P.uniform('K', spec.K)}; lv_k0 += ${u(TK)}) {
 ${stageA}
 ${stageB}
     workgroupBarrier();
@@ -402,22 +490,40 @@ ${stageB}
 ${[0, 1, 2, 3].map((i) => `  let lv_row${i} = lv_m0 + lv_ty * 4u + ${u(i)};\n  ${stores[i]}`).join('\n')}
 }
 `;
-  return { name: `${spec.op}_tiled${TM}x${TN}x${TK}`, wgsl, entryPoint: 'main', bindings, workgroups, flops: spec.flops };
+  const { wgsl, params } = assemble(spec, '', body, paramsBinding);
+  return { name: `${spec.op}_tiled${TM}x${TN}x${TK}`, wgsl, entryPoint: 'main', bindings, workgroups, flops: spec.flops, params };
 }
 
 // ----- subgroup (SIMD CPU) template ----------------------------------------
 
+/** How the subgroup template loads A's rows x 4 k and B's 4 k x 4 columns (see the header). */
+function loadModes(spec: GemmSpec, rowsPerLane: number, kStep: 1 | 4): { aMode: 'vecK' | 'vecR' | 'scalar'; bMode: 'vecK' | 'vecR' | 'scalar' } {
+  const { a, b } = spec;
+  const ragged = spec.K % 4 !== 0;
+  const vec4Ok = (op: GemmOperand) => !!op.index && !op.valid && spec.inputs.find((i) => i.name === op.input)!.numel % 4 === 0;
+  const aMode = kStep === 1 ? 'scalar'
+    : a.vec4 === 'k' && vec4Ok(a) && !ragged ? 'vecK'
+    : a.vec4 === 'r' && vec4Ok(a) && rowsPerLane === 4 && spec.M % 4 === 0 ? 'vecR'
+    : 'scalar';
+  const bMode = b.vec4 === 'r' && vec4Ok(b) && spec.N % 4 === 0 ? 'vecR'
+    : kStep === 4 && b.vec4 === 'k' && vec4Ok(b) && !ragged ? 'vecK'
+    : 'scalar';
+  return { aMode, bMode };
+}
+
 function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 'subgroup' }>, opts: ContractionOptions): Kernel {
-  const { batch, M, N, K, a, b } = spec;
+  const { batch, a, b } = spec;
   const S = tile.subgroupSize;
   const RB = tile.rowsPerLane;
   const CG = tile.colGroups;
   const G = tile.subgroupsPerWorkgroup;
   if (!(S >= 1 && (S & (S - 1)) === 0) || RB < 1 || CG < 1 || G < 1 || (tile.kStep !== undefined && tile.kStep !== 1 && tile.kStep !== 4)) throw new Error(`${spec.op}: bad subgroup tile ${JSON.stringify(tile)}`);
+  const P = spec.params;
+  const { M, N, K, less } = dims(spec);
   const RM = S * RB; // rows per subgroup tile
   const CN = 4 * S * CG; // columns per subgroup tile
-  const tilesM = cdiv(M, RM);
-  const tilesN = cdiv(N, CN);
+  const tilesM = cdiv(spec.M, RM);
+  const tilesN = cdiv(spec.N, CN);
   const count = batch * tilesM * tilesN;
   const workgroups = foldWorkgroups(cdiv(count, G), opts.maxWorkgroupsPerDim);
   const flat = workgroups[1] === 1 ? 'wid.x' : `(wid.y * ${u(workgroups[0])} + wid.x)`;
@@ -426,23 +532,20 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
   // (both operands, so an Inf never meets a 0) rather than having its own copy
   // of the step, which would double the code LLVM compiles.
   const kStep = tile.kStep ?? 4;
-  const ragged = K % 4 !== 0;
-  const kSteps = cdiv(K, 4) * 4;
+  const ragged = spec.K % 4 !== 0;
+  const rowEdge = spec.M % RM !== 0;
+  const colEdge = spec.N % CN !== 0;
 
   // How A's RB rows x 4 k and B's 4 k x 4 columns reach each lane (see header).
-  const aMode = kStep === 1 ? 'scalar'
-    : a.vec4 === 'k' && a.index && !a.valid && !ragged && bind.useVec4(a.input) ? 'vecK'
-    : a.vec4 === 'r' && a.index && !a.valid && RB === 4 && M % 4 === 0 && bind.useVec4(a.input) ? 'vecR'
-    : 'scalar';
-  const bMode = b.vec4 === 'r' && b.index && !b.valid && N % 4 === 0 && bind.useVec4(b.input) ? 'vecR'
-    : kStep === 4 && b.vec4 === 'k' && b.index && !b.valid && !ragged && bind.useVec4(b.input) ? 'vecK'
-    : 'scalar';
-  const { decls, bindings, storeQuad } = bind.finish(opts.epilogue);
+  const { aMode, bMode } = loadModes(spec, RB, kStep);
+  if (aMode !== 'scalar') bind.useVec4(a.input);
+  if (bMode !== 'scalar') bind.useVec4(b.input);
+  const { decls, bindings, paramsBinding, storeQuad } = bind.finish(opts.epilogue);
 
-  const rowOf = (r: number) => (M % RM ? `min(lv_mrow + ${u(r)}, ${u(M - 1)})` : `lv_mrow + ${u(r)}`);
-  const colOf = (c: number, j: number) => (N % CN ? `min(lv_ncol${c} + ${u(j)}, ${u(N - 1)})` : `lv_ncol${c} + ${u(j)}`);
-  const kOf = (t: number) => (ragged ? `min(lv_k0 + ${u(t)}, ${u(K - 1)})` : `lv_k0 + ${u(t)}`);
-  const kValid = (t: number) => (ragged ? `lv_k0 + ${u(t)} < ${u(K)}` : null);
+  const rowOf = (r: number) => (rowEdge ? `min(lv_mrow + ${u(r)}, ${less(M, 1)})` : `lv_mrow + ${u(r)}`);
+  const colOf = (c: number, j: number) => (colEdge ? `min(lv_ncol${c} + ${u(j)}, ${less(N, 1)})` : `lv_ncol${c} + ${u(j)}`);
+  const kOf = (t: number) => (ragged ? `min(lv_k0 + ${u(t)}, ${less(K, 1)})` : `lv_k0 + ${u(t)}`);
+  const kValid = (t: number) => (ragged ? `lv_k0 + ${u(t)} < ${K}` : null);
   /** A vec4 loaded at k = lv_k0 + t, zeroed past K. */
   const vecAtK = (load: string, t: number) => (ragged ? `select(vec4<f32>(0.0), ${load}, ${kValid(t)})` : load);
 
@@ -452,7 +555,7 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
     if (aMode === 'vecK') for (let r = 0; r < RB; r++) L.push(`let lv_a${r} = ${bind.vec(a.input, a.index!('lv_b', rowOf(r), 'lv_k0'))};`);
     else if (aMode === 'vecR') {
       // 4 consecutive rows per lane, one vec4 per k; transposing is register renaming.
-      const base = M % RM ? `min(lv_mrow, ${u(M - 4)})` : 'lv_mrow';
+      const base = rowEdge ? `min(lv_mrow, ${less(M, 4)})` : 'lv_mrow';
       for (let t = 0; t < 4; t++) L.push(`let lv_av${t} = ${vecAtK(bind.vec(a.input, a.index!('lv_b', base, kOf(t))), t)};`);
       for (let r = 0; r < 4; r++) L.push(`let lv_a${r} = vec4<f32>(lv_av0[${r}], lv_av1[${r}], lv_av2[${r}], lv_av3[${r}]);`);
     } else
@@ -462,7 +565,7 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
       }
     for (let c = 0; c < CG; c++) {
       if (bMode === 'vecR') {
-        const base = N % CN ? `min(lv_ncol${c}, ${u(N - 4)})` : `lv_ncol${c}`;
+        const base = colEdge ? `min(lv_ncol${c}, ${less(N, 4)})` : `lv_ncol${c}`;
         for (let t = 0; t < 4; t++) L.push(`let lv_b${c}_${t} = ${vecAtK(bind.vec(b.input, b.index!('lv_b', base, kOf(t))), t)};`);
       } else if (bMode === 'vecK') {
         for (let j = 0; j < 4; j++) L.push(`let lv_bk${c}_${j} = ${bind.vec(b.input, b.index!('lv_b', colOf(c, j), 'lv_k0'))};`);
@@ -488,7 +591,7 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
     for (let r = 0; r < RB; r++) L.push(`let lv_a${r} = ${loadScalar(bind, a, 'lv_b', rowOf(r), 'lv_k0', null)};`);
     for (let c = 0; c < CG; c++) {
       if (bMode === 'vecR') {
-        const base = N % CN ? `min(lv_ncol${c}, ${u(N - 4)})` : `lv_ncol${c}`;
+        const base = colEdge ? `min(lv_ncol${c}, ${less(N, 4)})` : `lv_ncol${c}`;
         L.push(`let lv_b${c} = ${bind.vec(b.input, b.index!('lv_b', base, 'lv_k0'))};`);
       } else L.push(`let lv_b${c} = vec4<f32>(${[0, 1, 2, 3].map((j) => loadScalar(bind, b, 'lv_b', colOf(c, j), 'lv_k0', null)).join(', ')});`);
     }
@@ -507,6 +610,15 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
       accs.push(`  var lv_acc${i}_${c} = vec4<f32>(0.0);`);
       gather.push(`  lv_res[${i * CG + c}u] = lv_acc${i}_${c};`);
     }
+  // The tile coordinates and the loop first: they register the params in a fixed order.
+  const prologue = `  let lv_t = min(${flat} * ${u(G)} + lid / ${u(S)}, ${P.get('lastTile', count - 1)});
+${tileCoords(P, 'lv_t', tilesM, tilesN)}`;
+  // The loop's end comes from the params, so LLVM cannot see the trip count
+  // (fully unrolling a small-K loop multiplied lavapipe's compile time).
+  const loop =
+    kStep === 4
+      ? `  for (var lv_k0 = 0u; lv_k0 < ${P.uniform('kEnd4', cdiv(spec.K, 4) * 4)}; lv_k0 += 4u) {\n${step()}\n  }`
+      : `  for (var lv_k0 = 0u; lv_k0 < ${P.uniform('K', spec.K)}; lv_k0++) {\n${step1()}\n  }`;
   // Stores run in a loop over rows: unrolled, the per-lane store code of every
   // output (and the epilogue) made LLVM spend most of its compile time there
   // (lavapipe: 2.4 s -> 0.4 s for a 32x32 tile).
@@ -514,33 +626,28 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
   for (let c = 0; c < CG; c++)
     stores.push(
       '    ' +
-        storeQuad(`(lv_res[lv_i * ${u(CG)} + ${u(c)}] + vec4<f32>(lv_poison))`, 'lv_b', 'lv_m', `lv_ncol${c}`, M % RM ? `lv_m < ${u(M)}` : null, (j) =>
-          N % CN ? `lv_ncol${c} + ${u(j)} < ${u(N)}` : null,
+        storeQuad(`(lv_res[lv_i * ${u(CG)} + ${u(c)}] + vec4<f32>(lv_poison))`, 'lv_b', 'lv_m', `lv_ncol${c}`, rowEdge ? `lv_m < ${M}` : null, (j) =>
+          colEdge ? `lv_ncol${c} + ${u(j)} < ${N}` : null,
         ),
     );
 
-  const wgsl = `enable subgroups;
-${decls}
+  const body = `${decls}
 // NaN bits in a private variable: WGSL const-evaluation rejects NaN literals.
 var<private> lv_nan_bits: u32 = 0x7fc00000u;
 
 @compute @workgroup_size(${S * G})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(num_workgroups) lv_nwg: vec3<u32>, @builtin(subgroup_invocation_id) lv_lane: u32, @builtin(subgroup_size) lv_sgsize: u32) {
-  // The kernel was generated for subgroups of exactly ${S} consecutive invocations;
+        @builtin(subgroup_invocation_id) lv_lane: u32, @builtin(subgroup_size) lv_sgsize: u32) {
+${MAIN_START}  // The kernel was generated for subgroups of exactly ${S} consecutive invocations;
   // on any other layout the results would be wrong, so poison them instead.
   let lv_poison = select(0.0, bitcast<f32>(lv_nan_bits), lv_sgsize != ${u(S)} || lv_lane != lid % ${u(S)});
   // Surplus subgroups of the last workgroup redo the last tile (same values, same places).
-  let lv_t = min(${flat} * ${u(G)} + lid / ${u(S)}, ${u(count - 1)});
-${tileCoords('lv_t', tilesM, tilesN)}
+${prologue}
   let lv_m0 = lv_tm * ${u(RM)};
   let lv_mrow = lv_m0 + lv_lane * ${u(RB)};
 ${Array.from({ length: CG }, (_, c) => `  let lv_ncol${c} = lv_tn * ${u(CN)} + (${u(c * S)} + lv_lane) * 4u;`).join('\n')}
 ${accs.join('\n')}
-  // The trip count is hidden from LLVM (num_workgroups.z is 1, but it cannot
-  // know that): fully unrolling a small-K loop multiplied lavapipe's compile time.
-  let lv_kend = select(${u(kStep === 4 ? kSteps : K)}, 0u, lv_nwg.z == 0u);
-${kStep === 4 ? `  for (var lv_k0 = 0u; lv_k0 < lv_kend; lv_k0 += 4u) {\n${step()}\n  }` : `  for (var lv_k0 = 0u; lv_k0 < lv_kend; lv_k0++) {\n${step1()}\n  }`}
+${loop}
   var lv_res: array<vec4<f32>, ${RM * CG}>;
 ${gather.join('\n')}
   for (var lv_i = 0u; lv_i < ${u(RM)}; lv_i++) {
@@ -549,6 +656,7 @@ ${stores.join('\n')}
   }
 }
 `;
+  const { wgsl, params } = assemble(spec, 'enable subgroups;\n', body, paramsBinding);
   return {
     name: `${spec.op}_sg${S}_${RM}x${CN}${kStep === 1 ? 'x1' : ''}_${kStep === 1 ? 'scalar' : aMode}_${bMode}`,
     wgsl,
@@ -556,5 +664,6 @@ ${stores.join('\n')}
     bindings,
     workgroups,
     flops: spec.flops,
+    params,
   };
 }

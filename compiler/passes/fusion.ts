@@ -16,7 +16,9 @@
 // has that single consumer. 'full' and 'iota' are compiled inline wherever an
 // expression reads them; reshape/stop_gradient left outside a group are views
 // of their input's buffer. Groups never bind more storage buffers than the
-// device allows (maxStorageBuffersPerShaderStage).
+// device allows (maxStorageBuffersPerShaderStage): a producer that would push
+// a group over stays outside. Only a concat can exceed the limit on its own;
+// codegen splits it into kernels over runs of its inputs (renderConcatSlabs).
 
 import type { Graph, Node, OpName } from '../ir.ts';
 import { numel } from '../ir.ts';

@@ -86,3 +86,29 @@ export class MemoryFileSource implements WritableFileSource {
 export async function readText(source: FileSource, path: string): Promise<string> {
   return new TextDecoder('utf-8').decode(await source.readFile(path));
 }
+
+/** The files below `dir` of another source, as a source of their own (e.g. one cache per image size). */
+export class SubdirFileSource implements WritableFileSource {
+  readonly description: string;
+
+  constructor(readonly base: WritableFileSource, readonly dir: string) {
+    this.dir = normalizePath(dir);
+    this.description = `${base.description}/${this.dir}`;
+  }
+
+  readFile(path: string): Promise<Uint8Array> {
+    return this.base.readFile(joinPath(this.dir, path));
+  }
+
+  exists(path: string): Promise<boolean> {
+    return this.base.exists(joinPath(this.dir, path));
+  }
+
+  list(dir: string): Promise<string[]> {
+    return this.base.list(joinPath(this.dir, dir));
+  }
+
+  writeFile(path: string, data: Uint8Array): Promise<void> {
+    return this.base.writeFile(joinPath(this.dir, path), data);
+  }
+}

@@ -1,19 +1,39 @@
 // Batches for one split, epoch by epoch. Deterministic given (seed, epoch, position): the
 // epoch order is a permutation seeded by (seed, epoch), and each sample's randomness (which
-// image, augmentation, sentence swaps) is seeded by (seed, epoch, study index), so a run
-// resumed from a saved LoaderPosition produces exactly the batches it would have produced.
+// image, augmentation, sentence swaps or the one sentence drawn) is seeded by (seed, epoch,
+// study index), so a run resumed from a saved LoaderPosition produces exactly the batches it
+// would have produced.
 // Samples whose images all fail to load are skipped (recorded in the dataset's problems) and
 // the next sample in the order takes their place; the position counts samples consumed, so
 // skips do not break resumption. Only full batches are produced (the model is compiled for a
 // fixed batch size), so the last partial batch of an epoch is dropped.
 //
-// Prefetching: samples for the next `prefetch` batches are prepared ahead (file reads are
-// asynchronous and decoding runs between GPU submissions), so data preparation overlaps
-// with GPU work waiting in the event loop.
+// Prefetching: samples for the next `prefetch` batches are started as soon as a batch is
+// handed out, so while the consumer awaits the GPU (the trainer's step awaits mapAsync of
+// its loss outputs) the next batches are read, decoded and augmented. Each sample's image
+// is one job of `imageWorkers` (image-jobs.ts): on worker threads when given (Node:
+// runtime/platform/node-workers.ts), else in the event loop between GPU waits. Samples are
+// awaited in order, so the batches are the same for any number of workers.
+//
+// Report text (the model's `report_text` config): 'all_sentences' packs the whole report
+// (training: sentence order augmented by swaps); 'one_random_sentence' (ConVIRT, CLIP*)
+// packs one sentence of the report drawn uniformly per load — per (seed, epoch, study) in
+// training, one fixed draw per study in evaluation — as a one-sentence report.
 import { collateBatch, type ModelBatch, type PreparedSample } from './batch.ts';
-import { evalTransform, sentenceSwapOrder, trainTransform, type Normalization, type TrainAugmentOptions } from './augment.ts';
+import { sentenceSwapOrder, type Normalization, type TrainAugmentOptions } from './augment.ts';
+import { IN_PROCESS, type ImageWorkers } from './image-jobs.ts';
 import type { MimicCxrDataset, Study } from './mimic.ts';
 import { deriveSeed, permutation, Rng } from './random.ts';
+
+/** The values of a model's `report_text` config. */
+export const REPORT_TEXTS = ['all_sentences', 'one_random_sentence'] as const;
+export type ReportText = (typeof REPORT_TEXTS)[number];
+
+/** Checks a `report_text` value from a model (any type) and returns it typed. */
+export function parseReportText(value: unknown): ReportText {
+  if (typeof value === 'string' && (REPORT_TEXTS as readonly string[]).includes(value)) return value as ReportText;
+  throw new Error(`report_text: unknown value ${JSON.stringify(value)}; the data pipeline supports ${REPORT_TEXTS.join(', ')}`);
+}
 
 export interface LoaderOptions {
   batchSize: number;
@@ -26,13 +46,17 @@ export interface LoaderOptions {
   /** T (default 512) and S (default unlimited). */
   maxLength?: number;
   maxSentences?: number;
-  /** Sentence-swap geometric p (default 0.4); 0 or undefined-in-eval disables. */
+  /** Which text a sample carries (default all_sentences). */
+  reportText?: ReportText;
+  /** Sentence-swap geometric p (default 0.4; all_sentences in training only); 0 disables. */
   sentenceSwapP?: number;
   /** Shuffle each epoch (default: `train`). */
   shuffle?: boolean;
   /** Batches prepared ahead (default 2). */
   prefetch?: number;
   augment?: TrainAugmentOptions;
+  /** Where images are decoded and augmented (default: the calling thread). The loader does not close them. */
+  imageWorkers?: ImageWorkers;
 }
 
 /** Where the loader is: the next batch starts at sample `cursor` of epoch `epoch`'s order. */
@@ -70,9 +94,10 @@ export class BatchLoader {
     this.studies = studies;
     this.ids = ids;
     this.options = {
-      imageSize: 224, maxLength: 512, sentenceSwapP: 0.4, shuffle: options.train, prefetch: 2,
+      imageSize: 224, maxLength: 512, reportText: 'all_sentences', sentenceSwapP: 0.4, shuffle: options.train, prefetch: 2, imageWorkers: IN_PROCESS,
       ...options,
     };
+    parseReportText(this.options.reportText);
   }
 
   /** Full batches per epoch if no sample fails to load. */
@@ -86,24 +111,29 @@ export class BatchLoader {
     return permutation(this.studies.length, new Rng(deriveSeed(this.options.seed, epoch, 0x5eed)));
   }
 
-  /** Prepares one sample (image transform + sentence order); null when no image loads. */
+  /** Prepares one sample (image transform + its sentences); null when no image loads. */
   async prepare(study: Study, epoch: number): Promise<PreparedSample | null> {
     const o = this.options;
     // Evaluation uses one fixed draw per study so that validation losses are comparable
     // across epochs.
     const sampleEpoch = o.train ? epoch : 0;
-    const imageRng = new Rng(deriveSeed(o.seed, sampleEpoch, study.index, 1));
-    const loaded = await this.dataset.loadImage(study, imageRng);
-    if (!loaded) return null;
-    const image = o.train
-      ? trainTransform(loaded.image, imageRng, o.norm, { ...o.augment, size: o.imageSize })
-      : evalTransform(loaded.image, o.norm, o.imageSize);
-    let sentenceTokens: Int32Array[] = study.sentenceTokens;
-    if (o.train && o.sentenceSwapP > 0) {
-      const order = sentenceSwapOrder(study.sentenceTokens.length, new Rng(deriveSeed(o.seed, epoch, study.index, 2)), o.sentenceSwapP);
-      sentenceTokens = order.map((i) => study.sentenceTokens[i]);
+    const image = await this.dataset.loadSampleImage(
+      study, deriveSeed(o.seed, sampleEpoch, study.index, 1),
+      { train: o.train, norm: o.norm, size: o.imageSize, augment: o.augment }, o.imageWorkers,
+    );
+    if (!image) return null;
+    return { id: `p${study.subjectId}/s${study.studyId}`, image, sentenceTokens: this.sentences(study, sampleEpoch) };
+  }
+
+  /** The report text of one load, as token ids per sentence. */
+  private sentences(study: Study, sampleEpoch: number): Int32Array[] {
+    const o = this.options;
+    const all = study.sentenceTokens;
+    if (o.reportText === 'one_random_sentence') {
+      return [all[new Rng(deriveSeed(o.seed, sampleEpoch, study.index, 3)).int(all.length)]];
     }
-    return { id: `p${study.subjectId}/s${study.studyId}`, image, sentenceTokens };
+    if (!(o.train && o.sentenceSwapP > 0)) return all;
+    return sentenceSwapOrder(all.length, new Rng(deriveSeed(o.seed, sampleEpoch, study.index, 2)), o.sentenceSwapP).map((i) => all[i]);
   }
 
   /** Batches of one epoch from a position (default: its start). */

@@ -12,8 +12,9 @@
 // bad ids, missing image files, missing or empty reports, and (found when loading)
 // truncated or undecodable images.
 import { readCsv, requireColumns, type CsvTable } from './csv.ts';
-import type { FileSource, WritableFileSource } from './fs.ts';
-import { decodeImage, encodeJpegGray, resizeBilinear, type GrayImage } from './image.ts';
+import { readText, type FileSource, type WritableFileSource } from './fs.ts';
+import type { GrayImage } from './image.ts';
+import { drawImage, forEachInOrder, IN_PROCESS, jobsInFlight, type ImageFailure, type ImageJobResults, type ImageWorkers, type SampleTransform } from './image-jobs.ts';
 import { reportSentences, type SentenceOptions } from './report.ts';
 import type { Rng } from './random.ts';
 import type { ReportTokenizer } from './tokenizer.ts';
@@ -126,8 +127,8 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, 
 interface ImageRow { dicomId: string; subjectId: string; studyId: string; split: Split; line: number }
 
 export class MimicCxrDataset {
-  /** Images are read from here. */
-  readonly source: FileSource;
+  /** The images the studies were checked against at open time. */
+  readonly originalSource: FileSource;
   readonly reportSource: FileSource;
   /** Kept studies in CSV order, all splits. */
   readonly studies: Study[];
@@ -136,11 +137,34 @@ export class MimicCxrDataset {
   /** Images dropped for not being frontal, by ViewPosition ('' for empty). */
   readonly droppedViews: Record<string, number> = {};
   private readonly reportedImages = new Set<string>();
+  private imageSource: FileSource;
+  /** Images known not to decode (path → reason): skipped without being read. */
+  private knownUndecodable: ReadonlyMap<string, string> = new Map();
+  /** Settles when the failures of every sample image requested so far are recorded. */
+  private sampleFailuresRecorded: Promise<void> = Promise.resolve();
 
   private constructor(source: FileSource, reportSource: FileSource, studies: Study[]) {
-    this.source = source;
+    this.originalSource = source;
+    this.imageSource = source;
     this.reportSource = reportSource;
     this.studies = studies;
+  }
+
+  /** Images are read from here. */
+  get source(): FileSource {
+    return this.imageSource;
+  }
+
+  /**
+   * Reads images from `source` from now on — a copy of the originals under the same paths,
+   * e.g. the downscaled one writeResizedImages writes. `undecodable` lists originals that
+   * do not decode (so the copy lacks them): they are recorded as problems now and skipped
+   * when drawn, without being read.
+   */
+  useImageSource(source: FileSource, undecodable: ReadonlyMap<string, string> = new Map()): void {
+    this.imageSource = source;
+    this.knownUndecodable = undecodable;
+    for (const [path, reason] of undecodable) this.recordImageProblem('undecodable-image', path, reason);
   }
 
   /** Reads the CSVs, reports and file listing; tokenises every kept report. */
@@ -292,31 +316,49 @@ export class MimicCxrDataset {
    * Returns null when none loads; failures are recorded in `problems` (once per file).
    */
   async loadImage(study: Study, rng?: Rng): Promise<{ image: GrayImage; path: string } | null> {
-    const n = study.imagePaths.length;
-    const first = rng ? rng.int(n) : 0;
-    for (let k = 0; k < n; k++) {
-      const path = study.imagePaths[(first + k) % n];
-      const image = await this.loadImagePath(path);
-      if (image) return { image, path };
-    }
-    return null;
+    const { loaded, failures } = await drawImage(this.imageSource, study.imagePaths, this.knownUndecodableOf(study.imagePaths), rng);
+    this.recordImageFailures(failures);
+    return loaded;
   }
 
-  /** Reads and decodes one image; null (and a recorded problem) when it cannot. */
-  async loadImagePath(path: string): Promise<GrayImage | null> {
-    let bytes: Uint8Array;
-    try {
-      bytes = await this.source.readFile(path);
-    } catch (err) {
-      this.recordImageProblem('missing-image', path, (err as Error).message);
-      return null;
+  /**
+   * A sample's transformed image (the job drawing it with the sample's seed), decoded by
+   * `workers` from the current image source; null when none of the study's images loads.
+   * Failures are recorded as loadImage records them, in the order of the calls (not of the
+   * jobs' completion), so `problems` is the same for any number of workers.
+   */
+  loadSampleImage(study: Study, seed: number, transform: SampleTransform, workers: ImageWorkers = IN_PROCESS): Promise<GrayImage | null> {
+    const job = workers.run(this.imageSource, {
+      kind: 'sample', paths: study.imagePaths, knownUndecodable: this.knownUndecodableOf(study.imagePaths), seed, transform,
+    });
+    const recorded = this.sampleFailuresRecorded.then(async () => {
+      const { image, failures } = await job;
+      this.recordImageFailures(failures);
+      return image;
+    });
+    this.sampleFailuresRecorded = recorded.then(() => undefined, () => undefined);
+    return recorded;
+  }
+
+  /** Reads and decodes one image (from the current image source unless `from` is given); null (and a recorded problem) when it cannot. */
+  async loadImagePath(path: string, from: FileSource = this.imageSource): Promise<GrayImage | null> {
+    const { loaded, failures } = await drawImage(from, [path], this.knownUndecodableOf([path]));
+    this.recordImageFailures(failures);
+    return loaded?.image ?? null;
+  }
+
+  private knownUndecodableOf(paths: readonly string[]): Record<string, string> {
+    const known: Record<string, string> = {};
+    for (const path of paths) {
+      const reason = this.knownUndecodable.get(path);
+      if (reason !== undefined) known[path] = reason;
     }
-    try {
-      return decodeImage(bytes, path);
-    } catch (err) {
-      this.recordImageProblem('undecodable-image', path, (err as Error).message);
-      return null;
-    }
+    return known;
+  }
+
+  /** Records image failures as problems, once per file (the first failure of a file counts). */
+  recordImageFailures(failures: readonly ImageFailure[]): void {
+    for (const f of failures) this.recordImageProblem(f.kind, f.path, f.detail);
   }
 
   private recordImageProblem(kind: ProblemKind, path: string, detail: string): void {
@@ -343,43 +385,92 @@ export interface ResizeOptions {
   maxSide?: number;
   /** JPEG quality of the copies (default 95). */
   quality?: number;
+  /** Where the originals are decoded and resized (default: the calling thread). */
+  workers?: ImageWorkers;
   onProgress?: (done: number, total: number) => void;
 }
 
+export interface ResizeResult {
+  /** Copies written now, copies already there, originals that could not be copied. */
+  written: number;
+  kept: number;
+  failed: number;
+  /** Originals that do not decode (path → reason), including those found by earlier runs. */
+  undecodable: Map<string, string>;
+}
+
+/** The record of a resized copy, beside its images: its size and the originals that do not decode. */
+export const RESIZE_MANIFEST = 'lovt-resized.json';
+
+interface ResizeManifest {
+  version: 1;
+  maxSide: number;
+  quality: number;
+  undecodable: Record<string, string>;
+}
+
+async function readResizeManifest(target: FileSource): Promise<ResizeManifest | null> {
+  if (!(await target.exists(RESIZE_MANIFEST))) return null;
+  try {
+    const m = JSON.parse(await readText(target, RESIZE_MANIFEST)) as ResizeManifest;
+    if (m && m.version === 1 && typeof m.undecodable === 'object') return m;
+  } catch {
+    // A damaged manifest only costs re-trying the undecodable originals.
+  }
+  return null;
+}
+
 /**
- * Writes a downscaled copy of every image of `studies` to `target` under the same relative
- * paths (antialiased, aspect kept), for use as `imageSource`. Existing copies are kept, so an
- * interrupted run resumes. Images that fail to decode are recorded in the dataset's problems.
+ * Writes a downscaled copy of every image of `studies` (read from the dataset's original
+ * source) to `target` under the same relative paths (antialiased, aspect kept), for use as
+ * the image source (MimicCxrDataset.useImageSource). Existing copies are kept, so an
+ * interrupted run resumes and a finished one is reused without decoding anything; originals
+ * that do not decode are recorded in the dataset's problems and in `target`'s manifest, so
+ * later runs skip them without reading them. A target holding copies of another size is an
+ * error (keep one target per size).
  */
 export async function writeResizedImages(
   dataset: MimicCxrDataset, studies: readonly Study[], target: WritableFileSource, opts: ResizeOptions = {},
-): Promise<{ written: number; kept: number; failed: number }> {
+): Promise<ResizeResult> {
   const maxSide = opts.maxSide ?? 512;
   const quality = opts.quality ?? 95;
+  const manifest = await readResizeManifest(target);
+  if (manifest && manifest.maxSide !== maxSide) {
+    throw new Error(`${target.description} holds images resized to ${manifest.maxSide} px, not ${maxSide}: use another directory for this size`);
+  }
+  const undecodable = new Map(Object.entries(manifest?.undecodable ?? {}));
+  const workers = opts.workers ?? IN_PROCESS;
   const paths = studies.flatMap((s) => s.imagePaths);
   let written = 0;
   let kept = 0;
   let failed = 0;
-  for (let i = 0; i < paths.length; i++) {
-    const path = paths[i];
-    if (await target.exists(path)) {
+  type Outcome = 'kept' | 'known-undecodable' | ImageJobResults['resize'];
+  // Decoding and resizing run on the workers; the copies are written and the failures
+  // recorded here, in path order.
+  await forEachInOrder(paths, jobsInFlight(workers), async (path): Promise<Outcome> => {
+    if (await target.exists(path)) return 'kept';
+    if (undecodable.has(path)) return 'known-undecodable';
+    return workers.run(dataset.originalSource, { kind: 'resize', path, maxSide, quality });
+  }, async (outcome, path, i) => {
+    if (outcome === 'kept') {
       kept++;
+    } else if (outcome === 'known-undecodable') {
+      failed++;
+    } else if (outcome.jpeg) {
+      await target.writeFile(path, outcome.jpeg);
+      written++;
     } else {
-      const loaded = await dataset.loadImagePath(path);
-      if (!loaded) {
-        failed++;
-      } else {
-        const scale = Math.min(1, maxSide / Math.max(loaded.width, loaded.height));
-        const resized = scale < 1
-          ? resizeBilinear(loaded, Math.max(1, Math.round(loaded.width * scale)), Math.max(1, Math.round(loaded.height * scale)))
-          : loaded;
-        await target.writeFile(path, encodeJpegGray(resized, quality));
-        written++;
-      }
+      failed++;
+      dataset.recordImageFailures(outcome.failures);
+      for (const f of outcome.failures) if (f.kind === 'undecodable-image') undecodable.set(f.path, f.detail);
     }
     opts.onProgress?.(i + 1, paths.length);
+  });
+  if (!manifest || undecodable.size !== Object.keys(manifest.undecodable).length) {
+    const record: ResizeManifest = { version: 1, maxSide, quality, undecodable: Object.fromEntries([...undecodable].sort()) };
+    await target.writeFile(RESIZE_MANIFEST, new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
   }
-  return { written, kept, failed };
+  return { written, kept, failed, undecodable };
 }
 
 /**

@@ -4,7 +4,8 @@
 // cached in a JSON file beside the data, keyed by a hash of the image list, so a changed
 // split or subset recomputes while repeated runs reuse the result.
 import { type FileSource, isWritable, readText } from './fs.ts';
-import { decodeImage, imageMoments, type GrayImage } from './image.ts';
+import { imageMoments, type GrayImage } from './image.ts';
+import { forEachInOrder, IN_PROCESS, jobsInFlight, type ImageWorkers } from './image-jobs.ts';
 import { deriveSeed, fnv1a64Hex, permutation, Rng } from './random.ts';
 
 export interface PixelStats {
@@ -79,6 +80,8 @@ export interface PixelStatsOptions {
    * three decimals.
    */
   sampleSize?: number;
+  /** Where the images are decoded (default: the calling thread). */
+  workers?: ImageWorkers;
 }
 
 /**
@@ -103,17 +106,15 @@ export async function computePixelStats(
   if (hit && Number.isFinite(hit.mean) && Number.isFinite(hit.std) && hit.std > 0) {
     return { mean: hit.mean, std: hit.std, images: hit.images, key, fromCache: true, skipped: [] };
   }
+  const workers = opts.workers ?? IN_PROCESS;
   const moments: { mean: number; variance: number }[] = [];
   const skipped: { path: string; reason: string }[] = [];
-  let done = 0;
-  for (const path of imagePaths) {
-    try {
-      moments.push(imageMoments(decodeImage(await source.readFile(path), path)));
-    } catch (err) {
-      skipped.push({ path, reason: (err as Error).message });
-    }
-    opts.onProgress?.(++done, imagePaths.length);
-  }
+  // Combined in list order, so the sums (and the statistics) do not depend on the workers.
+  await forEachInOrder(imagePaths, jobsInFlight(workers), (path) => workers.run(source, { kind: 'moments', path }), (result, path, i) => {
+    if (result.moments) moments.push(result.moments);
+    else skipped.push({ path, reason: result.failures[0].detail });
+    opts.onProgress?.(i + 1, imagePaths.length);
+  });
   if (moments.length === 0) throw new Error(`pixel statistics: none of the ${imagePaths.length} images could be decoded`);
   const stats = combineImageMoments(moments);
   if (!(stats.std > 0)) throw new Error(`pixel statistics: the images have zero variance (std ${stats.std})`);

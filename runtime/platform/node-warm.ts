@@ -13,7 +13,7 @@
 // turns it off too.
 
 import os from 'node:os';
-import type { Kernel } from '../../compiler/codegen/kernel.ts';
+import { type Kernel, paramsBytes } from '../../compiler/codegen/kernel.ts';
 import { openDevice, type LovtDevice } from '../device.ts';
 import { layoutFor, pipelineFor, registerPipelineWarmer, type PipelineWarmer } from '../executor.ts';
 
@@ -34,6 +34,8 @@ interface Helper {
   dev: LovtDevice;
   /** One buffer per binding slot (distinct: a buffer may not be bound read-only and writable at once). */
   dummies: GPUBuffer[];
+  /** Zeros for a kernel's uniform params. */
+  params: GPUBuffer;
 }
 
 /** Compiles queued kernels on helper devices, one kernel at a time per helper. */
@@ -68,7 +70,8 @@ class HelperWarmer implements PipelineWarmer {
       (dev) => {
         const slots = dev.limits.maxStorageBuffersPerShaderStage;
         const dummies = Array.from({ length: slots }, (_v, i) => dev.device.createBuffer({ label: `lovt warmer dummy ${i}`, size: DUMMY_BYTES, usage: GPUBufferUsage.STORAGE }));
-        return { dev, dummies };
+        const params = dev.device.createBuffer({ label: 'lovt warmer params', size: DUMMY_BYTES, usage: GPUBufferUsage.UNIFORM });
+        return { dev, dummies, params };
       },
       () => undefined, // no second device: no warming
     );
@@ -88,13 +91,17 @@ class HelperWarmer implements PipelineWarmer {
 /** Compiles one kernel on a helper by dispatching one workgroup; failures are left for the main device to report. */
 async function compileOn(helper: Helper, k: Kernel): Promise<void> {
   const device = helper.dev.device;
-  if (k.bindings.length > helper.dummies.length) return;
+  if (k.bindings.length > helper.dummies.length || (k.params && paramsBytes(k.params) > DUMMY_BYTES)) return;
   device.pushErrorScope('validation');
   try {
     const pipeline = await pipelineFor(device, k);
     const bindGroup = device.createBindGroup({
       layout: layoutFor(device, k),
-      entries: k.bindings.map((_b, i) => ({ binding: i, resource: { buffer: helper.dummies[i] } })),
+      entries: [
+        ...k.bindings.map((_b, i) => ({ binding: i, resource: { buffer: helper.dummies[i] } })),
+        // All-zero params: every loop of the one workgroup runs zero times.
+        ...(k.params ? [{ binding: k.bindings.length, resource: { buffer: helper.params, size: paramsBytes(k.params) } }] : []),
+      ],
     });
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();

@@ -25,3 +25,12 @@ export function getNodeDevice(): Promise<LovtDevice> {
   });
   return cached;
 }
+
+/**
+ * A device of its own, on a fresh adapter of the same GPU instance (an
+ * adapter yields one device): for helpers and for tests that destroy their
+ * device. Call getNodeDevice() first so the main device keeps the first adapter.
+ */
+export function openSeparateNodeDevice(): Promise<LovtDevice> {
+  return openDevice(nodeGPU());
+}

@@ -29,16 +29,22 @@ test('lovt-run train writes checkpoints, metrics and report.md with its figures'
   for (const f of [...report.matchAll(/\]\((figures\/[^)]+)\)/g)].map((m) => m[1])) assert.ok(existsSync(path.join(run, f)), f);
   assert.match(report, /attention-p\d+-s\d+\.png/);
   assert.ok(existsSync(path.join(run, 'best.json')) && existsSync(path.join(run, 'metrics.jsonl')));
+  // --data mimic: images resized once into DIR/lovt-cache, statistics beside them.
+  assert.match(r.stdout, /images resized into \S*lovt-cache\/resized-512 \(\d+ new, 0 reused, 0 unreadable\)/);
+  assert.ok(existsSync(path.join(dataDir, 'lovt-cache', 'resized-512', 'lovt-resized.json')));
+  assert.ok(existsSync(path.join(dataDir, 'lovt-cache', 'resized-512', 'lovt-pixel-stats.json')));
 });
 
 test('lovt-run train --resume continues the run; a resume cannot change the recipe', () => {
   const r = lovtRun(['train', modelPath, '--steps', '4', '--resume', run, '--no-report']);
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, /resuming at step 3/);
+  assert.match(r.stdout, /images, cached\), images resized into \S* \(0 new, \d+ reused, 0 unreadable\)/);
   assert.match(r.stdout, /stopped: reached 4 optimizer steps/);
   assert.is(JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).step, 4);
   assertOneLineError(lovtRun(['train', modelPath, '--steps', '5', '--resume', run, '--set', 'tau=0.5']), /was started with .*; a resume cannot change tau=0\.5/);
   assertOneLineError(lovtRun(['train', modelPath, '--resume', run, '--out', path.join(work, 'elsewhere')]), /continues in that directory; drop --out/);
+  assertOneLineError(lovtRun(['train', modelPath, '--steps', '5', '--resume', run, '--resize', '256']), /was trained with --resize 512, not 256/);
 });
 
 test('lovt-run loss prints every term as JSON and writes gradients', () => {

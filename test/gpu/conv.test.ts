@@ -9,25 +9,12 @@ import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Node } from '../../compiler/ir.ts';
 import { convFlops, renderConv2d, renderConv2dGradInput, renderConv2dGradWeight } from '../../compiler/codegen/conv.ts';
-import { type ContractionOptions, PORTABLE_TARGET } from '../../compiler/codegen/tiling.ts';
-import { runKernel, assertWithinF32Bound } from './kernel-runner.ts';
+import { runKernel, assertWithinF32Bound, contractionTemplates, seededUniform } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();
 const device = lovt.device;
-const info = lovt.adapter.info as any;
-const TEMPLATES: [string, ContractionOptions][] = [['tiled', { maxWorkgroupsPerDim: 65535, target: PORTABLE_TARGET }]];
-if (lovt.features.has('subgroups') && info.subgroupMinSize > 0 && info.subgroupMinSize === info.subgroupMaxSize)
-  TEMPLATES.push(['subgroup', { maxWorkgroupsPerDim: 65535, target: { kind: 'simd-cpu', subgroupSize: info.subgroupMinSize } }]);
-
-let seed = 987654321;
-function random(n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    a[i] = (seed / 2 ** 32) * 2 - 1;
-  }
-  return a;
-}
+const TEMPLATES = contractionTemplates(lovt).templates;
+const random = seededUniform(987654321);
 
 interface Case {
   N: number;

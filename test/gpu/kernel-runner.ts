@@ -1,10 +1,38 @@
 // A minimal way to run ONE generated Kernel on the device, independent of the
 // executor: upload the read bindings, dispatch, read the written binding back.
 // Used by the contraction tests (matmul, conv) and by bench/run.ts, which
-// re-dispatches a prepared kernel to time it.
+// re-dispatches a prepared kernel to time it. Also the contraction tests'
+// shared setup: the templates the device runs, seeded test data, the f32 bound.
 
 import * as assert from 'uvu/assert';
-import type { Kernel } from '../../compiler/codegen/kernel.ts';
+import { type Kernel, paramsBytes } from '../../compiler/codegen/kernel.ts';
+import { type ContractionOptions, PORTABLE_TARGET, contractionTarget } from '../../compiler/codegen/tiling.ts';
+import type { LovtDevice } from '../../runtime/device.ts';
+
+/**
+ * The contraction templates this device can run: 'tiled' always, 'subgroup'
+ * where the device has fixed-size subgroups (subgroupSize 0 otherwise).
+ */
+export function contractionTemplates(lovt: LovtDevice): { templates: [string, ContractionOptions][]; subgroupSize: number } {
+  const info = lovt.adapter.info as any;
+  const subgroupSize = contractionTarget(lovt).subgroupSize || (lovt.features.has('subgroups') ? Number(info.subgroupMinSize) || 0 : 0);
+  const templates: [string, ContractionOptions][] = [['tiled', { maxWorkgroupsPerDim: 65535, target: PORTABLE_TARGET }]];
+  if (lovt.features.has('subgroups') && info.subgroupMinSize === info.subgroupMaxSize && subgroupSize > 0)
+    templates.push(['subgroup', { maxWorkgroupsPerDim: 65535, target: { kind: 'simd-cpu', subgroupSize } }]);
+  return { templates, subgroupSize };
+}
+
+/** A deterministic generator of f32 arrays uniform in [-1, 1) (a 32-bit LCG from `seed`). */
+export function seededUniform(seed: number): (n: number) => Float32Array {
+  return (n) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      a[i] = (seed / 2 ** 32) * 2 - 1;
+    }
+    return a;
+  };
+}
 
 export interface PreparedKernel {
   /** Dispatches once and waits until the device has finished. */
@@ -41,10 +69,14 @@ export async function prepareKernel(device: GPUDevice, kernel: Kernel, inputs: (
     if (typeof src !== 'number') device.queue.writeBuffer(buffer, 0, src);
     return buffer;
   });
-  const bindGroup = device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
-  });
+  const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+  // Kernel.params: the uniform block after the storage bindings.
+  const params = kernel.params && device.createBuffer({ size: paramsBytes(kernel.params), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  if (params) {
+    device.queue.writeBuffer(params, 0, new Uint32Array(kernel.params!));
+    entries.push({ binding: buffers.length, resource: { buffer: params } });
+  }
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
   const error = await device.popErrorScope();
   if (error) throw new Error(`${kernel.name}: ${error.message}`);
   const out = buffers[buffers.length - 1];
@@ -74,6 +106,7 @@ export async function prepareKernel(device: GPUDevice, kernel: Kernel, inputs: (
     },
     destroy() {
       for (const b of buffers) b.destroy();
+      params?.destroy();
     },
   };
 }

@@ -9,27 +9,14 @@ import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph, Node } from '../../compiler/ir.ts';
 import type { Epilogue } from '../../compiler/codegen/kernel.ts';
 import { renderMatmul, matmulFlops } from '../../compiler/codegen/matmul.ts';
-import { type ContractionOptions, PORTABLE_TARGET, type TileConfig, contractionTarget } from '../../compiler/codegen/tiling.ts';
-import { runKernel, assertWithinF32Bound } from './kernel-runner.ts';
+import type { ContractionOptions, TileConfig } from '../../compiler/codegen/tiling.ts';
+import { runKernel, assertWithinF32Bound, contractionTemplates, seededUniform } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();
 const device = lovt.device;
-const sg = contractionTarget(lovt).subgroupSize || (lovt.features.has('subgroups') ? Number((lovt.adapter.info as any).subgroupMinSize) : 0);
 /** The templates this device can run: 'tiled' always, 'subgroup' with a fixed subgroup size. */
-const TEMPLATES: [string, ContractionOptions][] = [['tiled', { maxWorkgroupsPerDim: 65535, target: PORTABLE_TARGET }]];
-const info = lovt.adapter.info as any;
-if (lovt.features.has('subgroups') && info.subgroupMinSize === info.subgroupMaxSize && sg > 0)
-  TEMPLATES.push(['subgroup', { maxWorkgroupsPerDim: 65535, target: { kind: 'simd-cpu', subgroupSize: sg } }]);
-
-let seed = 12345;
-function random(n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    a[i] = (seed / 2 ** 32) * 2 - 1;
-  }
-  return a;
-}
+const { templates: TEMPLATES, subgroupSize: sg } = contractionTemplates(lovt);
+const random = seededUniform(12345);
 
 const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
 

@@ -1,11 +1,12 @@
 // Batching and the loader: tensor layout, determinism per (seed, epoch, position), exact
-// resumption from a saved position, evaluation mode, sentence swaps.
+// resumption from a saved position, evaluation mode, sentence swaps, one random sentence
+// per load (report_text), prefetching while the consumer waits.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { collateBatch } from '../../runtime/data/batch.ts';
 import { evalTransform } from '../../runtime/data/augment.ts';
 import { MemoryFileSource } from '../../runtime/data/fs.ts';
-import { BatchLoader, type LoadedBatch, type LoaderOptions } from '../../runtime/data/loader.ts';
+import { BatchLoader, parseReportText, type LoadedBatch, type LoaderOptions, type ReportText } from '../../runtime/data/loader.ts';
 import { MimicCxrDataset } from '../../runtime/data/mimic.ts';
 import { computePixelStats, PIXEL_STATS_FILE } from '../../runtime/data/stats.ts';
 import { deriveSeed, Rng } from '../../runtime/data/random.ts';
@@ -155,6 +156,95 @@ test('training swaps sentences for some samples (same multiset of sentences)', a
   const none = loader({ sentenceSwapP: 0 });
   const study = dataset.split('train')[0];
   assert.equal((await none.prepare(study, 0))!.sentenceTokens, study.sentenceTokens);
+});
+
+const tokenKey = (ids: Int32Array) => Array.from(ids).join(' ');
+
+test('report_text one_random_sentence: one of the study\'s sentences per load, varying across loads', async () => {
+  const l = loader({ reportText: 'one_random_sentence' });
+  const train = dataset.split('train');
+  assert.ok(train.some((s) => s.sentenceTokens.length >= 3), 'the fixture has multi-sentence reports');
+  let varied = 0;
+  for (const study of train) {
+    const draws = new Set<string>();
+    for (let epoch = 0; epoch < 8; epoch++) {
+      const { sentenceTokens } = (await l.prepare(study, epoch))!;
+      assert.is(sentenceTokens.length, 1);
+      assert.ok(study.sentenceTokens.map(tokenKey).includes(tokenKey(sentenceTokens[0])), `${study.studyId} epoch ${epoch}: a sentence of the report`);
+      draws.add(tokenKey(sentenceTokens[0]));
+    }
+    if (draws.size > 1) varied++;
+  }
+  assert.ok(varied >= train.filter((s) => s.sentenceTokens.length >= 3).length / 2, `draws vary across loads for ${varied} of ${train.length} studies`);
+});
+
+test('report_text one_random_sentence: batches hold a one-sentence report with [CLS]/[SEP] and sentence index 0', async () => {
+  const studies = new Map(dataset.studies.map((s) => [`p${s.subjectId}/s${s.studyId}`, s]));
+  for (const { batch } of await collect(loader({ reportText: 'one_random_sentence' }).epoch(0))) {
+    assert.equal(batch.sentenceCounts, [1, 1, 1]);
+    batch.ids.forEach((id, b) => {
+      const row = (t: { data: Int32Array }) => t.data.subarray(b * 64, (b + 1) * 64);
+      const ids = row(batch.inputs.input_ids);
+      const sep = ids.indexOf(tokenizer.sepId);
+      const sentence = ids.subarray(1, sep);
+      assert.ok(studies.get(id)!.sentenceTokens.map(tokenKey).includes(tokenKey(sentence)), `${id}: [CLS] one report sentence [SEP]`);
+      const expected = packSentences([sentence], { maxLength: 64, maxSentences: 8, ...tokenizer });
+      assert.equal(ids, expected.inputIds);
+      assert.equal(row(batch.inputs.token_sentence), expected.tokenSentence);
+      assert.equal(row(batch.inputs.attention_mask), expected.attentionMask);
+      assert.ok(Array.from(row(batch.inputs.token_sentence)).every((s, t) => s === (t >= 1 && t < sep ? 0 : -1)));
+    });
+  }
+});
+
+test('report_text one_random_sentence: same seed same draws, another seed others, exact resume, fixed in evaluation', async () => {
+  const one = (o: Partial<LoaderOptions> = {}, split: 'train' | 'validate' = 'train') => loader({ reportText: 'one_random_sentence', ...o }, split);
+  const full = await collect(one().from({ epoch: 0, cursor: 0 }, 3));
+  assert.equal((await collect(one().from({ epoch: 0, cursor: 0 }, 3))).map(fingerprint), full.map(fingerprint));
+  assert.not.equal((await collect(one({ seed: 12 }).epoch(0))).map(fingerprint), full.slice(0, 4).map(fingerprint));
+  for (const k of [0, 2, 5]) {
+    assert.equal((await collect(one().from(full[k].next, 3))).map(fingerprint), full.slice(k + 1).map(fingerprint), `resume after batch ${k}`);
+  }
+  // The sentences differ from the whole-report batches of the same seed (the images do not).
+  const all = await collect(loader().epoch(0));
+  assert.not.equal(all.map((b) => Array.from(b.batch.inputs.input_ids.data).join(',')), full.slice(0, all.length).map((b) => Array.from(b.batch.inputs.input_ids.data).join(',')));
+  assert.equal(all.map((b) => Array.from(b.batch.inputs.image.data.subarray(0, 50)).join(',')), full.slice(0, all.length).map((b) => Array.from(b.batch.inputs.image.data.subarray(0, 50)).join(',')));
+  const v0 = await collect(one({ batchSize: 2 }, 'validate').epoch(0));
+  assert.ok(v0.length >= 1);
+  assert.equal((await collect(one({ batchSize: 2 }, 'validate').epoch(7))).map(fingerprint), v0.map(fingerprint));
+  assert.ok(v0.every((b) => b.batch.sentenceCounts.every((n) => n === 1)));
+});
+
+test('report_text all_sentences is the default; an unknown value is a clear error', async () => {
+  const study = dataset.split('train')[1];
+  for (const epoch of [0, 3]) {
+    assert.equal((await loader({ reportText: 'all_sentences' }).prepare(study, epoch))!.sentenceTokens, (await loader().prepare(study, epoch))!.sentenceTokens);
+  }
+  assert.throws(() => loader({ reportText: 'two_sentences' as ReportText }), /report_text: unknown value "two_sentences"; the data pipeline supports all_sentences, one_random_sentence/);
+  assert.throws(() => parseReportText(3), /report_text: unknown value 3/);
+  assert.is(parseReportText('one_random_sentence'), 'one_random_sentence');
+});
+
+test('prefetch: the next batches are prepared while the consumer awaits other work (as the trainer awaits the GPU)', async () => {
+  class CountingLoader extends BatchLoader {
+    prepared = 0;
+    override async prepare(...args: Parameters<BatchLoader['prepare']>) {
+      const sample = await super.prepare(...args);
+      this.prepared++;
+      return sample;
+    }
+  }
+  const l = new CountingLoader(dataset, dataset.split('train'), tokenizer, { batchSize: 3, prefetch: 2, seed: 11, train: true, norm: NORM, imageSize: 24, maxLength: 64 });
+  const batches = l.epoch(0)[Symbol.asyncIterator]();
+  await batches.next();
+  // The consumer now waits on something else without asking for the next batch: the
+  // loader's in-flight samples (the next prefetch × B) complete meanwhile, and no more start.
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const started = performance.now();
+  while (l.prepared < 9 && performance.now() - started < 10_000) await sleep(5);
+  await sleep(50);
+  assert.is(l.prepared, 3 + 2 * 3);
+  await batches.return?.(undefined);
 });
 
 test('a bad batch size is rejected', () => {

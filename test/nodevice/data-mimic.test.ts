@@ -2,18 +2,21 @@
 // views to drop, and each kind of corrupt input. Exact problem counts; every good sample loads.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { formatCsv, gzipText, parseCsv, readCsv } from '../../runtime/data/csv.ts';
 import { encodeJpegGray } from '../../runtime/data/image.ts';
-import { imagePath, MimicCxrDataset, reportPath, selectSubset, writeResizedImages } from '../../runtime/data/mimic.ts';
-import { MemoryFileSource } from '../../runtime/data/fs.ts';
+import { imagePath, MimicCxrDataset, reportPath, RESIZE_MANIFEST, selectSubset, writeResizedImages } from '../../runtime/data/mimic.ts';
+import { MemoryFileSource, type FileSource } from '../../runtime/data/fs.ts';
 import { BatchLoader } from '../../runtime/data/loader.ts';
 import { Rng } from '../../runtime/data/random.ts';
+import { PIXEL_STATS_FILE } from '../../runtime/data/stats.ts';
+import { openTrainingData } from '../../runtime/train/data-setup.ts';
 import { buildWordPieceVocab } from '../../runtime/data/synth/vocab.ts';
 import { ReportTokenizer } from '../../runtime/data/tokenizer.ts';
 import { nodeFileSource } from '../../runtime/platform/node-fs.ts';
+import { createImageWorkers } from '../../runtime/platform/node-workers.ts';
 
 const GOOD_REPORT = (finding: string) => `                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -159,6 +162,35 @@ test('loading: every good sample loads; truncated images are skipped and listed,
   ]);
 });
 
+test('loading and resizing on worker threads: the same samples, copies and problems as in-process', async () => {
+  const runs = [];
+  for (const threads of [0, 2]) {
+    const { dataset, tokenizer } = await openFixture();
+    const workers = createImageWorkers(threads);
+    try {
+      const loader = new BatchLoader(dataset, dataset.split('train'), tokenizer, {
+        batchSize: 1, seed: 7, train: true, norm: { mean: 0.5, std: 0.25 }, imageSize: 32, maxLength: 24, imageWorkers: workers,
+      });
+      const seen: string[] = [];
+      const pixels: number[] = [];
+      for (let epoch = 0; epoch < 4; epoch++) {
+        for await (const { batch } of loader.epoch(epoch)) {
+          seen.push(...batch.ids);
+          pixels.push(...batch.inputs.image.data.subarray(0, 40));
+        }
+      }
+      const copy = new MemoryFileSource();
+      const copies = await writeResizedImages(dataset, dataset.studies, copy, { maxSide: 8, workers });
+      runs.push({ seen, pixels, problems: dataset.problems, copies, files: await Promise.all(copy.paths().map((p) => copy.readFile(p))) });
+    } finally {
+      await workers.close();
+    }
+  }
+  assert.is(runs[0].seen.length, 12);
+  assert.equal([runs[0].copies.written, runs[0].copies.failed], [6, 2]);
+  assert.equal(runs[1], runs[0]);
+});
+
 test('an image drawn from a study is one of its frontal images, uniformly', async () => {
   const { dataset } = await openFixture();
   const study = dataset.studies[0];
@@ -201,21 +233,95 @@ test('plain .csv files work too, and a missing root fails with a clear message',
   }
 });
 
-test('a downscaled image copy serves as imageSource; truncated files are skipped, reruns keep copies', async () => {
+/** A source that counts image reads (every read of a .jpg decodes it). */
+function countingImageReads(base: FileSource): FileSource & { imageReads: number } {
+  return {
+    imageReads: 0,
+    description: base.description,
+    async readFile(p: string) {
+      if (p.endsWith('.jpg')) this.imageReads++;
+      return base.readFile(p);
+    },
+    exists: (p: string) => base.exists(p),
+    list: (d: string) => base.list(d),
+  };
+}
+
+const TRUNCATED = ['files/p10/p10000003/s50000003/d3b.jpg', 'files/p10/p10000004/s50000004/d4a.jpg'];
+
+test('a downscaled image copy serves as the image source; undecodable originals are recorded once, never read again', async () => {
   const { files, dataset, tokenizer } = await openFixture();
   const copy = new MemoryFileSource();
   const first = await writeResizedImages(dataset, dataset.studies, copy, { maxSide: 8 });
-  assert.equal(first, { written: 6, kept: 0, failed: 2 });
-  const again = await writeResizedImages(dataset, dataset.studies, copy, { maxSide: 8 });
-  assert.equal(again, { written: 0, kept: 6, failed: 2 });
+  assert.equal([first.written, first.kept, first.failed], [6, 0, 2]);
+  assert.equal([...first.undecodable.keys()].sort(), TRUNCATED);
+  assert.ok([...first.undecodable.values()].every((reason) => /truncated JPEG/.test(reason)));
+  assert.ok(await copy.exists(RESIZE_MANIFEST));
+  // A later run (a fresh dataset) keeps the copies and skips the bad originals without reading any.
+  const originals = countingImageReads(files);
+  const reopened = await MimicCxrDataset.open(originals, { tokenizer });
+  const again = await writeResizedImages(reopened, reopened.studies, copy, { maxSide: 8 });
+  assert.equal([again.written, again.kept, again.failed], [0, 6, 2]);
+  assert.equal([...again.undecodable], [...first.undecodable].sort());
+  assert.is(originals.imageReads, 0);
+  try {
+    await writeResizedImages(reopened, reopened.studies, copy, { maxSide: 16 });
+    assert.unreachable('a copy of another size');
+  } catch (err) {
+    assert.match((err as Error).message, /holds images resized to 8 px, not 16: use another directory for this size/);
+  }
+  // Switched to the copy: the bad originals count as undecodable at once and are skipped when drawn.
+  reopened.useImageSource(copy, again.undecodable);
+  assert.is(reopened.problemCounts()['undecodable-image'], 2);
+  const loaded = await reopened.loadImage(reopened.studies[0]);
+  assert.equal([loaded!.image.width, loaded!.image.height], [8, 6]); // 16×12 → longest side 8
+  assert.is(await reopened.loadImage(reopened.split('train').find((s) => s.studyId === '50000004')!), null);
+  assert.is(originals.imageReads, 0);
+  assert.is(reopened.problemCounts()['undecodable-image'], 2);
+  // Opened directly on the copy instead, the files it lacks are missing images.
   const small = await MimicCxrDataset.open(files, { tokenizer, imageSource: copy });
   // The truncated-only study now has no image file: it is skipped at open time.
   assert.equal(small.split('train').map((s) => s.studyId), ['50000001', '50000002', '50000003']);
   // Missing from the copy: d6a (absent anyway), the two truncated files, and the images of the
   // five studies skipped for their reports (only kept studies were copied).
   assert.is(small.problemCounts()['missing-image'], 8);
-  const loaded = await small.loadImage(small.studies[0]);
-  assert.equal([loaded!.image.width, loaded!.image.height], [8, 6]); // 16×12 → longest side 8
+});
+
+test('training data with an image cache: resized once and reused, statistics cached, corrupt images skipped and counted', async () => {
+  const cacheDir = mkdtempSync(path.join(tmpdir(), 'lovt-image-cache-'));
+  try {
+    const open = async () => {
+      const originals = countingImageReads(nodeFileSource(root));
+      const data = await openTrainingData(originals, {
+        batch: 1, seed: 5, imageSize: 16, maxTokens: 24, maxSentences: 4, imageCache: nodeFileSource(cacheDir), resizeMaxSide: 8,
+      });
+      const trained: string[] = [];
+      for await (const { batch } of data.train.epoch(0)) trained.push(...batch.ids);
+      return { originals, data, trained: trained.sort() };
+    };
+    const first = await open();
+    // Every frontal image of the kept studies decoded once (6 copied, 2 truncated); statistics on a sample of the copies.
+    assert.is(first.originals.imageReads, 8);
+    assert.equal([first.data.resized!.written, first.data.resized!.kept, first.data.resized!.failed], [6, 0, 2]);
+    assert.equal([first.data.pixelStats.fromCache, first.data.pixelStats.images], [false, 4]);
+    assert.ok(existsSync(path.join(cacheDir, 'resized-8', RESIZE_MANIFEST)));
+    assert.ok(existsSync(path.join(cacheDir, 'resized-8', PIXEL_STATS_FILE)));
+    assert.not.ok(existsSync(path.join(root, PIXEL_STATS_FILE)), 'nothing is written into the data directory');
+    assert.match(first.data.description, /images resized into .*resized-8 \(6 new, 0 reused, 2 unreadable\)/);
+
+    const second = await open();
+    assert.is(second.originals.imageReads, 0, 'no original image is read or decoded again');
+    assert.equal([second.data.resized!.written, second.data.resized!.kept, second.data.resized!.failed], [0, 6, 2]);
+    assert.equal([second.data.pixelStats.fromCache, second.data.pixelStats.mean, second.data.pixelStats.std], [true, first.data.pixelStats.mean, first.data.pixelStats.std]);
+    for (const run of [first, second]) {
+      assert.equal(run.trained, ['p10000001/s50000001', 'p10000002/s50000002', 'p10000003/s50000003']);
+      assert.equal(run.data.dataset.problems.filter((p) => p.kind === 'undecodable-image').map((p) => p.path).sort(), TRUNCATED);
+      const image = await run.data.dataset.loadImage(run.data.dataset.studies[0]);
+      assert.equal([image!.image.width, image!.image.height], [8, 6], 'training reads the copies');
+    }
+  } finally {
+    rmSync(cacheDir, { recursive: true, force: true });
+  }
 });
 
 test('CSV parsing: quotes, embedded commas/newlines, CRLF, ragged rows, errors with line numbers', () => {

@@ -7,7 +7,8 @@ import { type InitSpec, type Shape } from '../../compiler/ir.ts';
 import { Rng, hashName, rngForTensor } from '../../compiler/random.ts';
 import { fans, initState, initTensor, sampleInit } from '../../runtime/init.ts';
 
-function bits(a: Float32Array): number[] {
+/** The raw 32-bit patterns: equal bits, not merely equal values. */
+function bits(a: Float32Array | Int32Array): number[] {
   return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 }
 
