@@ -11,18 +11,18 @@ import { FusedEpilogue, renderConcatSlabs, renderElementwise } from './elementwi
 import { renderReduce } from './reduce.ts';
 import { renderNN } from './nn.ts';
 import { renderMatmul } from './matmul.ts';
-import { renderConv2d, renderConv2dGradInput, renderConv2dGradWeight } from './conv.ts';
+import { renderConv2d, renderConv2dGradInput, renderConv2dGradWeightSplit } from './conv.ts';
 import type { ContractionOptions, ContractionTarget } from './tiling.ts';
 import type { RenderOptions } from './wgsl.ts';
 
 export type { RenderOptions } from './wgsl.ts';
 
 /** The register-tiled contraction generators (matmul.ts, conv.ts): bindings are the inputs, epilogue extras, the output. */
-const CONTRACTIONS: Record<string, (graph: Graph, node: Node, opts: ContractionOptions) => Kernel> = {
+const CONTRACTIONS: Record<string, (graph: Graph, node: Node, opts: ContractionOptions) => Kernel | Kernel[]> = {
   matmul: renderMatmul,
   conv2d: renderConv2d,
   conv2d_grad_input: renderConv2dGradInput,
-  conv2d_grad_weight: renderConv2dGradWeight,
+  conv2d_grad_weight: renderConv2dGradWeightSplit,
 };
 
 export interface RenderedGroup {
@@ -74,7 +74,9 @@ export function renderGroup(
   else {
     const render = CONTRACTIONS[anchor.op];
     if (!render) throw new Error(`internal: no contraction generator for '${anchor.op}' (node %${anchor.id})`);
-    kernels = [render(graph, anchor, { maxWorkgroupsPerDim: opts.maxWorkgroupsPerDim, epilogue: opts.epilogue, target: limits.target })];
+    // A split-K weight gradient is two kernels joined by a scratch tensor of partial sums.
+    const contraction = { maxWorkgroupsPerDim: opts.maxWorkgroupsPerDim, epilogue: opts.epilogue, target: limits.target, scratch: opts.scratch };
+    kernels = [render(graph, anchor, contraction)].flat();
   }
   // A fused epilogue stores the group's root, not the anchor: the written binding becomes the root.
   if (group.root !== anchor.id) {

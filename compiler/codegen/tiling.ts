@@ -129,12 +129,17 @@ export class ParamBlock {
   }
 
   /**
-   * The same value read from the uniform block itself: what WGSL's uniformity
-   * analysis needs where it bounds a loop with barriers or subgroup operations
-   * (the private copy counts as non-uniform).
+   * A loop bound, read from the uniform block itself even when the block is
+   * baked: WGSL's uniformity analysis needs the uniform (not the private copy)
+   * where it bounds a loop with barriers or subgroup operations, and a bound
+   * LLVM cannot see keeps it from fully unrolling the loop. Unrolled, a conv's
+   * 32-step K loop took lavapipe 121 s to compile; with the bound opaque,
+   * 0.65 s.
    */
-  uniform(name: string, value: number): string {
-    return this.get(name, value).replace('lv_p.', 'lv_params.');
+  loopBound(name: string, value: number): string {
+    this.get(name, value);
+    this.fields.set(name, value);
+    return `lv_params.${name}`;
   }
 
   /**
@@ -175,6 +180,12 @@ export interface GemmSpec {
   helpers?: string;
   /** Flat index into the output tensor of (b, m, n). */
   out(b: string, m: string, n: string): string;
+  /**
+   * Optional: false where (b, m, n) has no output element (a GEMM whose column
+   * range covers a few positions more than the output has, e.g. the phases of
+   * a strided conv's input gradient); those results are not stored.
+   */
+  outValid?(b: string, m: string, n: string): string;
   /** Whether out(b, m, n..n+3) are consecutive and 16-byte aligned when n % 4 == 0 (vec4 stores). */
   outVec4?: boolean;
   outTensor: number;
@@ -203,6 +214,13 @@ export interface ContractionOptions {
   target?: ContractionTarget;
   /** Overrides the tile heuristics. */
   tile?: TileConfig;
+  /**
+   * Allocates a scratch tensor (live across one node's kernels) and returns its
+   * id: generators that split K over several kernels need it, and run as one kernel without it.
+   */
+  scratch?: (elements: number, dtype: 'f32') => number;
+  /** Overrides chooseSplitK (tests): the number of K parts, where the generator supports splitting. */
+  splitK?: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -215,25 +233,70 @@ const CPU_MIN_WORKGROUPS = 8;
 
 const cdiv = (a: number, b: number) => Math.ceil(a / b);
 
+/**
+ * The subgroup template's register tile before it shrinks to make enough
+ * workgroups (chooseTile): rows per lane and 4-column groups per lane.
+ */
+function subgroupRegisterTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, S: number): { rowsPerLane: number; colGroups: number; kStep: 1 | 4 } {
+  const { batch, M, N } = spec;
+  // Each B element a lane loads feeds RM = S * rowsPerLane rows and each A
+  // element a lane loads feeds 4 * colGroups columns in every lane, so larger
+  // register tiles mean fewer of the (expensive, per-lane) loads per
+  // multiply-add; the price is spilled accumulators and compile time (LLVM
+  // takes 3-6 s for a 64x64 conv tile, ~0.3 s for a small one). Measured on
+  // lavapipe (2 cores): 64x64 tiles ran 15-20% faster than 32x32 on the
+  // 1024^3 matmul and the 3x3 convs of bench/, which ran ~1.3x faster than 16x32.
+  const flops = 2 * batch * M * N * spec.K;
+  const big = flops >= 2 ** 30;
+  // Below ~64 MFLOP the run takes milliseconds and LLVM's compile a good part
+  // of a second: one k per iteration is a quarter of the code.
+  const kStep = flops < 2 ** 26 ? 1 : 4;
+  return { rowsPerLane: big && M >= 8 * S ? 8 : M >= 4 * S ? 4 : M > S ? 2 : 1, colGroups: big ? 2 : 1, kStep };
+}
+
+/** The tiled template's tile edge for a dimension, before it shrinks to make enough workgroups. */
+const tiledEdge = (d: number) => (d > 32 ? 64 : d > 16 ? 32 : 16);
+
+/** Fewest k per split-K part: below it the partial sums' stores and the summing pass outweigh the parallelism. */
+const SPLIT_K_MIN_CHUNK = 1024;
+
+/**
+ * Into how many parts to split a GEMM's K (1: none). A problem with few
+ * output tiles and a long reduction (a conv's weight gradient: a few thousand
+ * weights summed over every pixel of the batch) either runs few workgroups
+ * or, on the subgroup template, shrinks its register tile to make more (each
+ * lane's im2col decode then feeds fewer multiply-adds); splitting K keeps the
+ * full tile and makes enough workgroups, at the price of storing parts * M * N
+ * partial sums and a summing pass (renderPartialSum).
+ */
+export function chooseSplitK(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, target: ContractionTarget): number {
+  const { batch, M, N, K } = spec;
+  let tiles: number;
+  let want: number;
+  if (target.kind === 'simd-cpu' && target.subgroupSize > 0) {
+    const S = target.subgroupSize;
+    const { rowsPerLane, colGroups } = subgroupRegisterTile(spec, S);
+    tiles = batch * cdiv(M, S * rowsPerLane) * cdiv(N, 4 * S * colGroups);
+    // Measured on lavapipe (2 cores), the gain is the full register tile (each
+    // decoded im2col element feeds more rows), not more workgroups: the stem's
+    // weight gradient ran 1.3x faster in 2 parts, no faster in 4 or 8.
+    want = CPU_MIN_WORKGROUPS;
+  } else {
+    tiles = batch * cdiv(M, tiledEdge(M)) * cdiv(N, tiledEdge(N));
+    want = GPU_MIN_WORKGROUPS;
+  }
+  if (tiles >= want) return 1;
+  return Math.max(1, Math.min(cdiv(want, tiles), Math.floor(K / SPLIT_K_MIN_CHUNK)));
+}
+
 /** Picks the template and tile for a problem on a target. */
 export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, target: ContractionTarget): TileConfig {
   const { batch, M, N } = spec;
   if (target.kind === 'simd-cpu' && target.subgroupSize > 0) {
     const S = target.subgroupSize;
-    // Each B element a lane loads feeds RM = S * rowsPerLane rows and each A
-    // element a lane loads feeds 4 * colGroups columns in every lane, so larger
-    // register tiles mean fewer of the (expensive, per-lane) loads per
-    // multiply-add; the price is spilled accumulators and compile time (LLVM
-    // takes 3-6 s for a 64x64 conv tile, ~0.3 s for a small one). Measured on
-    // lavapipe (2 cores): 64x64 tiles ran 15-20% faster than 32x32 on the
-    // 1024^3 matmul and the 3x3 convs of bench/, which ran ~1.3x faster than 16x32.
-    const flops = 2 * batch * M * N * spec.K;
-    const big = flops >= 2 ** 30;
-    // Below ~64 MFLOP the run takes milliseconds and LLVM's compile a good part
-    // of a second: one k per iteration is a quarter of the code.
-    const kStep = flops < 2 ** 26 ? 1 : 4;
-    let rowsPerLane = big && M >= 8 * S ? 8 : M >= 4 * S ? 4 : M > S ? 2 : 1;
-    let colGroups = big ? 2 : 1;
+    const registerTile = subgroupRegisterTile(spec, S);
+    const kStep = registerTile.kStep;
+    let { rowsPerLane, colGroups } = registerTile;
     const tiles = () => batch * cdiv(M, S * rowsPerLane) * cdiv(N, 4 * S * colGroups);
     while (tiles() < CPU_MIN_WORKGROUPS && (rowsPerLane > 1 || colGroups > 1)) {
       if (colGroups > 1) colGroups = 1;
@@ -246,9 +309,8 @@ export function chooseTile(spec: Pick<GemmSpec, 'batch' | 'M' | 'N' | 'K'>, targ
     const subgroupsPerWorkgroup = tiles() >= wide * 4 * CPU_MIN_WORKGROUPS ? wide : 1;
     return { template: 'subgroup', subgroupSize: S, rowsPerLane, colGroups, subgroupsPerWorkgroup, kStep };
   }
-  const fit = (d: number) => (d > 32 ? 64 : d > 16 ? 32 : 16);
-  let tm = fit(M);
-  let tn = fit(N);
+  let tm = tiledEdge(M);
+  let tn = tiledEdge(N);
   const count = () => batch * cdiv(M, tm) * cdiv(N, tn);
   while (count() < GPU_MIN_WORKGROUPS && (tm > 16 || tn > 16)) {
     if (tm >= tn) tm >>= 1;
@@ -272,9 +334,58 @@ export function renderGemm(spec: GemmSpec, opts: ContractionOptions): Kernel {
   return tile.template === 'subgroup' ? renderSubgroup(spec, tile, opts) : renderTiled(spec, tile, opts);
 }
 
+/**
+ * The second pass of a split-K GEMM: out[i] = epilogue(sum over p of
+ * partials[p * numel + i]), summed in part order (deterministic, no atomics).
+ * Bindings: the partials, the epilogue's extras, the output.
+ */
+export function renderPartialSum(op: string, partials: number, parts: number, numel: number, outTensor: number, opts: ContractionOptions): Kernel {
+  const WG = 64;
+  const epilogue = opts.epilogue;
+  const ep = epilogue?.render(1);
+  const outBinding = 1 + (epilogue?.extra.length ?? 0);
+  const workgroups = foldWorkgroups(cdiv(numel, WG), opts.maxWorkgroupsPerDim);
+  const wgsl = `@group(0) @binding(0) var<storage, read> lv_parts: array<f32>;
+${ep ? `${ep.decls}
+${ep.code}
+` : ''}@group(0) @binding(${outBinding}) var<storage, read_write> lv_out: array<f32>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lv_i = (wid.y * ${u(workgroups[0])} + wid.x) * ${u(WG)} + lid;
+  if (lv_i >= ${u(numel)}) { return; }
+  var lv_s = 0.0;
+  for (var lv_p = 0u; lv_p < ${u(parts)}; lv_p++) { lv_s += lv_parts[lv_p * ${u(numel)} + lv_i]; }
+  lv_out[lv_i] = ${ep ? 'epilogue(lv_s, lv_i)' : 'lv_s'};
+}
+`;
+  return {
+    name: `${op}_sum${parts}`,
+    wgsl,
+    entryPoint: 'main',
+    bindings: [
+      { tensor: partials, access: 'read' },
+      ...(epilogue?.extra ?? []).map((tensor) => ({ tensor, access: 'read' as const })),
+      { tensor: outTensor, access: 'read_write' },
+    ],
+    workgroups,
+    flops: parts * numel,
+  };
+}
+
 /** The same product as Out^T = B^T A^T: operands and output dimensions swap roles. */
 export function transposed(spec: GemmSpec): GemmSpec {
-  return { ...spec, M: spec.N, N: spec.M, a: spec.b, b: spec.a, out: (b, m, n) => spec.out(b, n, m), outVec4: false };
+  const outValid = spec.outValid;
+  return {
+    ...spec,
+    M: spec.N,
+    N: spec.M,
+    a: spec.b,
+    b: spec.a,
+    out: (b, m, n) => spec.out(b, n, m),
+    outValid: outValid && ((b, m, n) => outValid(b, n, m)),
+    outVec4: false,
+  };
 }
 
 const u = (n: number) => `${n}u`;
@@ -328,7 +439,7 @@ class Bindings {
       lines.push(decls, code);
       binding += epilogue.extra.length;
     }
-    const outVec4 = !!this.spec.outVec4 && this.spec.N % 4 === 0 && this.spec.outNumel % 4 === 0;
+    const outVec4 = !!this.spec.outVec4 && !this.spec.outValid && this.spec.N % 4 === 0 && this.spec.outNumel % 4 === 0;
     lines.push(`@group(0) @binding(${binding}) var<storage, read_write> lv_out: array<${outVec4 ? 'vec4<f32>' : 'f32'}>;`);
     const bindings: Kernel['bindings'] = [
       ...this.spec.inputs.map((i) => ({ tensor: i.tensor, access: 'read' as const })),
@@ -346,7 +457,11 @@ class Bindings {
         return `{ let lv_v = ${v}; let lv_o = ${this.spec.out(b, m, n)}; ${guard([rowOk, colOk(0)], `lv_out[lv_o >> 2u] = ${value};`)} }`;
       }
       return [0, 1, 2, 3]
-        .map((j) => `{ let lv_o = ${this.spec.out(b, m, `${n} + ${j}u`)}; ${guard([rowOk, colOk(j)], `lv_out[lv_o] = ${ep(`(${v})[${j}]`, 'lv_o')};`)} }`)
+        .map((j) => {
+          const col = `${n} + ${j}u`;
+          const exists = this.spec.outValid?.(b, m, col) ?? null;
+          return `{ let lv_o = ${this.spec.out(b, m, col)}; ${guard([rowOk, colOk(j), exists], `lv_out[lv_o] = ${ep(`(${v})[${j}]`, 'lv_o')};`)} }`;
+        })
         .join('\n    ');
     };
     return { decls: lines.join('\n'), bindings, paramsBinding: binding + 1, storeQuad };
@@ -472,7 +587,7 @@ ${tileCoords(P, 'lv_t', tilesM, tilesN)}
   var lv_acc1 = vec4<f32>(0.0);
   var lv_acc2 = vec4<f32>(0.0);
   var lv_acc3 = vec4<f32>(0.0);
-  for (var lv_k0 = 0u; lv_k0 < ${P.uniform('K', spec.K)}; lv_k0 += ${u(TK)}) {
+  for (var lv_k0 = 0u; lv_k0 < ${P.loopBound('K', spec.K)}; lv_k0 += ${u(TK)}) {
 ${stageA}
 ${stageB}
     workgroupBarrier();
@@ -617,8 +732,8 @@ ${tileCoords(P, 'lv_t', tilesM, tilesN)}`;
   // (fully unrolling a small-K loop multiplied lavapipe's compile time).
   const loop =
     kStep === 4
-      ? `  for (var lv_k0 = 0u; lv_k0 < ${P.uniform('kEnd4', cdiv(spec.K, 4) * 4)}; lv_k0 += 4u) {\n${step()}\n  }`
-      : `  for (var lv_k0 = 0u; lv_k0 < ${P.uniform('K', spec.K)}; lv_k0++) {\n${step1()}\n  }`;
+      ? `  for (var lv_k0 = 0u; lv_k0 < ${P.loopBound('kEnd4', cdiv(spec.K, 4) * 4)}; lv_k0 += 4u) {\n${step()}\n  }`
+      : `  for (var lv_k0 = 0u; lv_k0 < ${P.loopBound('K', spec.K)}; lv_k0++) {\n${step1()}\n  }`;
   // Stores run in a loop over rows: unrolled, the per-lane store code of every
   // output (and the epilogue) made LLVM spend most of its compile time there
   // (lavapipe: 2.4 s -> 0.4 s for a 32x32 tile).

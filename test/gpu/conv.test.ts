@@ -8,7 +8,8 @@ import * as assert from 'uvu/assert';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Node } from '../../compiler/ir.ts';
-import { convFlops, renderConv2d, renderConv2dGradInput, renderConv2dGradWeight } from '../../compiler/codegen/conv.ts';
+import { convFlops, convSpec, renderConv2d, renderConv2dGradInput, renderConv2dGradWeight, renderConv2dGradWeightSplit } from '../../compiler/codegen/conv.ts';
+import { chooseSplitK } from '../../compiler/codegen/tiling.ts';
 import { runKernel, assertWithinF32Bound, contractionTemplates, seededUniform } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();
@@ -154,6 +155,52 @@ test('3x3, stride 1, padding 1, odd sizes', async () => {
 
 test('stride 2 with groups 2', async () => {
   await check({ ...base, C: 4, H: 9, W: 9, O: 6, stride: [2, 2], groups: 2 }, true);
+});
+
+test('strided input gradients run as dense stride-phase sub-convolutions', async () => {
+  const cases: Case[] = [
+    // The ResNet downsampling 3x3: even sizes, not multiples of 4 or of the tile.
+    { ...base, N: 3, C: 6, H: 10, W: 14, O: 10, stride: [2, 2] },
+    // Odd edges (phases longer than the image), unequal strides, a kernel as wide as the stride.
+    { ...base, N: 2, C: 5, H: 11, W: 13, O: 7, k: [3, 3], stride: [2, 3], padding: [1, 0] },
+    // The stem's 7x7 stride 2, padding 3.
+    { ...base, N: 2, C: 3, H: 13, W: 9, O: 5, k: [7, 7], stride: [2, 2], padding: [3, 3] },
+  ];
+  for (const c of cases) {
+    const { graph, gi } = graphFor(c);
+    for (const [, opts] of TEMPLATES) assert.match(renderConv2dGradInput(graph, gi, opts).name, /_phase\dx\d_/);
+    await check(c);
+  }
+});
+
+/**
+ * The weight gradient split over K (partial sums into a scratch tensor, then
+ * their sum), run kernel by kernel as the executor would; `splitK` forces the
+ * number of parts, else chooseSplitK must choose to split.
+ */
+async function checkSplitWeightGradient(c: Case, splitK?: number) {
+  const { graph, y, gw } = graphFor(c);
+  const x = random(c.N * c.C * c.H * c.W);
+  const dy = random(y.shape.reduce((a, b) => a * b));
+  const { dw } = references(c, x, random(c.O * (c.C / c.groups) * c.k[0] * c.k[1]), dy);
+  const label = `x [${c.N},${c.C},${c.H},${c.W}] O ${c.O} k ${c.k} s ${c.stride} p ${c.padding} g ${c.groups}`;
+  for (const [name, opts] of TEMPLATES) {
+    if (splitK === undefined) assert.ok(chooseSplitK(convSpec(graph, gw), opts.target!) > 1, `${name}: split-K chosen for ${label}`);
+    const scratch: number[] = [];
+    const kernels = renderConv2dGradWeightSplit(graph, gw, { ...opts, splitK, scratch: (elements) => (scratch.push(elements), 1000 + scratch.length) });
+    assert.is(kernels.length, 2, `${name}: two passes for ${label}`);
+    assert.match(kernels[0].name, /_splitk\d+_/);
+    const partials = await runKernel(device, kernels[0], [x, dy], scratch[0]);
+    assertClose(await runKernel(device, kernels[1], [partials], dw.v.length), dw, `${name} ${kernels[0].name} + ${kernels[1].name} ${label}`);
+  }
+}
+
+test('split-K weight gradients: chosen for a long reduction, forced with ragged parts', async () => {
+  // A stem-like 7x7 stride 2 with few weights and 3 * 29 * 29 = 2523 pixels to sum (not a multiple of 4).
+  await checkSplitWeightGradient({ ...base, N: 3, H: 57, W: 57, O: 5, k: [7, 7], stride: [2, 2], padding: [3, 3] });
+  // Forced: K = 70 in 3 parts of 24 (scalar dy loads), K = 300 in 4 parts of 76 (vec4 dy loads, clamped tail), groups.
+  await checkSplitWeightGradient(base, 3);
+  await checkSplitWeightGradient({ ...base, N: 3, C: 4, H: 10, W: 10, O: 6, groups: 2 }, 4);
 });
 
 test('dilation 2, padding 2', async () => {
