@@ -312,19 +312,21 @@ export class Program {
   private uploadParams(): Map<number, GPUBufferBinding> {
     const device = this.dev.device;
     const align = device.limits.minUniformBufferOffsetAlignment;
-    const places = new Map<number, GPUBufferBinding>();
+    const offsets = new Map<number, number>();
     let bytes = 0;
     this.plan.kernels.forEach((k, i) => {
       if (!k.params) return;
-      places.set(i, { buffer: undefined as unknown as GPUBuffer, offset: bytes, size: paramsBytes(k.params) });
+      offsets.set(i, bytes);
       bytes += Math.ceil(paramsBytes(k.params) / align) * align;
     });
+    const places = new Map<number, GPUBufferBinding>();
     if (!bytes) return places;
     const buffer = device.createBuffer({ label: `${this.label} kernel params`, size: bytes, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
     const words = new Uint32Array(buffer.getMappedRange());
-    for (const [i, p] of places) {
-      words.set(this.plan.kernels[i].params!, p.offset! / 4);
-      p.buffer = buffer;
+    for (const [i, offset] of offsets) {
+      const params = this.plan.kernels[i].params!;
+      words.set(params, offset / 4);
+      places.set(i, { buffer, offset, size: paramsBytes(params) });
     }
     buffer.unmap();
     this.owned.push(buffer);

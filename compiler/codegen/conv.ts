@@ -104,56 +104,24 @@ export function convFlops(graph: Graph, node: Node): number {
 const u = (n: number) => `${n}u`;
 
 /**
- * Whether conv kernels read their sizes from the uniform block (one pipeline
- * per structure, like matmul) or bake them in (one per shape). Off: shared,
- * lovt-tiny's conv kernels ran 1.3-2x slower per step on lavapipe (profiled,
- * warm), even with the f32-reciprocal divisions below and the params copied to
- * registers, so convs stay specialised until that is understood.
- */
-const SHARE_CONV_PIPELINES = false;
-
-/**
- * Divisions by a run-time divisor are real divisions (scalarised per lane on
- * lavapipe, ~25 cycles each), and the im2col decode runs them for every
- * element it loads: measured, that doubled lovt-tiny's forward convs. Through
- * the divisor's f32 reciprocal (a param) they are a few vector instructions:
- * with y = (x + 0.5) / d the fractional part is at least 0.5 / d from an
- * integer, and the two f32 roundings (1/d, the product) err by at most
- * x / d * 2^-23, which stays below that for x < 2^22 (x + 0.5 is exact).
- */
-const DIVISION_HELPERS = `fn lv_div(x: u32, inv: u32) -> u32 { return u32((f32(x) + 0.5) * bitcast<f32>(inv)); }
-fn lv_mod(x: u32, inv: u32, d: u32) -> u32 { return x - lv_div(x, inv) * d; }`;
-
-/** Whether every dividend of the conv's decode (pixel and column indices) stays below 2^22; else real divisions. */
-function fastDivision(g: ConvGeometry): boolean {
-  return g.N * Math.max(g.OH * g.OW, g.H * g.W) + 2 * (g.H + g.W + g.ph + g.pw) < 2 ** 22;
-}
-
-const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0];
-
-/**
- * The conv's sizes as WGSL expressions: params (so convs of one structure
- * share a pipeline) except the kernel size, whose divisions run in the inner
- * loop and stay constants (it is in the kernel's name).
+ * The conv's sizes as WGSL expressions, through the kernel's ParamBlock. Conv
+ * kernels bake them in (one pipeline per shape): read from the uniform block
+ * instead, lovt-tiny's conv kernels ran 1.3-2x slower per step on lavapipe
+ * (profiled, warm), even with the divisions done through f32 reciprocals.
+ * Only the GEMM's K-loop bound stays a uniform (ParamBlock.loopBound).
  */
 function sizes(g: ConvGeometry, p: ParamBlock) {
   const Cg = g.C / g.G;
   const Og = g.O / g.G;
-  const fast = !p.baked && fastDivision(g);
-  /** x / d and x % d for the param d = value (see DIVISION_HELPERS). */
-  const by = (name: string, value: number) => {
-    const inv = () => p.get(`inv${name}`, f32Bits(1 / value));
-    return {
-      div: (x: string) => (fast ? `lv_div(${x}, ${inv()})` : `(${x}) / ${p.get(name, value)}`),
-      mod: (x: string) => (fast ? `lv_mod(${x}, ${inv()}, ${p.get(name, value)})` : `(${x}) % ${p.get(name, value)}`),
-    };
-  };
+  /** x / d and x % d for the size d = value. */
+  const by = (name: string, value: number) => ({
+    div: (x: string) => `(${x}) / ${p.get(name, value)}`,
+    mod: (x: string) => `(${x}) % ${p.get(name, value)}`,
+  });
   // Getters: a param enters the uniform block only where the WGSL reads it.
   return {
     KK: u(g.KH * g.KW),
     KW: u(g.KW),
-    /** Division helpers to declare (with the other helpers). */
-    helpers: fast ? DIVISION_HELPERS : '',
     byP: by('P', g.OH * g.OW),
     byHW: by('HW', g.H * g.W),
     byOW: by('OW', g.OW),
@@ -199,7 +167,7 @@ function xTapHelper(g: ConvGeometry, p: ParamBlock): string {
 
 function forwardSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   const [x, w] = node.inputs.map((i) => graph.nodes[i]);
-  const p = new ParamBlock(!SHARE_CONV_PIPELINES);
+  const p = new ParamBlock(true);
   const z = sizes(g, p);
   const Cg = g.C / g.G;
   const Og = g.O / g.G;
@@ -217,9 +185,8 @@ function forwardSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
       { input: 'cv_x', fast: 'r', vec4: P % 4 === 0 ? 'r' : undefined, index: (b, col, k) => `(${z.byP.div(col)} * ${z.C} + ${groupChan(b, k)}) * ${Pe} + ${z.byP.mod(col)}` }
     : { input: 'cv_x', fast: 'r', load: (b, col, k) => `cv_x_fwd(${b}, ${col}, ${k})` };
   const helpers = pointwise
-    ? z.helpers
-    : `${z.helpers}
-${xTapHelper(g, p)}
+    ? ''
+    : `${xTapHelper(g, p)}
 fn cv_x_fwd(g: u32, col: u32, k: u32) -> f32 {
   let p = ${z.byP.mod('col')};
   let t = k % ${z.KK};
@@ -249,7 +216,7 @@ fn cv_x_fwd(g: u32, col: u32, k: u32) -> f32 {
 
 function gradInputSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   const [dy, w] = node.inputs.map((i) => graph.nodes[i]);
-  const p = new ParamBlock(!SHARE_CONV_PIPELINES);
+  const p = new ParamBlock(true);
   const z = sizes(g, p);
   const Cg = g.C / g.G;
   const Og = g.O / g.G;
@@ -266,8 +233,7 @@ function gradInputSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   // dy(n, o, oh, ow) where oh*s = ih + p - kh*d; taps that fall between strides or outside are zero.
   const strided = g.sh > 1 || g.sw > 1;
   // A tap left of or above the image wraps ohs/ows to huge u32s, which oh < OH rejects.
-  const helpers = `${z.helpers}
-fn cv_dy_tap(g: u32, col: u32, k: u32) -> f32 {
+  const helpers = `fn cv_dy_tap(g: u32, col: u32, k: u32) -> f32 {
   let q = ${z.byHW.mod('col')};
   let t = k % ${z.KK};
   let ohs = ${z.plusPh(z.byW.div('q'))} - ${z.timesDh(`(t / ${z.KW})`)};
@@ -316,7 +282,7 @@ fn cv_dy_tap(g: u32, col: u32, k: u32) -> f32 {
  */
 function gradInputPhaseSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   const [dy, w] = node.inputs.map((i) => graph.nodes[i]);
-  const p = new ParamBlock(!SHARE_CONV_PIPELINES);
+  const p = new ParamBlock(true);
   const z = sizes(g, p);
   const Cg = g.C / g.G;
   const Og = g.O / g.G;
@@ -334,8 +300,7 @@ function gradInputPhaseSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec
   let kh = ah % ${z.sh} + (t / ${u(TW)}) * ${z.sh};
   let kw = aw % ${z.sw} + (t % ${u(TW)}) * ${z.sw};
   let o = ${g.G > 1 ? `(b / ${u(phases)}) * ${z.Og} + ` : ''}k / ${taps};`;
-  const helpers = `${z.helpers}
-fn cv_w_phase(b: u32, c: u32, k: u32) -> f32 {
+  const helpers = `fn cv_w_phase(b: u32, c: u32, k: u32) -> f32 {
   ${phase}
   let ok = kh < ${u(g.KH)} && kw < ${u(g.KW)};
   return select(0.0, cv_w[select(0u, ((o * ${z.Cg} + c) * ${u(g.KH)} + kh) * ${u(g.KW)} + kw, ok)], ok);
@@ -398,7 +363,7 @@ function kSplit(K: number, parts: number, scratch: (elements: number, dtype: 'f3
 
 function gradWeightSpec(graph: Graph, node: Node, g: ConvGeometry, split?: KSplit): GemmSpec {
   const [x, dy] = node.inputs.map((i) => graph.nodes[i]);
-  const p = new ParamBlock(!SHARE_CONV_PIPELINES);
+  const p = new ParamBlock(true);
   const z = sizes(g, p);
   const Cg = g.C / g.G;
   const KK = g.KH * g.KW;
@@ -427,8 +392,7 @@ function gradWeightSpec(graph: Graph, node: Node, g: ConvGeometry, split?: KSpli
   };
   // Rows are output channels o, k = (n, oh, ow): dy is contiguous along k within an image.
   const a: GemmOperand = { input: 'cv_dy', fast: 'k', vec4: P % 4 === 0 ? 'k' : undefined, index: A };
-  const helpers = `${z.helpers}
-${xTapHelper(g, p)}
+  const helpers = `${xTapHelper(g, p)}
 fn cv_x_wgrad(g: u32, col: u32, k: u32) -> f32 {
   let p = ${z.byP.mod('k')};
   let t = col % ${z.KK};

@@ -29,7 +29,7 @@
 // tile and structure (transposes, vec4 paths, epilogue, which dimensions need
 // bounds checks) shares one pipeline: lavapipe's LLVM spends 0.3-5 s on each
 // distinct pipeline at its first dispatch. matmul.ts uses it; conv.ts bakes
-// its sizes (see SHARE_CONV_PIPELINES there). Bounds checks are emitted only
+// its sizes (see sizes() there). Bounds checks are emitted only
 // along dimensions that are not multiples of the tile (a structural variant).
 
 import { type Epilogue, type Kernel, foldWorkgroups } from './kernel.ts';
