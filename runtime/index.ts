@@ -10,7 +10,7 @@
 // The graph IR and its checks (graphs arrive as JSON: validate before running).
 export type { Graph, Node, OpName, DType, Shape, StateInfo, InitSpec, Attrs, AttrValue } from '../compiler/ir.ts';
 export { IR_VERSION, numel, shapeStr } from '../compiler/ir.ts';
-export { validateGraph, ShapeError } from '../compiler/ops.ts';
+export { validateGraph, ShapeError } from '../compiler/ops/index.ts';
 
 // Planning: graph -> kernels + memory plan (plain data; `lovtc -o` writes it as plan.json).
 export type { ExecutionPlan, PlanStats, PlanOptions, EngineLimits } from '../compiler/schedule.ts';
@@ -41,8 +41,8 @@ export { Program, runGraph } from './executor.ts';
 export { initState, initTensor } from './init.ts';
 
 // The float64 reference interpreter: the oracle for checking a device's results.
-export type { Feeds, Evaluation, FeedValue } from './reference.ts';
-export { evaluate } from './reference.ts';
+export type { Feeds, Evaluation, FeedValue } from '../compiler/reference.ts';
+export { evaluate } from '../compiler/reference.ts';
 
 // Weights in and out (safetensors, as PyTorch and Hugging Face write them).
 export type { SafetensorsContents, SafetensorsTensorInfo, SafetensorsDtype, TensorToWrite } from './safetensors.ts';

@@ -43,7 +43,7 @@ function describe(node: Node): string {
   return `${node.op} (node %${node.id}${node.name ? ' ' + node.name : ''})`;
 }
 
-function pairAttr(node: Node, name: string, fallback: number): [number, number] {
+function pairAttr(node: Extract<Node, { op: ConvOp }>, name: 'stride' | 'padding' | 'dilation', fallback: number): [number, number] {
   const v = node.attrs[name];
   if (v === undefined || v === null) return [fallback, fallback];
   if (typeof v === 'number') return [v, v];
@@ -66,7 +66,7 @@ export function convGeometry(graph: Graph, node: Node): ConvGeometry {
   const [sh, sw] = pairAttr(node, 'stride', 1);
   const [ph, pw] = pairAttr(node, 'padding', 0);
   const [dh, dw] = pairAttr(node, 'dilation', 1);
-  const G = (node.attrs.groups as number | undefined) ?? 1;
+  const G = node.attrs.groups ?? 1;
   let N: number, C: number, H: number, W: number, O: number, KH: number, KW: number, OH: number, OW: number, Cg: number;
   if (node.op === 'conv2d') {
     [N, C, H, W] = rank4(node, 'x', ins[0].shape);

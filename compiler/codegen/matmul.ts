@@ -5,7 +5,7 @@
 // one large GEMM instead of B small ones.
 
 import { type Graph, type Node, numel, shapeStr } from '../ir.ts';
-import { broadcastShapes } from '../ops.ts';
+import { broadcastShapes } from '../ops/index.ts';
 import type { Kernel } from './kernel.ts';
 import { type ContractionOptions, type GemmOperand, type GemmSpec, ParamBlock, renderGemm } from './tiling.ts';
 

@@ -13,12 +13,14 @@
 // The input may be a fused elementwise prologue (evaluated in `load_x`), and
 // the result may pass through a fused epilogue.
 
-import type { DType, Graph, Node, Shape } from '../ir.ts';
+import type { DType, Graph, Node, OpName, Shape } from '../ir.ts';
 import { numel, stridesOf } from '../ir.ts';
 import type { Kernel } from './kernel.ts';
 import { FusedEpilogue, renderLoader } from './elementwise.ts';
 import { coordExpr } from './layout.ts';
-import { KernelBuilder, applyEpilogue, entry, flatGrid, kernelName, lowestOf, wgslType, zeroOf, type RenderOptions } from './wgsl.ts';
+import { KernelBuilder, type KernelRenderer, applyEpilogue, entry, flatGrid, kernelName, lowestOf, wgslType, zeroOf, type RenderOptions } from './wgsl.ts';
+
+type ReduceNode = Extract<Node, { op: 'sum' | 'max' | 'logsumexp' | 'softmax' }>;
 
 /** Input indexing of a reduction: which axes are kept, which are reduced, after merging neighbours. */
 export interface ReduceGeometry {
@@ -179,9 +181,9 @@ ${finish}`;
  * input (evaluated per element by `load_x`); opts.epilogue post-processes each
  * output element.
  */
-export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prologue: Set<number> = new Set()): Kernel {
+export function renderReduce(graph: Graph, node: ReduceNode, opts: RenderOptions, prologue: Set<number> = new Set()): Kernel {
   const x = graph.nodes[node.inputs[0]];
-  const axes = node.op === 'sum' || node.op === 'max' ? (node.attrs.axes as number[]) : [node.attrs.axis as number];
+  const axes = node.op === 'sum' || node.op === 'max' ? node.attrs.axes : [node.attrs.axis];
   const g = reduceGeometry(x.shape, axes);
   const tree = useTree(g);
   const kind: RowKernel = !tree ? 'loop' : opts.subgroupSize ? 'subgroup' : 'tree';
@@ -233,3 +235,13 @@ function writeValue(epi: RenderOptions['epilogue'], v: string, index: string, dt
   if (dtype !== 'f32') throw new Error('internal: epilogue on an i32 reduction');
   return applyEpilogue(epi, v, index);
 }
+
+const reduceKernel = { kernel: (graph: Graph, node: ReduceNode, opts: { inline: Set<number> } & RenderOptions) => renderReduce(graph, node, opts, opts.inline) };
+
+/** The renderer-table entries of the reductions. */
+export const REDUCE_KERNELS = {
+  sum: reduceKernel,
+  max: reduceKernel,
+  logsumexp: reduceKernel,
+  softmax: reduceKernel,
+} satisfies { [P in OpName]?: KernelRenderer<P> };

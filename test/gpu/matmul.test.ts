@@ -208,9 +208,9 @@ test('epilogue: relu(v + bias[n]) with the bias bound after the inputs', async (
 test('flops and malformed input', () => {
   const { graph, node } = matmulGraph([2, 3, 4], [4, 5]);
   assert.is(matmulFlops(graph, node), 2 * 2 * 3 * 4 * 5);
-  const bad: Node = { ...node, attrs: { transB: true } };
+  const bad: Node = { ...node, op: 'matmul', attrs: { transB: true } };
   assert.throws(() => renderMatmul(graph, bad, { maxWorkgroupsPerDim: 65535 }), /contraction mismatch/);
-  const notMatmul: Node = { ...node, op: 'add' };
+  const notMatmul: Node = { ...node, op: 'add', attrs: {} };
   assert.throws(() => renderMatmul(graph, notMatmul, { maxWorkgroupsPerDim: 65535 }), /renderMatmul got a 'add' node/);
 });
 

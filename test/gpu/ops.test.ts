@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import type { OpName } from '../../compiler/ir.ts';
+import type { OpName, PoolAttrs, UpsampleAttrs } from '../../compiler/ir.ts';
 import { Rng } from '../../compiler/random.ts';
 import { planGraph } from '../../compiler/schedule.ts';
 import { PORTABLE_TARGET } from '../../compiler/codegen/tiling.ts';
@@ -164,7 +164,7 @@ test('pooling and its gradients (padding, overlapping windows, ties)', async () 
   const b = new GraphBuilder();
   const x = b.input('x', [2, 3, 7, 9]);
   const ties = b.input('ties', [1, 2, 5, 6]); // small integers: many equal maxima
-  const geoms = [
+  const geoms: PoolAttrs[] = [
     { kernel: 3, stride: 2, padding: 1 },
     { kernel: [2, 3], stride: [1, 2], padding: [0, 1] },
   ];
@@ -193,7 +193,7 @@ test('upsample2d (nearest, bilinear with and without align_corners) and its grad
   for (const [oh, ow] of sizes)
     for (const [mode, alignCorners] of modes) {
       const tag = `${mode}${alignCorners ? '_align' : ''}_${oh}x${ow}`;
-      const attrs = { size: [oh, ow], mode, alignCorners };
+      const attrs: UpsampleAttrs = { size: [oh, ow], mode, alignCorners };
       b.output(`up_${tag}`, b.emit('upsample2d', [x], attrs));
       const dy = b.input(`dy_${tag}`, [2, 3, oh, ow]);
       b.output(`up_grad_${tag}`, b.emit('upsample2d_grad', [dy], { ...attrs, inputSize: [5, 7] }));

@@ -6,8 +6,8 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import { type Attrs, type DType, type OpName, type Shape, numel } from '../../compiler/ir.ts';
-import { evaluate, erf, gelu } from '../../runtime/reference.ts';
+import { type Attrs, type ConvAttrs, type DType, type OpName, type PoolAttrs, type Shape, numel } from '../../compiler/ir.ts';
+import { evaluate, erf, gelu } from '../../compiler/reference.ts';
 import { pcgHash, dropoutKeep, Rng } from '../../compiler/random.ts';
 
 await tf.setBackend('cpu');
@@ -214,7 +214,7 @@ test('matmul: every transpose combination and batch broadcasting (vs tfjs)', () 
 });
 
 test('conv2d matches tfjs (stride, padding, dilation, groups)', () => {
-  const cases = [
+  const cases: (Required<ConvAttrs> & { x: Shape; w: Shape })[] = [
     { x: [2, 3, 7, 5], w: [4, 3, 3, 3], stride: 2, padding: 1, dilation: 1, groups: 1 },
     { x: [1, 2, 7, 6], w: [3, 2, 3, 2], stride: 1, padding: [2, 1], dilation: [2, 1], groups: 1 },
     { x: [1, 4, 5, 5], w: [6, 2, 3, 3], stride: 1, padding: 1, dilation: 1, groups: 2 },
@@ -237,7 +237,7 @@ test('conv2d matches tfjs (stride, padding, dilation, groups)', () => {
 });
 
 test('conv2d_grad_input and conv2d_grad_weight are the adjoints of conv2d', () => {
-  const attrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 2 };
+  const attrs: ConvAttrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 2 };
   const xs = [2, 4, 7, 6], ws = [6, 2, 3, 2];
   const x = randn(numel(xs), 7), w = randn(numel(ws), 8);
   const y = run1('conv2d', [{ shape: xs, data: x }, { shape: ws, data: w }], attrs);
@@ -272,7 +272,7 @@ test('avg_pool2d counts padding (count_include_pad) and its grad is the adjoint'
   close(r.v, [1 / 4, (2 + 3) / 4, (4 + 7) / 4, (5 + 6 + 8 + 9) / 4]);
   const xs = [2, 3, 7, 6];
   const xr = randn(numel(xs), 11);
-  const attrs = { kernel: [3, 2], stride: [2, 1], padding: [1, 1] };
+  const attrs: PoolAttrs = { kernel: [3, 2], stride: [2, 1], padding: [1, 1] };
   const y = run1('avg_pool2d', [{ shape: xs, data: xr }], attrs);
   const dy = randn(y.v.length, 12);
   const dx = run1('avg_pool2d_grad', [{ shape: y.shape, data: dy }], { ...attrs, inputSize: [7, 6] });
@@ -289,7 +289,7 @@ test('upsample2d matches tfjs resize (nearest, bilinear with and without align c
   close(bil.v, fromNHWC(tf.image.resizeBilinear(toNHWC(x, xs), size, false, true)), 1e-5, 'bilinear');
   const ac = run1('upsample2d', [{ shape: xs, data: x }], { size, mode: 'bilinear', alignCorners: true });
   close(ac.v, fromNHWC(tf.image.resizeBilinear(toNHWC(x, xs), size, true)), 1e-5, 'align corners');
-  for (const mode of ['nearest', 'bilinear'])
+  for (const mode of ['nearest', 'bilinear'] as const)
     for (const alignCorners of [false, true]) {
       const y = run1('upsample2d', [{ shape: xs, data: x }], { size, mode, alignCorners });
       const dy = randn(y.v.length, 14);
