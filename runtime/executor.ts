@@ -1,6 +1,6 @@
 // The executor: runs an ExecutionPlan on a WebGPU device.
 //
-// Program.create plans the graph (compiler/schedule.ts), allocates the planned
+// Program.create plans the graph (compiler/execution-plan.ts), allocates the planned
 // buffers, uploads constants once, compiles every pipeline (asynchronously, in
 // parallel, cached per device by WGSL text) and builds every bind group. A run
 // is then: write the inputs, one compute pass with all dispatches, copy the
@@ -13,9 +13,8 @@ import { numel } from '../compiler/ir.ts';
 import { CONSTANT_LEAVES } from '../compiler/ops/index.ts';
 import { evalNode } from '../compiler/reference.ts';
 import { type Kernel, paramsBytes } from '../compiler/codegen/kernel.ts';
-import { planGraph, type ExecutionPlan, type PlanOptions, type PlanStats, type TensorPlace } from '../compiler/schedule.ts';
-import { contractionTarget } from '../compiler/codegen/tiling.ts';
-import type { LovtDevice } from './device.ts';
+import { planGraph, type ExecutionPlan, type PlanOptions, type PlanStats, type TensorPlace } from '../compiler/execution-plan.ts';
+import { type LovtDevice, contractionTarget } from './device.ts';
 import { StateStore, checkHostTensor, type HostTensor } from './state.ts';
 
 export interface ProgramOptions extends PlanOptions {

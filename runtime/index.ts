@@ -13,8 +13,8 @@ export { IR_VERSION, numel, shapeStr } from '../compiler/ir.ts';
 export { validateGraph, ShapeError } from '../compiler/ops/index.ts';
 
 // Planning: graph -> kernels + memory plan (plain data; `lovtc -o` writes it as plan.json).
-export type { ExecutionPlan, PlanStats, PlanOptions, EngineLimits } from '../compiler/schedule.ts';
-export { planGraph, planToJSON, planFromJSON, DEFAULT_LIMITS } from '../compiler/schedule.ts';
+export type { ExecutionPlan, PlanStats, PlanOptions, EngineLimits } from '../compiler/execution-plan.ts';
+export { planGraph, planToJSON, planFromJSON, DEFAULT_LIMITS } from '../compiler/execution-plan.ts';
 
 // Training programs: a forward graph -> step (forward + backward) and apply (optimizer) graphs.
 export type { OptimizerKind, OptimizerOptions, TrainingOptions, TrainingPrograms } from '../compiler/train-program.ts';
@@ -49,7 +49,7 @@ export type { SafetensorsContents, SafetensorsTensorInfo, SafetensorsDtype, Tens
 export { readSafetensors, writeSafetensors, SafetensorsError } from './safetensors.ts';
 
 // Learning-rate schedules and early stopping for a training loop.
-export type { ScheduleSpec, LrSchedule } from './train/schedule.ts';
-export { createSchedule, plateauSpec } from './train/schedule.ts';
+export type { ScheduleSpec, LrSchedule } from './train/lr-schedule.ts';
+export { createSchedule, plateauSpec } from './train/lr-schedule.ts';
 export type { EarlyStopSpec } from './train/early-stop.ts';
 export { EarlyStopping } from './train/early-stop.ts';

@@ -1,5 +1,5 @@
 // The conv2d generators (forward, input gradient, weight gradient), each an
-// implicit GEMM for the templates in tiling.ts: the im2col matrix is never
+// implicit GEMM for the templates in gemm.ts: the im2col matrix is never
 // materialised; its elements are decoded from (column, k) on the fly, with zero
 // padding, stride and dilation handled in the decode. Groups are the GEMM batch.
 //
@@ -15,7 +15,7 @@
 
 import { type Graph, type Node, numel, shapeStr } from '../ir.ts';
 import type { Kernel } from './kernel.ts';
-import { type ContractionOptions, type GemmOperand, type GemmSpec, PORTABLE_TARGET, ParamBlock, chooseSplitK, renderGemm, renderPartialSum } from './tiling.ts';
+import { type ContractionOptions, type GemmOperand, type GemmSpec, PORTABLE_TARGET, ParamBlock, chooseSplitK, renderGemm, renderPartialSum } from './gemm.ts';
 
 /** Every size of a conv2d problem, whichever of the three ops describes it. */
 export interface ConvGeometry {

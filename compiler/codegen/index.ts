@@ -16,7 +16,7 @@ import { REDUCE_KERNELS } from './reduce.ts';
 import { NN_KERNELS } from './nn.ts';
 import { renderMatmul } from './matmul.ts';
 import { renderConv2d, renderConv2dGradInput, renderConv2dGradWeightSplit } from './conv.ts';
-import type { ContractionTarget } from './tiling.ts';
+import type { ContractionTarget } from './gemm.ts';
 import type { AnchorOptions, KernelRenderer, RenderOptions } from './wgsl.ts';
 
 export type { RenderOptions } from './wgsl.ts';
@@ -63,7 +63,7 @@ export interface RenderedGroup {
 /**
  * Renders one group, within `maxStorageBuffers` bindings per kernel (a concat
  * over more inputs becomes several kernels). `target` picks the contraction
- * kernel family for the device (tiling.ts contractionTarget; the portable one
+ * kernel family for the device (runtime/device.ts contractionTarget; the portable one
  * when absent).
  * `inPlace` is a state tensor the group's root overwrites in place
  * (elementwise and reduction groups only; the planner checks it is safe).

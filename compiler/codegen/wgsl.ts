@@ -5,7 +5,7 @@
 
 import type { DType, Graph, NodeOf, OpName } from '../ir.ts';
 import { type Epilogue, type Kernel, foldWorkgroups } from './kernel.ts';
-import type { ContractionTarget } from './tiling.ts';
+import type { ContractionTarget } from './gemm.ts';
 
 /** What every generator receives besides the graph and node. Matches H4's renderer signature (plus scratch). */
 export interface RenderOptions {

@@ -9,7 +9,7 @@ import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Node } from '../../compiler/ir.ts';
 import { convFlops, convSpec, renderConv2d, renderConv2dGradInput, renderConv2dGradWeight, renderConv2dGradWeightSplit } from '../../compiler/codegen/conv.ts';
-import { chooseSplitK } from '../../compiler/codegen/tiling.ts';
+import { chooseSplitK } from '../../compiler/codegen/gemm.ts';
 import { runKernel, assertWithinF32Bound, contractionTemplates, seededUniform } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();

@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph } from '../../compiler/ir.ts';
-import { planGraph } from '../../compiler/schedule.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { assertClose, checkAgainstReference, randomFeeds } from './reference-check.ts';
 

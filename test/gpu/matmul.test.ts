@@ -9,7 +9,7 @@ import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph, Node } from '../../compiler/ir.ts';
 import type { Epilogue } from '../../compiler/codegen/kernel.ts';
 import { renderMatmul, matmulFlops } from '../../compiler/codegen/matmul.ts';
-import type { ContractionOptions, TileConfig } from '../../compiler/codegen/tiling.ts';
+import type { ContractionOptions, TileConfig } from '../../compiler/codegen/gemm.ts';
 import { runKernel, assertWithinF32Bound, contractionTemplates, seededUniform } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();

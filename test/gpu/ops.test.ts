@@ -9,8 +9,8 @@ import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { OpName, PoolAttrs, UpsampleAttrs } from '../../compiler/ir.ts';
 import { Rng } from '../../compiler/random.ts';
-import { planGraph } from '../../compiler/schedule.ts';
-import { PORTABLE_TARGET } from '../../compiler/codegen/tiling.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
+import { PORTABLE_TARGET } from '../../compiler/codegen/gemm.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { checkAgainstReference, randomFeeds, randomTensor } from './reference-check.ts';
 
