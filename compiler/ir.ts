@@ -109,6 +109,7 @@ export interface OpAttrs {
   max: { axes: number[]; keepdims?: boolean };
   logsumexp: { axis: number; keepdims?: boolean };
   softmax: { axis: number };
+  log_softmax: { axis: number };
   // layout
   reshape: { shape: Shape };
   transpose: { perm: number[] };

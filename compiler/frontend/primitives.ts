@@ -243,11 +243,12 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
     const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
     return emitOp(g, 'logsumexp', [x], { axis, keepdims: g.bool('keepdims') });
   }));
-  m.set('softmax', def([req('x'), opt('axis', int(-1))], (g) => {
-    const x = g.tensor('x');
-    const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
-    return emitOp(g, 'softmax', [x], { axis });
-  }));
+  for (const op of ['softmax', 'log_softmax'] as const)
+    m.set(op, def([req('x'), opt('axis', int(-1))], (g) => {
+      const x = g.tensor('x');
+      const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
+      return emitOp(g, op, [x], { axis });
+    }));
 
   m.set('reshape', def([req('x'), req('shape')], (g) => {
     const x = g.tensor('x');

@@ -1,5 +1,5 @@
 // Reductions: sum and max over any axis set, and the numerically stable
-// logsumexp and softmax along one axis. Each anchors a kernel
+// logsumexp, softmax and log_softmax along one axis. Each anchors a kernel
 // (codegen/reduce.ts) whose input producers fuse as a prologue and whose
 // elementwise consumers fuse as an epilogue.
 
@@ -27,12 +27,24 @@ function reduceMax(x: Float64Array, xShape: Shape, axes: number[]): Float64Array
   return out;
 }
 
-function logsumexp(x: Float64Array, xShape: Shape, axis: number): Float64Array {
+/** Per row along `axis`: its max m and s = Σ e^{x - m} (the stable form of Σ e^x = e^m · s). */
+function rowExpSums(x: Float64Array, xShape: Shape, axis: number): { map: Int32Array; m: Float64Array; s: Float64Array } {
   const { map } = groupIndex(xShape, [axis]);
   const m = reduceMax(x, xShape, [axis]);
   const s = new Float64Array(m.length);
   for (let i = 0; i < x.length; i++) s[map[i]] += Math.exp(x[i] - m[map[i]]);
+  return { map, m, s };
+}
+
+function logsumexp(x: Float64Array, xShape: Shape, axis: number): Float64Array {
+  const { m, s } = rowExpSums(x, xShape, axis);
   return m.map((mi, g) => (Number.isFinite(mi) ? mi + Math.log(s[g]) : mi));
+}
+
+/** x - logsumexp(x), as (x - m) - ln s: no exponential of an unshifted value. */
+function logSoftmax(x: Float64Array, xShape: Shape, axis: number): Float64Array {
+  const { map, m, s } = rowExpSums(x, xShape, axis);
+  return x.map((v, i) => v - m[map[i]] - Math.log(s[map[i]]));
 }
 
 function softmax(x: Float64Array, xShape: Shape, axis: number): Float64Array {
@@ -111,6 +123,18 @@ export const REDUCE_DEFS = {
       },
     },
     eval: ({ node, ins, shapes }) => softmax(ins[0], shapes[0], node.attrs.axis),
+    flops: fourPerInputElement,
+  },
+  log_softmax: {
+    kind: 'reduce',
+    arity: 1,
+    epilogue: true,
+    type: (ins, a) => (normAxis(a.axis, ins[0].shape.length), f32(ins[0].shape)),
+    grad: {
+      // y = x - logsumexp(x): dx = g - softmax(x)·Σ_axis g, with softmax(x) = e^y (y ≤ 0, no overflow).
+      vjp: ({ b, g, y, node }) => [b.sub(g, b.mul(b.emit('exp', [y]), b.sum(g, [node.attrs.axis], true)))],
+    },
+    eval: ({ node, ins, shapes }) => logSoftmax(ins[0], shapes[0], node.attrs.axis),
     flops: fourPerInputElement,
   },
 } satisfies OpTablePart;

@@ -95,6 +95,7 @@ const COVERAGE: { [P in OpName]: GradCase<P>[] | string } = {
   max: [{ leaves: [f(3, 5, 7)], attrs: { axes: [1], keepdims: false } }, { leaves: [f(3, 5, 7)], attrs: { axes: [0, 2], keepdims: true } }],
   logsumexp: [{ leaves: [f(3, 5, 7)], attrs: { axis: 1, keepdims: false }, ulps: 4 }, { leaves: [f(3, 5, 7)], attrs: { axis: -1, keepdims: true }, ulps: 4 }],
   softmax: [{ leaves: [f(3, 5, 7)], attrs: { axis: 0 }, ulps: 4 }, { leaves: [f(3, 5, 7)], attrs: { axis: 2 }, ulps: 4 }],
+  log_softmax: [{ leaves: [f(3, 5, 7)], attrs: { axis: 1 }, ulps: 4 }, { leaves: [{ shape: [3, 5, 7], range: [-8, 8] }], attrs: { axis: -1 }, ulps: 4 }],
 
   reshape: [{ leaves: [f(3, 5, 7)], attrs: { shape: [15, 7] } }],
   transpose: [{ leaves: [f(3, 5, 7)], attrs: { perm: [2, 0, 1] } }],

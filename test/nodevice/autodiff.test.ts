@@ -110,7 +110,7 @@ test('where: gradient flows to the picked branch only', () => {
   );
 });
 
-test('reductions: sum, max, logsumexp, softmax', () => {
+test('reductions: sum, max, logsumexp, softmax, log_softmax', () => {
   const X = { shape: [3, 5, 7] };
   opCheck('sum', [X], { axes: [0, 2], keepdims: false });
   opCheck('sum', [X], { axes: [-2], keepdims: true });
@@ -120,6 +120,8 @@ test('reductions: sum, max, logsumexp, softmax', () => {
   opCheck('logsumexp', [X], { axis: -1, keepdims: true });
   opCheck('softmax', [X], { axis: 0 });
   opCheck('softmax', [X], { axis: 2 });
+  opCheck('log_softmax', [X], { axis: 1 });
+  opCheck('log_softmax', [X], { axis: -1 });
 });
 
 test('layout: reshape, transpose, expand, slice, concat, pad', () => {

@@ -290,6 +290,23 @@ model M {
   assert.is(c.m.value, 0.25);
 });
 
+test('log_softmax(x, axis:) is the log_softmax op along the normalised axis', () => {
+  const r = compile(`
+model M {
+  input x: f32[2, 5]
+  output y = log_softmax(x)
+  output z = log_softmax(x, axis: 0)
+}`);
+  const y = r.graph.nodes[r.graph.outputs.y];
+  const z = r.graph.nodes[r.graph.outputs.z];
+  assert.equal([y.op, y.op === 'log_softmax' && y.attrs.axis, z.op === 'log_softmax' && z.attrs.axis], ['log_softmax', 1, 0]);
+  const x = values(10, 3);
+  const out = evaluate(r.graph, { inputs: { x } }).outputs;
+  // Each row of e^y sums to 1 (axis 1), each column of e^z (axis 0).
+  close([0, 1].map((i) => x.slice(5 * i, 5 * i + 5).reduce((s, _, j) => s + Math.exp(out.y[5 * i + j]), 0)), [1, 1], 1e-12, 'rows');
+  close([0, 1, 2, 3, 4].map((j) => Math.exp(out.z[j]) + Math.exp(out.z[5 + j])), [1, 1, 1, 1, 1], 1e-12, 'columns');
+});
+
 test('PyTorch names: indexed sub-modules, nested blocks, sub-module names that are statement words', () => {
   const r = compile(`
 import "std/nn.lovt"

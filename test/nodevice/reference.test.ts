@@ -152,6 +152,21 @@ test('logsumexp and softmax, stable for large and finite-masked values', () => {
   close(lk.v, [lse([-1e9, 1, 1000].sort((p, q) => p - q)), lse([-1e9, 2, 1001].sort((p, q) => p - q)), lse([-1e9, 3, 1002].sort((p, q) => p - q))], 1e-14);
 });
 
+test('log_softmax: hand values, stable for large and finite-masked values, and tfjs along either axis', () => {
+  const x = [1, 2, 3, 1000, 1001, 1002, -1e9, -1e9, -1e9]; // [3, 3]; the last row is fully masked with finite fills
+  const ls = run1('log_softmax', [{ shape: [3, 3], data: x }], { axis: -1 });
+  const row = [1, 2, 3].map((v) => v - 3 - Math.log(Math.exp(-2) + Math.exp(-1) + 1)); // x - max - ln Σ e^{x - max}
+  close(ls.v, [...row, ...row, -Math.log(3), -Math.log(3), -Math.log(3)], 1e-14);
+  const xs = [3, 5, 7];
+  const r = randn(numel(xs), 21).map((v) => 4 * v);
+  const t = tf.tensor(Array.from(r), xs);
+  for (const axis of [0, 1, 2]) {
+    const got = run1('log_softmax', [{ shape: xs, data: r }], { axis });
+    close(got.v, tf.sub(t, tf.logSumExp(t, axis, true)).dataSync(), 1e-5, `axis ${axis}`);
+  }
+  close(run1('log_softmax', [{ shape: xs, data: r }], { axis: -1 }).v, tf.logSoftmax(t).dataSync(), 1e-5, 'tf.logSoftmax');
+});
+
 test('layout: reshape, transpose, expand, slice, concat, pad', () => {
   const x = Array.from({ length: 24 }, (_, i) => i); // [2, 3, 4]
   const t = run1('transpose', [{ shape: [2, 3, 4], data: x }], { perm: [2, 0, 1] });
