@@ -104,11 +104,11 @@ export function convFlops(graph: Graph, node: Node): number {
 const u = (n: number) => `${n}u`;
 
 /**
- * The conv's sizes as WGSL expressions, through the kernel's ParamBlock. Conv
- * kernels bake them in (one pipeline per shape): read from the uniform block
+ * The conv's sizes as WGSL constants: conv kernels render through a baked
+ * ParamBlock, one pipeline per shape. With the sizes in the uniform block
  * instead, lovt-tiny's conv kernels ran 1.3-2x slower per step on lavapipe
  * (profiled, warm), even with the divisions done through f32 reciprocals.
- * Only the GEMM's K-loop bound stays a uniform (ParamBlock.loopBound).
+ * Only the GEMM's K-loop bound is a uniform (ParamBlock.loopBound).
  */
 function sizes(g: ConvGeometry, p: ParamBlock) {
   const Cg = g.C / g.G;
@@ -118,7 +118,6 @@ function sizes(g: ConvGeometry, p: ParamBlock) {
     div: (x: string) => `(${x}) / ${p.get(name, value)}`,
     mod: (x: string) => `(${x}) % ${p.get(name, value)}`,
   });
-  // Getters: a param enters the uniform block only where the WGSL reads it.
   return {
     KK: u(g.KH * g.KW),
     KW: u(g.KW),
