@@ -1,9 +1,9 @@
 // GraphBuilder: the one way to append typed nodes to a Graph. The front end,
 // autodiff and the training-program builder all emit through it, so every node
-// is typed by the rules in ops.ts at the moment it is created.
+// is typed by its op's rule (compiler/ops/) at the moment it is created.
 
-import { type Attrs, type DType, type Graph, type InitSpec, type Node, type OpName, type Shape, type SourceLoc } from './ir.ts';
-import { inferType } from './ops.ts';
+import { type DType, type Graph, type InitSpec, type Node, type OpAttrs, type OpName, type Shape, type SourceLoc } from './ir.ts';
+import { inferType } from './ops/index.ts';
 
 export function emptyGraph(): Graph {
   return { nodes: [], inputs: {}, state: {}, outputs: {}, updates: {} };
@@ -17,6 +17,9 @@ export interface EmitOptions {
   dtype?: DType;
 }
 
+/** emit()'s attributes and options: the attributes may be omitted only for ops whose attributes are all optional. */
+export type EmitArgs<P extends OpName> = {} extends OpAttrs[P] ? [attrs?: OpAttrs[P], opts?: EmitOptions] : [attrs: OpAttrs[P], opts?: EmitOptions];
+
 export class GraphBuilder {
   constructor(public readonly graph: Graph = emptyGraph()) {}
 
@@ -24,12 +27,14 @@ export class GraphBuilder {
     return this.graph.nodes[id];
   }
 
-  /** Appends one op; throws ShapeError (from ops.ts) if its inputs do not type-check. */
-  emit(op: OpName, inputs: number[], attrs: Attrs = {}, opts: EmitOptions = {}): number {
+  /** Appends one op; throws ShapeError (compiler/ops/) if its inputs do not type-check. */
+  emit<P extends OpName>(op: P, inputs: number[], ...[attrsArg, opts = {}]: EmitArgs<P>): number {
+    const attrs = attrsArg ?? ({} as OpAttrs[P]);
     const ins = inputs.map((i) => this.graph.nodes[i]);
     const t = inferType(op, ins, attrs, { shape: opts.shape ?? [], dtype: opts.dtype ?? 'f32' });
     const id = this.graph.nodes.length;
-    const n: Node = { id, op, inputs, attrs, shape: [...t.shape], dtype: t.dtype };
+    // A node of op P is a Node; TypeScript cannot see that for a type parameter.
+    const n = { id, op, inputs, attrs, shape: [...t.shape], dtype: t.dtype } as Node;
     if (opts.name) n.name = opts.name;
     if (opts.loc) n.loc = opts.loc;
     this.graph.nodes.push(n);

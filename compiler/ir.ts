@@ -1,7 +1,8 @@
 // The graph IR: one flat, typed, topologically ordered list of primitive ops with
 // concrete shapes. The front end elaborates a .lovt model into it; autodiff,
 // passes, the WGSL codegen, the float64 reference interpreter and the runtime
-// all consume it. docs/ir.md documents every op; ops.ts holds the shape rules.
+// all consume it. docs/ir.md documents every op; compiler/ops/ defines each one
+// (the op table: shape rule, gradient, float64 evaluation, FLOPs, fusion class).
 
 export type DType = 'f32' | 'i32';
 export type Shape = number[];
@@ -27,41 +28,136 @@ export type InitSpec =
   /** truncated normal in [-2std, 2std] around 0 (BERT's initializer_range). */
   | { kind: 'trunc_normal'; std: number };
 
-/** Every primitive op. Semantics and attributes: docs/ir.md and OPS in ops.ts. */
-export type OpName =
+/** A per-axis size or step of a 2-D window: one int for both axes, or [h, w]. */
+export type IntOrPair = number | [number, number];
+
+/** The geometry shared by conv2d and its two gradients (PyTorch's Conv2d arguments). */
+export interface ConvAttrs {
+  stride: IntOrPair;
+  padding: IntOrPair;
+  dilation: IntOrPair;
+  /** Default 1. */
+  groups?: number;
+}
+
+/** The window of max_pool2d / avg_pool2d and their gradients. */
+export interface PoolAttrs {
+  kernel: IntOrPair;
+  stride: IntOrPair;
+  padding: IntOrPair;
+}
+
+export interface UpsampleAttrs {
+  /** Output [height, width]. */
+  size: [number, number];
+  mode: 'nearest' | 'bilinear';
+  alignCorners: boolean;
+}
+
+/** The attributes of an op that takes none. */
+export type NoAttrs = Record<string, never>;
+
+/**
+ * Every primitive op and its attributes. Semantics: docs/ir.md; everything
+ * else about an op (shape rule, gradient, float64 evaluation, FLOPs, kernel
+ * family) is its entry in the op table, OPS in compiler/ops/index.ts.
+ */
+export interface OpAttrs {
   // leaves
-  | 'input' | 'param' | 'buffer' | 'full' | 'tensor' | 'iota'
+  input: { name: string };
+  param: { name: string };
+  buffer: { name: string };
+  full: { value: number };
+  tensor: { data: number[] };
+  iota: { axis: number };
   // elementwise unary
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'gelu' | 'erf'
-  | 'recip' | 'square' | 'sign' | 'cast' | 'stop_gradient' | 'dropout'
+  neg: NoAttrs;
+  exp: NoAttrs;
+  log: NoAttrs;
+  sqrt: NoAttrs;
+  rsqrt: NoAttrs;
+  abs: NoAttrs;
+  relu: NoAttrs;
+  sigmoid: NoAttrs;
+  tanh: NoAttrs;
+  gelu: NoAttrs;
+  erf: NoAttrs;
+  recip: NoAttrs;
+  square: NoAttrs;
+  sign: NoAttrs;
+  cast: { to: DType };
+  stop_gradient: NoAttrs;
+  /** `salt` defaults to 0. */
+  dropout: { p: number; salt?: number };
   // elementwise binary (numpy broadcasting) and select
-  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
-  | 'gt' | 'ge' | 'lt' | 'le' | 'eq' | 'ne' | 'where'
+  add: NoAttrs;
+  sub: NoAttrs;
+  mul: NoAttrs;
+  div: NoAttrs;
+  pow: NoAttrs;
+  maximum: NoAttrs;
+  minimum: NoAttrs;
+  gt: NoAttrs;
+  ge: NoAttrs;
+  lt: NoAttrs;
+  le: NoAttrs;
+  eq: NoAttrs;
+  ne: NoAttrs;
+  where: NoAttrs;
   // reductions
-  | 'sum' | 'max' | 'logsumexp' | 'softmax'
+  sum: { axes: number[]; keepdims?: boolean };
+  max: { axes: number[]; keepdims?: boolean };
+  logsumexp: { axis: number; keepdims?: boolean };
+  softmax: { axis: number };
+  log_softmax: { axis: number };
   // layout
-  | 'reshape' | 'transpose' | 'expand' | 'slice' | 'concat' | 'pad'
+  reshape: { shape: Shape };
+  transpose: { perm: number[] };
+  expand: { shape: Shape };
+  slice: { starts: number[]; ends: number[] };
+  concat: { axis: number };
+  /** `value` defaults to 0. */
+  pad: { pads: number[]; value?: number };
   // contractions
-  | 'matmul' | 'conv2d' | 'conv2d_grad_input' | 'conv2d_grad_weight'
+  matmul: { transA?: boolean; transB?: boolean };
+  conv2d: ConvAttrs;
+  conv2d_grad_input: ConvAttrs & { inputSize: [number, number] };
+  conv2d_grad_weight: ConvAttrs & { kernelSize: [number, number] };
   // pooling and resampling
-  | 'max_pool2d' | 'max_pool2d_grad' | 'avg_pool2d' | 'avg_pool2d_grad' | 'upsample2d' | 'upsample2d_grad'
+  max_pool2d: PoolAttrs;
+  max_pool2d_grad: PoolAttrs;
+  avg_pool2d: PoolAttrs;
+  avg_pool2d_grad: PoolAttrs & { inputSize: [number, number] };
+  upsample2d: UpsampleAttrs;
+  upsample2d_grad: UpsampleAttrs & { inputSize: [number, number] };
   // indexing
-  | 'gather' | 'scatter_add' | 'segment_max' | 'segment_max_grad';
+  gather: NoAttrs;
+  scatter_add: { numRows: number };
+  segment_max: { numSegments: number };
+  segment_max_grad: NoAttrs;
+}
 
+export type OpName = keyof OpAttrs;
+
+/** The attributes of any op (what a node of unknown op carries). */
+export type Attrs = OpAttrs[OpName];
+/** Any attribute value (JSON). */
 export type AttrValue = number | string | boolean | number[] | null;
-export type Attrs = Record<string, AttrValue>;
 
-export interface Node {
+/** A node of op P: `switch (node.op)` on a Node narrows its attrs. */
+export interface NodeOf<P extends OpName> {
   id: number;
-  op: OpName;
+  op: P;
   inputs: number[];
-  attrs: Attrs;
+  attrs: OpAttrs[P];
   shape: Shape;
   dtype: DType;
   /** A readable name (a .lovt binding, a parameter's dotted name); not semantic except on leaves. */
   name?: string;
   loc?: SourceLoc;
 }
+
+export type Node = { [P in OpName]: NodeOf<P> }[OpName];
 
 export interface StateInfo {
   /** Node id of the 'param' or 'buffer' leaf. */

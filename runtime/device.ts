@@ -4,6 +4,8 @@
 
 /// <reference types="@webgpu/types" />
 
+import type { ContractionTarget } from '../compiler/codegen/gemm.ts';
+
 export interface LovtDevice {
   device: GPUDevice;
   adapter: GPUAdapter;
@@ -49,4 +51,27 @@ export async function openDevice(gpu: GPU, options: GPURequestAdapterOptions = {
     .filter(Boolean)
     .join(' / ');
   return { device, adapter, description, limits: device.limits, features: new Set(device.features as any) };
+}
+
+/** The adapter facts contractionTarget reads (a LovtDevice satisfies this). */
+export interface TargetProbe {
+  features: Set<string>;
+  adapter: { info?: unknown };
+  description?: string;
+}
+
+/**
+ * The contraction kernel family for an opened device, which the compiler takes
+ * as plain data (PlanOptions.target): CPU-emulated adapters
+ * (lavapipe/llvmpipe, SwiftShader, WARP) with a fixed subgroup size get the
+ * subgroup template, everything else the tiled one.
+ */
+export function contractionTarget(dev: TargetProbe): ContractionTarget {
+  const info = (dev.adapter.info ?? {}) as Record<string, unknown>;
+  const min = Number(info.subgroupMinSize ?? 0);
+  const max = Number(info.subgroupMaxSize ?? 0);
+  const subgroupSize = dev.features.has('subgroups') && min > 0 && min === max && (min & (min - 1)) === 0 ? min : 0;
+  const text = [info.architecture, info.device, info.description, info.vendor, dev.description].map((s) => String(s ?? '')).join(' ');
+  const cpu = info.isFallbackAdapter === true || /software|llvmpipe|lavapipe|swiftshader|warp/i.test(text);
+  return { kind: cpu && subgroupSize >= 4 ? 'simd-cpu' : 'gpu', subgroupSize };
 }

@@ -1,6 +1,6 @@
 // The executor: runs an ExecutionPlan on a WebGPU device.
 //
-// Program.create plans the graph (compiler/schedule.ts), allocates the planned
+// Program.create plans the graph (compiler/execution-plan.ts), allocates the planned
 // buffers, uploads constants once, compiles every pipeline (asynchronously, in
 // parallel, cached per device by WGSL text) and builds every bind group. A run
 // is then: write the inputs, one compute pass with all dispatches, copy the
@@ -9,11 +9,12 @@
 
 /// <reference types="@webgpu/types" />
 import type { Graph, Node } from '../compiler/ir.ts';
-import { numel, stridesOf } from '../compiler/ir.ts';
+import { numel } from '../compiler/ir.ts';
+import { CONSTANT_LEAVES } from '../compiler/ops/index.ts';
+import { evalNode } from '../compiler/reference.ts';
 import { type Kernel, paramsBytes } from '../compiler/codegen/kernel.ts';
-import { planGraph, type ExecutionPlan, type PlanOptions, type PlanStats, type TensorPlace } from '../compiler/schedule.ts';
-import { contractionTarget } from '../compiler/codegen/tiling.ts';
-import type { LovtDevice } from './device.ts';
+import { planGraph, type ExecutionPlan, type PlanOptions, type PlanStats, type TensorPlace } from '../compiler/execution-plan.ts';
+import { type LovtDevice, contractionTarget } from './device.ts';
 import { StateStore, checkHostTensor, type HostTensor } from './state.ts';
 
 export interface ProgramOptions extends PlanOptions {
@@ -197,19 +198,11 @@ function reverseFirstUse(kernels: Kernel[]): Kernel[] {
 // ---------------------------------------------------------------------------
 // Constants
 
-/** Host value of a 'full' / 'iota' / 'tensor' node. */
+/** Host value of a 'full' / 'iota' / 'tensor' node: its float64 evaluation, rounded to the node's dtype. */
 export function constValue(node: Node): HostTensor {
-  const n = numel(node.shape);
-  const out = node.dtype === 'i32' ? new Int32Array(n) : new Float32Array(n);
-  if (node.op === 'full') out.fill(node.dtype === 'i32' ? Math.trunc(node.attrs.value as number) : (node.attrs.value as number));
-  else if (node.op === 'tensor') out.set(node.attrs.data as number[]);
-  else if (node.op === 'iota') {
-    const rank = node.shape.length;
-    const axis = ((node.attrs.axis as number) + rank) % rank;
-    const stride = stridesOf(node.shape)[axis];
-    for (let i = 0; i < n; i++) out[i] = Math.floor(i / stride) % node.shape[axis];
-  } else throw new Error(`internal: node %${node.id} (${node.op}) is not a constant`);
-  return out;
+  if (!CONSTANT_LEAVES.has(node.op)) throw new Error(`internal: node %${node.id} (${node.op}) is not a constant`);
+  const v = evalNode(node, [], [], {});
+  return node.dtype === 'i32' ? Int32Array.from(v) : Float32Array.from(v);
 }
 
 /**

@@ -10,11 +10,11 @@
 // The graph IR and its checks (graphs arrive as JSON: validate before running).
 export type { Graph, Node, OpName, DType, Shape, StateInfo, InitSpec, Attrs, AttrValue } from '../compiler/ir.ts';
 export { IR_VERSION, numel, shapeStr } from '../compiler/ir.ts';
-export { validateGraph, ShapeError } from '../compiler/ops.ts';
+export { validateGraph, ShapeError } from '../compiler/ops/index.ts';
 
 // Planning: graph -> kernels + memory plan (plain data; `lovtc -o` writes it as plan.json).
-export type { ExecutionPlan, PlanStats, PlanOptions, EngineLimits } from '../compiler/schedule.ts';
-export { planGraph, planToJSON, planFromJSON, DEFAULT_LIMITS } from '../compiler/schedule.ts';
+export type { ExecutionPlan, PlanStats, PlanOptions, EngineLimits } from '../compiler/execution-plan.ts';
+export { planGraph, planToJSON, planFromJSON, DEFAULT_LIMITS } from '../compiler/execution-plan.ts';
 
 // Training programs: a forward graph -> step (forward + backward) and apply (optimizer) graphs.
 export type { OptimizerKind, OptimizerOptions, TrainingOptions, TrainingPrograms } from '../compiler/train-program.ts';
@@ -41,15 +41,15 @@ export { Program, runGraph } from './executor.ts';
 export { initState, initTensor } from './init.ts';
 
 // The float64 reference interpreter: the oracle for checking a device's results.
-export type { Feeds, Evaluation, FeedValue } from './reference.ts';
-export { evaluate } from './reference.ts';
+export type { Feeds, Evaluation, FeedValue } from '../compiler/reference.ts';
+export { evaluate } from '../compiler/reference.ts';
 
 // Weights in and out (safetensors, as PyTorch and Hugging Face write them).
 export type { SafetensorsContents, SafetensorsTensorInfo, SafetensorsDtype, TensorToWrite } from './safetensors.ts';
 export { readSafetensors, writeSafetensors, SafetensorsError } from './safetensors.ts';
 
 // Learning-rate schedules and early stopping for a training loop.
-export type { ScheduleSpec, LrSchedule } from './train/schedule.ts';
-export { createSchedule, plateauSpec } from './train/schedule.ts';
+export type { ScheduleSpec, LrSchedule } from './train/lr-schedule.ts';
+export { createSchedule, plateauSpec } from './train/lr-schedule.ts';
 export type { EarlyStopSpec } from './train/early-stop.ts';
 export { EarlyStopping } from './train/early-stop.ts';

@@ -1,5 +1,5 @@
 // The conv2d generators (forward, input gradient, weight gradient), each an
-// implicit GEMM for the templates in tiling.ts: the im2col matrix is never
+// implicit GEMM for the templates in gemm.ts: the im2col matrix is never
 // materialised; its elements are decoded from (column, k) on the fly, with zero
 // padding, stride and dilation handled in the decode. Groups are the GEMM batch.
 //
@@ -15,7 +15,7 @@
 
 import { type Graph, type Node, numel, shapeStr } from '../ir.ts';
 import type { Kernel } from './kernel.ts';
-import { type ContractionOptions, type GemmOperand, type GemmSpec, PORTABLE_TARGET, ParamBlock, chooseSplitK, renderGemm, renderPartialSum } from './tiling.ts';
+import { type ContractionOptions, type GemmOperand, type GemmSpec, PORTABLE_TARGET, ParamBlock, chooseSplitK, renderGemm, renderPartialSum } from './gemm.ts';
 
 /** Every size of a conv2d problem, whichever of the three ops describes it. */
 export interface ConvGeometry {
@@ -43,7 +43,7 @@ function describe(node: Node): string {
   return `${node.op} (node %${node.id}${node.name ? ' ' + node.name : ''})`;
 }
 
-function pairAttr(node: Node, name: string, fallback: number): [number, number] {
+function pairAttr(node: Extract<Node, { op: ConvOp }>, name: 'stride' | 'padding' | 'dilation', fallback: number): [number, number] {
   const v = node.attrs[name];
   if (v === undefined || v === null) return [fallback, fallback];
   if (typeof v === 'number') return [v, v];
@@ -66,7 +66,7 @@ export function convGeometry(graph: Graph, node: Node): ConvGeometry {
   const [sh, sw] = pairAttr(node, 'stride', 1);
   const [ph, pw] = pairAttr(node, 'padding', 0);
   const [dh, dw] = pairAttr(node, 'dilation', 1);
-  const G = (node.attrs.groups as number | undefined) ?? 1;
+  const G = node.attrs.groups ?? 1;
   let N: number, C: number, H: number, W: number, O: number, KH: number, KW: number, OH: number, OW: number, Cg: number;
   if (node.op === 'conv2d') {
     [N, C, H, W] = rank4(node, 'x', ins[0].shape);
@@ -104,11 +104,11 @@ export function convFlops(graph: Graph, node: Node): number {
 const u = (n: number) => `${n}u`;
 
 /**
- * The conv's sizes as WGSL expressions, through the kernel's ParamBlock. Conv
- * kernels bake them in (one pipeline per shape): read from the uniform block
+ * The conv's sizes as WGSL constants: conv kernels render through a baked
+ * ParamBlock, one pipeline per shape. With the sizes in the uniform block
  * instead, lovt-tiny's conv kernels ran 1.3-2x slower per step on lavapipe
  * (profiled, warm), even with the divisions done through f32 reciprocals.
- * Only the GEMM's K-loop bound stays a uniform (ParamBlock.loopBound).
+ * Only the GEMM's K-loop bound is a uniform (ParamBlock.loopBound).
  */
 function sizes(g: ConvGeometry, p: ParamBlock) {
   const Cg = g.C / g.G;
@@ -118,7 +118,6 @@ function sizes(g: ConvGeometry, p: ParamBlock) {
     div: (x: string) => `(${x}) / ${p.get(name, value)}`,
     mod: (x: string) => `(${x}) % ${p.get(name, value)}`,
   });
-  // Getters: a param enters the uniform block only where the WGSL reads it.
   return {
     KK: u(g.KH * g.KW),
     KW: u(g.KW),

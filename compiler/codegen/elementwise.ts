@@ -10,53 +10,11 @@
 
 import type { Graph, Node, Shape } from '../ir.ts';
 import { numel, shapeStr } from '../ir.ts';
+import { INLINE_LEAVES, normAxis } from '../ops/index.ts';
 import type { Epilogue, Kernel } from './kernel.ts';
-import { KernelBuilder, literal, perElement, kernelName, wgslType, type RenderOptions } from './wgsl.ts';
-import { broadcastIndex, coordExpr, concatBranches, padIndex, sliceIndex, transposeIndex } from './layout.ts';
-
-/** A u32 WGSL value holding a flat row-major index into `shape`. */
-interface Index {
-  name: string;
-  shape: Shape;
-}
-
-const UNARY_F32: Record<string, (x: string, b: KernelBuilder) => string> = {
-  neg: (x) => `-${x}`,
-  exp: (x) => `exp(${x})`,
-  log: (x) => `log(${x})`,
-  sqrt: (x) => `sqrt(${x})`,
-  rsqrt: (x) => `inverseSqrt(${x})`,
-  abs: (x) => `abs(${x})`,
-  relu: (x) => `max(${x}, 0.0)`,
-  sigmoid: (x, b) => (b.use('lovt_sigmoid'), `lovt_sigmoid(${x})`),
-  tanh: (x, b) => (b.use('lovt_tanh'), `lovt_tanh(${x})`),
-  erf: (x, b) => (b.use('lovt_erf'), `lovt_erf(${x})`),
-  gelu: (x, b) => (b.use('lovt_erf'), `(0.5 * ${x} * (1.0 + lovt_erf(${x} * 0.70710678118654752)))`),
-  recip: (x) => `(1.0 / ${x})`,
-  square: (x) => `(${x} * ${x})`,
-  sign: (x) => `sign(${x})`,
-  stop_gradient: (x) => x,
-};
-
-const UNARY_I32: Record<string, (x: string) => string> = {
-  neg: (x) => `-${x}`,
-  abs: (x) => `abs(${x})`,
-  relu: (x) => `max(${x}, 0i)`,
-  square: (x) => `(${x} * ${x})`,
-  sign: (x) => `sign(${x})`,
-  stop_gradient: (x) => x,
-};
-
-const BINARY: Record<string, (a: string, b: string) => string> = {
-  add: (a, b) => `(${a} + ${b})`,
-  sub: (a, b) => `(${a} - ${b})`,
-  mul: (a, b) => `(${a} * ${b})`,
-  div: (a, b) => `(${a} / ${b})`,
-  maximum: (a, b) => `max(${a}, ${b})`,
-  minimum: (a, b) => `min(${a}, ${b})`,
-};
-
-const COMPARE: Record<string, string> = { gt: '>', ge: '>=', lt: '<', le: '<=', eq: '==', ne: '!=' };
+import { KernelBuilder, perElement, kernelName, wgslType, type RenderOptions } from './wgsl.ts';
+import { broadcastIndex, coordExpr } from './layout.ts';
+import { type ExprContext, type Index, renderExpression } from './expressions.ts';
 
 /**
  * Four output elements per invocation (renderElementwise's vector mode): the
@@ -84,12 +42,13 @@ export interface LaneMode {
 
 /**
  * Generates WGSL statements computing node values at flat indices. `inline`
- * holds the nodes computed in place; every other node is loaded from its
- * buffer through the KernelBuilder. 'full' and 'iota' are always inlined.
+ * holds the nodes computed in place (each by its expression renderer,
+ * expressions.ts); every other node is loaded from its buffer through the
+ * KernelBuilder. Inline constants ('full', 'iota') are always computed.
  * `substitute` replaces a node by a WGSL expression (an epilogue's `v`); that
  * node may only be read at the compiler's root index.
  */
-export class ExprCompiler {
+export class ExprCompiler implements ExprContext {
   private lines: string[] = [];
   private depth = 1;
   private scopes: Map<string, string>[] = [new Map()];
@@ -104,7 +63,7 @@ export class ExprCompiler {
   lanes?: LaneMode;
 
   constructor(
-    private graph: Graph,
+    readonly graph: Graph,
     private inline: Set<number>,
     readonly builder: KernelBuilder,
     private substitute?: { node: number; expr: string; index: string },
@@ -145,15 +104,15 @@ export class ExprCompiler {
   }
 
   /** Emits `let` for an expression unless it is already a plain name or literal. */
-  private bind(expr: string, prefix = 'v'): string {
+  bind(expr: string, prefix = 'v'): string {
     if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(expr) || /^\d+u$/.test(expr)) return expr;
     const name = this.fresh(prefix);
     this.emit(`let ${name} = ${expr};`);
     return name;
   }
 
-  /** Runs `body` inside `if (cond) { ... }`, scoping memoised values to the block. */
-  private block(header: string, body: () => void): void {
+  /** Runs `body` inside `header { ... }`, scoping memoised values to the block. */
+  block(header: string, body: () => void): void {
     this.emit(`${header} {`);
     this.depth++;
     this.scopes.push(new Map());
@@ -167,13 +126,13 @@ export class ExprCompiler {
     return { name, shape };
   }
 
-  private coord(ix: Index, axis: number): string {
+  coord(ix: Index, axis: number): string {
     this.shapeDependent = true;
     const key = `c|${ix.name}|${shapeStr(ix.shape)}|${axis}`;
     return this.lookup(key) ?? this.remember(key, this.bind(coordExpr(ix.name, ix.shape, axis), 'c'));
   }
 
-  private derive(ix: Index, shape: Shape, expr: string): Index {
+  derive(ix: Index, shape: Shape, expr: string): Index {
     if (expr === ix.name) return { name: ix.name, shape };
     if (expr !== '0u') this.shapeDependent = true;
     return { name: this.bind(expr, 'ix'), shape };
@@ -181,6 +140,12 @@ export class ExprCompiler {
 
   private broadcast(ix: Index, inShape: Shape): Index {
     return this.derive(ix, inShape, broadcastIndex(ix.shape, inShape, ix.name, (a) => this.coord(ix, a)));
+  }
+
+  /** Input `k` of `node` read at `ix` under numpy broadcasting. */
+  input(node: { inputs: number[] }, ix: Index, k: number): string {
+    const src = this.graph.nodes[node.inputs[k]];
+    return this.value(src.id, this.broadcast(ix, src.shape));
   }
 
   /** The WGSL expression (usually a `let` name) of `node` at flat index `ix` into node.shape. */
@@ -199,147 +164,20 @@ export class ExprCompiler {
   }
 
   private compute(node: Node, ix: Index): string {
+    if (INLINE_LEAVES.has(node.op) || this.inline.has(node.id)) return renderExpression(this, node, ix);
     const b = this.builder;
-    if (node.op === 'full') {
-      const v = literal(node.attrs.value as number, node.dtype);
-      // Infinities and NaN are built at run time by helpers (literal()).
-      if (v.includes('lovt_inf')) b.use('lovt_inf');
-      if (v.includes('lovt_nan')) b.use('lovt_nan');
-      return v;
+    const lanes = this.lanes;
+    // An aliased tensor is overwritten in place at the root index: reading it anywhere else would race.
+    if (b.isAliased(node.id) && ix.name !== (lanes?.index ?? 'i')) throw new Error(`internal: in-place tensor %${node.id} read at index ${ix.name}, not the written element`);
+    const binding = b.read(node.id, node.dtype);
+    if (lanes && ix.name === lanes.index) {
+      lanes.laneReads.add(node.id);
+      const vec = lanes.vectors.get(node.id);
+      if (vec) return `${vec}[${lanes.lane}]`;
     }
-    if (node.op === 'iota') {
-      const c = this.coord(ix, normalise(node.attrs.axis as number, node.shape.length));
-      return node.dtype === 'i32' ? `i32(${c})` : `f32(${c})`;
-    }
-    if (!this.inline.has(node.id)) {
-      const lanes = this.lanes;
-      // An aliased tensor is overwritten in place at the root index: reading it anywhere else would race.
-      if (b.isAliased(node.id) && ix.name !== (lanes?.index ?? 'i')) throw new Error(`internal: in-place tensor %${node.id} read at index ${ix.name}, not the written element`);
-      const binding = b.read(node.id, node.dtype);
-      if (lanes && ix.name === lanes.index) {
-        lanes.laneReads.add(node.id);
-        const vec = lanes.vectors.get(node.id);
-        if (vec) return `${vec}[${lanes.lane}]`;
-      }
-      if (b.isVector(node.id)) return this.bind(`${binding}[${ix.name} >> 2u][${ix.name} & 3u]`, 'x');
-      return this.bind(`${binding}[${ix.name}]`, 'x');
-    }
-    const g = this.graph;
-    const input = (k: number): string => {
-      const src = g.nodes[node.inputs[k]];
-      return this.value(src.id, this.broadcast(ix, src.shape));
-    };
-    const dt = node.dtype;
-    switch (node.op) {
-      case 'reshape':
-      case 'stop_gradient':
-        return this.value(node.inputs[0], { name: ix.name, shape: g.nodes[node.inputs[0]].shape });
-      case 'expand':
-        return input(0);
-      case 'transpose': {
-        const src = g.nodes[node.inputs[0]];
-        const e = transposeIndex(node.attrs.perm as number[], src.shape, (a) => this.coord(ix, a));
-        return this.value(src.id, this.derive(ix, src.shape, e));
-      }
-      case 'slice': {
-        const src = g.nodes[node.inputs[0]];
-        const e = sliceIndex(node.attrs.starts as number[], src.shape, (a) => this.coord(ix, a));
-        return this.value(src.id, this.derive(ix, src.shape, e));
-      }
-      case 'pad': {
-        const src = g.nodes[node.inputs[0]];
-        const out = this.fresh('v');
-        this.emit(`var ${out}: ${wgslType(dt)} = ${literal((node.attrs.value as number) ?? 0, dt)};`);
-        const p = padIndex(node.attrs.pads as number[], src.shape, (a) => this.coord(ix, a), this.fresh('p'));
-        for (const l of p.lets) this.emit(l);
-        this.block(`if (${p.cond})`, () => {
-          const inner = this.value(src.id, this.derive(ix, src.shape, p.index));
-          this.emit(`${out} = ${inner};`);
-        });
-        return out;
-      }
-      case 'concat': {
-        const axis = normalise(node.attrs.axis as number, node.shape.length);
-        const out = this.fresh('v');
-        this.emit(`var ${out}: ${wgslType(dt)};`);
-        const c = this.coord(ix, axis);
-        const branches = concatBranches(axis, node.inputs.map((i) => g.nodes[i].shape), (a) => this.coord(ix, a));
-        // One if / else-if chain over the output coordinate along the axis.
-        branches.forEach((br, k) => {
-          const src = g.nodes[node.inputs[k]];
-          const last = k === branches.length - 1;
-          const header = k === 0 ? `if (${c} < ${br.upper}u)` : last ? 'else' : `else if (${c} < ${br.upper}u)`;
-          this.block(header, () => {
-            const inner = this.value(src.id, this.derive(ix, src.shape, br.index));
-            this.emit(`${out} = ${inner};`);
-          });
-        });
-        return out;
-      }
-      case 'cast': {
-        const x = input(0);
-        const from = g.nodes[node.inputs[0]].dtype;
-        if (from === dt) return x;
-        if (dt === 'f32') return this.bind(`f32(${x})`);
-        b.use('lovt_to_i32');
-        return this.bind(`lovt_to_i32(${x})`);
-      }
-      case 'where': {
-        const c = input(0);
-        const cz = g.nodes[node.inputs[0]].dtype === 'i32' ? '0i' : '0.0';
-        const a = input(1);
-        const bb = input(2);
-        return this.bind(`select(${bb}, ${a}, ${c} != ${cz})`);
-      }
-      case 'dropout': {
-        const x = input(0);
-        const seed = this.value(node.inputs[1], { name: '0u', shape: [] });
-        const p = node.attrs.p as number;
-        if (p === 0) return x;
-        b.use('lovt_pcg');
-        const salt = ((node.attrs.salt as number) ?? 0) >>> 0;
-        // keep(i) = hash/2^24 >= p  <=>  hash >= ceil(p * 2^24): an exact integer test.
-        const threshold = Math.ceil(p * 16777216);
-        const h = this.bind(`lovt_pcg(lovt_pcg(${ix.name}) ^ (bitcast<u32>(${seed}) * 0x9E3779B9u + ${salt}u)) >> 8u`, 'h');
-        return this.bind(`select(0.0, ${x} / ${literal(1 - p, 'f32')}, ${h} >= ${threshold}u)`);
-      }
-      case 'pow': {
-        const a = input(0);
-        const expNode = g.nodes[node.inputs[1]];
-        if (dt === 'f32' && expNode.op === 'full') {
-          const y = expNode.attrs.value as number;
-          const special: Record<number, string> = { 1: a, 2: `(${a} * ${a})`, 3: `(${a} * ${a} * ${a})`, 0.5: `sqrt(${a})`, [-1]: `(1.0 / ${a})`, [-0.5]: `inverseSqrt(${a})` };
-          if (y in special) return this.bind(special[y]);
-        }
-        const e = input(1);
-        if (dt === 'i32') return this.bind(`i32(round(pow(f32(${a}), f32(${e}))))`);
-        b.use('lovt_pow');
-        return this.bind(`lovt_pow(${a}, ${e})`);
-      }
-    }
-    if (node.op in COMPARE) {
-      const a = input(0);
-      const c = input(1);
-      return this.bind(`select(0.0, 1.0, ${a} ${COMPARE[node.op]} ${c})`);
-    }
-    if (node.op in BINARY) {
-      const a = input(0);
-      const c = input(1);
-      return this.bind(BINARY[node.op](a, c));
-    }
-    if (dt === 'i32') {
-      const f = UNARY_I32[node.op];
-      if (!f) throw new Error(`${node.op} is not defined on i32 tensors (node %${node.id}${node.name ? ' ' + node.name : ''}); cast to f32 first`);
-      return this.bind(f(input(0)));
-    }
-    const f = UNARY_F32[node.op];
-    if (!f) throw new Error(`internal: no elementwise code for op '${node.op}' (node %${node.id})`);
-    return this.bind(f(input(0), b));
+    if (b.isVector(node.id)) return this.bind(`${binding}[${ix.name} >> 2u][${ix.name} & 3u]`, 'x');
+    return this.bind(`${binding}[${ix.name}]`, 'x');
   }
-}
-
-function normalise(axis: number, rank: number): number {
-  return axis < 0 ? axis + rank : axis;
 }
 
 /**
@@ -382,7 +220,7 @@ ${ec.code()}
     bound = ec.shapeDependent ? `${count}u` : `arrayLength(&${out})`;
   }
   const { main, workgroups } = perElement(vector ? count / 4 : count, opts.maxWorkgroupsPerDim, body, 256, bound);
-  const members = [...inline].filter((n) => n !== root && !['full', 'iota'].includes(graph.nodes[n].op)).length;
+  const members = [...inline].filter((n) => n !== root && !INLINE_LEAVES.has(graph.nodes[n].op)).length;
   const { decls, bindings } = builder.finish();
   return {
     name: kernelName(members ? `fused_${node.op}` : node.op, node.shape),
@@ -397,7 +235,7 @@ ${ec.code()}
 /** The tensors a kernel evaluating `id` loads: `id` itself unless computed in place, else those its inline producers read. */
 function loadedTensors(graph: Graph, id: number, inline: Set<number>, into = new Set<number>()): Set<number> {
   const n = graph.nodes[id];
-  if (n.op === 'full' || n.op === 'iota') return into;
+  if (INLINE_LEAVES.has(n.op)) return into;
   if (!inline.has(id)) into.add(id);
   else for (const x of n.inputs) loadedTensors(graph, x, inline, into);
   return into;
@@ -413,7 +251,7 @@ function loadedTensors(graph: Graph, id: number, inline: Set<number>, into = new
 export function renderConcatSlabs(graph: Graph, root: number, inline: Set<number>, opts: RenderOptions, maxBindings: number, inPlace?: number): Kernel[] {
   const node = graph.nodes[root];
   if (node.op !== 'concat') throw new Error(`internal: renderConcatSlabs of ${node.op} (node %${root})`);
-  const axis = normalise(node.attrs.axis as number, node.shape.length);
+  const axis = normAxis(node.attrs.axis, node.shape.length);
   const members = new Set([...inline].filter((m) => m !== root));
   // Runs of consecutive inputs whose loads, with the output, fit the binding limit.
   const runs: number[][] = [];

@@ -1,20 +1,15 @@
 // Layout ops as index maps. reshape/transpose/expand/slice/concat/pad never get a
 // kernel of their own shape logic: each is a function from an output element's
-// coordinates to the input element it copies (or a constant, for padding). The
-// expression compiler in elementwise.ts applies these maps while generating a
-// (possibly fused) kernel, so a standalone transpose is just a one-node group
+// coordinates to the input element it copies (or a constant, for padding). Their
+// expression renderers (expressions.ts) apply these maps while the expression
+// compiler (elementwise.ts) generates a (possibly fused) kernel, so a standalone transpose is just a one-node group
 // and a transpose feeding an add costs no extra pass over memory.
 //
 // reshape and stop_gradient are *views* when not fused: they alias their
 // input's buffer (row-major contiguity is preserved) and emit no kernel.
 
-import type { OpName, Shape } from '../ir.ts';
+import type { Shape } from '../ir.ts';
 import { stridesOf, numel } from '../ir.ts';
-
-export const LAYOUT_OPS = new Set<OpName>(['reshape', 'transpose', 'expand', 'slice', 'concat', 'pad']);
-
-/** Ops that alias their input's storage when they are not fused into a consumer. */
-export const VIEW_OPS = new Set<OpName>(['reshape', 'stop_gradient']);
 
 /** Coordinate `axis` of a flat row-major index `flat` into `shape`, as a u32 WGSL expression. */
 export function coordExpr(flat: string, shape: Shape, axis: number): string {

@@ -1,13 +1,13 @@
 // The matmul generator: [...batch, M, K] x [...batch, K, N] with optional
 // transposes and numpy batch broadcasting, described as an implicit GEMM for
-// the templates in tiling.ts. A weight shared across the batch
+// the templates in gemm.ts. A weight shared across the batch
 // ([B, M, K] x [K, N], a linear layer) folds the batch into M, so it runs as
 // one large GEMM instead of B small ones.
 
 import { type Graph, type Node, numel, shapeStr } from '../ir.ts';
-import { broadcastShapes } from '../ops.ts';
+import { broadcastShapes } from '../ops/index.ts';
 import type { Kernel } from './kernel.ts';
-import { type ContractionOptions, type GemmOperand, type GemmSpec, ParamBlock, renderGemm } from './tiling.ts';
+import { type ContractionOptions, type GemmOperand, type GemmSpec, ParamBlock, renderGemm } from './gemm.ts';
 
 export interface MatmulDims {
   /** Broadcast batch shape of the output. */

@@ -7,14 +7,12 @@
 // per-axis tables computed on the host in float64 (exactly the reference's
 // source indices and weights, rounded once to f32).
 
-import type { Graph, Node } from '../ir.ts';
+import type { Graph, Node, NodeOf, OpName } from '../ir.ts';
 import { numel } from '../ir.ts';
+import { pair } from '../ops/index.ts';
+import { upsampleAxis } from '../ops/nn.ts';
 import type { Kernel } from './kernel.ts';
-import { KernelBuilder, applyEpilogue, kernelName, literal, perElement, type RenderOptions } from './wgsl.ts';
-
-function pair(v: unknown): [number, number] {
-  return typeof v === 'number' ? [v, v] : [(v as number[])[0], (v as number[])[1]];
-}
+import { KernelBuilder, type KernelRenderer, applyEpilogue, kernelName, literal, perElement, type RenderOptions } from './wgsl.ts';
 
 /** One-thread-per-output-element kernel around `body`, which must assign `var v: f32` (or write itself). */
 function elementKernel(name: string, node: Node, b: KernelBuilder, opts: RenderOptions, body: string, flopsPerElement: number, preamble = ''): Kernel {
@@ -34,10 +32,10 @@ interface Pool {
   kh: number; kw: number; sh: number; sw: number; ph: number; pw: number;
 }
 
-function poolOf(node: Node, x: number[], y: number[]): Pool {
-  const [kh, kw] = pair(node.attrs.kernel);
-  const [sh, sw] = pair(node.attrs.stride ?? node.attrs.kernel);
-  const [ph, pw] = pair(node.attrs.padding ?? 0);
+function poolOf(node: NodeOf<'max_pool2d' | 'avg_pool2d' | 'max_pool2d_grad' | 'avg_pool2d_grad'>, x: number[], y: number[]): Pool {
+  const [kh, kw] = pair(node.attrs.kernel, 'kernel');
+  const [sh, sw] = pair(node.attrs.stride, 'stride');
+  const [ph, pw] = pair(node.attrs.padding, 'padding');
   return { N: x[0], C: x[1], H: x[2], W: x[3], OH: y[2], OW: y[3], kh, kw, sh, sw, ph, pw };
 }
 
@@ -75,7 +73,7 @@ function windowArgmax(p: Pool, x: string): string {
         if (arg < 0i || xv > best) { best = xv; arg = xi; }`)}`;
 }
 
-function renderMaxPool(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderMaxPool(graph: Graph, node: NodeOf<'max_pool2d'>, opts: RenderOptions): Kernel {
   const x = graph.nodes[node.inputs[0]];
   const p = poolOf(node, x.shape, node.shape);
   const b = new KernelBuilder();
@@ -86,7 +84,7 @@ function renderMaxPool(graph: Graph, node: Node, opts: RenderOptions): Kernel {
   return elementKernel('max_pool2d', node, b, opts, body, p.kh * p.kw);
 }
 
-function renderAvgPool(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderAvgPool(graph: Graph, node: NodeOf<'avg_pool2d'>, opts: RenderOptions): Kernel {
   const x = graph.nodes[node.inputs[0]];
   const p = poolOf(node, x.shape, node.shape);
   const b = new KernelBuilder();
@@ -129,7 +127,7 @@ ${visit}
  * only compares indices (recomputing every containing window's argmax per
  * input element cost kh·kw times the loads: 47 of lovt-tiny's ~1000 ms step).
  */
-function renderMaxPoolGrad(graph: Graph, node: Node, opts: RenderOptions): Kernel[] {
+function renderMaxPoolGrad(graph: Graph, node: NodeOf<'max_pool2d_grad'>, opts: RenderOptions): Kernel[] {
   const [x, dy] = node.inputs.map((i) => graph.nodes[i]);
   const p = poolOf(node, x.shape, dy.shape);
   const overlaps = Math.ceil(p.kh / p.sh) * Math.ceil(p.kw / p.sw);
@@ -162,7 +160,7 @@ ${windowsContaining(p, `      if (${args}[yi] == i32(i)) { acc += ${dys}[yi]; }`
   return [argKernel, elementKernel('max_pool2d_grad', node, b, opts, body, overlaps)];
 }
 
-function renderAvgPoolGrad(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderAvgPoolGrad(graph: Graph, node: NodeOf<'avg_pool2d_grad'>, opts: RenderOptions): Kernel {
   const dy = graph.nodes[node.inputs[0]];
   const p = poolOf(node, node.shape, dy.shape);
   const b = new KernelBuilder();
@@ -174,38 +172,16 @@ ${windowsContaining(p, `      acc += ${dys}[yi];`)}
 }
 
 // ---------------------------------------------------------------------------
-// Upsampling: separable two-tap interpolation with host-computed tables.
+// Upsampling: separable two-tap interpolation, with the reference's per-axis
+// taps (upsampleAxis, computed in float64) baked in as tables.
 
-interface AxisTaps {
-  i0: number[];
-  i1: number[];
-  w1: number[];
-}
-
-/** The reference's per-axis taps (docs/ir.md, Pooling and resampling), in float64. */
-export function upsampleTaps(inSize: number, outSize: number, mode: string, alignCorners: boolean): AxisTaps {
-  const t: AxisTaps = { i0: [], i1: [], w1: [] };
-  for (let d = 0; d < outSize; d++) {
-    if (mode === 'nearest') {
-      const s = Math.min(Math.floor((d * inSize) / outSize), inSize - 1);
-      t.i0.push(s), t.i1.push(s), t.w1.push(0);
-      continue;
-    }
-    if (mode !== 'bilinear') throw new Error(`upsample2d mode must be 'nearest' or 'bilinear', got ${JSON.stringify(mode)}`);
-    const src = alignCorners ? (outSize > 1 ? (d * (inSize - 1)) / (outSize - 1) : 0) : Math.max(((d + 0.5) * inSize) / outSize - 0.5, 0);
-    const i0 = Math.min(Math.floor(src), inSize - 1);
-    t.i0.push(i0), t.i1.push(Math.min(i0 + 1, inSize - 1)), t.w1.push(src - i0);
-  }
-  return t;
-}
-
-function table(name: string, type: 'u32' | 'f32', values: number[]): string {
-  const items = values.map((v) => (type === 'u32' ? `${v}u` : literal(v, 'f32')));
+function table(name: string, type: 'u32' | 'f32', values: ArrayLike<number>): string {
+  const items = Array.from(values, (v) => (type === 'u32' ? `${v}u` : literal(v, 'f32')));
   return `var<private> ${name}: array<${type}, ${Math.max(1, values.length)}> = array<${type}, ${Math.max(1, values.length)}>(${items.length ? items.join(', ') : type === 'u32' ? '0u' : '0.0'});`;
 }
 
 /** For the gradient: per input index, the (output index, weight) pairs that read it, in ascending output order (CSR). */
-function invertTaps(t: AxisTaps, inSize: number): { start: number[]; out: number[]; weight: number[] } {
+function invertTaps(t: ReturnType<typeof upsampleAxis>, inSize: number): { start: number[]; out: number[]; weight: number[] } {
   const lists: [number, number][][] = Array.from({ length: inSize }, () => []);
   t.i0.forEach((i0, d) => {
     const w1 = t.w1[d];
@@ -225,14 +201,13 @@ function invertTaps(t: AxisTaps, inSize: number): { start: number[]; out: number
   return { start, out, weight };
 }
 
-function renderUpsample(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderUpsample(graph: Graph, node: NodeOf<'upsample2d'>, opts: RenderOptions): Kernel {
   const x = graph.nodes[node.inputs[0]];
   const [, , H, W] = x.shape;
   const [, , OH, OW] = node.shape;
-  const mode = node.attrs.mode as string;
-  const align = !!node.attrs.alignCorners;
-  const ty = upsampleTaps(H, OH, mode, align);
-  const tx = upsampleTaps(W, OW, mode, align);
+  const { mode, alignCorners } = node.attrs;
+  const ty = upsampleAxis(H, OH, mode, !!alignCorners);
+  const tx = upsampleAxis(W, OW, mode, !!alignCorners);
   const b = new KernelBuilder();
   const xs = b.read(x.id, 'f32');
   const tables = [table('ty0', 'u32', ty.i0), table('ty1', 'u32', ty.i1), table('tyw', 'f32', ty.w1), table('tx0', 'u32', tx.i0), table('tx1', 'u32', tx.i1), table('txw', 'f32', tx.w1)].join('\n');
@@ -249,14 +224,13 @@ function renderUpsample(graph: Graph, node: Node, opts: RenderOptions): Kernel {
   return elementKernel(`upsample2d_${mode}`, node, b, opts, body, 8, tables);
 }
 
-function renderUpsampleGrad(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderUpsampleGrad(graph: Graph, node: NodeOf<'upsample2d_grad'>, opts: RenderOptions): Kernel {
   const dy = graph.nodes[node.inputs[0]];
   const [, , H, W] = node.shape;
   const [, , OH, OW] = dy.shape;
-  const mode = node.attrs.mode as string;
-  const align = !!node.attrs.alignCorners;
-  const gy = invertTaps(upsampleTaps(H, OH, mode, align), H);
-  const gx = invertTaps(upsampleTaps(W, OW, mode, align), W);
+  const { mode, alignCorners } = node.attrs;
+  const gy = invertTaps(upsampleAxis(H, OH, mode, !!alignCorners), H);
+  const gx = invertTaps(upsampleAxis(W, OW, mode, !!alignCorners), W);
   const b = new KernelBuilder();
   const dys = b.read(dy.id, 'f32');
   const tables = [
@@ -280,7 +254,7 @@ function renderUpsampleGrad(graph: Graph, node: Node, opts: RenderOptions): Kern
 // ---------------------------------------------------------------------------
 // Indexing
 
-function renderGather(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderGather(graph: Graph, node: NodeOf<'gather'>, opts: RenderOptions): Kernel {
   const [tableNode, idx] = node.inputs.map((i) => graph.nodes[i]);
   const rows = tableNode.shape[0];
   const rowSize = numel(tableNode.shape.slice(1));
@@ -298,9 +272,9 @@ function renderGather(graph: Graph, node: Node, opts: RenderOptions): Kernel {
 /** Below this many (index, output element) pairs scatter_add scans all indices per output; above, it sorts first. */
 const SCATTER_DIRECT_LIMIT = 1 << 16;
 
-function renderScatterAdd(graph: Graph, node: Node, opts: RenderOptions): Kernel[] {
+function renderScatterAdd(graph: Graph, node: NodeOf<'scatter_add'>, opts: RenderOptions): Kernel[] {
   const [idx, values] = node.inputs.map((i) => graph.nodes[i]);
-  const rows = node.attrs.numRows as number;
+  const rows = node.attrs.numRows;
   const n = numel(idx.shape);
   const rowSize = numel(node.shape.slice(1));
   if (n * rows <= SCATTER_DIRECT_LIMIT || !opts.scratch) {
@@ -360,10 +334,10 @@ function renderScatterAdd(graph: Graph, node: Node, opts: RenderOptions): Kernel
   return [sortKernel, elementKernel('scatter_add', node, b, opts, body, 1)];
 }
 
-function renderSegmentMax(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderSegmentMax(graph: Graph, node: NodeOf<'segment_max'>, opts: RenderOptions): Kernel {
   const [x, seg] = node.inputs.map((i) => graph.nodes[i]);
   const [, T, D] = x.shape;
-  const S = node.attrs.numSegments as number;
+  const S = node.attrs.numSegments;
   const b = new KernelBuilder();
   const xs = b.read(x.id, 'f32');
   const ss = b.read(seg.id, 'i32');
@@ -380,7 +354,7 @@ function renderSegmentMax(graph: Graph, node: Node, opts: RenderOptions): Kernel
   return elementKernel('segment_max', node, b, opts, body, T);
 }
 
-function renderSegmentMaxGrad(graph: Graph, node: Node, opts: RenderOptions): Kernel {
+function renderSegmentMaxGrad(graph: Graph, node: NodeOf<'segment_max_grad'>, opts: RenderOptions): Kernel {
   const [x, seg, dy] = node.inputs.map((i) => graph.nodes[i]);
   const [, T, D] = x.shape;
   const S = dy.shape[1];
@@ -408,19 +382,16 @@ function renderSegmentMaxGrad(graph: Graph, node: Node, opts: RenderOptions): Ke
   return elementKernel('segment_max_grad', node, b, opts, body, T);
 }
 
-/** Kernels for one pooling / resampling / indexing node (with an optional epilogue). */
-export function renderNN(graph: Graph, node: Node, opts: RenderOptions): Kernel[] {
-  switch (node.op) {
-    case 'max_pool2d': return [renderMaxPool(graph, node, opts)];
-    case 'avg_pool2d': return [renderAvgPool(graph, node, opts)];
-    case 'max_pool2d_grad': return renderMaxPoolGrad(graph, node, opts);
-    case 'avg_pool2d_grad': return [renderAvgPoolGrad(graph, node, opts)];
-    case 'upsample2d': return [renderUpsample(graph, node, opts)];
-    case 'upsample2d_grad': return [renderUpsampleGrad(graph, node, opts)];
-    case 'gather': return [renderGather(graph, node, opts)];
-    case 'scatter_add': return renderScatterAdd(graph, node, opts);
-    case 'segment_max': return [renderSegmentMax(graph, node, opts)];
-    case 'segment_max_grad': return [renderSegmentMaxGrad(graph, node, opts)];
-  }
-  throw new Error(`internal: renderNN got op '${node.op}' (node %${node.id})`);
-}
+/** The renderer-table entries of the pooling, resampling and indexing ops (each with an optional epilogue). */
+export const NN_KERNELS = {
+  max_pool2d: { kernel: renderMaxPool },
+  avg_pool2d: { kernel: renderAvgPool },
+  max_pool2d_grad: { kernel: renderMaxPoolGrad },
+  avg_pool2d_grad: { kernel: renderAvgPoolGrad },
+  upsample2d: { kernel: renderUpsample },
+  upsample2d_grad: { kernel: renderUpsampleGrad },
+  gather: { kernel: renderGather },
+  scatter_add: { kernel: renderScatterAdd },
+  segment_max: { kernel: renderSegmentMax },
+  segment_max_grad: { kernel: renderSegmentMaxGrad },
+} satisfies { [P in OpName]?: KernelRenderer<P> };

@@ -1,5 +1,5 @@
 // Reductions: sum and max over any axis set, and the numerically stable
-// logsumexp / softmax along one axis. All four share one geometry: every output
+// logsumexp / softmax / log_softmax along one axis. All share one geometry: every output
 // element o ("row") combines the input elements at base(o) + offset(r) for r in
 // [0, R). Adjacent axes of the same kind are merged first, so the common cases
 // reduce to `o * R + r` (trailing axes) or `outer/inner` strides.
@@ -13,12 +13,14 @@
 // The input may be a fused elementwise prologue (evaluated in `load_x`), and
 // the result may pass through a fused epilogue.
 
-import type { DType, Graph, Node, Shape } from '../ir.ts';
+import type { DType, Graph, Node, OpName, Shape } from '../ir.ts';
 import { numel, stridesOf } from '../ir.ts';
 import type { Kernel } from './kernel.ts';
 import { FusedEpilogue, renderLoader } from './elementwise.ts';
 import { coordExpr } from './layout.ts';
-import { KernelBuilder, applyEpilogue, entry, flatGrid, kernelName, lowestOf, wgslType, zeroOf, type RenderOptions } from './wgsl.ts';
+import { KernelBuilder, type KernelRenderer, applyEpilogue, entry, flatGrid, kernelName, lowestOf, wgslType, zeroOf, type RenderOptions } from './wgsl.ts';
+
+type ReduceNode = Extract<Node, { op: 'sum' | 'max' | 'logsumexp' | 'softmax' | 'log_softmax' }>;
 
 /** Input indexing of a reduction: which axes are kept, which are reduced, after merging neighbours. */
 export interface ReduceGeometry {
@@ -115,7 +117,7 @@ function accumulatorOf(op: string, dtype: DType): Accumulator {
   const type = wgslType(dtype);
   if (op === 'sum') return { type, init: zeroOf(dtype), step: (a, x) => `${a} + ${x}`, merge: (a, b) => `${a} + ${b}`, subgroup: (a) => `subgroupAdd(${a})` };
   if (op === 'max') return { type, init: lowestOf(dtype), step: (a, x) => `max(${a}, ${x})`, merge: (a, b) => `max(${a}, ${b})`, subgroup: (a) => `subgroupMax(${a})` };
-  // logsumexp / softmax: (running max, sum of exp(x - max)) in one pass ("online softmax").
+  // logsumexp / softmax / log_softmax: (running max, sum of exp(x - max)) in one pass ("online softmax").
   return {
     type: 'vec2<f32>',
     init: 'vec2<f32>(-lovt_inf(), 0.0)',
@@ -175,13 +177,13 @@ ${finish}`;
 }
 
 /**
- * Renders sum / max / logsumexp / softmax. `prologue` holds nodes fused into the
+ * Renders sum / max / logsumexp / softmax / log_softmax. `prologue` holds nodes fused into the
  * input (evaluated per element by `load_x`); opts.epilogue post-processes each
  * output element.
  */
-export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prologue: Set<number> = new Set()): Kernel {
+export function renderReduce(graph: Graph, node: ReduceNode, opts: RenderOptions, prologue: Set<number> = new Set()): Kernel {
   const x = graph.nodes[node.inputs[0]];
-  const axes = node.op === 'sum' || node.op === 'max' ? (node.attrs.axes as number[]) : [node.attrs.axis as number];
+  const axes = node.op === 'sum' || node.op === 'max' ? node.attrs.axes : [node.attrs.axis];
   const g = reduceGeometry(x.shape, axes);
   const tree = useTree(g);
   const kind: RowKernel = !tree ? 'loop' : opts.subgroupSize ? 'subgroup' : 'tree';
@@ -196,7 +198,7 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
     const v = `load_x(base + ${offsetExpr(g, r)})`;
     return acc.type !== 'i32' && x.dtype === 'i32' ? `f32(${v})` : v;
   };
-  if (node.op === 'logsumexp' || node.op === 'softmax') {
+  if (node.op === 'logsumexp' || node.op === 'softmax' || node.op === 'log_softmax') {
     builder.use('lovt_online');
     if (kind === 'subgroup') builder.use('lovt_online_subgroup');
   } else if (node.op === 'max' && node.dtype === 'f32') builder.use('lovt_inf'); // the f32 max identity is -inf
@@ -207,13 +209,17 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
     // m + log(s); a row of -inf gives -inf + log(0) = -inf, as the reference does.
     body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${applyEpilogue(epi, 'result.x + log(result.y)', 'o')};`, false);
   } else {
-    // softmax: every thread of the row writes its elements; output index = input index.
+    // softmax, log_softmax: every thread of the row writes its elements; output index = input index.
     const start = tree ? 'lid' : '0u';
     const step = tree ? `${wg}u` : '1u';
-    body = rowReduce(kind, wg, g.length, acc, load, `  let inv = 1.0 / result.y;
+    const [rowLet, value] =
+      node.op === 'softmax'
+        ? ['let inv = 1.0 / result.y;', `exp(${load('r')} - result.x) * inv`]
+        : ['let log_s = log(result.y);', `(${load('r')} - result.x) - log_s`]; // (x - m) - ln s, as the reference
+    body = rowReduce(kind, wg, g.length, acc, load, `  ${rowLet}
   for (var r = ${start}; r < ${g.length}u; r += ${step}) {
     let j = base + ${offsetExpr(g, 'r')};
-    ${outName}[j] = ${applyEpilogue(epi, `exp(${load('r')} - result.x) * inv`, 'j')};
+    ${outName}[j] = ${applyEpilogue(epi, value, 'j')};
   }`, true);
   }
   const count = tree ? g.rows : Math.ceil(g.rows / wg);
@@ -223,7 +229,7 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
   const { decls, bindings } = builder.finish(epi);
   const enable = kind === 'subgroup' ? 'enable subgroups;\n' : '';
   const wgsl = `${enable}${decls}\n${shared}${loader}\n\n${entry(wg, `${head}\n  let base = ${baseExpr(g, 'o')};\n${body}`)}\n`;
-  const flops = numel(x.shape) * (node.op === 'softmax' ? 5 : node.op === 'logsumexp' ? 3 : 1);
+  const flops = numel(x.shape) * (node.op === 'softmax' ? 5 : node.op === 'log_softmax' ? 4 : node.op === 'logsumexp' ? 3 : 1);
   const suffix = kind === 'tree' ? '' : `_${kind === 'loop' ? 'loop' : `sg${wg}`}`;
   return { name: kernelName(`${node.op}${suffix}`, node.shape), wgsl, entryPoint: 'main', bindings, workgroups, flops };
 }
@@ -233,3 +239,14 @@ function writeValue(epi: RenderOptions['epilogue'], v: string, index: string, dt
   if (dtype !== 'f32') throw new Error('internal: epilogue on an i32 reduction');
   return applyEpilogue(epi, v, index);
 }
+
+const reduceKernel = { kernel: (graph: Graph, node: ReduceNode, opts: { inline: Set<number> } & RenderOptions) => renderReduce(graph, node, opts, opts.inline) };
+
+/** The renderer-table entries of the reductions. */
+export const REDUCE_KERNELS = {
+  sum: reduceKernel,
+  max: reduceKernel,
+  logsumexp: reduceKernel,
+  softmax: reduceKernel,
+  log_softmax: reduceKernel,
+} satisfies { [P in OpName]?: KernelRenderer<P> };

@@ -3,8 +3,9 @@
 // prologue, and the small math library (erf, tanh, pow, dropout's hash) that
 // WGSL lacks or implements too loosely for f32 parity with the reference.
 
-import type { DType } from '../ir.ts';
+import type { DType, Graph, NodeOf, OpName } from '../ir.ts';
 import { type Epilogue, type Kernel, foldWorkgroups } from './kernel.ts';
+import type { ContractionTarget } from './gemm.ts';
 
 /** What every generator receives besides the graph and node. Matches H4's renderer signature (plus scratch). */
 export interface RenderOptions {
@@ -18,6 +19,19 @@ export interface RenderOptions {
    * and combine with subgroup operations instead of shared memory and a barrier.
    */
   subgroupSize?: number;
+}
+
+/** What an anchor's renderer (a reduction, contraction or nn kernel) receives. */
+export interface AnchorOptions extends RenderOptions {
+  /** The device's contraction kernel family (PORTABLE_TARGET when absent). */
+  target?: ContractionTarget;
+  /** The group's nodes computed in place: a reduction evaluates its input's producers among them while loading. */
+  inline: Set<number>;
+}
+
+/** The kernels of one anchored op (with an optional epilogue); an entry of the renderer table (codegen/index.ts). */
+export interface KernelRenderer<P extends OpName> {
+  kernel(graph: Graph, node: NodeOf<P>, opts: AnchorOptions): Kernel | Kernel[];
 }
 
 export function wgslType(dtype: DType): string {

@@ -96,7 +96,7 @@ interface PlanSummary {
 }
 
 /**
- * --limit KEY=VALUE overrides of the generic target (compiler/schedule.ts
+ * --limit KEY=VALUE overrides of the generic target (compiler/execution-plan.ts
  * GENERIC_TARGET). Keys are the EngineLimits names; values are positive
  * integers, or `none` for no limit.
  */
@@ -123,14 +123,14 @@ async function planArtifact(
   model: ModelInfo,
   limitArgs: string[],
 ): Promise<{ plans: Record<string, unknown>; kernels: { name: string; wgsl: string }[]; summary: PlanSummary } | undefined> {
-  let schedule: typeof import('../schedule.ts');
+  let planner: typeof import('../execution-plan.ts');
   try {
-    schedule = await import('../schedule.ts');
+    planner = await import('../execution-plan.ts');
   } catch {
     return undefined;
   }
-  if (typeof schedule.planGraph !== 'function') return undefined;
-  const limits = { ...schedule.GENERIC_TARGET, ...parseLimits(limitArgs, schedule.ENGINE_LIMIT_KEYS) };
+  if (typeof planner.planGraph !== 'function') return undefined;
+  const limits = { ...planner.GENERIC_TARGET, ...parseLimits(limitArgs, planner.ENGINE_LIMIT_KEYS) };
   const programs: Record<string, Graph> = {};
   if (model.mode === 'train' && model.losses.length > 0) {
     const tp = await import('../train-program.ts');
@@ -152,8 +152,8 @@ async function planArtifact(
   const summaries: ProgramSummary[] = [];
   const state = new Map<string, number>();
   for (const [name, g] of Object.entries(programs)) {
-    const plan = schedule.planGraph(g, limits);
-    plans[name] = JSON.parse(schedule.planToJSON(plan));
+    const plan = planner.planGraph(g, limits);
+    plans[name] = JSON.parse(planner.planToJSON(plan));
     plan.kernels.forEach((k, i) => {
       if (seen.has(k.wgsl)) return;
       seen.add(k.wgsl);

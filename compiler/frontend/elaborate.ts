@@ -1,15 +1,16 @@
 // Elaboration: evaluates a flattened model for one mode and configuration —
 // blocks are instantiated, fns called, compile-time control flow run — and
-// emits the graph IR through GraphBuilder, typing every op with the shape rules
-// of ops.ts. A ShapeError becomes a located compile error naming both shapes
+// emits the graph IR through GraphBuilder, typing every op with its shape rule
+// (the op table, compiler/ops/). A ShapeError becomes a located compile error naming both shapes
 // and where each came from. Errors are caught per statement so one run reports
 // several; names bound by a failed statement become "poison", which later
 // statements pass through silently instead of reporting cascades.
 
 import type { Arg, BlockDecl, Dim, Expr, FnDecl, Range, Stmt, TypeExpr } from '../../grammar/ast.ts';
 import { GraphBuilder } from '../builder.ts';
-import { type Attrs, type DType, type OpName, type Shape, type SourceLoc, numel } from '../ir.ts';
-import { ShapeError } from '../ops.ts';
+import { type DType, type OpAttrs, type OpName, type Shape, type SourceLoc, numel } from '../ir.ts';
+import type { Binary, Compare } from '../ops/elementwise.ts';
+import { ShapeError } from '../ops/index.ts';
 import { CompileError, type DiagExtras, type Diagnostic, FatalError, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
 import { type Binding, Scope } from './scope.ts';
 import {
@@ -165,11 +166,11 @@ export class Elaborator {
   }
 
   /** Emits one op through GraphBuilder; shape/dtype rule violations become located errors. */
-  emit(op: OpName, ins: TensorValue[], attrs: Attrs, range: Range, label: string, what?: string, leaf?: { shape: Shape; dtype: DType }): TensorValue {
+  emit<P extends OpName>(op: P, ins: TensorValue[], attrs: OpAttrs[P], range: Range, label: string, what?: string, leaf?: { shape: Shape; dtype: DType }): TensorValue {
     if (this.b.graph.nodes.length >= LIMITS.maxNodes) throw new FatalError(range, `the graph has more than ${LIMITS.maxNodes} nodes`);
     let id: number;
     try {
-      id = this.b.emit(op, ins.map((t) => t.id), attrs, { loc: this.loc(range), shape: leaf?.shape, dtype: leaf?.dtype });
+      id = this.b.emit<OpName>(op, ins.map((t) => t.id), attrs, { loc: this.loc(range), shape: leaf?.shape, dtype: leaf?.dtype });
     } catch (e) {
       if (!(e instanceof ShapeError)) throw e;
       const dtypes = new Set(ins.map((t) => t.dtype));
@@ -390,7 +391,7 @@ export class Elaborator {
     this.error(opRange, `unknown operator '${op}'`);
   }
 
-  private static readonly TENSOR_OPS: Record<string, OpName> = {
+  private static readonly TENSOR_OPS: Record<string, Binary | Compare> = {
     '+': 'add', '-': 'sub', '*': 'mul', '/': 'div', '**': 'pow', '==': 'eq', '!=': 'ne', '<': 'lt', '<=': 'le', '>': 'gt', '>=': 'ge',
   };
 

@@ -5,7 +5,7 @@
 
 import { createHash } from 'node:crypto';
 import { type Graph, IR_VERSION } from '../ir.ts';
-import { validateGraph } from '../ops.ts';
+import { validateGraph } from '../ops/index.ts';
 import { CompileError, type Diagnostic, FatalError, didYouMean, makeDiagnostic, renderDiagnostic, renderDiagnostics } from './diagnostics.ts';
 import { Elaborator } from './elaborate.ts';
 import { linkProgram } from './link.ts';

@@ -1,11 +1,13 @@
 // The built-in callables of .lovt: primitives (one IR op each, attrs from named
 // arguments), compile-time built-ins (len, range, numel, assert, ...) and
 // initialisers (-> InitSpec). docs/language.md §11–13 is the reference; the
-// shape rules themselves live in compiler/ops.ts.
+// ops themselves (shape rules, float64 math) are the op table, compiler/ops/.
 
 import type { Range } from '../../grammar/ast.ts';
-import type { AttrValue, DType, InitSpec, OpName, Shape } from '../ir.ts';
+import type { DType, IntOrPair, InitSpec, OpAttrs, OpName, Shape } from '../ir.ts';
 import { numel } from '../ir.ts';
+import type { Binary, Unary } from '../ops/elementwise.ts';
+import { evalScalar } from '../reference.ts';
 import type { ArgSpec, BuiltinDef, CallArgs, Elaborator } from './elaborate.ts';
 import { LIMITS } from './elaborate.ts';
 import {
@@ -54,17 +56,17 @@ class Args {
     return expectIntList(this.v(name)!, this.r(name), this.what(name));
   }
   /** An int or a pair [h, w], as conv/pool attributes take them. */
-  intOrPair(name: string): number | number[] {
+  intOrPair(name: string): IntOrPair {
     const v = this.v(name)!;
     if (v.k === 'list' || v.k === 'tuple') {
       const xs = this.ints(name);
       if (xs.length !== 2) this.el.error(this.r(name), `${this.what(name)} must be an int or a pair [h, w], got ${xs.length} values`);
-      return xs;
+      return [xs[0], xs[1]];
     }
     return this.int(name);
   }
-  enumOf(name: string, members: readonly string[]): string {
-    return expectEnum(this.v(name)!, members, this.r(name), this.what(name));
+  enumOf<T extends string>(name: string, members: readonly T[]): T {
+    return expectEnum(this.v(name)!, members, this.r(name), this.what(name)) as T; // expectEnum accepts only members
   }
   has(name: string): boolean {
     return this.v(name) !== undefined;
@@ -88,32 +90,26 @@ function normAxes(axes: number[], rank: number, g: Args, name: string): number[]
   });
 }
 
-function emitOp(g: Args, op: OpName, ins: TensorValue[], attrs: Record<string, AttrValue> = {}): TensorValue {
+function emitOp<P extends OpName>(g: Args, op: P, ins: TensorValue[], attrs: OpAttrs[P]): TensorValue {
   return g.el.emit(op, ins, attrs, g.a.callRange, g.a.label);
 }
 
 // ---------------------------------------------------------------- elementwise
 
-const UNARY_FOLD: Partial<Record<OpName, (x: number) => number>> = {
-  exp: Math.exp, log: Math.log, sqrt: Math.sqrt, rsqrt: (x) => 1 / Math.sqrt(x), abs: Math.abs, relu: (x) => Math.max(0, x),
-  sigmoid: (x) => 1 / (1 + Math.exp(-x)), tanh: Math.tanh, square: (x) => x * x, sign: Math.sign, recip: (x) => 1 / x, neg: (x) => -x,
-};
+const UNARY_OPS: Unary[] = ['exp', 'log', 'sqrt', 'rsqrt', 'abs', 'relu', 'sigmoid', 'tanh', 'gelu', 'erf', 'square', 'sign', 'recip', 'neg', 'stop_gradient'];
 
-const UNARY_OPS: OpName[] = ['exp', 'log', 'sqrt', 'rsqrt', 'abs', 'relu', 'sigmoid', 'tanh', 'gelu', 'erf', 'square', 'sign', 'recip', 'neg', 'stop_gradient'];
-
-function unary(op: OpName): BuiltinDef {
+/** A unary op; on a compile-time number it computes now, with the reference's float64 math. */
+function unary(op: Unary): BuiltinDef {
   return def([req('x')], (g: Args) => {
     const x = g.v('x')!;
     if (isNumber(x)) {
       if (op === 'stop_gradient') return x;
-      const f = UNARY_FOLD[op];
-      if (!f) g.el.error(g.r('x'), `${op} of a compile-time number is not supported; it needs a tensor`);
-      const y = f(x.v);
+      const y = evalScalar(op, [x.v]);
       if (!Number.isFinite(y)) g.el.error(g.a.callRange, `${op}(${x.v}) is not a finite number`);
       if ((op === 'abs' || op === 'neg' || op === 'square' || op === 'relu' || op === 'sign') && x.k === 'int') return int(y);
       return float(y);
     }
-    return emitOp(g, op, [g.tensor('x')]);
+    return emitOp(g, op, [g.tensor('x')], {});
   });
 }
 
@@ -123,17 +119,18 @@ function tensorDtype(vs: (Value | undefined)[]): DType {
   return 'f32';
 }
 
-function binary(op: OpName, fold: (a: number, b: number) => number): BuiltinDef {
+/** A binary op; on two compile-time numbers it computes now, with the reference's float64 math. */
+function binary(op: Binary): BuiltinDef {
   return def([req('a'), req('b')], (g, el) => {
     const a = g.v('a')!;
     const b = g.v('b')!;
     if (isNumber(a) && isNumber(b)) {
-      const y = fold(a.v, b.v);
+      const y = evalScalar(op, [a.v, b.v]);
       if (!Number.isFinite(y)) el.error(g.a.callRange, `${op}(${a.v}, ${b.v}) is not a finite number`);
       return a.k === 'int' && b.k === 'int' && Number.isInteger(y) ? int(y) : float(y);
     }
     const dtype = tensorDtype([a, b]);
-    return emitOp(g, op, [el.asTensor(a, dtype, g.r('a'), g.what('a')), el.asTensor(b, dtype, g.r('b'), g.what('b'))]);
+    return emitOp(g, op, [el.asTensor(a, dtype, g.r('a'), g.what('a')), el.asTensor(b, dtype, g.r('b'), g.what('b'))], {});
   });
 }
 
@@ -223,14 +220,12 @@ function positive(g: Args, name: string): number {
 export function makeBuiltins(): Map<string, BuiltinDef> {
   const m = new Map<string, BuiltinDef>();
   for (const op of UNARY_OPS) m.set(op, unary(op));
-  m.set('maximum', binary('maximum', Math.max));
-  m.set('minimum', binary('minimum', Math.min));
-  m.set('pow', binary('pow', (a, b) => a ** b));
+  for (const op of ['maximum', 'minimum', 'pow'] as const) m.set(op, binary(op));
 
   m.set('where', def([req('cond'), req('a'), req('b')], (g, el) => {
     const c = g.tensor('cond');
     const dtype = tensorDtype([g.v('a'), g.v('b')]);
-    return emitOp(g, 'where', [c, el.asTensor(g.v('a')!, dtype, g.r('a'), g.what('a')), el.asTensor(g.v('b')!, dtype, g.r('b'), g.what('b'))]);
+    return emitOp(g, 'where', [c, el.asTensor(g.v('a')!, dtype, g.r('a'), g.what('a')), el.asTensor(g.v('b')!, dtype, g.r('b'), g.what('b'))], {});
   }));
   m.set('matmul', def([req('a'), req('b'), opt('transpose_a', bool(false)), opt('transpose_b', bool(false))], (g) =>
     emitOp(g, 'matmul', [g.tensor('a'), g.tensor('b')], { transA: g.bool('transpose_a'), transB: g.bool('transpose_b') })));
@@ -248,11 +243,12 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
     const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
     return emitOp(g, 'logsumexp', [x], { axis, keepdims: g.bool('keepdims') });
   }));
-  m.set('softmax', def([req('x'), opt('axis', int(-1))], (g) => {
-    const x = g.tensor('x');
-    const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
-    return emitOp(g, 'softmax', [x], { axis });
-  }));
+  for (const op of ['softmax', 'log_softmax'] as const)
+    m.set(op, def([req('x'), opt('axis', int(-1))], (g) => {
+      const x = g.tensor('x');
+      const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
+      return emitOp(g, op, [x], { axis });
+    }));
 
   m.set('reshape', def([req('x'), req('shape')], (g) => {
     const x = g.tensor('x');
@@ -274,7 +270,7 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
     return emitOp(g, 'concat', ts, { axis });
   }));
   m.set('pad', def([req('x'), req('pads'), opt('value', float(0))], (g) => emitOp(g, 'pad', [g.tensor('x')], { pads: g.ints('pads'), value: g.float('value') })));
-  m.set('gather', def([req('table'), req('idx')], (g) => emitOp(g, 'gather', [g.tensor('table'), g.tensor('idx')])));
+  m.set('gather', def([req('table'), req('idx')], (g) => emitOp(g, 'gather', [g.tensor('table'), g.tensor('idx')], {})));
   m.set('segment_max', def([req('x'), req('seg'), req('segments')], (g) => {
     const n = g.int('segments');
     if (n < 1) g.el.error(g.r('segments'), `segments must be at least 1, got ${n}`);
@@ -289,17 +285,17 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
   m.set('upsample2d', def([req('x'), req('size'), opt('mode', { k: 'enum', v: 'nearest', members: ['nearest', 'bilinear'] }, ['nearest', 'bilinear']), opt('align_corners', bool(false))], (g) => {
     const size = g.ints('size');
     if (size.length !== 2) g.el.error(g.r('size'), `size must be [height, width], got ${size.length} values`);
-    return emitOp(g, 'upsample2d', [g.tensor('x')], { size, mode: g.enumOf('mode', ['nearest', 'bilinear']), alignCorners: g.bool('align_corners') });
+    return emitOp(g, 'upsample2d', [g.tensor('x')], { size: [size[0], size[1]], mode: g.enumOf('mode', ['nearest', 'bilinear']), alignCorners: g.bool('align_corners') });
   }));
   m.set('iota', def([req('shape'), req('axis'), opt('dtype', { k: 'enum', v: 'i32', members: DTYPES }, DTYPES)], (g, el) => {
     const shape = g.ints('shape');
     const [axis] = normAxes([g.int('axis')], shape.length, g, 'axis');
     el.checkShape(shape, g.r('shape'), 'iota');
-    return el.emit('iota', [], { axis }, g.a.callRange, 'iota', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) as DType });
+    return el.emit('iota', [], { axis }, g.a.callRange, 'iota', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) });
   }));
   m.set('full', def([req('shape'), req('value'), opt('dtype', { k: 'enum', v: 'f32', members: DTYPES }, DTYPES)], (g, el) => {
     const shape = g.ints('shape');
-    const dtype = g.enumOf('dtype', DTYPES) as DType;
+    const dtype = g.enumOf('dtype', DTYPES);
     const value = g.float('value');
     if (dtype === 'i32' && !Number.isInteger(value)) el.error(g.r('value'), `an i32 tensor cannot hold ${value}`);
     el.checkShape(shape, g.r('shape'), 'full');
@@ -310,11 +306,11 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
     const data = expectFloatList(g.v('values')!, g.r('values'), g.what('values'));
     el.checkShape(shape, g.r('shape'), 'tensor');
     if (data.length !== numel(shape)) el.error(g.r('values'), `tensor has ${data.length} values, but shape [${shape.join(', ')}] needs ${numel(shape)}`);
-    return el.emit('tensor', [], { data }, g.a.callRange, 'tensor', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) as DType });
+    return el.emit('tensor', [], { data }, g.a.callRange, 'tensor', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) });
   }));
   m.set('cast', def([req('x'), req('to', DTYPES)], (g) => {
     const x = g.tensor('x');
-    const to = g.enumOf('to', DTYPES) as DType;
+    const to = g.enumOf('to', DTYPES);
     return x.dtype === to ? x : emitOp(g, 'cast', [x], { to });
   }));
   m.set('dropout', def([req('x'), req('p')], (g, el) => {
@@ -379,7 +375,7 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
   for (const kind of ['kaiming_normal', 'kaiming_uniform'] as const) {
     m.set(kind, init([opt('mode', { k: 'enum', v: 'fan_in', members: MODES }, MODES), opt('gain', float(Math.SQRT2))], (g) => ({
       kind,
-      mode: g.enumOf('mode', MODES) as 'fan_in',
+      mode: g.enumOf('mode', MODES),
       gain: positive(g, 'gain'),
     })));
   }

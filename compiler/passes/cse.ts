@@ -4,14 +4,12 @@
 // (x, seed, salt), so only dropouts with equal salts (and inputs) merge; the
 // interface leaves (inputs, params, buffers) are never merged.
 
-import { type Attrs, type Node, type OpName, type Graph } from '../ir.ts';
+import { type Attrs, type Node, type Graph } from '../ir.ts';
+import { COMMUTATIVE } from '../ops/index.ts';
 import { copyNode, rebuildGraph } from './rewrite.ts';
 
-/** Ops whose two inputs can be swapped without changing the value (broadcasting is symmetric). */
-const COMMUTATIVE = new Set<OpName>(['add', 'mul', 'maximum', 'minimum', 'eq', 'ne']);
-
 function canonicalAttrs(attrs: Attrs): string {
-  return JSON.stringify(Object.keys(attrs).sort().map((k) => [k, attrs[k]]));
+  return JSON.stringify(Object.entries(attrs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 function nodeKey(node: Node, inputs: number[]): string {

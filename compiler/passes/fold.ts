@@ -1,13 +1,13 @@
 // Constant folding and algebraic simplification. Ops whose inputs are all
 // constants are evaluated at compile time by the float64 reference interpreter
-// (so folding can never disagree with it); ops on uniform `full` constants fold
+// (the ops' own float64 evaluation, so folding can never disagree with it); ops on uniform `full` constants fold
 // to a `full` of any size, others only when small. Identities such as x·1,
 // x+0, reshape∘reshape and transpose∘transpose are rewritten away.
 
 import { GraphBuilder } from '../builder.ts';
-import { type Graph, type Node, type OpName, numel, shapeStr } from '../ir.ts';
-import { ELEMENTWISE } from '../ops.ts';
-import { evaluate } from '../../runtime/reference.ts';
+import { type Graph, type Node, type NodeOf, numel, shapeStr } from '../ir.ts';
+import { CONSTANT_LEAVES, ELEMENTWISE } from '../ops/index.ts';
+import { evaluate } from '../reference.ts';
 import { copyNode, rebuildGraph } from './rewrite.ts';
 
 /** Largest result (elements) folded into a `tensor` constant; larger stays a runtime op. */
@@ -15,13 +15,11 @@ export const FOLD_MAX_ELEMENTS = 4096;
 /** Largest constant input (elements) evaluated at compile time. */
 const FOLD_MAX_INPUT_ELEMENTS = 1 << 16;
 
-const CONSTANT_LEAVES = new Set<OpName>(['full', 'tensor', 'iota']);
-
 /** The value every element of a constant node has, or undefined if it is not a uniform constant. */
 function uniformValue(n: Node): number | undefined {
-  if (n.op === 'full') return n.attrs.value as number;
+  if (n.op === 'full') return n.attrs.value;
   if (n.op === 'tensor') {
-    const data = n.attrs.data as number[];
+    const data = n.attrs.data;
     if (data.length > 0 && data.every((v) => v === data[0])) return data[0];
   }
   return undefined;
@@ -48,7 +46,7 @@ function tryFoldConstant(node: Node, ins: Node[], out: GraphBuilder): number | u
   if (ins.length === 0 || !ins.every((n) => CONSTANT_LEAVES.has(n.op))) return undefined;
   if (ELEMENTWISE.has(node.op) && node.op !== 'dropout' && ins.every((n) => uniformValue(n) !== undefined)) {
     // uniform in, uniform out: fold on scalars, whatever the size
-    const scalars = ins.map((n) => ({ ...n, op: 'full' as OpName, attrs: { value: uniformValue(n)! }, shape: [] }));
+    const scalars = ins.map((n): NodeOf<'full'> => ({ id: n.id, op: 'full', inputs: [], attrs: { value: uniformValue(n)! }, shape: [], dtype: n.dtype }));
     const v = evaluateOnConstants({ ...node, shape: [] }, scalars)[0];
     return out.emit('full', [], { value: v }, { shape: node.shape, dtype: node.dtype, name: node.name });
   }
@@ -93,11 +91,11 @@ function simplify(node: Node, inputs: number[], out: GraphBuilder): number | und
       }
       return undefined;
     case 'transpose': {
-      const perm = node.attrs.perm as number[];
+      const perm = node.attrs.perm;
       let source = inputs[0];
       let composed = perm;
       if (ins[0].op === 'transpose') {
-        const inner = ins[0].attrs.perm as number[];
+        const inner = ins[0].attrs.perm;
         composed = perm.map((p) => inner[p]);
         source = ins[0].inputs[0];
       }
@@ -107,7 +105,7 @@ function simplify(node: Node, inputs: number[], out: GraphBuilder): number | und
     case 'slice':
     case 'pad':
     case 'sum':
-      return sameType(ins[0], node) && (node.op !== 'pad' || (node.attrs.pads as number[]).every((p) => p === 0)) ? inputs[0] : undefined;
+      return sameType(ins[0], node) && (node.op !== 'pad' || node.attrs.pads.every((p) => p === 0)) ? inputs[0] : undefined;
   }
   return undefined;
 }

@@ -22,8 +22,7 @@
 
 import type { Graph, Node, OpName } from '../ir.ts';
 import { numel } from '../ir.ts';
-import { ELEMENTWISE } from '../ops.ts';
-import { LAYOUT_OPS, VIEW_OPS } from '../codegen/layout.ts';
+import { CONSTANT_LEAVES, CONTRACTION_OPS, ELEMENTWISE, EPILOGUE_ANCHORS, EXTERNAL_LEAVES, INLINE_LEAVES, LAYOUT_OPS, NN_OPS, REDUCE_OPS, VIEW_OPS } from '../ops/index.ts';
 
 export type GroupKind = 'elementwise' | 'reduce' | 'contraction' | 'nn';
 
@@ -55,17 +54,14 @@ export interface FusionOptions {
   maxStorageBuffers: number;
 }
 
-export const REDUCE_OPS = new Set<OpName>(['sum', 'max', 'logsumexp', 'softmax']);
-export const CONTRACTION_OPS = new Set<OpName>(['matmul', 'conv2d', 'conv2d_grad_input', 'conv2d_grad_weight']);
-export const NN_OPS = new Set<OpName>(['max_pool2d', 'max_pool2d_grad', 'avg_pool2d', 'avg_pool2d_grad', 'upsample2d', 'upsample2d_grad', 'gather', 'scatter_add', 'segment_max', 'segment_max_grad']);
-const EXTERNAL_LEAVES = new Set<OpName>(['input', 'param', 'buffer']);
-const INLINE_LEAVES = new Set<OpName>(['full', 'iota']);
-/** Anchors whose kernels accept an Epilogue. */
-const EPILOGUE_ANCHORS = new Set<OpName>([...REDUCE_OPS, ...CONTRACTION_OPS, 'max_pool2d', 'avg_pool2d', 'avg_pool2d_grad', 'max_pool2d_grad', 'upsample2d', 'upsample2d_grad', 'gather', 'segment_max', 'segment_max_grad']);
-
 /** Ops evaluated by the expression compiler (and hence fusable as group members). */
 export function isExpressionOp(op: OpName): boolean {
   return ELEMENTWISE.has(op) || LAYOUT_OPS.has(op) || VIEW_OPS.has(op);
+}
+
+/** Leaves never join a group: they are bound, uploaded or compiled inline. */
+function isLeaf(op: OpName): boolean {
+  return EXTERNAL_LEAVES.has(op) || CONSTANT_LEAVES.has(op);
 }
 
 function groupKind(op: OpName): GroupKind | undefined {
@@ -109,7 +105,7 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
   for (let id = nodes.length - 1; id >= 0; id--) {
     const n = nodes[id];
     if (!needed.has(id) || groupOf.has(id)) continue;
-    if (EXTERNAL_LEAVES.has(n.op) || INLINE_LEAVES.has(n.op) || n.op === 'tensor') continue;
+    if (isLeaf(n.op)) continue;
     if (VIEW_OPS.has(n.op)) {
       views.push(id);
       continue;
@@ -147,7 +143,7 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
       for (const p of new Set(cn.inputs)) {
         const pn = nodes[p];
         if (members.has(p) || groupOf.has(p) || pinned.has(p)) continue;
-        if (EXTERNAL_LEAVES.has(pn.op) || INLINE_LEAVES.has(pn.op) || pn.op === 'tensor') continue;
+        if (isLeaf(pn.op)) continue;
         if (!consumers[p].every((q) => members.has(q) || q === group.anchor)) continue;
         const sigs = new Set(consumers[p].map((q) => readSignature(q, pn)));
         if (sigs.size !== 1) continue; // read at several indices: materialise rather than recompute
@@ -208,9 +204,8 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
     if (g.kind === 'reduce') compiledInline.add(g.anchor!);
   }
   for (const n of nodes) {
-    if (!needed.has(n.id)) continue;
-    if (n.op === 'tensor') consts.push(n.id);
-    else if (INLINE_LEAVES.has(n.op) && (pinned.has(n.id) || consumers[n.id].some((c) => !compiledInline.has(c)))) consts.push(n.id);
+    if (!needed.has(n.id) || !CONSTANT_LEAVES.has(n.op)) continue;
+    if (!INLINE_LEAVES.has(n.op) || pinned.has(n.id) || consumers[n.id].some((c) => !compiledInline.has(c))) consts.push(n.id);
   }
   return { groups, views, consts, needed };
 }

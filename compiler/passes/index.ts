@@ -5,7 +5,7 @@
 // made it.
 
 import { type Graph } from '../ir.ts';
-import { validateGraph } from '../ops.ts';
+import { validateGraph } from '../ops/index.ts';
 import { constantFold } from './fold.ts';
 import { commonSubexpressionElimination } from './cse.ts';
 import { deadCodeElimination } from './dce.ts';

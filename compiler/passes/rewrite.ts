@@ -30,7 +30,7 @@ export function rebuildGraph(g: Graph, visit: NodeVisitor): Graph {
   for (const node of g.nodes) {
     const inputs = node.inputs.map((i) => map[i]); // -1 where the pass dropped the input
     if (node.op === 'input') {
-      map[node.id] = out.input(node.attrs.name as string, node.shape, node.dtype, node.loc);
+      map[node.id] = out.input(node.attrs.name, node.shape, node.dtype, node.loc);
     } else if (node.op === 'param' || node.op === 'buffer') {
       const s = stateByNode.get(node.id);
       if (!s) throw new Error(`pass: ${node.op} node ${node.id} is not registered in graph.state`);

@@ -16,7 +16,7 @@
 import { readSafetensors, writeSafetensors, type HostTensor } from '../safetensors.ts';
 import type { LoaderPosition } from '../data/loader.ts';
 import type { EarlyStopState } from './early-stop.ts';
-import type { ScheduleState } from './schedule.ts';
+import type { ScheduleState } from './lr-schedule.ts';
 import { readJson, utf8, type Storage } from './storage.ts';
 
 export const CHECKPOINT_FORMAT = 'lovt-checkpoint';

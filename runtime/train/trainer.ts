@@ -34,7 +34,7 @@ import type { TrainingData } from './data-setup.ts';
 import { saveCheckpoint, type CheckpointInfo, type CheckpointTag, type LoadedCheckpoint } from './checkpoint.ts';
 import { EarlyStopping } from './early-stop.ts';
 import { MetricsLog, Throughput, type MetricsRecord } from './metrics.ts';
-import { createSchedule, plateauSpec, type LrSchedule, type ScheduleSpec } from './schedule.ts';
+import { createSchedule, plateauSpec, type LrSchedule, type ScheduleSpec } from './lr-schedule.ts';
 import type { Storage } from './storage.ts';
 import { describeDiff, diffTensors, hasDifferences } from './weights.ts';
 

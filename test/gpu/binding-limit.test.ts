@@ -8,8 +8,8 @@ import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Shape } from '../../compiler/ir.ts';
 import { gradients } from '../../compiler/autodiff.ts';
-import { planGraph } from '../../compiler/schedule.ts';
-import { contractionTarget } from '../../compiler/codegen/tiling.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
+import { contractionTarget } from '../../runtime/device.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { checkAgainstReference, randomFeeds } from './reference-check.ts';
 

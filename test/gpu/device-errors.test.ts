@@ -8,7 +8,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import { planGraph } from '../../compiler/schedule.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
 import { Program } from '../../runtime/executor.ts';
 import { StateStore } from '../../runtime/state.ts';
 import { getNodeDevice, openSeparateNodeDevice } from '../../runtime/platform/node.ts';

@@ -5,8 +5,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import { planGraph } from '../../compiler/schedule.ts';
-import { evaluate } from '../../runtime/reference.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
+import { evaluate } from '../../compiler/reference.ts';
 import { Program, pipelineWarmerOf, registerPipelineWarmer } from '../../runtime/executor.ts';
 import { StateStore } from '../../runtime/state.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';

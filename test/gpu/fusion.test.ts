@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph } from '../../compiler/ir.ts';
-import { planGraph } from '../../compiler/schedule.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { assertClose, checkAgainstReference, randomFeeds } from './reference-check.ts';
 
@@ -62,6 +62,18 @@ test('reductions take elementwise prologues and epilogues (norms, masked softmax
   const unfused = await checkAgainstReference(b.graph, feeds, { rtol: 1e-5, atol: 2e-6 }, { fuse: false });
   assert.is(fused.program.dispatches, 4);
   assert.ok(unfused.program.dispatches > 12);
+});
+
+test('log_softmax takes a prologue and an epilogue: cross-entropy terms in one kernel', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [5, 37]);
+  const bias = b.input('bias', [37]);
+  const label = b.input('label', [5, 37]);
+  const logp = b.emit('log_softmax', [b.add(b.mul(x, b.full(3)), bias)], { axis: 1 });
+  b.output('nll', b.neg(b.mul(logp, label)));
+  const n = await fusedMatchesUnfused(b.graph, 5);
+  assert.is(n.fused, 1);
+  assert.ok(n.unfused >= 5);
 });
 
 test('layer norm: shared intermediates are materialised once, the rest fuses', async () => {

@@ -1,6 +1,6 @@
 // Every differentiable primitive's VJP, compiled and run on the WebGPU device,
 // against central finite differences of the float64 reference forward
-// (runtime/reference.ts), at small shapes whose sizes are not multiples of 4 or
+// (compiler/reference.ts), at small shapes whose sizes are not multiples of 4 or
 // of any workgroup or tile. For y = op(x…) and a random cotangent c, the
 // device computes ∂⟨c, y⟩/∂x; the reference gives the Jacobian column
 // J[·, i] = ∂y/∂x_i by central differences, hence the expected gradient
@@ -12,12 +12,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import { type Attrs, type DType, type Graph, type OpName, type Shape, numel } from '../../compiler/ir.ts';
-import { primitiveOps } from '../../compiler/ops.ts';
+import { type Attrs, type ConvAttrs, type DType, type Graph, type OpAttrs, type OpName, type Shape, numel } from '../../compiler/ir.ts';
+import { NO_GRADIENT, primitiveOps } from '../../compiler/ops/index.ts';
 import { gradients } from '../../compiler/autodiff.ts';
 import { optimize } from '../../compiler/passes/index.ts';
 import { Rng } from '../../compiler/random.ts';
-import { evaluate } from '../../runtime/reference.ts';
+import { evaluate } from '../../compiler/reference.ts';
 import { runGraph } from '../../runtime/executor.ts';
 import type { HostTensor } from '../../runtime/state.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
@@ -34,9 +34,9 @@ interface Leaf {
   wrt?: boolean;
 }
 
-interface GradCase {
+interface GradCase<P extends OpName> {
   leaves: Leaf[];
-  attrs?: Attrs;
+  attrs?: OpAttrs[P];
   /**
    * Rounding errors per term of the bound (default 2): more for ops whose f32
    * VJP evaluates a transcendental function or a power (each a few ulp).
@@ -49,16 +49,16 @@ const positive = (...shape: number[]): Leaf => ({ shape, range: [0.25, 3] });
 const nonzero = (...shape: number[]): Leaf => ({ shape, range: [0.5, 2], awayFromZero: true });
 const fixed = (shape: Shape, data: number[], dtype: DType = 'f32'): Leaf => ({ shape, data, dtype, wrt: false });
 
-const CONV = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 1 };
-const GROUPED = { stride: 1, padding: 1, dilation: 1, groups: 3 };
+const CONV: ConvAttrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 1 };
+const GROUPED: ConvAttrs = { stride: 1, padding: 1, dilation: 1, groups: 3 };
 const SEG = [0, 0, 1, 1, 1, -1, 2, /**/ 2, 0, 5, 0, 0, 0, 1];
 
 /**
- * Every primitive: its gradient cases, or why it has none. A Record over
- * OpName, so a new primitive does not type-check until it is classified here;
- * the first test checks the same at run time against ops.ts.
+ * Every primitive: its gradient cases, or why it has none. Typed over OpName,
+ * so a new primitive does not type-check until it is classified here; the
+ * first test checks the same at run time against the op table.
  */
-const COVERAGE: Record<OpName, GradCase[] | string> = {
+const COVERAGE: { [P in OpName]: GradCase<P>[] | string } = {
   input: 'a leaf', param: 'a leaf', buffer: 'a leaf', full: 'a constant leaf', tensor: 'a constant leaf', iota: 'a constant leaf',
   gt: 'piecewise constant', ge: 'piecewise constant', lt: 'piecewise constant', le: 'piecewise constant', eq: 'piecewise constant', ne: 'piecewise constant',
   sign: 'piecewise constant',
@@ -95,6 +95,7 @@ const COVERAGE: Record<OpName, GradCase[] | string> = {
   max: [{ leaves: [f(3, 5, 7)], attrs: { axes: [1], keepdims: false } }, { leaves: [f(3, 5, 7)], attrs: { axes: [0, 2], keepdims: true } }],
   logsumexp: [{ leaves: [f(3, 5, 7)], attrs: { axis: 1, keepdims: false }, ulps: 4 }, { leaves: [f(3, 5, 7)], attrs: { axis: -1, keepdims: true }, ulps: 4 }],
   softmax: [{ leaves: [f(3, 5, 7)], attrs: { axis: 0 }, ulps: 4 }, { leaves: [f(3, 5, 7)], attrs: { axis: 2 }, ulps: 4 }],
+  log_softmax: [{ leaves: [f(3, 5, 7)], attrs: { axis: 1 }, ulps: 4 }, { leaves: [{ shape: [3, 5, 7], range: [-8, 8] }], attrs: { axis: -1 }, ulps: 4 }],
 
   reshape: [{ leaves: [f(3, 5, 7)], attrs: { shape: [15, 7] } }],
   transpose: [{ leaves: [f(3, 5, 7)], attrs: { perm: [2, 0, 1] } }],
@@ -177,7 +178,7 @@ function assertVjpWithinF32Bound(what: string, got: HostTensor, column: (i: numb
 }
 
 /** Builds op(leaves), runs its VJP on the device and checks every differentiated leaf against finite differences. */
-async function checkDeviceVjp(op: OpName, c: GradCase, seed: number): Promise<void> {
+async function checkDeviceVjp<P extends OpName>(op: P, c: GradCase<P>, seed: number): Promise<void> {
   const what = `${op} ${JSON.stringify(c.attrs ?? {})} of ${c.leaves.map((l) => `[${l.shape}]`).join(', ')}`;
   const rng = new Rng(seed);
   const b = new GraphBuilder();
@@ -197,7 +198,7 @@ async function checkDeviceVjp(op: OpName, c: GradCase, seed: number): Promise<vo
     wrt.push({ name, id });
     return id;
   });
-  const y = b.emit(op, ids, c.attrs ?? {});
+  const y = b.emit<OpName>(op, ids, c.attrs);
   const yShape = b.node(y).shape;
   const cot = leafValues(rng, { shape: yShape }) as Float32Array;
   inputs.cotangent = cot;
@@ -229,8 +230,12 @@ async function checkDeviceVjp(op: OpName, c: GradCase, seed: number): Promise<vo
 test('every primitive is either checked here or listed as having no gradient', () => {
   const all = primitiveOps();
   const listed = Object.keys(COVERAGE);
-  assert.equal([...listed].sort(), [...all].sort(), 'COVERAGE lists exactly the primitives of ops.ts');
-  for (const [op, entry] of Object.entries(COVERAGE)) if (Array.isArray(entry)) assert.ok(entry.length > 0, `${op}: no cases`);
+  assert.equal([...listed].sort(), [...all].sort(), 'COVERAGE lists exactly the primitives of the op table');
+  for (const [op, entry] of Object.entries(COVERAGE) as [OpName, GradCase<OpName>[] | string][]) {
+    if (Array.isArray(entry)) assert.ok(entry.length > 0, `${op}: no cases`);
+    // A listed reason matches the op table: no gradient at all, or a VJP that refuses (second order).
+    else assert.is(NO_GRADIENT.has(op), !/unsupported/.test(entry), `${op}: '${entry}' vs the op table's gradient`);
+  }
 });
 
 test('ops listed as having no gradient get none from autodiff (zeros, or a refusal for second order)', () => {
@@ -239,7 +244,7 @@ test('ops listed as having no gradient get none from autodiff (zeros, or a refus
     segment_max_grad: (b, p) => [b.input('x', [1, 6, 3]), b.input('seg', [1, 6], 'i32'), p],
   };
   const attrsOf: Partial<Record<OpName, Attrs>> = { max_pool2d_grad: { kernel: 2, stride: 2, padding: 0 } };
-  for (const [op, entry] of Object.entries(COVERAGE) as [OpName, GradCase[] | string][]) {
+  for (const [op, entry] of Object.entries(COVERAGE) as [OpName, GradCase<OpName>[] | string][]) {
     if (Array.isArray(entry) || /leaf/.test(entry)) continue;
     const b = new GraphBuilder();
     const shape = op === 'max_pool2d_grad' ? [1, 1, 2, 3] : op === 'segment_max_grad' ? [1, 2, 3] : [3, 4];
@@ -257,7 +262,7 @@ test('ops listed as having no gradient get none from autodiff (zeros, or a refus
 });
 
 let seed = 1;
-for (const [op, entry] of Object.entries(COVERAGE) as [OpName, GradCase[] | string][])
+for (const [op, entry] of Object.entries(COVERAGE) as [OpName, GradCase<OpName>[] | string][])
   if (Array.isArray(entry))
     test(`${op}: device VJP matches finite differences of the float64 reference`, async () => {
       for (const c of entry) await checkDeviceVjp(op, c, seed++);

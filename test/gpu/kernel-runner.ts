@@ -6,8 +6,8 @@
 
 import * as assert from 'uvu/assert';
 import { type Kernel, paramsBytes } from '../../compiler/codegen/kernel.ts';
-import { type ContractionOptions, PORTABLE_TARGET, contractionTarget } from '../../compiler/codegen/tiling.ts';
-import type { LovtDevice } from '../../runtime/device.ts';
+import { type ContractionOptions, PORTABLE_TARGET } from '../../compiler/codegen/gemm.ts';
+import { type LovtDevice, contractionTarget } from '../../runtime/device.ts';
 
 /**
  * The contraction templates this device can run: 'tiled' always, 'subgroup'

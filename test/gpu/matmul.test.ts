@@ -9,7 +9,7 @@ import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph, Node } from '../../compiler/ir.ts';
 import type { Epilogue } from '../../compiler/codegen/kernel.ts';
 import { renderMatmul, matmulFlops } from '../../compiler/codegen/matmul.ts';
-import type { ContractionOptions, TileConfig } from '../../compiler/codegen/tiling.ts';
+import type { ContractionOptions, TileConfig } from '../../compiler/codegen/gemm.ts';
 import { runKernel, assertWithinF32Bound, contractionTemplates, seededUniform } from './kernel-runner.ts';
 
 const lovt = await getNodeDevice();
@@ -208,9 +208,9 @@ test('epilogue: relu(v + bias[n]) with the bias bound after the inputs', async (
 test('flops and malformed input', () => {
   const { graph, node } = matmulGraph([2, 3, 4], [4, 5]);
   assert.is(matmulFlops(graph, node), 2 * 2 * 3 * 4 * 5);
-  const bad: Node = { ...node, attrs: { transB: true } };
+  const bad: Node = { ...node, op: 'matmul', attrs: { transB: true } };
   assert.throws(() => renderMatmul(graph, bad, { maxWorkgroupsPerDim: 65535 }), /contraction mismatch/);
-  const notMatmul: Node = { ...node, op: 'add' };
+  const notMatmul: Node = { ...node, op: 'add', attrs: {} };
   assert.throws(() => renderMatmul(graph, notMatmul, { maxWorkgroupsPerDim: 65535 }), /renderMatmul got a 'add' node/);
 });
 

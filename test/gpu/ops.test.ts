@@ -2,19 +2,47 @@
 // device and compared with the float64 reference, at small shapes that are not
 // multiples of 4 or of any workgroup size. Ops are grouped into a few graphs so
 // each test compiles its kernels together; every op is its own output, so a
-// failure names the op. Fusion is off here (fusion.test.ts covers it).
+// failure names the op. Fusion is off here (fusion.test.ts covers it). FORWARD
+// places every primitive: a new one does not type-check until it is.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import type { OpName } from '../../compiler/ir.ts';
+import type { OpName, PoolAttrs, UpsampleAttrs } from '../../compiler/ir.ts';
 import { Rng } from '../../compiler/random.ts';
-import { planGraph } from '../../compiler/schedule.ts';
-import { PORTABLE_TARGET } from '../../compiler/codegen/tiling.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
+import { PORTABLE_TARGET } from '../../compiler/codegen/gemm.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
 import { checkAgainstReference, randomFeeds, randomTensor } from './reference-check.ts';
 
 const unfused = { fuse: false };
+
+/**
+ * Where each primitive's device forward is checked against the float64
+ * reference: 'here' (a graph of this file), or the test file that does it.
+ * The last test checks that every 'here' op ran in some graph of this file.
+ */
+const FORWARD: { [P in OpName]: 'here' | `${string}.test.ts` } = {
+  input: 'here', param: 'executor.test.ts', buffer: 'executor.test.ts', full: 'here', tensor: 'here', iota: 'here',
+  neg: 'here', exp: 'here', log: 'here', sqrt: 'here', rsqrt: 'here', abs: 'here', relu: 'here', sigmoid: 'here', tanh: 'here', gelu: 'here', erf: 'here',
+  recip: 'here', square: 'here', sign: 'here', cast: 'here', stop_gradient: 'here', dropout: 'here',
+  add: 'here', sub: 'here', mul: 'here', div: 'here', pow: 'here', maximum: 'here', minimum: 'here',
+  gt: 'here', ge: 'here', lt: 'here', le: 'here', eq: 'here', ne: 'here', where: 'here',
+  sum: 'here', max: 'here', logsumexp: 'here', softmax: 'here', log_softmax: 'here',
+  reshape: 'here', transpose: 'here', expand: 'here', slice: 'here', concat: 'here', pad: 'here',
+  matmul: 'matmul.test.ts', conv2d: 'conv.test.ts', conv2d_grad_input: 'conv.test.ts', conv2d_grad_weight: 'conv.test.ts',
+  max_pool2d: 'here', max_pool2d_grad: 'here', avg_pool2d: 'here', avg_pool2d_grad: 'here', upsample2d: 'here', upsample2d_grad: 'here',
+  gather: 'here', scatter_add: 'here', segment_max: 'here', segment_max_grad: 'here',
+};
+
+/** The ops of every graph this file checked. */
+const covered = new Set<OpName>();
+
+/** checkAgainstReference, recording the graph's ops. */
+function check(...args: Parameters<typeof checkAgainstReference>) {
+  for (const n of args[0].nodes) covered.add(n.op);
+  return checkAgainstReference(...args);
+}
 
 test('unary f32 ops at [3, 5, 7], including saturating arguments', async () => {
   const b = new GraphBuilder();
@@ -32,7 +60,7 @@ test('unary f32 ops at [3, 5, 7], including saturating arguments', async () => {
     big: Float32Array.from([-60, -20, -1e-4, 3e-5, 20, 60]),
   });
   // recip near 0 amplifies f32 input rounding; erf/gelu use a 6e-8-abs-error approximation.
-  await checkAgainstReference(b.graph, feeds, { per: { erf: { atol: 2e-7 }, gelu: { atol: 2e-7 }, erf_big: { atol: 2e-7 }, gelu_big: { atol: 2e-7 } } }, unfused);
+  await check(b.graph, feeds, { per: { erf: { atol: 2e-7 }, gelu: { atol: 2e-7 }, erf_big: { atol: 2e-7 }, gelu_big: { atol: 2e-7 } } }, unfused);
 });
 
 test('binary ops, comparisons and where with numpy broadcasting', async () => {
@@ -59,7 +87,7 @@ test('binary ops, comparisons and where with numpy broadcasting', async () => {
     pos: randomTensor(rng, [3, 5, 7], 'f32', 0.2, 3),
     ints: Float32Array.from([0, 1, 2, 3, -1]),
   });
-  await checkAgainstReference(b.graph, feeds, { rtol: 2e-5, per: { div: { rtol: 1e-5, atol: 1e-5 } } }, unfused);
+  await check(b.graph, feeds, { rtol: 2e-5, per: { div: { rtol: 1e-5, atol: 1e-5 } } }, unfused);
 });
 
 test('i32 arithmetic, casts, comparisons and reductions follow WGSL semantics', async () => {
@@ -81,7 +109,7 @@ test('i32 arithmetic, casts, comparisons and reductions follow WGSL semantics', 
     j: Int32Array.from([0, 1, -1, 3, -7, 2147483647, 5, -2, 9]), // 0: x / 0 = x
     f: Float32Array.from({ length: 36 }, (_, k) => (k - 18) * 0.7 + (k === 5 ? 1e10 : 0) - (k === 6 ? 1e10 : 0)),
   });
-  await checkAgainstReference(b.graph, feeds, { rtol: 0, atol: 0 }, unfused);
+  await check(b.graph, feeds, { rtol: 0, atol: 0 }, unfused);
 });
 
 test('constants: full, iota and tensor, read directly and inside expressions', async () => {
@@ -95,7 +123,7 @@ test('constants: full, iota and tensor, read directly and inside expressions', a
   const t = b.emit('tensor', [], { data: [1, -2, 3, 0.25, 5, 6] }, { shape: [2, 3], dtype: 'f32' });
   b.output('tensor', t);
   b.output('mixed', b.add(b.mul(x, io), b.add(t, b.full(0.5))));
-  await checkAgainstReference(b.graph, randomFeeds(b.graph, 4), {}, unfused);
+  await check(b.graph, randomFeeds(b.graph, 4), {}, unfused);
 });
 
 /** Every reduction kernel shape; run with the device's target (subgroup rows on lavapipe) and the portable one (shared-memory trees). */
@@ -117,24 +145,29 @@ function reductionsGraph(): GraphBuilder {
   for (const axis of [0, 2]) b.output(`logsumexp_${axis}`, b.emit('logsumexp', [x], { axis }));
   b.output('logsumexp_keepdims', b.emit('logsumexp', [x], { axis: 1, keepdims: true }));
   b.output('softmax_wide', b.emit('softmax', [wide], { axis: 1 }));
+  for (const axis of [0, 1, -1]) b.output(`log_softmax_${axis}`, b.emit('log_softmax', [x], { axis }));
+  b.output('log_softmax_wide', b.emit('log_softmax', [wide], { axis: 1 }));
+  b.output('log_softmax_tall', b.emit('log_softmax', [tall], { axis: 0 }));
   b.output('logsumexp_tall', b.emit('logsumexp', [tall], { axis: 0 }));
   // Large logits: stability (a naive exp would overflow f32).
   const scaled = b.mul(x, b.full(200));
   b.output('softmax_large', b.emit('softmax', [scaled], { axis: 2 }));
   b.output('logsumexp_large', b.emit('logsumexp', [scaled], { axis: 2 }));
+  b.output('log_softmax_large', b.emit('log_softmax', [scaled], { axis: 2 }));
   // Masked with -1e9 as docs/ir.md prescribes: a fully masked row is uniform.
   b.output('softmax_masked', b.emit('softmax', [b.full(-1e9, [2, 3])], { axis: 1 }));
+  b.output('log_softmax_masked', b.emit('log_softmax', [b.full(-1e9, [2, 3])], { axis: 1 }));
   // A row of -inf: logsumexp is -inf, not NaN (the online merge must not form -inf - -inf).
   b.output('logsumexp_neg_inf', b.emit('logsumexp', [b.add(b.full(-Infinity, [2, 40]), b.input('shift', [40]))], { axis: 1 }));
   return b;
 }
 
-test('reductions: sum/max over axis sets (row and loop kernels), keepdims, logsumexp and softmax', async () => {
+test('reductions: sum/max over axis sets (row and loop kernels), keepdims, logsumexp, softmax and log_softmax', async () => {
   const b = reductionsGraph();
   const tol = { rtol: 1e-5, atol: 2e-6, per: { sum_many: { atol: 2e-5 } } };
   const feeds = randomFeeds(b.graph, 5);
-  const device = await checkAgainstReference(b.graph, feeds, tol, unfused);
-  const portable = await checkAgainstReference(b.graph, feeds, tol, { ...unfused, target: PORTABLE_TARGET });
+  const device = await check(b.graph, feeds, tol, unfused);
+  const portable = await check(b.graph, feeds, tol, { ...unfused, target: PORTABLE_TARGET });
   assert.is(device.outputs.logsumexp_neg_inf[0], -Infinity);
   assert.is(portable.outputs.logsumexp_neg_inf[1], -Infinity);
 });
@@ -157,14 +190,14 @@ test('layout: transpose, expand, slice, concat, pad (with crop) and reshape view
   b.output('reshape', b.reshape(x, [15, 7]));
   b.output('transpose_i32', b.transpose(b.reshape(k, [2, 3]), [1, 0]));
   b.output('concat_i32', b.emit('concat', [k, k], { axis: 0 }));
-  await checkAgainstReference(b.graph, randomFeeds(b.graph, 6), { rtol: 0, atol: 0 }, unfused);
+  await check(b.graph, randomFeeds(b.graph, 6), { rtol: 0, atol: 0 }, unfused);
 });
 
 test('pooling and its gradients (padding, overlapping windows, ties)', async () => {
   const b = new GraphBuilder();
   const x = b.input('x', [2, 3, 7, 9]);
   const ties = b.input('ties', [1, 2, 5, 6]); // small integers: many equal maxima
-  const geoms = [
+  const geoms: PoolAttrs[] = [
     { kernel: 3, stride: 2, padding: 1 },
     { kernel: [2, 3], stride: [1, 2], padding: [0, 1] },
   ];
@@ -182,7 +215,7 @@ test('pooling and its gradients (padding, overlapping windows, ties)', async () 
   });
   const rng = new Rng(7);
   const feeds = randomFeeds(b.graph, 7, { ties: randomTensor(rng, [1, 2, 5, 6], 'f32', 0, 3).map(Math.floor) as Float32Array });
-  await checkAgainstReference(b.graph, feeds, { rtol: 1e-5, atol: 1e-6 }, unfused);
+  await check(b.graph, feeds, { rtol: 1e-5, atol: 1e-6 }, unfused);
 });
 
 test('upsample2d (nearest, bilinear with and without align_corners) and its gradient', async () => {
@@ -193,12 +226,12 @@ test('upsample2d (nearest, bilinear with and without align_corners) and its grad
   for (const [oh, ow] of sizes)
     for (const [mode, alignCorners] of modes) {
       const tag = `${mode}${alignCorners ? '_align' : ''}_${oh}x${ow}`;
-      const attrs = { size: [oh, ow], mode, alignCorners };
+      const attrs: UpsampleAttrs = { size: [oh, ow], mode, alignCorners };
       b.output(`up_${tag}`, b.emit('upsample2d', [x], attrs));
       const dy = b.input(`dy_${tag}`, [2, 3, oh, ow]);
       b.output(`up_grad_${tag}`, b.emit('upsample2d_grad', [dy], { ...attrs, inputSize: [5, 7] }));
     }
-  await checkAgainstReference(b.graph, randomFeeds(b.graph, 8), { rtol: 1e-5, atol: 2e-6 }, unfused);
+  await check(b.graph, randomFeeds(b.graph, 8), { rtol: 1e-5, atol: 2e-6 }, unfused);
 });
 
 test('gather, scatter_add (scan and sorted paths) and out-of-range rows', async () => {
@@ -217,7 +250,7 @@ test('gather, scatter_add (scan and sorted paths) and out-of-range rows', async 
     idx: Int32Array.from([3, 0, 9, 3, 3, 7, 1, 0, 9, 2]),
     big_idx: randomTensor(rng, [300], 'i32', 0, 50), // many duplicates: long runs per row
   });
-  await checkAgainstReference(b.graph, feeds, { rtol: 1e-5, atol: 1e-6 }, unfused);
+  await check(b.graph, feeds, { rtol: 1e-5, atol: 1e-6 }, unfused);
 });
 
 test('segment_max and segment_max_grad: empty segments, ignored ids, first arg-max on ties', async () => {
@@ -232,7 +265,7 @@ test('segment_max and segment_max_grad: empty segments, ignored ids, first arg-m
     x: randomTensor(rng, [2, 9, 5], 'f32', -2, 2).map(Math.round) as Float32Array, // integers: ties
     seg: Int32Array.from([0, 0, 1, 1, 1, -1, 3, 3, 7, /**/ 2, 2, 2, 0, 0, 0, 0, 4, -3]), // segment 2 empty in batch 0, 1 and 3 in batch 1
   });
-  await checkAgainstReference(b.graph, feeds, { rtol: 0, atol: 0 }, unfused);
+  await check(b.graph, feeds, { rtol: 0, atol: 0 }, unfused);
 });
 
 test('dropout reproduces the reference mask bit for bit', async () => {
@@ -242,7 +275,7 @@ test('dropout reproduces the reference mask bit for bit', async () => {
   b.output('d30', b.emit('dropout', [x, seed], { p: 0.3, salt: 12345 }));
   b.output('d10', b.emit('dropout', [x, seed], { p: 0.1, salt: 0xdeadbeef }));
   b.output('d0', b.emit('dropout', [x, seed], { p: 0, salt: 1 }));
-  for (const s of [7, -123456789]) await checkAgainstReference(b.graph, randomFeeds(b.graph, 11, { seed: Int32Array.of(s) }), { rtol: 1e-6, atol: 0 }, unfused);
+  for (const s of [7, -123456789]) await check(b.graph, randomFeeds(b.graph, 11, { seed: Int32Array.of(s) }), { rtol: 1e-6, atol: 0 }, unfused);
 });
 
 test('dispatches over maxComputeWorkgroupsPerDimension fold into a 2-D grid', async () => {
@@ -261,7 +294,12 @@ test('dispatches over maxComputeWorkgroupsPerDimension fold into a 2-D grid', as
   for (const k of plan.kernels) assert.ok(k.workgroups[0] <= 7 && k.workgroups[1] <= 7, `${k.name} ${k.workgroups}`);
   assert.ok(plan.kernels.some((k) => k.workgroups[1] > 1), 'some dispatch folded');
   const rng = new Rng(12);
-  await checkAgainstReference(b.graph, randomFeeds(b.graph, 12, { idx: randomTensor(rng, [300], 'i32', 0, 500) }), { rtol: 1e-5, atol: 1e-6 }, { plan });
+  await check(b.graph, randomFeeds(b.graph, 12, { idx: randomTensor(rng, [300], 'i32', 0, 500) }), { rtol: 1e-5, atol: 1e-6 }, { plan });
+});
+
+test('every primitive placed here in FORWARD ran in a graph of this file', () => {
+  const missing = (Object.keys(FORWARD) as OpName[]).filter((op) => FORWARD[op] === 'here' && !covered.has(op));
+  assert.equal(missing, [], `not run here: ${missing.join(', ')}`);
 });
 
 test.run();

@@ -1,11 +1,11 @@
 // Shared by the engine's GPU tests (not a test file itself): runs a graph on the
 // device and compares every output and state update with the float64
-// reference interpreter (runtime/reference.ts).
+// reference interpreter (compiler/reference.ts).
 
 import type { DType, Graph, Shape } from '../../compiler/ir.ts';
 import { numel, shapeStr } from '../../compiler/ir.ts';
 import { Rng } from '../../compiler/random.ts';
-import { evaluate } from '../../runtime/reference.ts';
+import { evaluate } from '../../compiler/reference.ts';
 import { runGraph, type ProgramOptions } from '../../runtime/executor.ts';
 import type { HostTensor } from '../../runtime/state.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';

@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Graph } from '../../compiler/ir.ts';
+import type { Graph, Node, NodeOf } from '../../compiler/ir.ts';
 import { ROOT, compile, structuralHashes } from './model-helpers.ts';
 
 /** Which nodes depend on state or inputs at all (constants do not). */
@@ -52,7 +52,7 @@ function differenceRoots(a: Graph, b: Graph): { added: string[]; removed: string
     for (const n of x.nodes) {
       if (!changed[n.id] || n.inputs.some((i) => changed[i])) continue;
       // a library layer (nn.lovt) is named with the module whose weights it applies: nn.lovt:Linear.forward@image_global_head
-      const isState = (m: { op: string }) => m.op === 'param' || m.op === 'buffer';
+      const isState = (m: Node): m is NodeOf<'param' | 'buffer'> => m.op === 'param' || m.op === 'buffer';
       const weights = isState(n) ? n : n.inputs.map((i) => x.nodes[i]).find(isState);
       const owner = n.loc?.file.endsWith('nn.lovt') && weights ? `@${String(weights.attrs.name).split('.')[0]}` : '';
       places.add(n.loc ? placeOf(n.loc.file, n.loc.line) + owner : `(no location: ${n.op} ${n.name ?? ''})`);

@@ -4,10 +4,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import { type Attrs, type DType, type Graph, type OpName, type Shape, numel } from '../../compiler/ir.ts';
-import { validateGraph } from '../../compiler/ops.ts';
+import { type Attrs, type ConvAttrs, type DType, type Graph, type OpName, type Shape, numel } from '../../compiler/ir.ts';
+import { validateGraph } from '../../compiler/ops/index.ts';
 import { gradients } from '../../compiler/autodiff.ts';
-import { evaluate } from '../../runtime/reference.ts';
+import { evaluate } from '../../compiler/reference.ts';
 import { Rng } from '../../compiler/random.ts';
 
 interface Leaf {
@@ -110,7 +110,7 @@ test('where: gradient flows to the picked branch only', () => {
   );
 });
 
-test('reductions: sum, max, logsumexp, softmax', () => {
+test('reductions: sum, max, logsumexp, softmax, log_softmax', () => {
   const X = { shape: [3, 5, 7] };
   opCheck('sum', [X], { axes: [0, 2], keepdims: false });
   opCheck('sum', [X], { axes: [-2], keepdims: true });
@@ -120,6 +120,8 @@ test('reductions: sum, max, logsumexp, softmax', () => {
   opCheck('logsumexp', [X], { axis: -1, keepdims: true });
   opCheck('softmax', [X], { axis: 0 });
   opCheck('softmax', [X], { axis: 2 });
+  opCheck('log_softmax', [X], { axis: 1 });
+  opCheck('log_softmax', [X], { axis: -1 });
 });
 
 test('layout: reshape, transpose, expand, slice, concat, pad', () => {
@@ -141,7 +143,7 @@ test('matmul: transpose flags and batch broadcasting', () => {
 });
 
 test('conv2d and its gradient ops', () => {
-  const attrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 1 };
+  const attrs: ConvAttrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 1 };
   opCheck('conv2d', [{ shape: [2, 3, 7, 5] }, { shape: [5, 3, 3, 2] }], attrs);
   const grouped = { stride: 1, padding: 1, dilation: 1, groups: 3 };
   opCheck('conv2d', [{ shape: [1, 3, 5, 5] }, { shape: [3, 1, 3, 3] }], grouped);
@@ -154,7 +156,7 @@ test('pooling and upsampling', () => {
   opCheck('max_pool2d', [{ shape: [2, 3, 7, 5] }], { kernel: 3, stride: 2, padding: 1 });
   opCheck('avg_pool2d', [{ shape: [2, 3, 7, 5] }], { kernel: [3, 2], stride: [2, 1], padding: [1, 1] });
   opCheck('avg_pool2d_grad', [{ shape: [2, 3, 4, 6] }], { kernel: [3, 2], stride: [2, 1], padding: [1, 1], inputSize: [7, 5] });
-  for (const mode of ['nearest', 'bilinear'])
+  for (const mode of ['nearest', 'bilinear'] as const)
     for (const alignCorners of [false, true]) {
       opCheck('upsample2d', [{ shape: [1, 2, 3, 5] }], { size: [7, 4], mode, alignCorners });
       opCheck('upsample2d_grad', [{ shape: [1, 2, 7, 4] }], { size: [7, 4], mode, alignCorners, inputSize: [3, 5] });

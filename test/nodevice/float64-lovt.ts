@@ -1,5 +1,5 @@
 // An independent float64 re-implementation of LoVT / ConVIRT / CLIP* (the
-// formulas of /work/shared/lovt-method.md §2–§3 and the PyTorch modules they
+// formulas of shared/lovt-method.md §2–§3 and the PyTorch modules they
 // name), written as plain loops over Float64Array. It shares no code with the
 // .lovt files, the front end or the reference interpreter: the model tests
 // compare the compiled graphs against it. Weights are looked up by their

@@ -5,7 +5,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { evaluate } from '../../runtime/reference.ts';
+import { evaluate } from '../../compiler/reference.ts';
 import { gradients } from '../../compiler/autodiff.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import { compile, randomArray, rng } from './model-helpers.ts';

@@ -1,12 +1,12 @@
 // The buffer planner (compiler/passes/memory.ts) and the device-free parts of
-// planning (compiler/schedule.ts, compiler/passes/fusion.ts): liveness-based
+// planning (compiler/execution-plan.ts, compiler/passes/fusion.ts): liveness-based
 // reuse, pinning, limits, fusion decisions and JSON round trips.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { planMemory, type MemoryStep, type MemoryTensor } from '../../compiler/passes/memory.ts';
-import { planGraph, planFromJSON, planToJSON, DEFAULT_LIMITS, GENERIC_TARGET } from '../../compiler/schedule.ts';
+import { planGraph, planFromJSON, planToJSON, DEFAULT_LIMITS, GENERIC_TARGET } from '../../compiler/execution-plan.ts';
 import { fuseGraph } from '../../compiler/passes/fusion.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -136,7 +136,7 @@ export function structuralHashes(graph: Graph): string[] {
 }
 
 function nodeHash(n: Node, hashes: string[]): string {
-  const attrs = JSON.stringify(Object.keys(n.attrs).sort().map((k) => [k, n.attrs[k]]));
+  const attrs = JSON.stringify(Object.entries(n.attrs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const s = `${n.op}|${n.dtype}[${n.shape}]|${attrs}|(${n.inputs.map((i) => hashes[i]).join(',')})`;
   // two 32-bit FNV-style lanes keep hashes short on deep graphs (collisions are negligible)
   let h1 = 0x811c9dc5, h2 = 0x01000193;

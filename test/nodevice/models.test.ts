@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { evaluate } from '../../runtime/reference.ts';
+import { evaluate } from '../../compiler/reference.ts';
 import { gradients } from '../../compiler/autodiff.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import { MODELS, compile, randomArray, randomState, rng } from './model-helpers.ts';

@@ -6,8 +6,8 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { GraphBuilder } from '../../compiler/builder.ts';
-import { type Attrs, type DType, type OpName, type Shape, numel } from '../../compiler/ir.ts';
-import { evaluate, erf, gelu } from '../../runtime/reference.ts';
+import { type Attrs, type ConvAttrs, type DType, type OpName, type PoolAttrs, type Shape, numel } from '../../compiler/ir.ts';
+import { evaluate, erf, gelu } from '../../compiler/reference.ts';
 import { pcgHash, dropoutKeep, Rng } from '../../compiler/random.ts';
 
 await tf.setBackend('cpu');
@@ -152,6 +152,21 @@ test('logsumexp and softmax, stable for large and finite-masked values', () => {
   close(lk.v, [lse([-1e9, 1, 1000].sort((p, q) => p - q)), lse([-1e9, 2, 1001].sort((p, q) => p - q)), lse([-1e9, 3, 1002].sort((p, q) => p - q))], 1e-14);
 });
 
+test('log_softmax: hand values, stable for large and finite-masked values, and tfjs along either axis', () => {
+  const x = [1, 2, 3, 1000, 1001, 1002, -1e9, -1e9, -1e9]; // [3, 3]; the last row is fully masked with finite fills
+  const ls = run1('log_softmax', [{ shape: [3, 3], data: x }], { axis: -1 });
+  const row = [1, 2, 3].map((v) => v - 3 - Math.log(Math.exp(-2) + Math.exp(-1) + 1)); // x - max - ln Σ e^{x - max}
+  close(ls.v, [...row, ...row, -Math.log(3), -Math.log(3), -Math.log(3)], 1e-14);
+  const xs = [3, 5, 7];
+  const r = randn(numel(xs), 21).map((v) => 4 * v);
+  const t = tf.tensor(Array.from(r), xs);
+  for (const axis of [0, 1, 2]) {
+    const got = run1('log_softmax', [{ shape: xs, data: r }], { axis });
+    close(got.v, tf.sub(t, tf.logSumExp(t, axis, true)).dataSync(), 1e-5, `axis ${axis}`);
+  }
+  close(run1('log_softmax', [{ shape: xs, data: r }], { axis: -1 }).v, tf.logSoftmax(t).dataSync(), 1e-5, 'tf.logSoftmax');
+});
+
 test('layout: reshape, transpose, expand, slice, concat, pad', () => {
   const x = Array.from({ length: 24 }, (_, i) => i); // [2, 3, 4]
   const t = run1('transpose', [{ shape: [2, 3, 4], data: x }], { perm: [2, 0, 1] });
@@ -214,7 +229,7 @@ test('matmul: every transpose combination and batch broadcasting (vs tfjs)', () 
 });
 
 test('conv2d matches tfjs (stride, padding, dilation, groups)', () => {
-  const cases = [
+  const cases: (Required<ConvAttrs> & { x: Shape; w: Shape })[] = [
     { x: [2, 3, 7, 5], w: [4, 3, 3, 3], stride: 2, padding: 1, dilation: 1, groups: 1 },
     { x: [1, 2, 7, 6], w: [3, 2, 3, 2], stride: 1, padding: [2, 1], dilation: [2, 1], groups: 1 },
     { x: [1, 4, 5, 5], w: [6, 2, 3, 3], stride: 1, padding: 1, dilation: 1, groups: 2 },
@@ -237,7 +252,7 @@ test('conv2d matches tfjs (stride, padding, dilation, groups)', () => {
 });
 
 test('conv2d_grad_input and conv2d_grad_weight are the adjoints of conv2d', () => {
-  const attrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 2 };
+  const attrs: ConvAttrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 2 };
   const xs = [2, 4, 7, 6], ws = [6, 2, 3, 2];
   const x = randn(numel(xs), 7), w = randn(numel(ws), 8);
   const y = run1('conv2d', [{ shape: xs, data: x }, { shape: ws, data: w }], attrs);
@@ -272,7 +287,7 @@ test('avg_pool2d counts padding (count_include_pad) and its grad is the adjoint'
   close(r.v, [1 / 4, (2 + 3) / 4, (4 + 7) / 4, (5 + 6 + 8 + 9) / 4]);
   const xs = [2, 3, 7, 6];
   const xr = randn(numel(xs), 11);
-  const attrs = { kernel: [3, 2], stride: [2, 1], padding: [1, 1] };
+  const attrs: PoolAttrs = { kernel: [3, 2], stride: [2, 1], padding: [1, 1] };
   const y = run1('avg_pool2d', [{ shape: xs, data: xr }], attrs);
   const dy = randn(y.v.length, 12);
   const dx = run1('avg_pool2d_grad', [{ shape: y.shape, data: dy }], { ...attrs, inputSize: [7, 6] });
@@ -289,7 +304,7 @@ test('upsample2d matches tfjs resize (nearest, bilinear with and without align c
   close(bil.v, fromNHWC(tf.image.resizeBilinear(toNHWC(x, xs), size, false, true)), 1e-5, 'bilinear');
   const ac = run1('upsample2d', [{ shape: xs, data: x }], { size, mode: 'bilinear', alignCorners: true });
   close(ac.v, fromNHWC(tf.image.resizeBilinear(toNHWC(x, xs), size, true)), 1e-5, 'align corners');
-  for (const mode of ['nearest', 'bilinear'])
+  for (const mode of ['nearest', 'bilinear'] as const)
     for (const alignCorners of [false, true]) {
       const y = run1('upsample2d', [{ shape: xs, data: x }], { size, mode, alignCorners });
       const dy = randn(y.v.length, 14);

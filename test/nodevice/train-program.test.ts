@@ -6,9 +6,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import { type Graph } from '../../compiler/ir.ts';
-import { validateGraph } from '../../compiler/ops.ts';
+import { validateGraph } from '../../compiler/ops/index.ts';
 import { buildTrainingPrograms, optimizerScalars, type OptimizerOptions } from '../../compiler/train-program.ts';
-import { evaluate, type FeedValue } from '../../runtime/reference.ts';
+import { evaluate, type FeedValue } from '../../compiler/reference.ts';
 import { Rng } from '../../compiler/random.ts';
 
 const N = 5, I = 3, O = 2; // batch, in features, out features

@@ -37,7 +37,7 @@ import { type Epilogue, type Kernel, foldWorkgroups } from './kernel.ts';
 // ---------------------------------------------------------------------------
 // Device target
 
-/** Which kernel family suits the device. */
+/** Which kernel family suits the device (plain data: the runtime probes the device, runtime/device.ts contractionTarget). */
 export interface ContractionTarget {
   /** 'gpu': shared-memory tiling. 'simd-cpu': subgroup register tiling (needs subgroupSize > 0). */
   kind: 'gpu' | 'simd-cpu';
@@ -47,28 +47,6 @@ export interface ContractionTarget {
 
 /** What renderers use when the caller does not say: the tiled template, which needs no optional feature. */
 export const PORTABLE_TARGET: ContractionTarget = { kind: 'gpu', subgroupSize: 0 };
-
-/** The adapter facts contractionTarget reads (a LovtDevice satisfies this). */
-export interface TargetProbe {
-  features: Set<string>;
-  adapter: { info?: unknown };
-  description?: string;
-}
-
-/**
- * The target for an opened device: CPU-emulated adapters (lavapipe/llvmpipe,
- * SwiftShader, WARP) with a fixed subgroup size get the subgroup template,
- * everything else the tiled one.
- */
-export function contractionTarget(dev: TargetProbe): ContractionTarget {
-  const info = (dev.adapter.info ?? {}) as Record<string, unknown>;
-  const min = Number(info.subgroupMinSize ?? 0);
-  const max = Number(info.subgroupMaxSize ?? 0);
-  const subgroupSize = dev.features.has('subgroups') && min > 0 && min === max && (min & (min - 1)) === 0 ? min : 0;
-  const text = [info.architecture, info.device, info.description, info.vendor, dev.description].map((s) => String(s ?? '')).join(' ');
-  const cpu = info.isFallbackAdapter === true || /software|llvmpipe|lavapipe|swiftshader|warp/i.test(text);
-  return { kind: cpu && subgroupSize >= 4 ? 'simd-cpu' : 'gpu', subgroupSize };
-}
 
 // ---------------------------------------------------------------------------
 // The implicit-GEMM description

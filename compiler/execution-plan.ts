@@ -7,10 +7,10 @@ import type { DType, Graph, Node, Shape } from './ir.ts';
 import { numel, shapeStr } from './ir.ts';
 import type { Kernel } from './codegen/kernel.ts';
 import { renderGroup } from './codegen/index.ts';
-import type { ContractionTarget } from './codegen/tiling.ts';
+import type { ContractionTarget } from './codegen/gemm.ts';
 import { consumersOf, flatReadInputs, fuseGraph, pinnedNodes, type FusionResult, type Group } from './passes/fusion.ts';
 import { planMemory, type MemoryStep, type MemoryTensor } from './passes/memory.ts';
-import { validateGraph } from './ops.ts';
+import { validateGraph } from './ops/index.ts';
 
 /** The device limits planning depends on (a GPUSupportedLimits satisfies it). */
 export interface EngineLimits {

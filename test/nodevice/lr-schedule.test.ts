@@ -2,7 +2,7 @@
 // hand-worked sequences.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createSchedule, plateauSpec } from '../../runtime/train/schedule.ts';
+import { createSchedule, plateauSpec } from '../../runtime/train/lr-schedule.ts';
 import { EarlyStopping } from '../../runtime/train/early-stop.ts';
 
 /**
