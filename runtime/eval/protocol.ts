@@ -162,8 +162,9 @@ export class RunLog {
       return log;
     }
     if (!exists) throw new Error(`nothing to resume: ${storage.description} has no ${PROTOCOL_LOG} (start the suite with --out ${storage.description})`);
-    const text = new TextDecoder().decode(await storage.readFile(PROTOCOL_LOG));
+    let text = new TextDecoder().decode(await storage.readFile(PROTOCOL_LOG));
     const lines = text.split('\n');
+    if (text !== '' && !text.endsWith('\n')) text += '\n'; // a hand-edited file: the next record starts a line of its own
     let started: ProtocolSettings | null = null;
     const log = new RunLog(storage, text, settings);
     lines.forEach((line, i) => {

@@ -10,13 +10,14 @@ import { barChart } from '../report/bar-chart.ts';
 import { formatDuration, formatNumber, safeName } from '../report/report.ts';
 import { utf8, type Storage } from '../train/storage.ts';
 import type { GridPoint, ProtocolOutcome, ProtocolSettings } from './protocol.ts';
-import { intervalsOverlap, Z_95 } from './stats.ts';
+import { intervalsOverlap, Z_95, type MeanInterval } from './stats.ts';
 
 export const RESULTS_JSON = 'results.json';
 export const RESULTS_MD = 'results.md';
 export const RESULTS_FORMAT = 'lovt evaluation results 1';
 
-export interface EncoderResult {
+/** One task and encoder; the MeanInterval fields are of the test metric. */
+export interface EncoderResult extends MeanInterval {
   encoder: string;
   /** The encoder's identity (EncoderRef.hash). */
   hash: string;
@@ -27,13 +28,6 @@ export interface EncoderResult {
   /** Per seed, same order as `seeds`. */
   testMetrics: number[];
   valMetrics: number[];
-  /** Test metric: mean, sample standard deviation, N, 1.96·s/√N and the interval. */
-  mean: number;
-  std: number;
-  n: number;
-  halfWidth: number;
-  low: number;
-  high: number;
   /** Every run of this task and encoder, grid included. */
   wallSeconds: number;
 }
@@ -87,7 +81,7 @@ export function buildResults(outcome: ProtocolOutcome): SuiteResults {
       seeds: c.runs.map((r) => r.seed),
       testMetrics: c.runs.map((r) => r.result.testMetric),
       valMetrics: c.runs.map((r) => r.result.valMetric),
-      mean: c.test.mean, std: c.test.std, n: c.test.n, halfWidth: c.test.halfWidth, low: c.test.low, high: c.test.high,
+      ...c.test,
       wallSeconds: c.wallSeconds,
     }));
     return { task: t.name, metric: t.metric, encoders, ...differencesLine(t.name, encoders), chart: `figures/${safeName(t.name)}.png` };

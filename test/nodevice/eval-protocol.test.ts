@@ -6,7 +6,7 @@
 // changed settings are refused with the difference named.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { decode } from 'fast-png';
@@ -134,6 +134,11 @@ test('a resume with other settings is refused with the difference named; a used 
   assert.is(await resume({ ...quick, context: { fraction: 10, imageSize: 32 } }), refused('fraction: started with 100, now 10'));
   assert.is(await rejection(runProtocol({ storage, settings: quick, trainOne: probeTrainer(d, []) })),
     `${dir}/${PROTOCOL_LOG} already exists: ${dir} holds an evaluation suite; resume it with --resume ${dir}, or choose another --out`);
+  const edited = tempStorage();
+  await runProtocol({ storage: edited, settings: quick, trainOne: probeTrainer(d, []) });
+  appendFileSync(edited.pathOf(PROTOCOL_LOG), '{"kind":"run","task":\n');
+  assert.match(await rejection(runProtocol({ storage: edited, settings: quick, trainOne: probeTrainer(d, []), resume: true })),
+    new RegExp(`^${edited.description}/${PROTOCOL_LOG}:6: not a JSON record \\(.*\\); the file was edited or damaged — delete that line to redo its run$`));
   const empty = tempStorage();
   assert.is(await rejection(runProtocol({ storage: empty, settings: quick, trainOne: probeTrainer(d, []), resume: true })),
     `nothing to resume: ${empty.description} has no ${PROTOCOL_LOG} (start the suite with --out ${empty.description})`);
