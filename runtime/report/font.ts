@@ -99,6 +99,8 @@ const GLYPH_ROWS: string[] = [
   "| ..#.. ..#.. ..#.. ..#.. ..#.. ..#.. ..#..",
   "} .#... ..#.. ..#.. ...#. ..#.. ..#.. .#...",
   "~ ..... ..... .#... #.#.# ...#. ..... .....",
+  // Beyond ASCII: the evaluation charts' "mean ± half-width".
+  "\u00b1 ..#.. ..#.. ##### ..#.. ..#.. ..... #####",
 ];
 
 export const GLYPH_WIDTH = 5;
@@ -118,7 +120,7 @@ for (const line of GLYPH_ROWS) {
   GLYPHS.set(line[0], rows);
 }
 
-/** The rows of a character's glyph; characters outside printable ASCII draw as '?'. */
+/** The rows of a character's glyph; characters outside printable ASCII (and ±) draw as '?'. */
 export function glyph(ch: string): number[] {
   return GLYPHS.get(ch) ?? GLYPHS.get('?')!;
 }

@@ -13,8 +13,8 @@ export type RGB = [number, number, number];
 
 export const WHITE: RGB = [255, 255, 255];
 export const BLACK: RGB = [0, 0, 0];
-const GRID: RGB = [228, 228, 228];
-const AXIS: RGB = [60, 60, 60];
+export const GRID: RGB = [228, 228, 228];
+export const AXIS: RGB = [60, 60, 60];
 
 /** Distinguishable line colours (matplotlib's tab10). */
 export const PALETTE: RGB[] = [
@@ -147,6 +147,15 @@ export function formatTick(v: number): string {
   return String(Number(v.toPrecision(4)));
 }
 
+/** Horizontal grid lines across the plot at the y ticks, labelled left of `left`; `py` maps a value to a canvas row. */
+export function drawYTicks(c: Canvas, ticks: number[], py: (v: number) => number, left: number, plotW: number, label: (v: number) => string = formatTick): void {
+  for (const t of ticks) {
+    c.line(left, py(t), left + plotW, py(t), GRID);
+    const text = label(t);
+    c.text(left - 6 - textWidth(text), py(t) - GLYPH_HEIGHT / 2, text, AXIS);
+  }
+}
+
 export interface Series {
   name: string;
   x: number[];
@@ -213,11 +222,7 @@ export function drawLinePlot(series: Series[], opts: LinePlotOptions = {}): Canv
     const label = formatTick(t);
     c.text(px(t) - textWidth(label) / 2, margin.top + plotH + 6, label, AXIS);
   }
-  for (const t of yTicks) {
-    c.line(margin.left, py(t), margin.left + plotW, py(t), GRID);
-    const label = opts.logY ? formatTick(10 ** t) : formatTick(t);
-    c.text(margin.left - 6 - textWidth(label), py(t) - GLYPH_HEIGHT / 2, label, AXIS);
-  }
+  drawYTicks(c, yTicks, py, margin.left, plotW, opts.logY ? (t) => formatTick(10 ** t) : formatTick);
   c.strokeRect(margin.left, margin.top, plotW, plotH, AXIS);
   if (opts.xLabel) c.text(margin.left + (plotW - textWidth(opts.xLabel)) / 2, height - 14, opts.xLabel, BLACK);
   if (opts.yLabel) c.textVertical(6, margin.top + (plotH + textWidth(opts.yLabel)) / 2, opts.yLabel, BLACK);

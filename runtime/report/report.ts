@@ -195,6 +195,7 @@ export function formatDuration(seconds: number): string {
   return h > 0 ? `${h} h ${m} min` : m > 0 ? `${m} min ${r} s` : `${r} s`;
 }
 
-function safeName(s: string): string {
+/** A file-name-safe form of a label. */
+export function safeName(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, '_');
 }
