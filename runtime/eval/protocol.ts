@@ -15,7 +15,7 @@
 // validation loss, early stopping on the validation metric, the best-validation epoch).
 // Definitions: docs/evaluation.md, "Protocol".
 import { EarlyStopping } from '../train/early-stop.ts';
-import { createSchedule, plateauSpec, type LrSchedule } from '../train/schedule.ts';
+import { createSchedule, plateauSpec, type LrSchedule } from '../train/lr-schedule.ts';
 import { utf8, type Storage } from '../train/storage.ts';
 import { meanInterval, type MeanInterval } from './stats.ts';
 
@@ -376,7 +376,7 @@ export interface ValidationDecision {
 
 /**
  * The per-validation decisions of one head's training (method §6): the LR follows
- * ReduceLROnPlateau on the validation loss (runtime/train/schedule.ts, PyTorch's
+ * ReduceLROnPlateau on the validation loss (runtime/train/lr-schedule.ts, PyTorch's
  * semantics); training stops when the validation metric (higher is better) has not
  * improved for `stopPatience` validations in a row, or is not finite (Lightning's
  * EarlyStopping, mode 'max', runtime/train/early-stop.ts on the negated metric); the
