@@ -169,6 +169,7 @@ export async function trainCommand(modelPath: string, o: TrainOptions, out: RunO
   if (o.data !== undefined) parseDataSpec(o.data);
   const source = openModel(modelPath, { model: o.model, needsEval: true });
   const workers = imageWorkerThreads(o.dataWorkers);
+  if (workers.note) out.say(workers.note);
   const name = nodePath.basename(nodePath.resolve(modelPath)).replace(/\.lovt$/, '');
   const run = await openRunDirectory(o.resume ?? o.out ?? nodePath.join('runs', `${name}-${timestamp()}`), { resume: !!o.resume, overwrite: o.overwrite, command: o.command });
   try {
@@ -181,7 +182,7 @@ export async function trainCommand(modelPath: string, o: TrainOptions, out: RunO
 
 async function trainInRun(
   source: ModelSource, options: TrainOptions, requested: Record<string, string>, runDir: string,
-  storage: NodeStorage, workers: { threads: number; note?: string }, out: RunOutput,
+  storage: NodeStorage, workers: { threads: number }, out: RunOutput,
 ): Promise<TrainResult> {
   let o = options;
   let set = requested;
@@ -208,7 +209,6 @@ async function trainInRun(
   const evalModel = source.compile(set, 'eval');
   const spec = trainModel.model.train;
   // The batches do not depend on the thread count, so a resume may use another one.
-  if (workers.note) out.say(workers.note);
   const imageWorkers = createImageWorkers(workers.threads);
   out.say(`images decoded, resized and augmented ${imageWorkers.threads > 0 ? `on ${imageWorkers.threads} worker thread${imageWorkers.threads > 1 ? 's' : ''}` : 'in the main thread'} (--data-workers)`);
   const training = await openTrainingData(files, {
