@@ -139,6 +139,9 @@ const studiesOption = (description: string) => new Option('--studies <N>', descr
 const dataWorkersOption = () =>
   new Option('--data-workers <N>', 'threads decoding, resizing and augmenting images, at most the cores; 0: the main thread (default: cores - 1, at least 1)').argParser(nonNegativeInt('--data-workers'));
 
+/** `--overwrite` (train, demo). */
+const overwriteOption = () => new Option('--overwrite', 'with --out of an existing run: move that run to RUN_DIR.old-<time> (never deleted) and start anew');
+
 const MODEL_ARG = '.lovt model file, or a directory written by `lovtc MODEL -o DIR`';
 
 function buildProgram(): Command {
@@ -169,7 +172,7 @@ function buildProgram(): Command {
     .option('--set <key=value>', 'override a config or train key (repeatable)', collect, [])
     .option('--seed <S>', 'run seed (train.seed)', nonNegativeInt('--seed'))
     .option('--out <RUN_DIR>', 'run directory (default runs/<model>-<time>); never one that holds a run')
-    .option('--overwrite', 'with --out of an existing run: move that run to RUN_DIR.old-<time> (never deleted) and start anew')
+    .addOption(overwriteOption())
     .option('--checkpoint-every <K>', 'also save the last checkpoint every K optimizer steps', positiveInt('--checkpoint-every'))
     .option('--resume <RUN_DIR>', 'continue a run from its last checkpoint (same model, --set and data)')
     .option('--init <PREFIX=FILE>', 'load pretrained weights under a state prefix, e.g. image_encoder=resnet50.safetensors (repeatable)', collect, [])
@@ -213,16 +216,17 @@ function buildProgram(): Command {
     .command('demo')
     .description('pre-train LoVT-tiny on SynthCXR for a few minutes and write a report with loss curves and attention heatmaps')
     .option('--out <RUN_DIR>', 'run directory (default runs/demo-<time>)')
+    .addOption(overwriteOption())
     .option('--minutes <M>', 'training time', positiveNumber('--minutes'), 5)
     .addOption(studiesOption('SynthCXR size'))
     .addOption(dataWorkersOption())
-    .action(async (o: { out?: string; minutes: number; studies: number; dataWorkers?: number }) => {
+    .action(async (o: { out?: string; overwrite?: boolean; minutes: number; studies: number; dataWorkers?: number }) => {
       const out = o.out ?? path.join('runs', `demo-${(await commands()).timestamp()}`);
       say(`lovt demo: pre-training LoVT-tiny on a generated SynthCXR data set for ${o.minutes} min, then ${path.join(out, 'report.md')}`);
       return train(DEMO_MODEL, {
         // Accumulation 1 and 10× the reference LR, so that a few minutes show learning.
         data: 'synth', studies: o.studies, synthSeed: 0, set: ['train.accumulate=1', 'train.epochs=1000', 'train.optimizer.lr=1e-3'], init: [],
-        out, minutes: o.minutes, report: true, heatmapStudies: 4, dataWorkers: o.dataWorkers, command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
+        out, overwrite: o.overwrite, minutes: o.minutes, report: true, heatmapStudies: 4, dataWorkers: o.dataWorkers, command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
       });
     });
 
