@@ -76,9 +76,10 @@ const SPECIAL_FILE_SYSTEMS = new Map<number, string>([
  * Creates `dir` and its missing parents, one level at a time: Node's recursive
  * mkdir never returns on procfs (it retries the parent forever). Refuses a path
  * through a file, and special file systems (/proc, /sys, /dev and the like), with
- * `what` (e.g. "--out") and the reason in the message.
+ * `what` (e.g. "--out") and the reason in the message. Resolves to whether it
+ * created `dir`.
  */
-export async function makeDirectory(dir: string, what: string): Promise<void> {
+export async function makeDirectory(dir: string, what: string): Promise<boolean> {
   const target = nodePath.resolve(dir);
   const missing: string[] = [];
   let existing = target;
@@ -113,4 +114,5 @@ export async function makeDirectory(dir: string, what: string): Promise<void> {
       throw new Error(`${what} ${dir}: cannot create ${d} (${code ?? (err as Error).message})`);
     }
   }
+  return missing.length > 0;
 }

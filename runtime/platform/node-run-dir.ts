@@ -49,7 +49,7 @@ export async function openRunDirectory(dir: string, opts: OpenRunOptions = {}): 
     if (!st.isDirectory()) throw new Error(`--resume ${dir}: it is not a directory`);
     return locked(abs, await acquireLock(abs, opts.command), notes);
   }
-  await makeDirectory(abs, '--out');
+  let created = await makeDirectory(abs, '--out');
   let lock = await acquireLock(abs, opts.command);
   const existing = await existingRunMessage(new NodeStorage(abs), dir);
   if (existing) {
@@ -57,6 +57,7 @@ export async function openRunDirectory(dir: string, opts: OpenRunOptions = {}): 
       await lock.release();
       throw new Error(existing);
     }
+    created = true;
     // Under its lock, so no writer is using it; the lock file moves with it and is dropped there.
     const aside = await freeName(`${abs}.old-${timestamp()}`);
     await fsp.rename(abs, aside);
@@ -66,12 +67,17 @@ export async function openRunDirectory(dir: string, opts: OpenRunOptions = {}): 
     await makeDirectory(abs, '--out');
     lock = await acquireLock(abs, opts.command);
   }
-  return locked(abs, lock, notes);
+  return locked(abs, lock, notes, created);
 }
 
-function locked(abs: string, lock: Lock, notes: string[]): RunDirectory {
+/** `created`: a run that stops before writing anything leaves no empty directory behind. */
+function locked(abs: string, lock: Lock, notes: string[], created = false): RunDirectory {
   if (lock.note) notes.push(lock.note);
-  return { dir: abs, storage: new NodeStorage(abs), notes, release: () => lock.release() };
+  const release = async () => {
+    await lock.release();
+    if (created) await fsp.rmdir(abs).catch(() => undefined); // only when empty
+  };
+  return { dir: abs, storage: new NodeStorage(abs), notes, release };
 }
 
 async function freeName(base: string): Promise<string> {

@@ -87,11 +87,12 @@ test('--overwrite moves the old run aside whole and starts in an empty, locked d
   } finally {
     await run.release();
   }
-  assert.equal(readdirSync(dir), [], 'release removes the lock');
+  assert.not.ok(existsSync(dir), 'release removes the lock, and the directory it created when nothing was written');
 });
 
 test('one writer: a second trainer or resume is refused with the holder; a stale lock is taken over; another host is never judged', async () => {
   const dir = path.join(work, 'locked');
+  mkdirSync(dir);
   const first = await openRunDirectory(dir, { command: 'lovt-run train m.lovt' });
   const lock = JSON.parse(readFileSync(path.join(dir, RUN_LOCK), 'utf8'));
   assert.is(lock.pid, process.pid);
@@ -103,7 +104,7 @@ test('one writer: a second trainer or resume is refused with the holder; a stale
   assert.is(await failure(openRunDirectory(dir)), held);
   assert.is(await failure(openRunDirectory(dir, { resume: true })), held);
   await first.release();
-  assert.not.ok(existsSync(path.join(dir, RUN_LOCK)));
+  assert.equal(readdirSync(dir), [], 'the lock is gone; a directory that existed stays');
 
   // A lock whose process is gone (same host) is stale.
   const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
