@@ -4,4 +4,5 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('./lovtc.ts');
+const { lovtcMain } = await import('./lovtc.ts');
+await lovtcMain();

@@ -11,6 +11,7 @@ import { GraphBuilder } from './builder.ts';
 import { type Graph, type StateInfo } from './ir.ts';
 import { gradients } from './autodiff.ts';
 import { optimize } from './passes/index.ts';
+import type { TrainSpec } from './frontend/train.ts';
 
 export type OptimizerKind = 'sgd' | 'adam' | 'adamw';
 
@@ -31,6 +32,19 @@ export interface OptimizerOptions {
   dampening?: number;
   /** SGD Nesterov momentum (default false) */
   nesterov?: boolean;
+}
+
+/** The optimizer options of a model's train section. */
+export function optimizerOptions(spec: TrainSpec['optimizer']): OptimizerOptions {
+  return {
+    kind: spec.kind,
+    beta1: spec.betas[0],
+    beta2: spec.betas[1],
+    eps: spec.eps,
+    weightDecay: spec.weight_decay,
+    momentum: spec.momentum,
+    nesterov: spec.nesterov,
+  };
 }
 
 export interface TrainingOptions {

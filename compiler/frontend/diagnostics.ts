@@ -71,10 +71,14 @@ export function formatLoc(r: { file: string; line: number; col: number }): strin
   return `${r.file}:${r.line}:${r.col}`;
 }
 
-/** Renders one diagnostic as text (no colours). */
-export function renderDiagnostic(d: Diagnostic): string {
+/**
+ * Renders one diagnostic as text (no colours). A diagnostic without a source
+ * position (the command line) starts with `tool: ` when the caller names its
+ * command (lovtc, lovt-run).
+ */
+export function renderDiagnostic(d: Diagnostic, tool?: string): string {
   const out: string[] = [];
-  const where = d.line > 0 ? `${d.file}:${d.line}:${d.col}: ` : d.file === COMMAND_LINE ? 'lovtc: ' : `${d.file}: `;
+  const where = d.line > 0 ? `${d.file}:${d.line}:${d.col}: ` : d.file === COMMAND_LINE ? (tool ? `${tool}: ` : '') : `${d.file}: `;
   out.push(`${where}${d.severity}: ${d.message}`);
   if (d.line > 0 && d.source !== undefined) {
     const num = String(d.line);
@@ -92,8 +96,8 @@ export function renderDiagnostic(d: Diagnostic): string {
   return out.join('\n');
 }
 
-export function renderDiagnostics(ds: Diagnostic[]): string {
-  return ds.map(renderDiagnostic).join('\n\n');
+export function renderDiagnostics(ds: Diagnostic[], tool?: string): string {
+  return ds.map((d) => renderDiagnostic(d, tool)).join('\n\n');
 }
 
 // ------------------------------------------------------------ did you mean

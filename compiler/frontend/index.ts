@@ -70,10 +70,16 @@ function attachSources(diags: Diagnostic[], files: LoadedFile[]): Diagnostic[] {
   });
 }
 
-function sourceHash(files: LoadedFile[]): string {
-  const h = createHash('sha256');
-  for (const f of [...files].sort((a, b) => (a.abs < b.abs ? -1 : 1))) h.update(f.path).update('\0').update(f.text).update('\0');
-  return h.digest('hex');
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+/**
+ * The model's source identity: the main file's content, then the contents of its
+ * imports. Paths do not count, so the same files elsewhere (a copied checkout)
+ * are the same model.
+ */
+function sourceHash(sources: { sha256: string }[]): string {
+  const [main, ...imports] = sources.map((s) => s.sha256);
+  return sha256([main, ...imports.sort()].join('\n'));
 }
 
 /**
@@ -146,6 +152,7 @@ export function compileModel(source: { path: string } | { text: string; path: st
     return fail([internalError(e)]);
   }
   const params = paramTable(graph, el.stateKinds);
+  const sourceFiles = program.files.map((f) => ({ path: f.path, sha256: sha256(f.text) }));
   const model: ModelInfo = {
     name: flat.name,
     file: chosen.file.path,
@@ -158,7 +165,8 @@ export function compileModel(source: { path: string } | { text: string; path: st
       trainable: params.filter((p) => p.trainable).reduce((s, p) => s + p.count, 0),
       buffers: params.filter((p) => p.kind === 'buffer').reduce((s, p) => s + p.count, 0),
     },
-    sourceHash: sourceHash(program.files),
+    sources: sourceFiles,
+    sourceHash: sourceHash(sourceFiles),
   };
   return { ok: true, graph, model, diagnostics: [], timeMs: performance.now() - t0, files: program.files.map((f) => f.path) };
 }
@@ -166,6 +174,22 @@ export function compileModel(source: { path: string } | { text: string; path: st
 function internalError(e: unknown): Diagnostic {
   const msg = e instanceof Error ? e.message : String(e);
   return makeDiagnostic(undefined, `internal compiler error: ${msg}`, { hint: 'this is a bug in lovtc; please report it with the input file' });
+}
+
+/**
+ * `--set KEY=VALUE` arguments (lovtc, lovt-run) as the overrides record; a
+ * malformed one throws naming it.
+ */
+export function parseSetArgs(items: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new Error(`--set expects key=value (e.g. --set tau_local=0.2), got '${item}'`);
+    const key = item.slice(0, eq).trim();
+    if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(key)) throw new Error(`--set: '${key}' is not a config name or train.KEY path`);
+    out[key] = item.slice(eq + 1).trim();
+  }
+  return out;
 }
 
 /** compileModel that throws a CompileFailed (with rendered diagnostics) instead of returning errors. */

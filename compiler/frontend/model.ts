@@ -47,7 +47,9 @@ export interface ModelInfo {
   frozen: string[];
   params: ParamInfo[];
   counts: { params: number; trainable: number; buffers: number };
-  /** sha256 of every loaded source file (path and text), hex. */
+  /** Every loaded source file (main file first) and the sha256 of its text. */
+  sources: { path: string; sha256: string }[];
+  /** sha256 of the main file's text and its imports' texts (not their paths), hex. */
   sourceHash: string;
 }
 

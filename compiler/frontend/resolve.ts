@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { ImportDecl, SourceFile } from '../../grammar/ast.ts';
 import { parseLovt } from '../../grammar/parser.ts';
 import { type Diagnostic, type ImportLink, makeDiagnostic } from './diagnostics.ts';
+import { fileKind } from './file-kind.ts';
 
 export const MAX_FILE_BYTES = 4 * 1024 * 1024;
 export const MAX_FILES = 500;
@@ -24,6 +25,8 @@ export interface SourceHost {
   /** Symlinks resolved (the path itself when it does not exist). */
   realpath(absPath: string): string;
   size(absPath: string): number;
+  /** What is at the path when read() gives nothing: 'a directory', 'a character device', or undefined when nothing is. */
+  describe?(absPath: string): string | undefined;
 }
 
 export const nodeHost: SourceHost = {
@@ -46,6 +49,13 @@ export const nodeHost: SourceHost = {
       return fs.statSync(p).size;
     } catch {
       return 0;
+    }
+  },
+  describe(p) {
+    try {
+      return fileKind(fs.statSync(p));
+    } catch {
+      return undefined;
     }
   },
 };
@@ -113,7 +123,8 @@ export function loadProgram(source: { path: string; text?: string }, opts: LoadO
   if (mainText === undefined) {
     mainText = host.read(mainAbs);
     if (mainText === undefined) {
-      diagnostics.push(makeDiagnostic(undefined, `cannot read ${source.path}: no such file`));
+      const kind = host.describe?.(mainAbs);
+      diagnostics.push(makeDiagnostic(undefined, `cannot read ${source.path}: ${kind ? `it is ${kind}, not a .lovt file` : 'no such file'}`));
       return { files, main: undefined, diagnostics };
     }
   }

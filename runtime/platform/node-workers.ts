@@ -29,6 +29,17 @@ export function defaultImageWorkerCount(): number {
   return Math.max(1, availableParallelism() - 1);
 }
 
+/**
+ * The thread count for `--data-workers N`: the default without one, else N capped at
+ * the machine's cores (more threads than cores only take turns), with a note saying so.
+ */
+export function imageWorkerThreads(requested?: number): { threads: number; note?: string } {
+  if (requested === undefined) return { threads: defaultImageWorkerCount() };
+  const cores = availableParallelism();
+  if (requested <= cores) return { threads: requested };
+  return { threads: cores, note: `--data-workers ${requested} is more than this machine's ${cores} cores: using ${cores} worker threads` };
+}
+
 export interface NodeImageWorkerOptions {
   /** Per-worker V8 limits (Node's Worker resourceLimits). */
   resourceLimits?: ResourceLimits;

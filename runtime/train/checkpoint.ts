@@ -12,6 +12,11 @@
 // at it is replaced the same way; only then are weights files that no manifest
 // references deleted. A kill at any instant therefore leaves every manifest pointing
 // at a complete weights file whose hash it records.
+//
+// Every manifest and weights file records the id of the run that wrote it
+// (runtime/train/run-dir.ts); loading checks that they agree and that best.json
+// belongs to the same run as last.json, so no file left by another run is taken
+// for this run's.
 
 import { readSafetensors, writeSafetensors, type HostTensor } from '../safetensors.ts';
 import type { LoaderPosition } from '../data/loader.ts';
@@ -27,12 +32,16 @@ export type CheckpointTag = 'last' | 'best';
 
 /** Everything about the run that the trainer puts in a manifest. */
 export interface CheckpointInfo {
+  /** The run that wrote it (absent in checkpoints of older lovt versions). */
+  runId?: string;
   model: {
     name: string;
     /** The model file as given on the command line. */
     path: string;
     /** Hash of the model source (ModelInfo.sourceHash): a resume refuses a changed model. */
     sourceHash: string;
+    /** SHA-256 of the lovtc artifact's graph.json when the run trained one (`path` is its directory). */
+    artifact?: string;
   };
   /** The --set overrides the run was started with. */
   set: Record<string, string>;
@@ -99,6 +108,7 @@ export async function saveCheckpoint(
     format: CHECKPOINT_FORMAT,
     model: info.model.name,
     step: String(info.step),
+    ...(info.runId ? { run_id: info.runId } : {}),
   });
   await storage.writeFileAtomic(file, bytes);
   const weights = { file, sha256: await sha256Hex(bytes), bytes: bytes.length, tensors: tensors.size };
@@ -155,7 +165,21 @@ export async function loadCheckpoint(storage: Storage, tag: CheckpointTag): Prom
         `sha256 ${hash.slice(0, 12)}… vs ${manifest.weights.sha256.slice(0, 12)}…): the file was modified or is corrupt`,
     );
   }
-  return { manifest, tensors: readSafetensors(bytes).tensors };
+  const { tensors, metadata } = readSafetensors(bytes);
+  const fileRun = metadata.run_id;
+  if (manifest.runId && fileRun && fileRun !== manifest.runId) {
+    throw new Error(`${where} was written by run ${fileRun}, but ${manifestPath(tag)} is run ${manifest.runId}: the weights belong to another run`);
+  }
+  if (tag === 'best' && manifest.runId && (await hasCheckpoint(storage, 'last'))) {
+    const last = await readManifest(storage, 'last');
+    if (last.runId && last.runId !== manifest.runId) {
+      throw new Error(
+        `${storage.description}/${manifestPath('best')} belongs to run ${manifest.runId}, not to the run of ${manifestPath('last')} (${last.runId}): ` +
+          'it was left by another run in this directory; use the last checkpoint (--checkpoint last)',
+      );
+    }
+  }
+  return { manifest, tensors };
 }
 
 /**

@@ -20,7 +20,7 @@
 
 import { numel, type DType, type Graph } from '../../compiler/ir.ts';
 import type { ModelInfo, TrainSpec } from '../../compiler/frontend/index.ts';
-import { buildTrainingPrograms, gradAccName, optimizerScalars, type OptimizerOptions } from '../../compiler/train-program.ts';
+import { buildTrainingPrograms, gradAccName, optimizerOptions, optimizerScalars } from '../../compiler/train-program.ts';
 import { optimize } from '../../compiler/passes/index.ts';
 import type { LovtDevice } from '../device.ts';
 import { Program } from '../executor.ts';
@@ -37,6 +37,7 @@ import { MetricsLog, Throughput, type MetricsRecord } from './metrics.ts';
 import { createSchedule, plateauSpec, type LrSchedule, type ScheduleSpec } from './lr-schedule.ts';
 import type { Storage } from './storage.ts';
 import { describeDiff, diffTensors, hasDifferences } from './weights.ts';
+import { existingRunMessage, newRunId } from './run-dir.ts';
 
 /** A model compiled by the front end (compileModel's graph and model info). */
 export interface CompiledModel {
@@ -86,6 +87,10 @@ export interface TrainerOptions {
   resume?: LoadedCheckpoint | null;
   /** Pretrained tensors by state name (already matched by weights.ts), for a fresh run. */
   init?: Map<string, HostTensor>;
+  /** The run's id, recorded in every checkpoint (default: a new one; a resume keeps the checkpoint's). */
+  runId?: string;
+  /** SHA-256 of the lovtc artifact trained (`modelPath` is its directory), when not a source. */
+  artifact?: string;
   onEvent?: (e: TrainEvent) => void;
 }
 
@@ -107,6 +112,8 @@ export class NonFiniteLossError extends Error {
   }
 }
 
+export { optimizerOptions };
+
 /** The graph input every dropout reads (docs/language.md: reserved name `seed`). */
 export const DROPOUT_SEED_INPUT = 'seed';
 
@@ -118,18 +125,6 @@ export function monitorKey(monitor: string, terms: string[]): string {
     throw new Error(`unknown monitor '${monitor}': use val_total or val_<loss term> (${terms.map((t) => `val_${t}`).join(', ')})`);
   }
   return `loss.${name}`;
-}
-
-export function optimizerOptions(spec: TrainSpec['optimizer']): OptimizerOptions {
-  return {
-    kind: spec.kind,
-    beta1: spec.betas[0],
-    beta2: spec.betas[1],
-    eps: spec.eps,
-    weightDecay: spec.weight_decay,
-    momentum: spec.momentum,
-    nesterov: spec.nesterov,
-  };
 }
 
 /** The runtime schedule for a train section; `stepsPerEpoch` resolves period: epoch. */
@@ -187,8 +182,10 @@ export class Trainer {
   private lastLosses: Record<string, number> = {};
   private lastValidation: Record<string, number> = {};
   private samplesSeen = 0;
+  private readonly runId: string;
 
   private constructor(private readonly opts: TrainerOptions) {
+    this.runId = opts.resume?.manifest.runId ?? opts.runId ?? newRunId();
     const { model } = opts.train;
     this.spec = model.train;
     this.terms = model.losses.map((l) => l.name);
@@ -213,6 +210,9 @@ export class Trainer {
 
   private async setup(): Promise<void> {
     const { device, train, eval: evalModel, resume } = this.opts;
+    // A new run never writes over another run's checkpoints and metrics.
+    const existing = resume ? null : await existingRunMessage(this.opts.storage);
+    if (existing) throw new Error(existing);
     const { step, apply } = buildTrainingPrograms(train.graph, {
       loss: 'loss.total',
       optimizer: optimizerOptions(this.spec.optimizer),
@@ -318,7 +318,8 @@ export class Trainer {
       metrics['best.epoch'] = this.bestValidation.epoch;
     }
     return {
-      model: { name: model.name, path: this.opts.modelPath, sourceHash: model.sourceHash },
+      runId: this.runId,
+      model: { name: model.name, path: this.opts.modelPath, sourceHash: model.sourceHash, ...(this.opts.artifact ? { artifact: this.opts.artifact } : {}) },
       set: this.opts.set,
       config: Object.fromEntries(Object.entries(model.configs).map(([k, v]) => [k, v.value])),
       train: { ...this.spec, stepsPerEpoch: this.stepsPerEpoch } as unknown as Record<string, unknown>,

@@ -2,21 +2,24 @@
 // the tiny fixture model (test/gpu/tiny-clip.lovt) and a small SynthCXR.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSynthDataset } from '../../runtime/platform/node-fs.ts';
 import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
+import { runLovtc } from '../../bin/lovtc.ts';
 import { assertOneLineError, lovtRun } from '../lovt-run.ts';
 
 const work = mkdtempSync(path.join(tmpdir(), 'lovt-cli-train-'));
 const modelPath = fileURLToPath(new URL('./tiny-clip.lovt', import.meta.url));
 const dataDir = path.join(work, 'synth');
 const run = path.join(work, 'run');
+let vocabSize = 0;
 
 test.before(async () => {
-  await writeSynthDataset(dataDir, { studies: 24, seed: 3, imageSize: 32, splitFractions: [0.5, 0.5, 0] });
+  vocabSize = (await writeSynthDataset(dataDir, { studies: 24, seed: 3, imageSize: 32, splitFractions: [0.5, 0.5, 0] })).vocabSize;
 });
 
 test.after(() => rmSync(work, { recursive: true, force: true }));
@@ -33,18 +36,46 @@ test('lovt-run train writes checkpoints, metrics and report.md with its figures'
   assert.match(r.stdout, /images resized into \S*lovt-cache\/resized-512 \(\d+ new, 0 reused, 0 unreadable\)/);
   assert.ok(existsSync(path.join(dataDir, 'lovt-cache', 'resized-512', 'lovt-resized.json')));
   assert.ok(existsSync(path.join(dataDir, 'lovt-cache', 'resized-512', 'lovt-pixel-stats.json')));
+  assert.not.ok(existsSync(path.join(run, 'lovt-run.lock')), 'the lock is gone with the run');
+
+  // A second run pointed at it is refused; the run stays as it was, byte for byte.
+  const files = ['last.json', 'best.json', 'metrics.jsonl', JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).weights.file];
+  const before = files.map((f) => readFileSync(path.join(run, f)).toString('base64'));
+  assertOneLineError(lovtRun(['train', modelPath, '--data', `mimic:${dataDir}`, '--steps', '2', '--out', run]), /already holds the run of TinyClip at step 3 \(run [0-9a-f-]{36}\) .*--resume .*--overwrite/);
+  assert.equal(files.map((f) => readFileSync(path.join(run, f)).toString('base64')), before);
 });
 
-test('lovt-run train --resume continues the run; a resume cannot change the recipe', () => {
-  const r = lovtRun(['train', modelPath, '--steps', '4', '--resume', run, '--no-report']);
+test('lovt-run train --resume continues the run (the same model file elsewhere, a restated --set); a resume cannot change the recipe', () => {
+  // Content, not path, identifies the model; resolved values, not spellings, the recipe.
+  const moved = path.join(work, 'moved-clip.lovt');
+  copyFileSync(modelPath, moved);
+  const r = lovtRun(['train', moved, '--steps', '4', '--resume', run, '--no-report', '--set', 'tau=0.10']);
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, /resuming at step 3/);
   assert.match(r.stdout, /images, cached\), images resized into \S* \(0 new, \d+ reused, 0 unreadable\)/);
   assert.match(r.stdout, /stopped: reached 4 optimizer steps/);
   assert.is(JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).step, 4);
-  assertOneLineError(lovtRun(['train', modelPath, '--steps', '5', '--resume', run, '--set', 'tau=0.5']), /was started with .*; a resume cannot change tau=0\.5/);
+  assertOneLineError(lovtRun(['train', modelPath, '--steps', '5', '--resume', run, '--set', 'tau=0.5']), /was started with tau = 0\.1; a resume cannot change it to tau = 0\.5/);
   assertOneLineError(lovtRun(['train', modelPath, '--resume', run, '--out', path.join(work, 'elsewhere')]), /continues in that directory; drop --out/);
   assertOneLineError(lovtRun(['train', modelPath, '--steps', '5', '--resume', run, '--resize', '256']), /was trained with --resize 512, not 256/);
+});
+
+test('lovt-run train trains a lovtc artifact and records it; resume refuses another model, naming both', async () => {
+  const art = path.join(work, 'art');
+  assert.is(await runLovtc([modelPath, '-o', art, '--set', `vocab_size=${vocabSize}`], { stdout: () => {}, stderr: () => {} }), 0);
+  const artRun = path.join(work, 'art-run');
+  const r = lovtRun(['train', art, '--data', `mimic:${dataDir}`, '--steps', '1', '--out', artRun, '--no-report']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`model TinyClip \\(lovtc artifact ${art}\\)`));
+  assert.match(r.stdout, /stopped: reached 1 optimizer steps/);
+  const last = JSON.parse(readFileSync(path.join(artRun, 'last.json'), 'utf8'));
+  const sha = createHash('sha256').update(readFileSync(path.join(art, 'graph.json'))).digest('hex');
+  assert.equal([last.model.path, last.model.artifact, last.set], [art, sha, { vocab_size: String(vocabSize) }]);
+  assertOneLineError(
+    lovtRun(['train', modelPath, '--steps', '2', '--resume', artRun]),
+    new RegExp(`was trained from the lovtc artifact ${art} \\(sha256 ${sha.slice(0, 12)}…\\); this resume gives the source ${modelPath}: resume with the model the run trained`),
+  );
+  assertOneLineError(lovtRun(['train', art, '--steps', '5', '--resume', run]), /was trained from the source .*moved-clip\.lovt; this resume gives the lovtc artifact /);
 });
 
 test('lovt-run loss prints every term as JSON and writes gradients', () => {

@@ -3,13 +3,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import type { HostTensor } from '../../runtime/safetensors.ts';
 import { readSafetensors } from '../../runtime/safetensors.ts';
 import { saveCheckpoint } from '../../runtime/train/checkpoint.ts';
 import { NodeStorage } from '../../runtime/platform/node-storage.ts';
-import { assertOneLineError, lovtRun } from '../lovt-run.ts';
+import { writeSynthDataset } from '../../runtime/platform/node-fs.ts';
+import { runLovtc } from '../../bin/lovtc.ts';
+import { assertOneLineError, lovtRun, repoRoot } from '../lovt-run.ts';
 
 test('usage errors: unknown command, unknown option, missing argument', () => {
   assertOneLineError(lovtRun(['tain']), /unknown command 'tain'/);
@@ -65,10 +67,73 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     writeFileSync(bad, 'import "std/nn.lovt"\nmodel Bad {\n  config batch: int = 2\n  let x = undefined_thing(3)\n}\n');
     const r = lovtRun(['train', bad]);
     assert.is(r.code, 1);
-    assert.match(r.stderr, /^lovt-run: .*bad\.lovt:4:\d+: error: .*undefined_thing/);
+    assert.match(r.stderr, /^\S*bad\.lovt:4:\d+: error: .*undefined_thing/);
     assert.match(r.stderr, /\n\s*4 \| +let x = undefined_thing\(3\)\n\s*\| +\^+/);
     assert.not.match(r.stderr, /\n\s+at /);
     assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'no_such_config=1']), /^lovt-run: error: --set no_such_config=1: the model LoVT_Tiny has no config 'no_such_config'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a run directory is never replaced: an existing run, a locked one, a file or /proc as --out are refused before any compile', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-run-'));
+  try {
+    const run = path.join(dir, 'run');
+    await saveCheckpoint(new NodeStorage(run), ['last', 'best'], new Map<string, HostTensor>([['w', { dtype: 'f32', shape: [1], data: Float32Array.of(1) }]]), {
+      runId: 'r1', model: { name: 'LoVT_Tiny', path: 'models/lovt-tiny.lovt', sourceHash: 'h' }, set: {}, config: {}, train: {}, data: {}, seed: 1, step: 17, epoch: 0,
+      dataPosition: { epoch: 0, cursor: 0 }, schedule: { kind: 'constant' }, earlyStop: null, metrics: {},
+    });
+    writeFileSync(path.join(run, 'metrics.jsonl'), Array.from({ length: 13 }, (_, i) => `{"kind":"train","step":${i + 1}}\n`).join(''));
+    const files = ['last.json', 'best.json', 'metrics.jsonl', JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).weights.file];
+    const bytes = () => files.map((f) => readFileSync(path.join(run, f)).toString('base64'));
+    const before = bytes();
+    assertOneLineError(
+      lovtRun(['train', 'models/lovt-tiny.lovt', '--out', run, '--steps', '2']),
+      new RegExp(`^lovt-run: ${run} already holds the run of LoVT_Tiny at step 17 \\(run r1\\) .*continue it with --resume ${run}, or give --overwrite to move it aside`),
+    );
+    assert.equal(bytes(), before, 'the run is intact byte for byte');
+
+    // A live writer holds the lock: a second trainer or a resume is refused naming it.
+    writeFileSync(path.join(run, 'lovt-run.lock'), JSON.stringify({ pid: process.pid, host: hostname(), startedAt: '2025-01-01T00:00:00.000Z' }));
+    const holder = `is in use by another lovt-run \\(pid ${process.pid} on host ${hostname()}, since 2025-01-01T00:00:00.000Z\\)`;
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--resume', run]), new RegExp(holder));
+    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--out', run, '--overwrite']), new RegExp(holder));
+    assert.equal(bytes(), before);
+
+    // --out checks come before the model is compiled (this model does not compile).
+    const bad = path.join(dir, 'bad.lovt');
+    writeFileSync(bad, 'model Bad {\n  let x = nope\n}\n');
+    const file = path.join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    assertOneLineError(lovtRun(['train', bad, '--out', file]), new RegExp(`^lovt-run: --out ${file}: it is a file, not a directory$`));
+    assertOneLineError(lovtRun(['train', bad, '--out', '/proc/lovt-run/x'], 30_000), /^lovt-run: --out \/proc\/lovt-run\/x: \/proc is on the proc file system, which holds no files; choose a directory on a disk$/);
+    assertOneLineError(lovtRun(['train', bad, '--resume', run, '--overwrite']), /--overwrite starts a new run and --resume continues one/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('MODEL may be a lovtc artifact: other IR versions and data that does not fit are refused with the lovtc command; other paths are named', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-art-'));
+  try {
+    assertOneLineError(lovtRun(['train', '/dev/null']), /^lovt-run: the model \/dev\/null is a character device, not a \.lovt file or a lovtc artifact directory$/);
+    assertOneLineError(lovtRun(['loss', dir, '--weights', 'w', '--batch', 'b']), new RegExp(`^lovt-run: ${dir} is a directory without graph\\.json: neither a \\.lovt file nor a lovtc artifact`));
+    const model = path.join(repoRoot, 'test/gpu/tiny-clip.lovt');
+    const art = path.join(dir, 'art');
+    assert.is(await runLovtc([model, '-o', art], { stdout: () => {}, stderr: () => {} }), 0);
+    // Data that does not fit: SynthCXR's vocabulary is not the compiled vocab_size.
+    const data = path.join(dir, 'synth');
+    const s = await writeSynthDataset(data, { studies: 8, seed: 1, imageSize: 32 });
+    const r = lovtRun(['train', art, '--data', `mimic:${data}`, '--out', path.join(dir, 'run'), '--data-workers', '1000']);
+    assertOneLineError(r, new RegExp(`^lovt-run: ${art} was compiled with vocab_size 64, but the data's vocabulary \\(${data}/vocab\\.txt\\) has ${s.vocabSize} tokens: recompile with \`lovtc ${model} -o ${art} --set vocab_size=${s.vocabSize}\`$`));
+    assert.match(r.stdout, /--data-workers 1000 is more than this machine's \d+ cores: using \d+ worker threads/);
+    // Another IR version.
+    const graph = path.join(art, 'graph.json');
+    writeFileSync(graph, readFileSync(graph, 'utf8').replace(/"irVersion":\d+/, '"irVersion":0'));
+    const stale = new RegExp(`^lovt-run: ${graph} was compiled by lovtc \\S+ for IR version 0; this lovt reads IR version \\d+: recompile with \`lovtc ${model} -o ${art}\`$`);
+    assertOneLineError(lovtRun(['train', art]), stale);
+    assertOneLineError(lovtRun(['loss', art, '--weights', 'w.safetensors', '--batch', 'x.safetensors']), stale);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

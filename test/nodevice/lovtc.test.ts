@@ -4,12 +4,13 @@
 // real `node bin/lovtc.js` as a user would.
 
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runLovtc } from '../../compiler/frontend/cli.ts';
+import { runLovtc } from '../../bin/lovtc.ts';
 import { IR_VERSION } from '../../compiler/ir.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'lovtc-test-'));
@@ -48,9 +49,9 @@ model Bad {
 `,
 );
 
-/** The real command in a child process. */
+/** The real command in a child process (a hang fails the test instead of stopping the suite). */
 function spawnLovtc(...args: string[]) {
-  const r = spawnSync(process.execPath, ['bin/lovtc.js', ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['bin/lovtc.js', ...args], { encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -78,7 +79,7 @@ test('--help prints the usage and exits 0; a missing file argument is a usage er
   assert.match(badMode.err, /fast/);
   const badSet = await lovtc(GOOD, '--model', 'Small', '--set', 'nonsense');
   assert.is(badSet.code, 2);
-  assert.match(badSet.err, /--set needs KEY=VALUE/);
+  assert.match(badSet.err, /^lovtc: --set expects key=value \(e\.g\. --set tau_local=0\.2\), got 'nonsense'\n$/);
 });
 
 test('--check: silent success with exit 0; --model is required when a file has several models', async () => {
@@ -105,6 +106,9 @@ test('a missing file and an unknown --set key are errors (exit 1)', async () => 
   const missing = await lovtc(path.join(dir, 'nope.lovt'));
   assert.is(missing.code, 1);
   assert.match(missing.err, /cannot read .*nope\.lovt: no such file/);
+  // What is there instead of a .lovt file is named.
+  assert.match((await lovtc('/dev/null')).err, /^lovtc: error: cannot read \/dev\/null: it is a character device, not a \.lovt file\n/);
+  assert.match((await lovtc(dir)).err, /^lovtc: error: cannot read .*: it is a directory, not a \.lovt file\n/);
   const badKey = await lovtc(GOOD, '--model', 'Small', '--check', '--set', 'dimm=3');
   assert.is(badKey.code, 1);
   assert.match(badKey.err, /lovtc: error: --set dimm=3: the model Small has no config 'dimm'\nhint: did you mean 'dim'\?/);
@@ -131,6 +135,13 @@ test('--params, --stats and -o in one run of the real command: tables, estimates
   assert.is(art.irVersion, IR_VERSION);
   assert.match(art.compiler, /^lovtc \d+\.\d+\.\d+/);
   assert.is(art.model.name, 'Small');
+  assert.equal(art.options, { source: GOOD, model: 'Small', mode: 'train', set: { dim: '8', 'train.optimizer.lr': '3e-4' }, lib: [] });
+  // Every loaded file with the SHA-256 of its content (the main file first, then std imports).
+  assert.equal(art.model.sources[0], { path: GOOD, sha256: createHash('sha256').update(readFileSync(GOOD, 'utf8')).digest('hex') });
+  assert.ok(art.model.sources.some((f: { path: string }) => f.path.endsWith('std/nn.lovt')));
+  // Train-mode artifacts carry the eval-mode graph that validation runs.
+  assert.is(art.eval.model.mode, 'eval');
+  assert.equal(art.eval.graph.updates, {});
   assert.is(art.model.train.optimizer.lr, 3e-4);
   assert.is(art.model.train.accumulate, 2);
   assert.equal(art.model.configs.dim, { type: 'int', value: 8 });
@@ -141,6 +152,26 @@ test('--params, --stats and -o in one run of the real command: tables, estimates
     const plan = JSON.parse(readFileSync(path.join(out, 'plan.json'), 'utf8'));
     assert.is(plan.format, 'lovt-plan');
     assert.ok(existsSync(path.join(out, 'kernels')));
+  }
+});
+
+test('-o onto a file or into /proc is a usage error (exit 2) before anything is written, never a hang', () => {
+  const d = mkdtempSync(path.join(tmpdir(), 'lovtc-out-'));
+  try {
+    const file = path.join(d, 'taken');
+    writeFileSync(file, 'mine');
+    const onFile = spawnLovtc(GOOD, '--model', 'Small', '-o', file);
+    assert.is(onFile.code, 2, onFile.err);
+    assert.is(onFile.err, `lovtc: -o ${file}: it is a file, not a directory\n`);
+    assert.is(readFileSync(file, 'utf8'), 'mine');
+    const below = spawnLovtc(GOOD, '--model', 'Small', '-o', path.join(file, 'sub'));
+    assert.is(below.err, `lovtc: -o ${path.join(file, 'sub')}: ${file} is a file, not a directory\n`);
+    // Node's recursive mkdir never returns on procfs; lovtc refuses special file systems.
+    const proc = spawnLovtc(GOOD, '--model', 'Small', '-o', '/proc/lovt-no/such');
+    assert.is(proc.code, 2, `exit ${proc.code}: ${proc.err}`);
+    assert.match(proc.err, /^lovtc: -o \/proc\/lovt-no\/such: \/proc is on the proc file system, which holds no files; choose a directory on a disk\n$/);
+  } finally {
+    rmSync(d, { recursive: true, force: true });
   }
 });
 

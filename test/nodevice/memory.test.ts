@@ -12,7 +12,7 @@ import { GraphBuilder } from '../../compiler/builder.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { runLovtc } from '../../compiler/frontend/cli.ts';
+import { runLovtc } from '../../bin/lovtc.ts';
 
 /** Live range of every tensor: [first write (or -1 when live at start), last touch (or the end when live at end)]. */
 function liveRanges(tensors: MemoryTensor[], steps: MemoryStep[]): Map<number, [number, number]> {
