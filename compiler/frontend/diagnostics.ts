@@ -52,6 +52,9 @@ export class FatalError extends CompileError {}
 
 export const COMMAND_LINE = '<command line>';
 
+/** Each front-end stage stops after this many errors, so a huge bad input costs bounded work. */
+export const MAX_ERRORS = 50;
+
 export function makeDiagnostic(range: Range | undefined, message: string, extras: DiagExtras = {}, severity: 'error' | 'warning' = 'error'): Diagnostic {
   const d: Diagnostic = {
     file: range?.file ?? COMMAND_LINE,

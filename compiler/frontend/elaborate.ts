@@ -10,7 +10,7 @@ import type { Arg, BlockDecl, Dim, Expr, FnDecl, Range, Stmt, TypeExpr } from '.
 import { GraphBuilder } from '../builder.ts';
 import { type Attrs, type DType, type OpName, type Shape, type SourceLoc, numel } from '../ir.ts';
 import { ShapeError } from '../ops.ts';
-import { CompileError, type DiagExtras, type Diagnostic, FatalError, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
+import { CompileError, type DiagExtras, type Diagnostic, FatalError, MAX_ERRORS, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
 import { type Binding, Scope } from './scope.ts';
 import {
   type Instance, type TensorValue, type Value, NONE, POISON, bool, describe, dtypeShape, expectBool, expectEnum, expectFloat, expectFloatList,
@@ -120,7 +120,7 @@ export class Elaborator {
     if (this.seenDiags.has(key)) return;
     this.seenDiags.add(key);
     this.diagnostics.push(d);
-    if (this.diagnostics.length >= 50) throw new FatalError(e.range, 'too many errors; stopping');
+    if (this.diagnostics.length >= MAX_ERRORS) throw new FatalError(e.range, 'too many errors; stopping');
   }
 
   error(range: Range | undefined, message: string, extras?: DiagExtras): never {
