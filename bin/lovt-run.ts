@@ -127,17 +127,11 @@ async function compile(modelPath: string, opts: { model?: string; set: Record<st
 }
 
 async function readSafetensorsFile(file: string, what: string) {
-  const { readSafetensors } = await import('../runtime/safetensors.ts');
-  let bytes: Uint8Array;
+  const { readSafetensorsFile } = await import('../runtime/platform/node-fs.ts');
   try {
-    bytes = new Uint8Array(await readFile(file));
+    return (await readSafetensorsFile(file, `${what} ${file}`)).tensors;
   } catch (err) {
-    throw new UsageError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  try {
-    return readSafetensors(bytes).tensors;
-  } catch (err) {
-    throw new UsageError(`${what} ${file}: ${(err as Error).message}`);
+    throw new UsageError((err as Error).message);
   }
 }
 

@@ -13,6 +13,7 @@ import { type CompileResult, IR_VERSION, checkLibrary, compileModel, renderDiagn
 import type { ModelInfo } from './index.ts';
 import { graphStats } from './stats.ts';
 import type { Graph } from '../ir.ts';
+import { clip } from '../echo.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const VERSION = (JSON.parse(fs.readFileSync(path.join(here, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -41,7 +42,7 @@ function parseSets(items: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const item of items) {
     const eq = item.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--set needs KEY=VALUE, got '${item}'`);
+    if (eq <= 0) throw new UsageError(`--set needs KEY=VALUE, got '${clip(item)}'`);
     const key = item.slice(0, eq).trim();
     if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(key)) throw new UsageError(`--set: '${key}' is not a config name or train.KEY path`);
     out[key] = item.slice(eq + 1);
@@ -105,7 +106,7 @@ function parseLimits(items: string[], keys: readonly string[]): Record<string, n
   for (const item of items) {
     const eq = item.indexOf('=');
     const key = eq > 0 ? item.slice(0, eq).trim() : '';
-    if (!keys.includes(key)) throw new UsageError(`--limit needs KEY=VALUE with KEY one of ${keys.join(', ')}; got '${item}'`);
+    if (!keys.includes(key)) throw new UsageError(`--limit needs KEY=VALUE with KEY one of ${keys.join(', ')}; got '${clip(item)}'`);
     const text = item.slice(eq + 1).trim();
     const value = text === 'none' ? Number.POSITIVE_INFINITY : Number(text);
     if (!(value > 0) || (Number.isFinite(value) && !Number.isInteger(value))) throw new UsageError(`--limit ${key}: '${text}' is not a positive integer (or 'none')`);

@@ -220,6 +220,8 @@ export class Elaborator {
     this.tick();
     switch (e.kind) {
       case 'Num':
+        // 1e999 reads as Infinity: a learning rate or temperature of Infinity would make training undefined.
+        if (!Number.isFinite(e.value)) this.error(e.range, `number out of range: it reads as ${e.value}`, { hint: 'a number must be finite (at most about 1.8e308)' });
         return e.isInt ? int(e.value) : float(e.value);
       case 'Str':
         return str(e.value);

@@ -18,6 +18,7 @@ import { drawImage, forEachInOrder, IN_PROCESS, jobsInFlight, type ImageFailure,
 import { reportSentences, type SentenceOptions } from './report.ts';
 import type { Rng } from './random.ts';
 import type { ReportTokenizer } from './tokenizer.ts';
+import { clip, quote } from '../../compiler/echo.ts';
 
 export type Split = 'train' | 'validate' | 'test';
 export const SPLITS: readonly Split[] = ['train', 'validate', 'test'];
@@ -196,10 +197,10 @@ export class MimicCxrDataset {
       const subjectId = row.subject_id.trim();
       const split = row.split.trim() as Split;
       const bad = (detail: string) => problems.push({ kind: 'bad-csv-row', path: where, detail });
-      if (!DICOM_ID_PATTERN.test(dicomId)) return bad(`bad dicom_id ${JSON.stringify(row.dicom_id)}`);
-      if (!ID_PATTERN.test(studyId)) return bad(`bad study_id ${JSON.stringify(row.study_id)} (dicom ${dicomId})`);
-      if (!ID_PATTERN.test(subjectId)) return bad(`bad subject_id ${JSON.stringify(row.subject_id)} (dicom ${dicomId})`);
-      if (!SPLITS.includes(split)) return bad(`unknown split ${JSON.stringify(row.split)} (dicom ${dicomId})`);
+      if (!DICOM_ID_PATTERN.test(dicomId)) return bad(`bad dicom_id ${quote(row.dicom_id)}`);
+      if (!ID_PATTERN.test(studyId)) return bad(`bad study_id ${quote(row.study_id)} (dicom ${clip(dicomId)})`);
+      if (!ID_PATTERN.test(subjectId)) return bad(`bad subject_id ${quote(row.subject_id)} (dicom ${clip(dicomId)})`);
+      if (!SPLITS.includes(split)) return bad(`unknown split ${quote(row.split)} (dicom ${clip(dicomId)})`);
       if (seenDicom.has(dicomId)) return bad(`dicom_id ${dicomId} listed twice`);
       seenDicom.add(dicomId);
       const meta = metadata.get(dicomId);
@@ -279,7 +280,7 @@ export class MimicCxrDataset {
       const studyId = row.study_id.trim();
       if (!DICOM_ID_PATTERN.test(dicomId) || !ID_PATTERN.test(subjectId) || !ID_PATTERN.test(studyId)) {
         out.badDicomIds.add(dicomId);
-        this.problems.push({ kind: 'bad-csv-row', path: `${path}:${table.lines[r]}`, detail: `bad id(s): dicom_id ${JSON.stringify(row.dicom_id)}, subject_id ${JSON.stringify(row.subject_id)}, study_id ${JSON.stringify(row.study_id)}` });
+        this.problems.push({ kind: 'bad-csv-row', path: `${path}:${table.lines[r]}`, detail: `bad id(s): dicom_id ${quote(row.dicom_id)}, subject_id ${quote(row.subject_id)}, study_id ${quote(row.study_id)}` });
         return;
       }
       out.set(dicomId, { subjectId, studyId, view: row.ViewPosition.trim() });

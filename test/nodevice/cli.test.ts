@@ -2,7 +2,8 @@
 // Commands that need a GPU (train, loss) are exercised in test/gpu/cli-train.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { HostTensor } from '../../runtime/safetensors.ts';
@@ -69,6 +70,33 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     assert.match(r.stderr, /\n\s*4 \| +let x = undefined_thing\(3\)\n\s*\| +\^+/);
     assert.not.match(r.stderr, /\n\s+at /);
     assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'no_such_config=1']), /^lovt-run: error: --set no_such_config=1: the model LoVT_Tiny has no config 'no_such_config'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('loss: --weights and --batch must be regular, well-formed safetensors files; refused before any GPU work, naming the path', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-files-'));
+  try {
+    const loss = (weights: string) => lovtRun(['loss', 'models/convirt-tiny.lovt', '--weights', weights, '--batch', weights], 60_000);
+    const fifo = path.join(dir, 'w.fifo');
+    assert.is(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+    assertOneLineError(loss(fifo), new RegExp(`^lovt-run: cannot read --weights ${fifo}: it is a named pipe \\(FIFO\\), not a regular file$`));
+    assertOneLineError(loss('/dev/zero'), /^lovt-run: cannot read --weights \/dev\/zero: it is a character device, not a regular file$/);
+    assertOneLineError(loss(dir), new RegExp(`^lovt-run: cannot read --weights ${dir}: it is a directory, not a regular file$`));
+    const loop = path.join(dir, 'loop.safetensors');
+    symlinkSync(loop, loop);
+    assertOneLineError(loss(loop), /ELOOP: too many symbolic links encountered$/);
+    // A 30 MB tensor name is echoed clipped, not whole.
+    const header = new TextEncoder().encode(JSON.stringify({ ['n'.repeat(30_000_000)]: { dtype: 'F64', shape: [1], data_offsets: [0, 8] } }));
+    const file = new Uint8Array(8 + header.length + 8);
+    new DataView(file.buffer).setUint32(0, header.length, true);
+    file.set(header, 8);
+    const big = path.join(dir, 'big.safetensors');
+    writeFileSync(big, file);
+    const r = loss(big);
+    assertOneLineError(r, /safetensors: tensor "n+"… \(30000000 characters\): unsupported dtype "F64"/);
+    assert.ok(r.stderr.length < 500, `stderr of ${r.stderr.length} characters`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
