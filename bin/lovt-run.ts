@@ -256,6 +256,8 @@ async function prepareData(dataSpec: string, o: TrainCliOptions, imageSize: numb
     if (!r.generated) say(`reusing ${dir}`);
   } else {
     dir = data.dir;
+    // Nothing (the image cache) is created for a directory that is not a MIMIC root.
+    await (await import('../runtime/data/mimic.ts')).checkMimicRoot(new NodeFileSource(dir));
     const cacheDir = path.resolve(o.imageCache ?? path.join(dir, IMAGE_CACHE_DIR));
     await mkdir(cacheDir, { recursive: true }).catch((e) => {
       throw new UsageError(`cannot create the image cache ${cacheDir}: ${e.code ?? e.message}; choose a writable directory with --image-cache DIR`);
@@ -437,6 +439,7 @@ async function trainCommand(modelPath: string, options: TrainCliOptions): Promis
       records: await readMetrics(storage),
       heatmaps,
       heatmapSource,
+      dropped: training.dataset.dropReport(),
     });
     say(`report: ${path.join(runDir, 'report.md')}`);
   }

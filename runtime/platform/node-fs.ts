@@ -5,7 +5,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import { SafetensorsError, decodeSafetensors, parseSafetensorsHeader, safetensorsHeaderLength, type SafetensorsContents } from '../safetensors.ts';
-import { normalizePath, type WritableFileSource } from '../data/fs.ts';
+import { normalizePath, type FileStatus, type WritableFileSource } from '../data/fs.ts';
 import { generateSynthCXR, type SynthOptions, type SynthSummary } from '../data/synth/dataset.ts';
 
 export class NodeFileSource implements WritableFileSource {
@@ -30,6 +30,16 @@ export class NodeFileSource implements WritableFileSource {
       return (await fsp.stat(this.resolve(path))).isFile();
     } catch {
       return false;
+    }
+  }
+
+  async status(path: string): Promise<FileStatus> {
+    try {
+      const st = await fsp.stat(this.resolve(path));
+      return st.isFile() ? { kind: 'file', size: st.size, mtimeMs: st.mtimeMs } : { kind: 'unreadable', detail: `it is ${kindOf(st)}, not a regular file` };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return code === 'ENOENT' || code === 'ENOTDIR' ? { kind: 'missing' } : { kind: 'unreadable', detail: fsErrorText(err) };
     }
   }
 

@@ -60,6 +60,12 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--batch', 'x.safetensors']), /give --weights/);
     assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--weights', path.join(dir, 'nope.safetensors'), '--batch', 'x']), /cannot read --weights .*nope\.safetensors: ENOENT/);
     assertOneLineError(lovtRun(['synth', '--studies', '3']), /give --out DIR/);
+    // A --data directory that is not a MIMIC root fails before anything is created for it.
+    const missing = path.join(dir, 'nonexistent');
+    assertOneLineError(lovtRun(['train', 'models/convirt-tiny.lovt', '--data', `mimic:${missing}`, '--out', path.join(dir, 'run')]),
+      new RegExp(`^lovt-run: ${missing}: no such directory, or it is empty \\(expected a MIMIC-CXR-JPG root with mimic-cxr-2\\.0\\.0-split\\.csv\\.gz\\)$`));
+    assert.not.ok(existsSync(missing), 'no directory created for the data');
+    assert.not.ok(existsSync(path.join(dir, 'run')), 'no run directory');
 
     // A compile error is the rendered diagnostic: location, source line, caret; still exit 1.
     const bad = path.join(dir, 'bad.lovt');

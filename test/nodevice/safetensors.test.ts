@@ -185,6 +185,9 @@ test('hostile headers: prototype dtypes, deep nesting, duplicate keys, holes, tr
   const proto = readSafetensors(craft('{"__proto__":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"__proto__":"kept"}}', new Uint8Array(4)));
   assert.equal([...proto.tensors.keys()], ['__proto__']);
   assert.equal(Object.entries(proto.metadata), [['__proto__', 'kept']]);
+  // and the writer keeps it (it was set as the header object's prototype, so its bytes had no entry)
+  const written = readSafetensors(writeSafetensors(new Map([['__proto__', { shape: [1], data: Float32Array.of(7) }]])));
+  assert.equal(Array.from(written.tensors.get('__proto__')!.data), [7]);
 });
 
 test('files: only regular files are read, checked against the header before the data; errors name the path', async () => {
