@@ -33,6 +33,10 @@ test('lovt-run train writes checkpoints, metrics and report.md with its figures'
   assert.match(r.stdout, /images resized into \S*lovt-cache\/resized-512 \(\d+ new, 0 reused, 0 unreadable\)/);
   assert.ok(existsSync(path.join(dataDir, 'lovt-cache', 'resized-512', 'lovt-resized.json')));
   assert.ok(existsSync(path.join(dataDir, 'lovt-cache', 'resized-512', 'lovt-pixel-stats.json')));
+  // Dropped data: counted in the data line every run, listed by reason in the report.
+  assert.match(r.stdout, /^data: .*; dropped: \d+ stud(y|ies).*, \d+ images?.*, \d+ CSV rows?/m);
+  assert.match(report, /## Dropped data\n\n.*\n\n\| reason \| drops a \| count \| meaning \| first paths \|/);
+  assert.is([...report.matchAll(/^\| [a-z-]+ \| (CSV row|image|study) \| \d+ \|/gm)].length, 13);
 });
 
 test('lovt-run train --resume continues the run; a resume cannot change the recipe', () => {

@@ -5,7 +5,7 @@
 // run prints, and the run report's table.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { formatCsv, gzipText } from '../../runtime/data/csv.ts';
@@ -154,6 +154,23 @@ test('the data summary a run prints ends with the drops; the report lists every 
   } finally {
     await data.close();
     rmSync(runDir, { recursive: true, force: true });
+  }
+});
+
+test('an image replaced by a directory after opening is counted as unreadable when drawn, not as missing', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-drops-late-'));
+  try {
+    cpSync(root, dir, { recursive: true });
+    const files = nodeFileSource(dir);
+    const dataset = await MimicCxrDataset.open(files, { tokenizer: await ReportTokenizer.load(files, 'vocab.txt') });
+    const study = dataset.split('train')[0];
+    rmSync(path.join(dir, study.imagePaths[0]));
+    mkdirSync(path.join(dir, study.imagePaths[0]));
+    assert.is(await dataset.loadImage(study), null);
+    assert.equal(dataset.problemCounts(), { ...AT_OPEN, 'unreadable-image': 3, 'no-loadable-image': 1 });
+    assert.match(dataset.problems.at(-2)!.detail, /it is a directory, not a regular file$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -227,6 +227,9 @@ test('plain .csv files work too, and a missing root fails with a clear message',
     const tokenizer = await ReportTokenizer.load(files, 'vocab.txt');
     let message = '';
     try { await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer }); } catch (err) { message = (err as Error).message; }
+    assert.is(message, `${emptyRoot}: no such directory, or it is empty (expected a MIMIC-CXR-JPG root with mimic-cxr-2.0.0-split.csv.gz)`);
+    await nodeFileSource(emptyRoot).writeFile('README', new Uint8Array(1));
+    try { await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer }); } catch (err) { message = (err as Error).message; }
     assert.match(message, /neither mimic-cxr-2\.0\.0-split\.csv\.gz nor mimic-cxr-2\.0\.0-split\.csv found/);
   } finally {
     rmSync(emptyRoot, { recursive: true, force: true });
