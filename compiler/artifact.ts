@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { compileModel, type CompileResult, type Diagnostic, IR_VERSION, type ModelInfo } from './frontend/index.ts';
 import { fileKind } from './frontend/file-kind.ts';
 import type { Graph } from './ir.ts';
+import { clip } from './echo.ts';
 import { validateGraph } from './ops/index.ts';
 import { ENGINE_LIMIT_KEYS, GENERIC_TARGET, planGraph, planToJSON, type OversizedTensor } from './execution-plan.ts';
 import { buildTrainingPrograms, optimizerOptions } from './train-program.ts';
@@ -111,7 +112,7 @@ export function parseLimitArgs(items: string[]): Record<string, number> {
   for (const item of items) {
     const eq = item.indexOf('=');
     const key = eq > 0 ? item.slice(0, eq).trim() : '';
-    if (!keys.includes(key)) throw new Error(`--limit needs KEY=VALUE with KEY one of ${keys.join(', ')}; got '${item}'`);
+    if (!keys.includes(key)) throw new Error(`--limit needs KEY=VALUE with KEY one of ${keys.join(', ')}; got '${clip(item)}'`);
     const text = item.slice(eq + 1).trim();
     const value = text === 'none' ? Number.POSITIVE_INFINITY : Number(text);
     if (!(value > 0) || (Number.isFinite(value) && !Number.isInteger(value))) throw new Error(`--limit ${key}: '${text}' is not a positive integer (or 'none')`);

@@ -3,11 +3,16 @@
 // "__metadata__": {string: string}}, then the raw little-endian tensor bytes. Offsets are
 // relative to the end of the header.
 //
-// Reading validates the whole header (length bound, JSON, dtypes, shapes, offsets inside the
-// file, no overlaps, byte length = elements × dtype size) before any tensor memory is
-// allocated, so a corrupt or hostile file fails fast with an error naming the tensor.
+// Reading validates the whole header (length bound, nesting depth, duplicate keys, JSON,
+// dtypes, shapes, byte length = elements × dtype size, offsets tiling the data section with
+// no overlap, hole or trailing bytes) before any tensor memory is allocated, so a corrupt or
+// hostile file fails fast with an error naming the tensor (echoed input is clipped).
+// runtime/platform/node-fs.ts readSafetensorsFile also checks the file type and its size
+// against the header before reading it.
 // F16/BF16 are widened to f32 and I64 narrowed to i32 (with a range check), because the
 // runtime computes in f32/i32.
+
+import { clip, echo, quote } from '../compiler/echo.ts';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
 
@@ -50,39 +55,56 @@ export class SafetensorsError extends Error {
   }
 }
 
+/** The number of elements (Infinity past 2^53, so that it never equals a real byte count by accident). */
 function elementCount(shape: number[]): number {
   let n = 1;
-  for (const d of shape) n *= d;
-  return n;
+  for (const d of shape) {
+    if (d === 0) return 0;
+    n *= d;
+  }
+  return n > Number.MAX_SAFE_INTEGER ? Infinity : n;
 }
 
-/** Parses and validates the header only. `fileLength` bounds the offsets. */
-export function parseSafetensorsHeader(bytes: Uint8Array, opts: { maxHeaderBytes?: number } = {}): SafetensorsHeader {
-  const maxHeader = opts.maxHeaderBytes ?? MAX_HEADER_BYTES;
-  if (bytes.length < 8) throw new SafetensorsError(`file is ${bytes.length} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const lo = view.getUint32(0, true);
-  const hi = view.getUint32(4, true);
-  const headerLength = hi * 4294967296 + lo;
+/**
+ * The header length N from the first 8 bytes of a file of `fileLength` bytes, checked against
+ * the limit and the file length before anything else is read.
+ */
+export function safetensorsHeaderLength(prefix: Uint8Array, fileLength: number, maxHeader = MAX_HEADER_BYTES): number {
+  if (fileLength < 8 || prefix.length < 8) throw new SafetensorsError(`file is ${fileLength} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(prefix.buffer, prefix.byteOffset, 8);
+  const headerLength = view.getUint32(4, true) * 4294967296 + view.getUint32(0, true);
   if (headerLength > maxHeader) {
     throw new SafetensorsError(`header length ${headerLength} bytes exceeds the limit of ${maxHeader} bytes (corrupt file?)`);
   }
   if (headerLength < 2) throw new SafetensorsError(`header length ${headerLength} is too small for a JSON object`);
-  if (8 + headerLength > bytes.length) {
-    throw new SafetensorsError(`header length ${headerLength} runs past the end of the ${bytes.length}-byte file`);
+  if (8 + headerLength > fileLength) {
+    throw new SafetensorsError(`header length ${headerLength} runs past the end of the ${fileLength}-byte file`);
   }
+  return headerLength;
+}
+
+/**
+ * Parses and validates the header. `bytes` holds at least the length and the header;
+ * `fileLength` (default: bytes.length) is the whole file's, which the tensors' byte ranges
+ * must cover exactly.
+ */
+export function parseSafetensorsHeader(bytes: Uint8Array, opts: { maxHeaderBytes?: number; fileLength?: number } = {}): SafetensorsHeader {
+  const fileLength = opts.fileLength ?? bytes.length;
+  const headerLength = safetensorsHeaderLength(bytes, fileLength, opts.maxHeaderBytes);
+  if (8 + headerLength > bytes.length) throw new SafetensorsError(`header length ${headerLength} runs past the ${bytes.length} bytes given`);
   const headerText = new TextDecoder('utf-8', { fatal: false }).decode(bytes.subarray(8, 8 + headerLength));
+  scanHeader(headerText);
   let json: unknown;
   try {
     json = JSON.parse(headerText);
   } catch (err) {
-    throw new SafetensorsError(`header is not valid JSON: ${(err as Error).message}`);
+    throw new SafetensorsError(`header is not valid JSON: ${clip((err as Error).message)}`);
   }
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw new SafetensorsError('header JSON is not an object');
   }
   const dataStart = 8 + headerLength;
-  const dataLength = bytes.length - dataStart;
+  const dataLength = fileLength - dataStart;
   const tensors: SafetensorsTensorInfo[] = [];
   let metadata: Record<string, string> = {};
   for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
@@ -92,58 +114,122 @@ export function parseSafetensorsHeader(bytes: Uint8Array, opts: { maxHeaderBytes
     }
     tensors.push(validateEntry(name, entry, dataLength));
   }
-  // Overlap check over the byte ranges sorted by start.
+  checkCoverage(tensors, dataLength);
+  return { tensors, metadata, dataStart };
+}
+
+/**
+ * The tensors' byte ranges, in order of their offsets, must tile the data section: no
+ * overlaps, no holes, nothing after the last tensor (as the format specifies: a hole or
+ * trailing bytes would be data no tensor accounts for).
+ */
+function checkCoverage(tensors: SafetensorsTensorInfo[], dataLength: number): void {
   const sorted = [...tensors].sort((a, b) => a.dataOffsets[0] - b.dataOffsets[0] || a.dataOffsets[1] - b.dataOffsets[1]);
-  for (let i = 1; i < sorted.length; i++) {
-    const prev = sorted[i - 1];
+  let covered = 0;
+  for (let i = 0; i < sorted.length; i++) {
     const cur = sorted[i];
-    if (cur.dataOffsets[0] < prev.dataOffsets[1]) {
-      throw new SafetensorsError(
-        `tensor "${cur.name}" bytes [${cur.dataOffsets.join(', ')}) overlap tensor "${prev.name}" bytes [${prev.dataOffsets.join(', ')})`,
-      );
+    const [begin, end] = cur.dataOffsets;
+    if (begin < covered) {
+      const prev = sorted[i - 1];
+      throw new SafetensorsError(`tensor ${quote(cur.name)} bytes [${begin}, ${end}) overlap tensor ${quote(prev.name)} bytes [${prev.dataOffsets.join(', ')})`);
+    }
+    if (begin > covered) throw new SafetensorsError(`bytes [${covered}, ${begin}) of the data section belong to no tensor (the next is ${quote(cur.name)})`);
+    covered = end;
+  }
+  if (covered !== dataLength) {
+    throw new SafetensorsError(`the data section is ${dataLength} bytes but the tensors end at byte ${covered}: ${dataLength - covered} trailing bytes (corrupt file?)`);
+  }
+}
+
+/** Containers allowed in a header: the object of entries, an entry or the metadata, a shape or offsets list. */
+const MAX_HEADER_DEPTH = 3;
+
+/**
+ * Checks the raw header text before JSON.parse: nesting no deeper than a valid header's
+ * (a 200k-deep list would otherwise exhaust memory or the stack of anything that walks it),
+ * and no key twice in one object (JSON.parse silently keeps the last).
+ * Syntax errors are left to JSON.parse.
+ */
+function scanHeader(text: string): void {
+  const stack: { keys: Set<string> | null; key: string; expectKey: boolean }[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // a string: find its closing quote (a backslash escapes the next character)
+      let j = i + 1;
+      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (top?.keys && top.expectKey) {
+        let key: string;
+        try {
+          key = JSON.parse(text.slice(i, j + 1));
+        } catch {
+          return;
+        }
+        if (top.keys.has(key)) {
+          const where = stack.length === 1 ? 'the header' : stack.length === 2 && stack[0].key === '__metadata__' ? '"__metadata__"' : `tensor ${quote(stack[0].key)}`;
+          throw new SafetensorsError(stack.length === 1 ? `tensor ${quote(key)} appears twice in the header` : `${where}: key ${quote(key)} appears twice`);
+        }
+        top.keys.add(key);
+        top.key = key;
+        top.expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (stack.length === MAX_HEADER_DEPTH) {
+        throw new SafetensorsError(`header nests lists or objects deeper than ${MAX_HEADER_DEPTH} levels (at character ${i}${stack[0]?.key ? `, in ${quote(stack[0].key)}` : ''}); a header is {name: {dtype, shape, data_offsets}}`);
+      }
+      stack.push({ keys: c === 0x7b ? new Set() : null, key: '', expectKey: c === 0x7b });
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+    } else if (c === 0x2c) {
+      const top = stack[stack.length - 1];
+      if (top?.keys) top.expectKey = true;
     }
   }
-  return { tensors, metadata, dataStart };
 }
 
 function validateMetadata(entry: unknown): Record<string, string> {
   if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
     throw new SafetensorsError('"__metadata__" must be an object of strings');
   }
-  const out: Record<string, string> = {};
+  const out: [string, string][] = [];
   for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
-    if (typeof v !== 'string') throw new SafetensorsError(`"__metadata__" value for "${k}" is not a string`);
-    out[k] = v;
+    if (typeof v !== 'string') throw new SafetensorsError(`"__metadata__" value for ${quote(k)} is not a string`);
+    out.push([k, v]);
   }
-  return out;
+  // fromEntries defines own properties, so a key "__proto__" stays a key.
+  return Object.fromEntries(out);
 }
 
 function validateEntry(name: string, entry: unknown, dataLength: number): SafetensorsTensorInfo {
+  const what = `tensor ${quote(name)}`;
   if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
-    throw new SafetensorsError(`tensor "${name}": entry is not an object`);
+    throw new SafetensorsError(`${what}: entry is not an object`);
   }
   const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) {
-    throw new SafetensorsError(`tensor "${name}": unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+  // hasOwn: `in` would accept "toString" and "__proto__" from Object.prototype.
+  if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) {
+    throw new SafetensorsError(`${what}: unsupported dtype ${echo(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw new SafetensorsError(`tensor "${name}": shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    throw new SafetensorsError(`${what}: shape ${echo(shape)} is not a list of non-negative integers`);
   }
   if (
     !Array.isArray(offsets) || offsets.length !== 2 ||
     !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
   ) {
-    throw new SafetensorsError(`tensor "${name}": data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+    throw new SafetensorsError(`${what}: data_offsets ${echo(offsets)} is not a pair of non-negative integers`);
   }
   const [begin, end] = offsets as [number, number];
-  if (begin > end) throw new SafetensorsError(`tensor "${name}": data_offsets [${begin}, ${end}] end before they begin`);
+  if (begin > end) throw new SafetensorsError(`${what}: data_offsets [${begin}, ${end}] end before they begin`);
   if (end > dataLength) {
-    throw new SafetensorsError(`tensor "${name}": data_offsets [${begin}, ${end}] run past the end of the data section (${dataLength} bytes)`);
+    throw new SafetensorsError(`${what}: data_offsets [${begin}, ${end}] run past the end of the data section (${dataLength} bytes)`);
   }
   const size = elementCount(shape as number[]) * DTYPE_BYTES[dtype as SafetensorsDtype];
   if (size !== end - begin) {
     throw new SafetensorsError(
-      `tensor "${name}": shape [${(shape as number[]).join(', ')}] × ${dtype} needs ${size} bytes but data_offsets span ${end - begin}`,
+      `${what}: shape ${echo(shape)} × ${dtype} needs ${Number.isFinite(size) ? size : 'more than 2^53'} bytes but data_offsets span ${end - begin}`,
     );
   }
   return { name, dtype: dtype as SafetensorsDtype, shape: [...(shape as number[])], dataOffsets: [begin, end] };
@@ -151,7 +237,11 @@ function validateEntry(name: string, entry: unknown, dataLength: number): Safete
 
 /** Reads every tensor (converted to f32/i32) and the metadata. */
 export function readSafetensors(bytes: Uint8Array, opts: { maxHeaderBytes?: number } = {}): SafetensorsContents {
-  const header = parseSafetensorsHeader(bytes, opts);
+  return decodeSafetensors(bytes, parseSafetensorsHeader(bytes, opts));
+}
+
+/** Decodes the tensors of a whole file whose header was parsed and validated against its length. */
+export function decodeSafetensors(bytes: Uint8Array, header: SafetensorsHeader): SafetensorsContents {
   const tensors = new Map<string, HostTensor>();
   const storedDtypes = new Map<string, SafetensorsDtype>();
   for (const info of header.tensors) {
@@ -221,7 +311,8 @@ export function writeSafetensors(
   metadata: Record<string, string> = {},
 ): Uint8Array {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor named "__proto__" must become a key, not the object's prototype.
+  const header: Record<string, unknown> = Object.create(null);
   if (Object.keys(metadata).length > 0) header.__metadata__ = validateMetadata(metadata);
   let offset = 0;
   const layout: { name: string; dtype: SafetensorsDtype; begin: number; t: TensorToWrite }[] = [];

@@ -3,6 +3,7 @@
 // notes, a hint, the import chain), and "did you mean" suggestions.
 
 import type { Range } from '../../grammar/ast.ts';
+import { ECHO_CHARS, clip } from '../echo.ts';
 
 export interface ImportLink {
   /** The file that holds the import statement. */
@@ -52,6 +53,9 @@ export class FatalError extends CompileError {}
 
 export const COMMAND_LINE = '<command line>';
 
+/** Each front-end stage stops after this many errors, so a huge bad input costs bounded work. */
+export const MAX_ERRORS = 50;
+
 export function makeDiagnostic(range: Range | undefined, message: string, extras: DiagExtras = {}, severity: 'error' | 'warning' = 'error'): Diagnostic {
   const d: Diagnostic = {
     file: range?.file ?? COMMAND_LINE,
@@ -60,7 +64,8 @@ export function makeDiagnostic(range: Range | undefined, message: string, extras
     endLine: range?.endLine ?? 0,
     endCol: range?.endCol ?? 0,
     severity,
-    message,
+    // Messages quote names and values from the input, which may be megabytes long.
+    message: clip(message, 10 * ECHO_CHARS),
   };
   if (extras.hint) d.hint = extras.hint;
   if (extras.notes && extras.notes.length) d.notes = extras.notes;
@@ -83,9 +88,18 @@ export function renderDiagnostic(d: Diagnostic, tool?: string): string {
   if (d.line > 0 && d.source !== undefined) {
     const num = String(d.line);
     const pad = ' '.repeat(num.length);
-    const text = d.source.replace(/\t/g, ' ');
-    const start = Math.max(0, d.col - 1);
-    const end = d.endLine === d.line ? Math.max(start + 1, d.endCol - 1) : Math.max(start + 1, text.length);
+    let text = d.source.replace(/\t/g, ' ');
+    let start = Math.max(0, d.col - 1);
+    let end = d.endLine === d.line ? Math.max(start + 1, d.endCol - 1) : Math.max(start + 1, text.length);
+    // A long line is shown as a window around the caret.
+    if (text.length > 2 * ECHO_CHARS) {
+      const from = Math.max(0, Math.min(start - ECHO_CHARS / 2, text.length - 2 * ECHO_CHARS));
+      const to = from + 2 * ECHO_CHARS;
+      const lead = from > 0 ? '… ' : '';
+      text = lead + text.slice(from, to) + (to < text.length ? ' …' : '');
+      start = start - from + lead.length;
+      end = Math.min(end - from, to - from) + lead.length;
+    }
     const width = Math.max(1, Math.min(end, Math.max(text.length, start + 1)) - start);
     out.push(` ${num} | ${text}`);
     out.push(` ${pad} | ${' '.repeat(start)}${'^'.repeat(width)}`);

@@ -11,7 +11,7 @@ import { GraphBuilder } from '../builder.ts';
 import { type DType, type OpAttrs, type OpName, type Shape, type SourceLoc, numel } from '../ir.ts';
 import type { Binary, Compare } from '../ops/elementwise.ts';
 import { ShapeError } from '../ops/index.ts';
-import { CompileError, type DiagExtras, type Diagnostic, FatalError, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
+import { CompileError, type DiagExtras, type Diagnostic, FatalError, MAX_ERRORS, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
 import { type Binding, Scope } from './scope.ts';
 import {
   type Instance, type TensorValue, type Value, NONE, POISON, bool, describe, dtypeShape, expectBool, expectEnum, expectFloat, expectFloatList,
@@ -121,7 +121,7 @@ export class Elaborator {
     if (this.seenDiags.has(key)) return;
     this.seenDiags.add(key);
     this.diagnostics.push(d);
-    if (this.diagnostics.length >= 50) throw new FatalError(e.range, 'too many errors; stopping');
+    if (this.diagnostics.length >= MAX_ERRORS) throw new FatalError(e.range, 'too many errors; stopping');
   }
 
   error(range: Range | undefined, message: string, extras?: DiagExtras): never {
@@ -221,6 +221,8 @@ export class Elaborator {
     this.tick();
     switch (e.kind) {
       case 'Num':
+        // 1e999 reads as Infinity: a learning rate or temperature of Infinity would make training undefined.
+        if (!Number.isFinite(e.value)) this.error(e.range, `number out of range: it reads as ${e.value}`, { hint: 'a number must be finite (at most about 1.8e308)' });
         return e.isInt ? int(e.value) : float(e.value);
       case 'Str':
         return str(e.value);

@@ -3,6 +3,7 @@
 // the ModelInfo, and located diagnostics. It never throws for bad input; an
 // internal failure becomes an "internal compiler error" diagnostic.
 
+import { clip } from '../echo.ts';
 import { createHash } from 'node:crypto';
 import { type Graph, IR_VERSION } from '../ir.ts';
 import { validateGraph } from '../ops/index.ts';
@@ -184,7 +185,7 @@ export function parseSetArgs(items: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const item of items) {
     const eq = item.indexOf('=');
-    if (eq <= 0) throw new Error(`--set expects key=value (e.g. --set tau_local=0.2), got '${item}'`);
+    if (eq <= 0) throw new Error(`--set expects key=value (e.g. --set tau_local=0.2), got '${clip(item)}'`);
     const key = item.slice(0, eq).trim();
     if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(key)) throw new Error(`--set: '${key}' is not a config name or train.KEY path`);
     out[key] = item.slice(eq + 1).trim();

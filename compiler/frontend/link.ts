@@ -4,7 +4,7 @@
 // that clash with built-ins, `extends` of an unknown model.
 
 import type { BlockDecl, FnDecl, ModelDecl, ParamDecl, Stmt } from '../../grammar/ast.ts';
-import { type Diagnostic, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
+import { type Diagnostic, MAX_ERRORS, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
 import type { LoadedFile, Program } from './resolve.ts';
 
 export type GlobalDecl = BlockDecl | FnDecl | ModelDecl;
@@ -40,8 +40,9 @@ export function linkProgram(program: Program, reserved: ReadonlySet<string>): { 
   const diags: Diagnostic[] = [];
   const table = new Map<string, GlobalDecl>();
   const models: Globals['models'] = [];
-  for (const file of program.files) {
+  decls: for (const file of program.files) {
     for (const d of file.ast.decls) {
+      if (diags.length >= MAX_ERRORS) break decls;
       if (d.kind === 'Import') continue;
       const name = d.name.name;
       if (reserved.has(name)) {
@@ -63,6 +64,7 @@ export function linkProgram(program: Program, reserved: ReadonlySet<string>): { 
     }
   }
   for (const { decl } of models) {
+    if (diags.length >= MAX_ERRORS) break;
     if (!decl.parent) continue;
     const parent = table.get(decl.parent.name);
     if (!parent) {

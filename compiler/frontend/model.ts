@@ -13,6 +13,7 @@ import { Scope } from './scope.ts';
 import { type TrainAssignment, type TrainSpec, typeTrainSection } from './train.ts';
 import { type Instance, type TensorValue, type Value, POISON, describe, dtypeShape, expectFloat, expectInt, kindName, originNote, toPlain } from './values.ts';
 import type { FlatModel } from './variants.ts';
+import { clip } from '../echo.ts';
 
 export interface LossInfo {
   name: string;
@@ -144,7 +145,7 @@ export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, st
   const usedSet = new Set<string>();
   const trainSet = Object.keys(set).filter((k) => k.startsWith('train.'));
 
-  const setError = (key: string, e: CompileError) => new CompileError(undefined, `--set ${key}=${set[key]}: ${e.message}`, e.extras);
+  const setError = (key: string, e: CompileError) => new CompileError(undefined, `--set ${clip(`${key}=${set[key]}`)}: ${e.message}`, e.extras);
 
   for (const item of flat.items) {
     const s = item.stmt;
@@ -251,7 +252,7 @@ export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, st
   const trainEntries: TrainAssignment[] = [...flat.train];
   for (const key of trainSet) {
     const path = key.split('.').slice(1);
-    const text = `${key}=${set[key]}`;
+    const text = clip(`${key}=${set[key]}`);
     if (path.length === 1 && path[0] === 'batch' && 'batch' in configs) {
       el.report(new CompileError(undefined, `--set ${text}: train.batch follows the config batch`, { hint: `use --set batch=${set[key]}` }));
       continue;
@@ -297,7 +298,8 @@ function setValue(el: Elaborator, text: string, s: Extract<Stmt, { kind: 'Config
       el.error(undefined, `config '${s.name.name}' is a bool; write true or false`);
     }
     const n = Number(raw);
-    if (raw === '' || !Number.isFinite(n)) el.error(undefined, `config '${s.name.name}' is ${t.name === 'int' ? 'an int' : 'a float'}; '${raw}' is not a number`);
+    if (raw === '' || Number.isNaN(n)) el.error(undefined, `config '${s.name.name}' is ${t.name === 'int' ? 'an int' : 'a float'}; '${clip(raw)}' is not a number`);
+    if (!Number.isFinite(n)) el.error(undefined, `config '${s.name.name}': number out of range: '${clip(raw)}' reads as ${n}`, { hint: 'a number must be finite (at most about 1.8e308)' });
     return t.name === 'int' && /^[-+]?\d+$/.test(raw) ? { k: 'int', v: n } : { k: 'float', v: n };
   }
   const e = parseSetExpr(text);

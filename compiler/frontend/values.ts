@@ -7,6 +7,7 @@ import type { BlockDecl, FnDecl, ModelDecl, Range } from '../../grammar/ast.ts';
 import type { DType, InitSpec, Shape } from '../ir.ts';
 import { CompileError, formatLoc } from './diagnostics.ts';
 import type { Scope } from './scope.ts';
+import { quote } from '../echo.ts';
 
 /** Where a tensor value was made, for shape-mismatch messages. */
 export interface Origin {
@@ -105,7 +106,7 @@ export function describe(v: Value): string {
     case 'bool':
       return `bool ${v.v}`;
     case 'string':
-      return `string ${JSON.stringify(v.v)}`;
+      return `string ${quote(v.v)}`;
     case 'enum':
       return `enum member ${v.v}`;
     case 'list':
@@ -138,7 +139,7 @@ export function describe(v: Value): string {
 function shortValue(v: Value): string {
   if (v.k === 'int' || v.k === 'float') return String(v.v);
   if (v.k === 'bool') return String(v.v);
-  if (v.k === 'string') return JSON.stringify(v.v);
+  if (v.k === 'string') return quote(v.v);
   if (v.k === 'enum') return v.v;
   return describe(v);
 }

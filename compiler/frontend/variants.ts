@@ -6,7 +6,7 @@
 // docs/language.md §9 is the reference.
 
 import type { Arg, ModelDecl, Name, Range, Stmt, TrainEntry } from '../../grammar/ast.ts';
-import { type Diagnostic, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
+import { type Diagnostic, MAX_ERRORS, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
 import type { Globals } from './link.ts';
 
 export type ItemKind = 'config' | 'input' | 'module' | 'state' | 'let' | 'loss' | 'output' | 'freeze' | 'expr' | 'train';
@@ -101,16 +101,28 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
     m = p && p.kind === 'Model' ? p : undefined; // unknown parents are reported by link.ts
   }
 
-  const items: ModelItem[] = [];
+  // Slots keep their position when a variant replaces an item; a drop empties
+  // its slot. `slotOf` maps namespace + name to the slot, so flattening stays
+  // linear in the model's size (a findIndex per statement was quadratic).
+  const slots: (ModelItem | undefined)[] = [];
+  const slotOf = new Map<string, number>();
+  const key = (kind: ItemKind, name: string) => `${NAMESPACE[kind]}:${name}`;
+  const live = () => slots.filter((it): it is ModelItem => it !== undefined);
+  const push = (it: ModelItem) => {
+    for (const n of it.names) if (!slotOf.has(key(it.kind, n))) slotOf.set(key(it.kind, n), slots.length);
+    slots.push(it);
+  };
   const train: TrainEntry[] = [];
-  const find = (kind: ItemKind, name: string) => items.findIndex((it) => NAMESPACE[it.kind] === NAMESPACE[kind] && it.names.includes(name));
+  const find = (kind: ItemKind, name: string) => slotOf.get(key(kind, name)) ?? -1;
+  const freezeDroppedBy = new Set<string>();
 
-  for (const model of chain) {
+  items: for (const model of chain) {
     const owner = model.name.name;
     const isVariant = model !== chain[0];
     for (const s of model.body) {
+      if (diags.length >= MAX_ERRORS) break items;
       if (s.kind === 'Drop') {
-        applyDrop(s, items, owner, diags);
+        applyDrop(s, slots, owner, diags, { find, slotOf, key, live, freezeDroppedBy });
         continue;
       }
       const c = classify(s, diags);
@@ -120,7 +132,7 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
         continue;
       }
       if (c.names.length === 0) {
-        items.push({ kind: c.kind, names: [], stmt: s, owner });
+        slots.push({ kind: c.kind, names: [], stmt: s, owner });
         continue;
       }
       // Only the first name decides the slot; tuple lets must be replaced as a whole.
@@ -128,23 +140,23 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
       for (const n of c.names.slice(1)) {
         const other = find(c.kind, n.name);
         if (other >= 0 && other !== at) {
-          diags.push(makeDiagnostic(n.range, `duplicate definition of '${n.name}' (first defined at ${formatLoc(rangeOfName(items[other], n.name))})`));
+          diags.push(makeDiagnostic(n.range, `duplicate definition of '${n.name}' (first defined at ${formatLoc(rangeOfName(slots[other]!, n.name))})`));
         }
       }
       if (at < 0) {
         if (s.kind === 'Config' && !s.type) {
-          diags.push(makeDiagnostic(s.name.range, `config '${s.name.name}' needs a type`, isVariant ? { hint: `no parent of ${owner} has a config '${s.name.name}' to override`, ...didYouMeanKind(items, 'config', s.name.name) } : { hint: `write config ${s.name.name}: int = ...` }));
+          diags.push(makeDiagnostic(s.name.range, `config '${s.name.name}' needs a type`, isVariant ? { hint: `no parent of ${owner} has a config '${s.name.name}' to override`, ...didYouMeanKind(live(), 'config', s.name.name) } : { hint: `write config ${s.name.name}: int = ...` }));
           continue;
         }
         if (s.kind === 'Loss' && !s.value) {
-          const extra = didYouMeanKind(items, 'loss', s.name.name);
+          const extra = didYouMeanKind(live(), 'loss', s.name.name);
           diags.push(makeDiagnostic(s.name.range, isVariant ? `loss '${s.name.name}' has no expression and no parent of ${owner} defines it` : `loss '${s.name.name}' needs an expression: loss ${s.name.name}(weight: w) = ...`, extra));
           continue;
         }
-        items.push({ kind: c.kind, names: c.names.map((n) => n.name), stmt: s, owner });
+        push({ kind: c.kind, names: c.names.map((n) => n.name), stmt: s, owner });
         continue;
       }
-      const prev = items[at];
+      const prev = slots[at]!;
       if (prev.owner === owner) {
         diags.push(makeDiagnostic(c.names[0].range, `duplicate definition of '${c.names[0].name}' (first defined at ${formatLoc(rangeOfName(prev, c.names[0].name))})`));
         continue;
@@ -160,21 +172,21 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
           diags.push(makeDiagnostic(s.range, `config override '${s.name.name}' needs a value`));
           continue;
         }
-        items[at] = { ...prev, stmt: { ...s, type: prev.stmt.type }, owner };
+        slots[at] = { ...prev, stmt: { ...s, type: prev.stmt.type }, owner };
         continue;
       }
       if (s.kind === 'Loss' && !s.value) {
-        items[at] = { ...prev, owner, weightArgs: s.args ?? [] };
+        slots[at] = { ...prev, owner, weightArgs: s.args ?? [] };
         continue;
       }
       if (s.kind === 'Let' && prev.stmt.kind === 'Let' && prev.names.join(',') !== c.names.map((n) => n.name).join(',')) {
         diags.push(makeDiagnostic(s.range, `bad override: '${c.names[0].name}' is defined together with ${prev.names.join(', ')} in ${prev.owner}; override them together`));
         continue;
       }
-      items[at] = { kind: c.kind, names: c.names.map((n) => n.name), stmt: s, owner };
+      slots[at] = { kind: c.kind, names: c.names.map((n) => n.name), stmt: s, owner };
     }
   }
-  return { name: decl.name.name, chain, items, train };
+  return { name: decl.name.name, chain, items: live(), train };
 }
 
 function didYouMeanKind(items: ModelItem[], kind: ItemKind, name: string) {
@@ -189,18 +201,30 @@ function rangeOfName(item: ModelItem, name: string): Range {
   return s.range;
 }
 
-function applyDrop(s: Extract<Stmt, { kind: 'Drop' }>, items: ModelItem[], owner: string, diags: Diagnostic[]) {
+interface SlotIndex {
+  find: (kind: ItemKind, name: string) => number;
+  slotOf: Map<string, number>;
+  key: (kind: ItemKind, name: string) => string;
+  live: () => ModelItem[];
+  /** Models that already dropped their parents' freezes (a second `drop freeze` in one model is a no-op). */
+  freezeDroppedBy: Set<string>;
+}
+
+function applyDrop(s: Extract<Stmt, { kind: 'Drop' }>, slots: (ModelItem | undefined)[], owner: string, diags: Diagnostic[], ix: SlotIndex) {
   if (s.what === 'freeze') {
-    for (let i = items.length - 1; i >= 0; i--) if (items[i].kind === 'freeze' && items[i].owner !== owner) items.splice(i, 1);
+    if (ix.freezeDroppedBy.has(owner)) return;
+    ix.freezeDroppedBy.add(owner);
+    for (let i = 0; i < slots.length; i++) if (slots[i]?.kind === 'freeze' && slots[i]!.owner !== owner) slots[i] = undefined;
     return;
   }
   const kind: ItemKind = s.what === 'loss' ? 'loss' : 'output';
   for (const n of s.names) {
-    const at = items.findIndex((it) => it.kind === kind && it.names.includes(n.name));
+    const at = ix.find(kind, n.name);
     if (at < 0) {
-      diags.push(makeDiagnostic(n.range, `cannot drop ${kind} '${n.name}': no such ${kind}`, didYouMeanKind(items, kind, n.name)));
+      diags.push(makeDiagnostic(n.range, `cannot drop ${kind} '${n.name}': no such ${kind}`, didYouMeanKind(ix.live(), kind, n.name)));
       continue;
     }
-    items.splice(at, 1);
+    for (const name of slots[at]!.names) ix.slotOf.delete(ix.key(kind, name));
+    slots[at] = undefined;
   }
 }

@@ -2,6 +2,7 @@
 // RFC 4180: quoted fields may contain commas, doubled quotes and newlines; CRLF or LF rows.
 import { gunzipSync, gzipSync } from 'fflate';
 import type { FileSource } from './fs.ts';
+import { clip } from '../../compiler/echo.ts';
 
 export interface CsvTable {
   /** Column names from the header row. */
@@ -120,7 +121,7 @@ export async function readCsv(source: FileSource, path: string): Promise<CsvTabl
 export function requireColumns(table: CsvTable, columns: string[], what: string): void {
   const missing = columns.filter((c) => !table.header.includes(c));
   if (missing.length > 0) {
-    throw new Error(`${what}: missing column(s) ${missing.join(', ')} (header: ${table.header.join(', ')})`);
+    throw new Error(`${what}: missing column(s) ${missing.join(', ')} (header: ${clip(table.header.join(', '))})`);
   }
 }
 

@@ -12,6 +12,23 @@ export interface FileSource {
   exists(path: string): Promise<boolean>;
   /** Names (not paths) of the entries directly inside a directory; [] when it does not exist. */
   list(dir: string): Promise<string[]>;
+  /** What is at the path (optional: fileStatus() answers from exists() for sources without it). */
+  status?(path: string): Promise<FileStatus>;
+}
+
+/**
+ * What is at a path: a regular file (with its size and modification time when the source
+ * knows them), nothing, or something that cannot be read as a file (a directory, a symlink
+ * loop, a FIFO: `detail` says which).
+ */
+export type FileStatus =
+  | { kind: 'file'; size?: number; mtimeMs?: number }
+  | { kind: 'missing' }
+  | { kind: 'unreadable'; detail: string };
+
+export async function fileStatus(source: FileSource, path: string): Promise<FileStatus> {
+  if (source.status) return source.status(path);
+  return (await source.exists(path)) ? { kind: 'file' } : { kind: 'missing' };
 }
 
 /** A FileSource that can also store files (caches, generated datasets). */
@@ -39,10 +56,14 @@ export function joinPath(...parts: string[]): string {
   return normalizePath(parts.filter((p) => p !== '').join('/'));
 }
 
+let memoryWrites = 0;
+
 /** In-memory files: for browsers (user-provided files) and tests. */
 export class MemoryFileSource implements WritableFileSource {
   readonly description: string;
   private readonly files = new Map<string, Uint8Array>();
+  /** Each file's place in the order of all writes to memory sources: stands in for a modification time. */
+  private readonly versions = new Map<string, number>();
 
   constructor(initial: Record<string, Uint8Array | string> = {}, description = 'memory') {
     this.description = description;
@@ -61,6 +82,12 @@ export class MemoryFileSource implements WritableFileSource {
     return this.files.has(normalizePath(path));
   }
 
+  async status(path: string): Promise<FileStatus> {
+    const p = normalizePath(path);
+    const data = this.files.get(p);
+    return data ? { kind: 'file', size: data.length, mtimeMs: this.versions.get(p) ?? 0 } : { kind: 'missing' };
+  }
+
   async list(dir: string): Promise<string[]> {
     const prefix = normalizePath(dir);
     const names = new Set<string>();
@@ -74,6 +101,7 @@ export class MemoryFileSource implements WritableFileSource {
 
   async writeFile(path: string, data: Uint8Array): Promise<void> {
     this.files.set(normalizePath(path), data.slice());
+    this.versions.set(normalizePath(path), ++memoryWrites);
   }
 
   /** All stored paths, sorted. */
@@ -102,6 +130,10 @@ export class SubdirFileSource implements WritableFileSource {
 
   exists(path: string): Promise<boolean> {
     return this.base.exists(joinPath(this.dir, path));
+  }
+
+  status(path: string): Promise<FileStatus> {
+    return fileStatus(this.base, joinPath(this.dir, path));
   }
 
   list(dir: string): Promise<string[]> {

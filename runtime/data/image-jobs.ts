@@ -7,13 +7,13 @@
 // have in-process. Every random draw comes from the job's seed: the result does not depend
 // on which thread ran it.
 import { evalTransform, trainTransform, type Normalization, type TrainAugmentOptions } from './augment.ts';
-import type { FileSource } from './fs.ts';
+import { fileStatus, type FileSource } from './fs.ts';
 import { decodeImage, encodeJpegGray, imageMoments, resizeBilinear, type GrayImage } from './image.ts';
 import { Rng } from './random.ts';
 
 /** An image that could not be used: the file is missing/unreadable, or does not decode. */
 export interface ImageFailure {
-  kind: 'missing-image' | 'undecodable-image';
+  kind: 'missing-image' | 'unreadable-image' | 'undecodable-image';
   path: string;
   detail: string;
 }
@@ -94,7 +94,9 @@ export async function readImage(source: FileSource, path: string): Promise<{ ima
   try {
     bytes = await source.readFile(path);
   } catch (err) {
-    return { failure: { kind: 'missing-image', path, detail: (err as Error).message } };
+    // Gone since the data set was opened, or a directory (symlink loop, ...) in its place.
+    const missing = (await fileStatus(source, path)).kind === 'missing';
+    return { failure: { kind: missing ? 'missing-image' : 'unreadable-image', path, detail: (err as Error).message } };
   }
   try {
     return { image: decodeImage(bytes, path) };

@@ -24,6 +24,7 @@ import { sentenceSwapOrder, type Normalization, type TrainAugmentOptions } from 
 import { IN_PROCESS, type ImageWorkers } from './image-jobs.ts';
 import type { MimicCxrDataset, Study } from './mimic.ts';
 import { deriveSeed, permutation, Rng } from './random.ts';
+import { echo } from '../../compiler/echo.ts';
 
 /** The values of a model's `report_text` config. */
 export const REPORT_TEXTS = ['all_sentences', 'one_random_sentence'] as const;
@@ -32,7 +33,7 @@ export type ReportText = (typeof REPORT_TEXTS)[number];
 /** Checks a `report_text` value from a model (any type) and returns it typed. */
 export function parseReportText(value: unknown): ReportText {
   if (typeof value === 'string' && (REPORT_TEXTS as readonly string[]).includes(value)) return value as ReportText;
-  throw new Error(`report_text: unknown value ${JSON.stringify(value)}; the data pipeline supports ${REPORT_TEXTS.join(', ')}`);
+  throw new Error(`report_text: unknown value ${echo(value)}; the data pipeline supports ${REPORT_TEXTS.join(', ')}`);
 }
 
 export interface LoaderOptions {

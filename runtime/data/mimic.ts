@@ -8,35 +8,52 @@
 // One sample per study = its report + all its frontal (PA/AP) images; an image is drawn
 // uniformly each time the sample is loaded. Studies are skipped when the report has neither
 // FINDINGS nor IMPRESSION, has no sentences or fewer than 3 tokens, or no frontal image file
-// exists. Corrupt inputs are skipped, counted by kind and listed — never fatal: CSV rows with
-// bad ids, missing image files, missing or empty reports, and (found when loading)
-// truncated or undecodable images.
+// exists. Corrupt inputs are skipped, never fatal, and every one is counted by reason
+// (PROBLEM_INFO) and listed: CSV rows with bad or mismatched ids, missing or unreadable
+// (directory, symlink loop) image files, missing, unreadable, binary or empty reports, and
+// (found when loading) truncated or undecodable images and studies none of whose images loads.
 import { readCsv, requireColumns, type CsvTable } from './csv.ts';
-import { readText, type FileSource, type WritableFileSource } from './fs.ts';
+import { fileStatus, readText, type FileSource, type WritableFileSource } from './fs.ts';
 import type { GrayImage } from './image.ts';
 import { drawImage, forEachInOrder, IN_PROCESS, jobsInFlight, type ImageFailure, type ImageJobResults, type ImageWorkers, type SampleTransform } from './image-jobs.ts';
 import { reportSentences, type SentenceOptions } from './report.ts';
 import type { Rng } from './random.ts';
 import type { ReportTokenizer } from './tokenizer.ts';
+import { clip, quote } from '../../compiler/echo.ts';
 
 export type Split = 'train' | 'validate' | 'test';
 export const SPLITS: readonly Split[] = ['train', 'validate', 'test'];
 
-export type ProblemKind =
-  | 'bad-csv-row'        // unparsable id, unknown split, or inconsistent with the other CSV
-  | 'missing-image'      // listed image file does not exist
-  | 'undecodable-image'  // truncated or corrupt image (found when loading)
-  | 'missing-report'     // report file does not exist
-  | 'empty-report'       // report file holds only whitespace
-  | 'no-sections'        // neither FINDINGS nor IMPRESSION
-  | 'no-sentences'       // sections present but no sentence in them
-  | 'too-few-tokens'     // fewer than minTokens WordPiece tokens
-  | 'no-frontal-image';  // no PA/AP image file left for the study
+/** What a problem drops: a row of a CSV, one image of a study, or a whole study. */
+export type DropUnit = 'CSV row' | 'image' | 'study';
 
-export const PROBLEM_KINDS: readonly ProblemKind[] = [
-  'bad-csv-row', 'missing-image', 'undecodable-image', 'missing-report', 'empty-report',
-  'no-sections', 'no-sentences', 'too-few-tokens', 'no-frontal-image',
-];
+/** Every reason a CSV row, an image or a study is dropped, with what it drops and what it means. */
+export const PROBLEM_INFO = {
+  'bad-csv-row': { unit: 'CSV row', what: 'unparsable, duplicate or mismatched ids, or an unknown split' },
+  'missing-image': { unit: 'image', what: 'the listed image file does not exist' },
+  'unreadable-image': { unit: 'image', what: 'not a readable file (a directory, a symlink loop, ...)' },
+  'undecodable-image': { unit: 'image', what: 'truncated or corrupt image (found when decoding)' },
+  'missing-report': { unit: 'study', what: 'the report file does not exist' },
+  'unreadable-report': { unit: 'study', what: 'the report is not a readable file (a directory, a symlink loop, ...)' },
+  'undecodable-report': { unit: 'study', what: 'the report is binary, not UTF-8 text' },
+  'empty-report': { unit: 'study', what: 'the report holds only whitespace' },
+  'no-sections': { unit: 'study', what: 'the report has neither FINDINGS nor IMPRESSION' },
+  'no-sentences': { unit: 'study', what: 'FINDINGS/IMPRESSION hold no sentence' },
+  'too-few-tokens': { unit: 'study', what: 'fewer WordPiece tokens than the minimum' },
+  'no-frontal-image': { unit: 'study', what: 'no PA/AP image file left for the study' },
+  'no-loadable-image': { unit: 'study', what: 'none of its images loads (found when loading; skipped each time it is drawn)' },
+} as const satisfies Record<string, { unit: DropUnit; what: string }>;
+
+export type ProblemKind = keyof typeof PROBLEM_INFO;
+
+export const PROBLEM_KINDS = Object.keys(PROBLEM_INFO) as ProblemKind[];
+
+/** Dropped data by reason, for the run's report. */
+export interface DropReport {
+  reasons: { kind: ProblemKind; unit: DropUnit; what: string; count: number; examples: string[] }[];
+  /** Images left out for not being frontal, by ViewPosition ('' for empty). */
+  droppedViews: Record<string, number>;
+}
 
 export interface DataProblem {
   kind: ProblemKind;
@@ -104,7 +121,14 @@ export function reportPath(subjectId: string, studyId: string): string {
 async function findCsv(source: FileSource, explicit: string | undefined, base: string): Promise<string> {
   if (explicit) return explicit;
   for (const candidate of [`${base}.gz`, base]) if (await source.exists(candidate)) return candidate;
+  if ((await source.list('')).length === 0) throw new Error(`${source.description}: no such directory, or it is empty (expected a MIMIC-CXR-JPG root with ${base}.gz)`);
   throw new Error(`${source.description}: neither ${base}.gz nor ${base} found (is this a MIMIC-CXR-JPG root?)`);
+}
+
+/** Checks that `source` is a MIMIC-CXR-JPG root (both CSVs present), before anything (a cache) is created for it. */
+export async function checkMimicRoot(source: FileSource): Promise<void> {
+  await findCsv(source, undefined, SPLIT_CSV);
+  await findCsv(source, undefined, METADATA_CSV);
 }
 
 /** Runs `fn` over items with bounded concurrency, preserving order of results. */
@@ -124,6 +148,28 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, 
   return results;
 }
 
+/** A report's text, or why there is none: missing, not a readable file, or not text. */
+async function readReport(source: FileSource, path: string): Promise<{ text: string } | { problem: ProblemKind; detail: string }> {
+  const st = await fileStatus(source, path);
+  if (st.kind === 'missing') return { problem: 'missing-report', detail: 'report file does not exist' };
+  if (st.kind === 'unreadable') return { problem: 'unreadable-report', detail: st.detail };
+  let bytes: Uint8Array;
+  try {
+    bytes = await source.readFile(path);
+  } catch (err) {
+    return { problem: 'unreadable-report', detail: (err as Error).message };
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return { problem: 'undecodable-report', detail: 'not valid UTF-8 text (a binary file?)' };
+  }
+  const nul = text.indexOf('\0');
+  if (nul >= 0) return { problem: 'undecodable-report', detail: `a NUL byte at offset ${nul} (a binary file?)` };
+  return { text };
+}
+
 interface ImageRow { dicomId: string; subjectId: string; studyId: string; split: Split; line: number }
 
 export class MimicCxrDataset {
@@ -137,6 +183,7 @@ export class MimicCxrDataset {
   /** Images dropped for not being frontal, by ViewPosition ('' for empty). */
   readonly droppedViews: Record<string, number> = {};
   private readonly reportedImages = new Set<string>();
+  private readonly unloadableStudies = new Set<number>();
   private imageSource: FileSource;
   /** Images known not to decode (path → reason): skipped without being read. */
   private knownUndecodable: ReadonlyMap<string, string> = new Map();
@@ -196,10 +243,10 @@ export class MimicCxrDataset {
       const subjectId = row.subject_id.trim();
       const split = row.split.trim() as Split;
       const bad = (detail: string) => problems.push({ kind: 'bad-csv-row', path: where, detail });
-      if (!DICOM_ID_PATTERN.test(dicomId)) return bad(`bad dicom_id ${JSON.stringify(row.dicom_id)}`);
-      if (!ID_PATTERN.test(studyId)) return bad(`bad study_id ${JSON.stringify(row.study_id)} (dicom ${dicomId})`);
-      if (!ID_PATTERN.test(subjectId)) return bad(`bad subject_id ${JSON.stringify(row.subject_id)} (dicom ${dicomId})`);
-      if (!SPLITS.includes(split)) return bad(`unknown split ${JSON.stringify(row.split)} (dicom ${dicomId})`);
+      if (!DICOM_ID_PATTERN.test(dicomId)) return bad(`bad dicom_id ${quote(row.dicom_id)}`);
+      if (!ID_PATTERN.test(studyId)) return bad(`bad study_id ${quote(row.study_id)} (dicom ${clip(dicomId)})`);
+      if (!ID_PATTERN.test(subjectId)) return bad(`bad subject_id ${quote(row.subject_id)} (dicom ${clip(dicomId)})`);
+      if (!SPLITS.includes(split)) return bad(`unknown split ${quote(row.split)} (dicom ${clip(dicomId)})`);
       if (seenDicom.has(dicomId)) return bad(`dicom_id ${dicomId} listed twice`);
       seenDicom.add(dicomId);
       const meta = metadata.get(dicomId);
@@ -232,13 +279,13 @@ export class MimicCxrDataset {
       const present: string[] = [];
       const localProblems: DataProblem[] = [];
       for (const p of paths) {
-        if (await imageSource.exists(p)) present.push(p);
-        else localProblems.push({ kind: 'missing-image', path: p, detail: `listed in ${splitPath} but the file does not exist` });
+        const st = await fileStatus(imageSource, p);
+        if (st.kind === 'file') present.push(p);
+        else if (st.kind === 'missing') localProblems.push({ kind: 'missing-image', path: p, detail: `listed in ${splitPath} but the file does not exist` });
+        else localProblems.push({ kind: 'unreadable-image', path: p, detail: `listed in ${splitPath} but ${st.detail}` });
       }
       const rPath = reportPath(subjectId, studyId);
-      let text: string | null = null;
-      if (await reportSource.exists(rPath)) text = new TextDecoder('utf-8').decode(await reportSource.readFile(rPath));
-      return { subjectId, studyId, split, paths: present, reportPath: rPath, text, localProblems };
+      return { subjectId, studyId, split, paths: present, reportPath: rPath, report: await readReport(reportSource, rPath), localProblems };
     }, (done) => opts.onProgress?.('reading reports', done, groups.length));
 
     for (const c of candidates) {
@@ -248,9 +295,9 @@ export class MimicCxrDataset {
         skip('no-frontal-image', studyDir(c.subjectId, c.studyId), 'no PA/AP image file exists for this study');
         continue;
       }
-      if (c.text === null) { skip('missing-report', c.reportPath, 'report file does not exist'); continue; }
-      if (c.text.trim() === '') { skip('empty-report', c.reportPath, 'report is empty'); continue; }
-      const parsed = reportSentences(c.text, opts.sentenceOptions);
+      if ('problem' in c.report) { skip(c.report.problem, c.reportPath, c.report.detail); continue; }
+      if (c.report.text.trim() === '') { skip('empty-report', c.reportPath, 'report is empty'); continue; }
+      const parsed = reportSentences(c.report.text, opts.sentenceOptions);
       if (!parsed.hasFindings && !parsed.hasImpression) { skip('no-sections', c.reportPath, 'no FINDINGS or IMPRESSION section'); continue; }
       const sentences: string[] = [];
       const sentenceTokens: Int32Array[] = [];
@@ -279,7 +326,7 @@ export class MimicCxrDataset {
       const studyId = row.study_id.trim();
       if (!DICOM_ID_PATTERN.test(dicomId) || !ID_PATTERN.test(subjectId) || !ID_PATTERN.test(studyId)) {
         out.badDicomIds.add(dicomId);
-        this.problems.push({ kind: 'bad-csv-row', path: `${path}:${table.lines[r]}`, detail: `bad id(s): dicom_id ${JSON.stringify(row.dicom_id)}, subject_id ${JSON.stringify(row.subject_id)}, study_id ${JSON.stringify(row.study_id)}` });
+        this.problems.push({ kind: 'bad-csv-row', path: `${path}:${table.lines[r]}`, detail: `bad id(s): dicom_id ${quote(row.dicom_id)}, subject_id ${quote(row.subject_id)}, study_id ${quote(row.study_id)}` });
         return;
       }
       out.set(dicomId, { subjectId, studyId, view: row.ViewPosition.trim() });
@@ -299,15 +346,40 @@ export class MimicCxrDataset {
     return counts;
   }
 
-  /** Human-readable summary: kept studies per split, dropped views, problems by kind. */
+  /** Human-readable summary: kept studies per split, non-frontal images left out, dropped data by reason. */
   summary(): string {
     const lines: string[] = [];
     lines.push(`studies: ${SPLITS.map((s) => `${s} ${this.split(s).length}`).join(', ')}`);
     const views = Object.entries(this.droppedViews).map(([v, n]) => `${v || '(empty)'} ${n}`);
-    if (views.length > 0) lines.push(`non-frontal images dropped: ${views.join(', ')}`);
-    const counts = Object.entries(this.problemCounts()).filter(([, n]) => n > 0);
-    if (counts.length > 0) lines.push(`skipped: ${counts.map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    if (views.length > 0) lines.push(`non-frontal images left out: ${views.join(', ')}`);
+    lines.push(this.dropSummary());
     return lines.join('\n');
+  }
+
+  /**
+   * One line of dropped data so far, by unit and reason:
+   * "dropped: 2 studies (missing-report 1, empty-report 1), 1 image (missing-image 1), 0 CSV rows".
+   */
+  dropSummary(): string {
+    const counts = this.problemCounts();
+    const units: [DropUnit, string][] = [['study', 'studies'], ['image', 'images'], ['CSV row', 'CSV rows']];
+    return `dropped: ${units.map(([unit, plural]) => {
+      const kinds = PROBLEM_KINDS.filter((k) => PROBLEM_INFO[k].unit === unit && counts[k] > 0);
+      const n = kinds.reduce((sum, k) => sum + counts[k], 0);
+      return `${n} ${n === 1 ? unit : plural}${kinds.length ? ` (${kinds.map((k) => `${k} ${counts[k]}`).join(', ')})` : ''}`;
+    }).join(', ')}`;
+  }
+
+  /** Every reason with its count (0 included) and the first few paths, for the run's report. */
+  dropReport(examples = 3): DropReport {
+    const counts = this.problemCounts();
+    return {
+      reasons: PROBLEM_KINDS.map((kind) => ({
+        kind, ...PROBLEM_INFO[kind], count: counts[kind],
+        examples: this.problems.filter((p) => p.kind === kind).slice(0, examples).map((p) => p.path),
+      })),
+      droppedViews: { ...this.droppedViews },
+    };
   }
 
   /**
@@ -318,6 +390,7 @@ export class MimicCxrDataset {
   async loadImage(study: Study, rng?: Rng): Promise<{ image: GrayImage; path: string } | null> {
     const { loaded, failures } = await drawImage(this.imageSource, study.imagePaths, this.knownUndecodableOf(study.imagePaths), rng);
     this.recordImageFailures(failures);
+    if (!loaded) this.recordUnloadable(study);
     return loaded;
   }
 
@@ -334,6 +407,7 @@ export class MimicCxrDataset {
     const recorded = this.sampleFailuresRecorded.then(async () => {
       const { image, failures } = await job;
       this.recordImageFailures(failures);
+      if (!image) this.recordUnloadable(study);
       return image;
     });
     this.sampleFailuresRecorded = recorded.then(() => undefined, () => undefined);
@@ -359,6 +433,13 @@ export class MimicCxrDataset {
   /** Records image failures as problems, once per file (the first failure of a file counts). */
   recordImageFailures(failures: readonly ImageFailure[]): void {
     for (const f of failures) this.recordImageProblem(f.kind, f.path, f.detail);
+  }
+
+  /** A study none of whose images loads: skipped whenever it is drawn, counted once. */
+  private recordUnloadable(study: Study): void {
+    if (this.unloadableStudies.has(study.index)) return;
+    this.unloadableStudies.add(study.index);
+    this.problems.push({ kind: 'no-loadable-image', path: studyDir(study.subjectId, study.studyId), detail: `none of its ${study.imagePaths.length} frontal image(s) loads; the study is skipped` });
   }
 
   private recordImageProblem(kind: ProblemKind, path: string, detail: string): void {
@@ -399,23 +480,37 @@ export interface ResizeResult {
   undecodable: Map<string, string>;
 }
 
-/** The record of a resized copy, beside its images: its size and the originals that do not decode. */
+/**
+ * The record of a resized copy, beside its images: its size, the originals that do not decode,
+ * and (version 2) the size and modification time of every original when it was copied or
+ * found undecodable, so that a changed original is read again.
+ */
 export const RESIZE_MANIFEST = 'lovt-resized.json';
 
+/** [size in bytes, modification time in ms] of an original. */
+type OriginalKey = [number, number];
+
 interface ResizeManifest {
-  version: 1;
+  version: 1 | 2;
   maxSide: number;
   quality: number;
   undecodable: Record<string, string>;
+  originals?: Record<string, OriginalKey>;
 }
+
+/**
+ * Copies made between manifest updates (at least; 5 % of a large set): the copies an
+ * interrupted run leaves unrecorded are kept by modification time, without decoding.
+ */
+const MANIFEST_EVERY = 1000;
 
 async function readResizeManifest(target: FileSource): Promise<ResizeManifest | null> {
   if (!(await target.exists(RESIZE_MANIFEST))) return null;
   try {
     const m = JSON.parse(await readText(target, RESIZE_MANIFEST)) as ResizeManifest;
-    if (m && m.version === 1 && typeof m.undecodable === 'object') return m;
+    if (m && (m.version === 1 || m.version === 2) && typeof m.undecodable === 'object') return m;
   } catch {
-    // A damaged manifest only costs re-trying the undecodable originals.
+    // A damaged manifest only costs re-checking the copies against their originals.
   }
   return null;
 }
@@ -423,11 +518,14 @@ async function readResizeManifest(target: FileSource): Promise<ResizeManifest | 
 /**
  * Writes a downscaled copy of every image of `studies` (read from the dataset's original
  * source) to `target` under the same relative paths (antialiased, aspect kept), for use as
- * the image source (MimicCxrDataset.useImageSource). Existing copies are kept, so an
- * interrupted run resumes and a finished one is reused without decoding anything; originals
+ * the image source (MimicCxrDataset.useImageSource). A copy is keyed by its original's size
+ * and modification time (when the sources report them, as Node's do): it is kept while they
+ * match, so an interrupted run resumes and a finished one is reused without decoding anything,
+ * and made again from an original that changed. A copy without a recorded key (an
+ * interrupted run, an older lovt) is kept only if it is newer than its original. Originals
  * that do not decode are recorded in the dataset's problems and in `target`'s manifest, so
- * later runs skip them without reading them. A target holding copies of another size is an
- * error (keep one target per size).
+ * later runs skip them without reading them until they change. A target holding copies of
+ * another size is an error (keep one target per size).
  */
 export async function writeResizedImages(
   dataset: MimicCxrDataset, studies: readonly Study[], target: WritableFileSource, opts: ResizeOptions = {},
@@ -439,38 +537,78 @@ export async function writeResizedImages(
     throw new Error(`${target.description} holds images resized to ${manifest.maxSide} px, not ${maxSide}: use another directory for this size`);
   }
   const undecodable = new Map(Object.entries(manifest?.undecodable ?? {}));
+  const originals = new Map(Object.entries(manifest?.originals ?? {}));
   const workers = opts.workers ?? IN_PROCESS;
   const paths = studies.flatMap((s) => s.imagePaths);
   let written = 0;
   let kept = 0;
   let failed = 0;
-  type Outcome = 'kept' | 'known-undecodable' | ImageJobResults['resize'];
+  let changed = !manifest || manifest.version !== 2;
+  let sinceSaved = 0;
+  const save = async () => {
+    const record: ResizeManifest = {
+      version: 2, maxSide, quality,
+      undecodable: Object.fromEntries([...undecodable].sort()),
+      originals: Object.fromEntries([...originals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    };
+    await target.writeFile(RESIZE_MANIFEST, new TextEncoder().encode(JSON.stringify(record) + '\n'));
+    changed = false;
+    sinceSaved = 0;
+  };
+  type Outcome =
+    | { kind: 'kept'; key: OriginalKey | null }
+    | { kind: 'known-undecodable'; key: OriginalKey | null }
+    | { kind: 'resized'; key: OriginalKey | null; result: ImageJobResults['resize'] };
   // Decoding and resizing run on the workers; the copies are written and the failures
   // recorded here, in path order.
   await forEachInOrder(paths, jobsInFlight(workers), async (path): Promise<Outcome> => {
-    if (await target.exists(path)) return 'kept';
-    if (undecodable.has(path)) return 'known-undecodable';
-    return workers.run(dataset.originalSource, { kind: 'resize', path, maxSide, quality });
+    const original = await fileStatus(dataset.originalSource, path);
+    const key: OriginalKey | null = original.kind === 'file' && original.size !== undefined && original.mtimeMs !== undefined ? [original.size, original.mtimeMs] : null;
+    const recorded = originals.get(path);
+    // Without stats (a browser's files) a copy or verdict can only be trusted by path.
+    const unchanged = key === null || sameKey(recorded, key);
+    if (undecodable.has(path)) {
+      if (unchanged) return { kind: 'known-undecodable', key };
+    } else {
+      const copy = await fileStatus(target, path);
+      if (copy.kind === 'file') {
+        if (unchanged) return { kind: 'kept', key };
+        // Unrecorded (written after the last manifest update, or by an older lovt): kept if made after the original last changed.
+        if (!recorded && copy.mtimeMs !== undefined && copy.mtimeMs >= key![1]) return { kind: 'kept', key };
+      }
+    }
+    return { kind: 'resized', key, result: await workers.run(dataset.originalSource, { kind: 'resize', path, maxSide, quality }) };
   }, async (outcome, path, i) => {
-    if (outcome === 'kept') {
+    const { key } = outcome;
+    if (key && !sameKey(originals.get(path), key)) {
+      originals.set(path, key);
+      changed = true;
+    }
+    if (outcome.kind === 'kept') {
       kept++;
-    } else if (outcome === 'known-undecodable') {
+    } else if (outcome.kind === 'known-undecodable') {
       failed++;
-    } else if (outcome.jpeg) {
-      await target.writeFile(path, outcome.jpeg);
+    } else if (outcome.result.jpeg) {
+      await target.writeFile(path, outcome.result.jpeg);
+      if (undecodable.delete(path)) changed = true;
       written++;
+      sinceSaved++;
     } else {
       failed++;
-      dataset.recordImageFailures(outcome.failures);
-      for (const f of outcome.failures) if (f.kind === 'undecodable-image') undecodable.set(f.path, f.detail);
+      dataset.recordImageFailures(outcome.result.failures);
+      for (const f of outcome.result.failures) if (f.kind === 'undecodable-image') undecodable.set(f.path, f.detail);
+      changed = true;
+      sinceSaved++;
     }
+    if (changed && sinceSaved >= Math.max(MANIFEST_EVERY, paths.length / 20)) await save();
     opts.onProgress?.(i + 1, paths.length);
   });
-  if (!manifest || undecodable.size !== Object.keys(manifest.undecodable).length) {
-    const record: ResizeManifest = { version: 1, maxSide, quality, undecodable: Object.fromEntries([...undecodable].sort()) };
-    await target.writeFile(RESIZE_MANIFEST, new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
-  }
+  if (changed) await save();
   return { written, kept, failed, undecodable };
+}
+
+function sameKey(a: OriginalKey | undefined, b: OriginalKey): boolean {
+  return a !== undefined && a[0] === b[0] && a[1] === b[1];
 }
 
 /**

@@ -15,6 +15,7 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { FileSource } from './fs.ts';
 import { readText } from './fs.ts';
+import { echo, quote } from '../../compiler/echo.ts';
 
 export const SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
 
@@ -48,7 +49,7 @@ export function parseVocabText(text: string, what = 'vocab.txt'): string[] {
   lines.forEach((token, id) => {
     if (token === '') throw new Error(`${what}: line ${id + 1} is empty (each line must hold one token)`);
     const previous = seen.get(token);
-    if (previous !== undefined) throw new Error(`${what}: token "${token}" on line ${id + 1} repeats line ${previous + 1}`);
+    if (previous !== undefined) throw new Error(`${what}: token ${quote(token)} on line ${id + 1} repeats line ${previous + 1}`);
     seen.set(token, id);
   });
   for (const special of ['[PAD]', '[UNK]', '[CLS]', '[SEP]']) {
@@ -119,7 +120,7 @@ export class ReportTokenizer {
     }
     const model = parsed.model as { type?: string } | undefined;
     if (!model || model.type !== 'WordPiece') {
-      throw new Error(`${what}: expected a WordPiece model (BERT tokenizer), found ${JSON.stringify(model?.type)}`);
+      throw new Error(`${what}: expected a WordPiece model (BERT tokenizer), found ${echo(model?.type)}`);
     }
     return new ReportTokenizer(new Tokenizer(parsed, config), 'from tokenizer.json', what);
   }

@@ -6,11 +6,12 @@
 // platform-neutral decisions are runtime/train/run-setup.ts's. Output goes through
 // the caller's RunOutput, so bin/lovt-run.ts only wires options and draws progress.
 
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import nodePath from 'node:path';
 import { parseSetArgs } from '../../compiler/frontend/index.ts';
+import { checkMimicRoot } from '../data/mimic.ts';
 import { ReportTokenizer } from '../data/tokenizer.ts';
-import { readSafetensors, writeSafetensors, type HostTensor } from '../safetensors.ts';
+import { writeSafetensors, type HostTensor } from '../safetensors.ts';
 import { loadCheckpoint, readManifest, type CheckpointTag, type LoadedCheckpoint } from '../train/checkpoint.ts';
 import { DEFAULT_RESIZE_MAX_SIDE, DEFAULT_STATS_SAMPLE_SIZE, DEFAULT_VOCAB, openTrainingData } from '../train/data-setup.ts';
 import { evaluateLosses } from '../train/evaluate.ts';
@@ -21,7 +22,7 @@ import {
 import { Trainer, type CompiledModel, type TrainEvent, type TrainResult } from '../train/trainer.ts';
 import { matchInitWeights, parseInitArg } from '../train/weights.ts';
 import { getNodeDevice } from './node.ts';
-import { makeDirectory, NodeFileSource } from './node-fs.ts';
+import { makeDirectory, NodeFileSource, readRegularFile, readSafetensorsFile as readBoundedSafetensors } from './node-fs.ts';
 import { openModel } from './node-model.ts';
 import { openRunDirectory, timestamp } from './node-run-dir.ts';
 import { cacheRoot, ensureSynthDataset, nodeStorage, type NodeStorage } from './node-storage.ts';
@@ -86,17 +87,7 @@ function requestedSet(o: TrainOptions): Record<string, string> {
 }
 
 export async function readSafetensorsFile(file: string, what: string): Promise<Map<string, HostTensor>> {
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(await readFile(file));
-  } catch (err) {
-    throw new Error(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  try {
-    return readSafetensors(bytes).tensors;
-  } catch (err) {
-    throw new Error(`${what} ${file}: ${(err as Error).message}`);
-  }
+  return (await readBoundedSafetensors(file, `${what} ${file}`)).tensors;
 }
 
 /**
@@ -120,6 +111,8 @@ async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number,
     if (!r.generated) out.say(`reusing ${dir}`);
   } else {
     dir = data.dir;
+    // Nothing (the image cache) is created for a directory that is not a MIMIC root.
+    await checkMimicRoot(new NodeFileSource(dir));
     const cacheDir = nodePath.resolve(o.imageCache ?? nodePath.join(dir, IMAGE_CACHE_DIR));
     await makeDirectory(cacheDir, 'the image cache').catch((e: Error) => {
       throw new Error(`${e.message}; choose a writable directory with --image-cache DIR`);
@@ -132,9 +125,7 @@ async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number,
   let tokenizer: ReportTokenizer;
   let vocabWhere: string;
   if (o.vocab) {
-    const text = await readFile(o.vocab, 'utf8').catch((e) => {
-      throw new Error(`cannot read --vocab ${o.vocab}: ${e.code ?? e.message}`);
-    });
+    const text = new TextDecoder().decode(await readRegularFile(o.vocab, `--vocab ${o.vocab}`));
     tokenizer = o.vocab.endsWith('.json') ? ReportTokenizer.fromTokenizerJson(text, {}, o.vocab) : ReportTokenizer.fromVocabText(text, {}, o.vocab);
     vocabWhere = o.vocab;
   } else {
@@ -236,7 +227,7 @@ async function trainInRun(
       if (o.report) {
         await writeRunReport(storage, trainer, result, {
           model: trainModel, modelPath: source.path, device: device.description, data: training.description, studyById: training.studyById,
-          heatmapStudies: o.heatmapStudies, command: o.command,
+          heatmapStudies: o.heatmapStudies, command: o.command, dropped: training.dataset.dropReport(),
         });
         out.say(`report: ${nodePath.join(runDir, 'report.md')}`);
       }

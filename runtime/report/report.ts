@@ -6,8 +6,9 @@ import { metricSeries, type MetricsRecord } from '../train/metrics.ts';
 import { utf8, type Storage } from '../train/storage.ts';
 import type { ModelBatch } from '../data/batch.ts';
 import type { GrayImage } from '../data/image.ts';
-import type { Study } from '../data/mimic.ts';
+import type { DropReport, Study } from '../data/mimic.ts';
 import { heatmapFigure, linePlot, type RegionMap, type Series } from './plot.ts';
+import { clip } from '../../compiler/echo.ts';
 
 export interface LossTerm {
   /** Graph output name without the 'loss.' prefix, e.g. 'global_i2r'. */
@@ -50,6 +51,8 @@ export interface ReportInput {
   heatmaps: StudyHeatmaps[];
   /** What the heatmaps show, e.g. the output's name and meaning. */
   heatmapSource?: string;
+  /** The data dropped while reading and training, by reason (MimicCxrDataset.dropReport()). */
+  dropped?: DropReport;
 }
 
 const FIGURES = 'figures';
@@ -117,6 +120,8 @@ export async function writeReport(storage: Storage, input: ReportInput): Promise
   if (summary.command) row('command', `\`${summary.command}\``);
   lines.push('');
 
+  if (input.dropped) lines.push(...droppedSection(input.dropped));
+
   // Final numbers: the last training record and the last validation record.
   const lastTrain = [...records].reverse().find((r) => r.kind === 'train');
   const lastVal = [...records].reverse().find((r) => r.kind === 'val');
@@ -173,6 +178,19 @@ export async function writeReport(storage: Storage, input: ReportInput): Promise
   const text = lines.join('\n');
   await storage.writeFileAtomic('report.md', utf8(text));
   return text;
+}
+
+/** Every reason data can be dropped for, with its count (0 included) and the first paths. */
+function droppedSection(d: DropReport): string[] {
+  const total = d.reasons.reduce((n, r) => n + r.count, 0);
+  const lines = ['## Dropped data', '', total === 0 ? 'Nothing was dropped.' : `${total} CSV rows, images or studies were dropped; the training used the rest.`, ''];
+  lines.push('| reason | drops a | count | meaning | first paths |', '|---|---|---|---|---|');
+  const esc = (t: string) => t.replace(/\|/g, '\\|');
+  for (const r of d.reasons) lines.push(`| ${r.kind} | ${r.unit} | ${r.count} | ${esc(r.what)} | ${r.examples.map((p) => `\`${esc(clip(p))}\``).join(', ')} |`);
+  const views = Object.entries(d.droppedViews);
+  if (views.length) lines.push('', `Non-frontal images left out (by design): ${views.map(([v, n]) => `${v || '(empty)'} ${n}`).join(', ')}.`);
+  lines.push('');
+  return lines;
 }
 
 function cell(v: unknown): string {

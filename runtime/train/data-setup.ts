@@ -62,7 +62,7 @@ export interface TrainingData {
   validate: BatchLoader | null;
   /** Studies by "p<subject>/s<study>" id (the ids in ModelBatch.ids). */
   studyById: Map<string, Study>;
-  /** One line for logs and the report. */
+  /** One line for logs and the report, ending with the dropped data by reason (MimicCxrDataset.dropSummary). */
   description: string;
   /** Stops the image workers (pending loads reject); the loaders cannot be used afterwards. */
   close(): Promise<void>;
@@ -135,7 +135,8 @@ async function openWith(source: FileSource, opts: TrainingDataOptions, workers: 
     `vocabulary ${tokenizer.vocabSize}, pixel mean ${norm.mean.toFixed(4)} std ${norm.std.toFixed(4)} (${pixelStats.images} images${pixelStats.fromCache ? ', cached' : ''})` +
     (resized ? `, images resized into ${imageSource.description} (${resized.written} new, ${resized.kept} reused, ${resized.failed} unreadable)` : '') +
     (reportText === 'one_random_sentence' ? ', one random sentence per report' : '') +
-    (validate ? '' : ` (validation off: fewer than ${opts.batch} validate studies)`);
+    (validate ? '' : ` (validation off: fewer than ${opts.batch} validate studies)`) +
+    `; ${dataset.dropSummary()}`;
   return { dataset, tokenizer, norm, pixelStats, resized, train, validate, studyById, description, close: () => workers.close() };
 }
 

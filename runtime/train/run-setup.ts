@@ -8,7 +8,7 @@
 
 import type { ModelInfo } from '../../compiler/frontend/index.ts';
 import { studyHeatmaps, writeReport, type StudyHeatmaps } from '../report/report.ts';
-import type { Study } from '../data/mimic.ts';
+import type { DropReport, Study } from '../data/mimic.ts';
 import { hasCheckpoint, loadCheckpoint, type CheckpointManifest, type CheckpointTag } from './checkpoint.ts';
 import { readMetrics } from './metrics.ts';
 import type { Storage } from './storage.ts';
@@ -223,7 +223,7 @@ export async function writeRunReport(
   storage: Storage,
   trainer: Trainer,
   result: TrainResult,
-  run: { model: CompiledModel; modelPath: string; device: string; data: string; studyById: Map<string, Study>; heatmapStudies: number; command?: string },
+  run: { model: CompiledModel; modelPath: string; device: string; data: string; studyById: Map<string, Study>; heatmapStudies: number; command?: string; dropped?: DropReport },
 ): Promise<void> {
   const { model } = run.model;
   const { heatmaps, heatmapSource } = await attentionHeatmaps(trainer, run.studyById, run.heatmapStudies);
@@ -238,6 +238,7 @@ export async function writeRunReport(
     records: await readMetrics(storage),
     heatmaps,
     heatmapSource,
+    dropped: run.dropped,
   });
 }
 

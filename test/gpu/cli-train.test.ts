@@ -43,6 +43,10 @@ test('lovt-run train writes checkpoints, metrics and report.md with its figures'
   const before = files.map((f) => readFileSync(path.join(run, f)).toString('base64'));
   assertOneLineError(lovtRun(['train', modelPath, '--data', `mimic:${dataDir}`, '--steps', '2', '--out', run]), /already holds the run of TinyClip at step 3 \(run [0-9a-f-]{36}\) .*--resume .*--overwrite/);
   assert.equal(files.map((f) => readFileSync(path.join(run, f)).toString('base64')), before);
+  // Dropped data: counted in the data line every run, listed by reason in the report.
+  assert.match(r.stdout, /^data: .*; dropped: \d+ stud(y|ies).*, \d+ images?.*, \d+ CSV rows?/m);
+  assert.match(report, /## Dropped data\n\n.*\n\n\| reason \| drops a \| count \| meaning \| first paths \|/);
+  assert.is([...report.matchAll(/^\| [a-z-]+ \| (CSV row|image|study) \| \d+ \|/gm)].length, 13);
 });
 
 test('lovt-run train --resume continues the run (the same model file elsewhere, a restated --set); a resume cannot change the recipe', () => {

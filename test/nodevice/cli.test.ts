@@ -2,7 +2,8 @@
 // Commands that need a GPU (train, loss) are exercised in test/gpu/cli-train.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import type { HostTensor } from '../../runtime/safetensors.ts';
@@ -61,6 +62,12 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--batch', 'x.safetensors']), /give --weights/);
     assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--weights', path.join(dir, 'nope.safetensors'), '--batch', 'x']), /cannot read --weights .*nope\.safetensors: ENOENT/);
     assertOneLineError(lovtRun(['synth', '--studies', '3']), /give --out DIR/);
+    // A --data directory that is not a MIMIC root fails before anything is created for it.
+    const missing = path.join(dir, 'nonexistent');
+    assertOneLineError(lovtRun(['train', 'models/convirt-tiny.lovt', '--data', `mimic:${missing}`, '--out', path.join(dir, 'run')]),
+      new RegExp(`^lovt-run: ${missing}: no such directory, or it is empty \\(expected a MIMIC-CXR-JPG root with mimic-cxr-2\\.0\\.0-split\\.csv\\.gz\\)$`));
+    assert.not.ok(existsSync(missing), 'no directory created for the data');
+    assert.not.ok(existsSync(path.join(dir, 'run')), 'no run directory');
 
     // A compile error is the rendered diagnostic: location, source line, caret; still exit 1.
     const bad = path.join(dir, 'bad.lovt');
@@ -134,6 +141,33 @@ test('MODEL may be a lovtc artifact: other IR versions and data that does not fi
     const stale = new RegExp(`^lovt-run: ${graph} was compiled by lovtc \\S+ for IR version 0; this lovt reads IR version \\d+: recompile with \`lovtc ${model} -o ${art}\`$`);
     assertOneLineError(lovtRun(['train', art]), stale);
     assertOneLineError(lovtRun(['loss', art, '--weights', 'w.safetensors', '--batch', 'x.safetensors']), stale);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('loss: --weights and --batch must be regular, well-formed safetensors files; refused before any GPU work, naming the path', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-files-'));
+  try {
+    const loss = (weights: string) => lovtRun(['loss', 'models/convirt-tiny.lovt', '--weights', weights, '--batch', weights], 60_000);
+    const fifo = path.join(dir, 'w.fifo');
+    assert.is(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+    assertOneLineError(loss(fifo), new RegExp(`^lovt-run: cannot read --weights ${fifo}: it is a named pipe \\(FIFO\\), not a regular file$`));
+    assertOneLineError(loss('/dev/zero'), /^lovt-run: cannot read --weights \/dev\/zero: it is a character device, not a regular file$/);
+    assertOneLineError(loss(dir), new RegExp(`^lovt-run: cannot read --weights ${dir}: it is a directory, not a regular file$`));
+    const loop = path.join(dir, 'loop.safetensors');
+    symlinkSync(loop, loop);
+    assertOneLineError(loss(loop), /ELOOP: too many symbolic links encountered$/);
+    // A 30 MB tensor name is echoed clipped, not whole.
+    const header = new TextEncoder().encode(JSON.stringify({ ['n'.repeat(30_000_000)]: { dtype: 'F64', shape: [1], data_offsets: [0, 8] } }));
+    const file = new Uint8Array(8 + header.length + 8);
+    new DataView(file.buffer).setUint32(0, header.length, true);
+    file.set(header, 8);
+    const big = path.join(dir, 'big.safetensors');
+    writeFileSync(big, file);
+    const r = loss(big);
+    assertOneLineError(r, /safetensors: tensor "n+"… \(30000000 characters\): unsupported dtype "F64"/);
+    assert.ok(r.stderr.length < 500, `stderr of ${r.stderr.length} characters`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

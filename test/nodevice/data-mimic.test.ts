@@ -2,11 +2,11 @@
 // views to drop, and each kind of corrupt input. Exact problem counts; every good sample loads.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { formatCsv, gzipText, parseCsv, readCsv } from '../../runtime/data/csv.ts';
-import { encodeJpegGray } from '../../runtime/data/image.ts';
+import { decodeImage, encodeJpegGray, imageMoments } from '../../runtime/data/image.ts';
 import { imagePath, MimicCxrDataset, reportPath, RESIZE_MANIFEST, selectSubset, writeResizedImages } from '../../runtime/data/mimic.ts';
 import { MemoryFileSource, type FileSource } from '../../runtime/data/fs.ts';
 import { BatchLoader } from '../../runtime/data/loader.ts';
@@ -117,8 +117,8 @@ test('open: frontal views only, good studies kept per split, exact problem count
   assert.equal(dataset.split('test').map((s) => s.studyId), ['50000014']);
   assert.equal(dataset.droppedViews, { LATERAL: 3, LL: 1 });
   assert.equal(dataset.problemCounts(), {
-    'bad-csv-row': 2, 'missing-image': 1, 'undecodable-image': 0, 'missing-report': 1, 'empty-report': 1,
-    'no-sections': 1, 'no-sentences': 1, 'too-few-tokens': 1, 'no-frontal-image': 1,
+    'bad-csv-row': 2, 'missing-image': 1, 'unreadable-image': 0, 'undecodable-image': 0, 'missing-report': 1, 'unreadable-report': 0,
+    'undecodable-report': 0, 'empty-report': 1, 'no-sections': 1, 'no-sentences': 1, 'too-few-tokens': 1, 'no-frontal-image': 1, 'no-loadable-image': 0,
   });
   const byKind = (kind: string) => dataset.problems.filter((p) => p.kind === kind);
   const [metadataRow, splitRow] = byKind('bad-csv-row');
@@ -227,6 +227,9 @@ test('plain .csv files work too, and a missing root fails with a clear message',
     const tokenizer = await ReportTokenizer.load(files, 'vocab.txt');
     let message = '';
     try { await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer }); } catch (err) { message = (err as Error).message; }
+    assert.is(message, `${emptyRoot}: no such directory, or it is empty (expected a MIMIC-CXR-JPG root with mimic-cxr-2.0.0-split.csv.gz)`);
+    await nodeFileSource(emptyRoot).writeFile('README', new Uint8Array(1));
+    try { await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer }); } catch (err) { message = (err as Error).message; }
     assert.match(message, /neither mimic-cxr-2\.0\.0-split\.csv\.gz nor mimic-cxr-2\.0\.0-split\.csv found/);
   } finally {
     rmSync(emptyRoot, { recursive: true, force: true });
@@ -321,6 +324,42 @@ test('training data with an image cache: resized once and reused, statistics cac
     }
   } finally {
     rmSync(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test('the resize cache is keyed by each original\'s size and modification time: a changed original is read again', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-resize-key-'));
+  try {
+    const data = path.join(dir, 'data');
+    cpSync(root, data, { recursive: true });
+    const files = nodeFileSource(data);
+    const tokenizer = await ReportTokenizer.load(files, 'vocab.txt');
+    const cache = nodeFileSource(path.join(dir, 'cache'));
+    const run = async () => {
+      const dataset = await MimicCxrDataset.open(files, { tokenizer });
+      const r = await writeResizedImages(dataset, dataset.studies, cache, { maxSide: 8 });
+      return { counts: [r.written, r.kept, r.failed], undecodable: [...r.undecodable.keys()].sort() };
+    };
+    assert.equal(await run(), { counts: [6, 0, 2], undecodable: TRUNCATED });
+    assert.equal(await run(), { counts: [0, 6, 2], undecodable: TRUNCATED });
+    // Replace one original (other size, brighter) and repair a truncated one; both are read again.
+    const changed = imagePath('10000001', '50000001', 'd1a');
+    const repaired = TRUNCATED[1];
+    const later = new Date(Date.now() + 60_000);
+    writeFileSync(path.join(data, changed), encodeJpegGray({ width: 20, height: 10, data: new Float32Array(200).fill(0.9) }, 90));
+    writeFileSync(path.join(data, repaired), encodeJpegGray({ width: 16, height: 12, data: new Float32Array(192).fill(0.3) }, 90));
+    for (const f of [changed, repaired]) utimesSync(path.join(data, f), later, later);
+    assert.equal(await run(), { counts: [2, 5, 1], undecodable: [TRUNCATED[0]] });
+    const copy = decodeImage(new Uint8Array(readFileSync(path.join(dir, 'cache', changed))), changed);
+    assert.equal([copy.width, copy.height], [8, 4], 'the copy is of the new original');
+    assert.ok(Math.abs(imageMoments(copy).mean - 0.9) < 0.02, `mean ${imageMoments(copy).mean}`);
+    assert.ok(existsSync(path.join(dir, 'cache', repaired)));
+    assert.equal(await run(), { counts: [0, 7, 1], undecodable: [TRUNCATED[0]] });
+    // Same size, new modification time: read again too.
+    utimesSync(path.join(data, changed), new Date(later.getTime() + 5000), new Date(later.getTime() + 5000));
+    assert.equal(await run(), { counts: [1, 6, 1], undecodable: [TRUNCATED[0]] });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -591,7 +591,43 @@ const CASES: Case[] = [
     main: "fn f() {\n  let s = \"ab\"\n  for i in 0..60 { s = s + s }\n}\nmodel M {\n  let x = f()\n}\n",
     expect: ["test/nodevice/errors-virtual.lovt:3:24: string longer than 100000 characters"],
   },
+  {
+    name: "a learning rate that reads as Infinity",
+    main: "model M {\n  config tau: float = 0.1\n  input x: f32[2]\n  loss l = sum(x) / tau\n  train { optimizer = adamw(lr: 1e999) }\n}\n",
+    expect: ["test/nodevice/errors-virtual.lovt:5:33: number out of range: it reads as Infinity"],
+    hint: "a number must be finite (at most about 1.8e308)",
+  },
+  {
+    name: "a config default that reads as -Infinity",
+    main: "model M {\n  config tau: float = -1e999\n  input x: f32[2]\n  loss l = sum(x) / tau\n}\n",
+    expect: ["test/nodevice/errors-virtual.lovt:2:23: number out of range: it reads as -Infinity"],
+    hint: "a number must be finite (at most about 1.8e308)",
+  },
+  {
+    name: "--set train.optimizer.lr=1e999",
+    main: "model M {\n  config tau: float = 0.1\n  input x: f32[2]\n  loss l = sum(x) / tau\n}\n",
+    opts: { set: { 'train.optimizer.lr': '1e999' } },
+    expect: ["--set train.optimizer.lr=1e999: number out of range: it reads as Infinity"],
+    hint: "a number must be finite (at most about 1.8e308)",
+  },
+  {
+    name: "--set of a float config to 1e999",
+    main: "model M {\n  config tau: float = 0.1\n  input x: f32[2]\n  loss l = sum(x) / tau\n}\n",
+    opts: { set: { tau: '1e999' } },
+    expect: ["--set tau=1e999: config 'tau': number out of range: '1e999' reads as Infinity"],
+    hint: "a number must be finite (at most about 1.8e308)",
+  },
 ];
+
+test('echoed input is clipped: a megabyte-long name, a long --set value', () => {
+  const long = compileCase({ name: '', main: `model M {\n  let ${'a'.repeat(1_000_000)} = nope + 1\n}\n`, expect: [] });
+  assert.equal(long.diagnostics.map((d) => `${d.line}:${d.col}: ${d.message}`), ["2:1000010: unknown name 'nope'"]);
+  const lines = renderDiagnostic(long.diagnostics[0]).split('\n');
+  assert.is(lines[1], ` 2 | … ${'a'.repeat(149)} = nope + 1`);
+  assert.is(lines[2].indexOf('^'), lines[1].indexOf('nope'));
+  const set = compileCase({ name: '', main: 'model M {\n  config tau: float = 0.1\n}\n', opts: { set: { tau: 'x'.repeat(100_000) } }, expect: [] });
+  assert.equal(set.diagnostics.map((d) => d.message), [`--set tau=${'x'.repeat(76)}… (100004 characters): config 'tau' is a float; '${'x'.repeat(80)}… (100000 characters)' is not a number`]);
+});
 
 test(`at least 40 malformed programs`, () => {
   assert.ok(CASES.length >= 40, `${CASES.length} cases`);

@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { type CompileOptions, type CompileResult, compileModel, renderDiagnostics } from '../../compiler/frontend/index.ts';
 import type { Graph } from '../../compiler/ir.ts';
 import { evaluate } from '../../compiler/reference.ts';
+import { largeModelSource } from './model-helpers.ts';
 
 const PATH = 'test/nodevice/frontend-virtual.lovt';
 
@@ -224,6 +225,36 @@ test('variants: replace in place, weight-only loss override, drop, config overri
   const gc = compile(VARIANTS, { model: 'Grandchild' });
   assert.equal(gc.model!.losses.map((l) => l.name), ['b']);
   assert.equal(gc.model!.extends, ['Base', 'Child']);
+});
+
+test('a 120k-statement model with a variant flattens and compiles (linear flattening; bench/frontend.ts times it)', () => {
+  const groups = 12_000;
+  const r = compile(largeModelSource(groups * 10), { model: 'Child' });
+  const m = r.model!;
+  assert.equal(m.extends, ['Big']);
+  // even losses dropped, odd ones re-weighted in place (order kept)
+  assert.equal(m.losses.length, groups / 2);
+  assert.equal(m.losses.slice(0, 2).map((l) => [l.name, l.weight]), [['l1', 2], ['l3', 2]]);
+  assert.is(m.losses[groups / 2 - 1].name, `l${groups - 1}`);
+  assert.is(m.outputs.length, groups);
+  assert.is(m.configs[`c${groups - 1}`].value, groups);
+  assert.is(m.frozen.length, groups);
+  assert.equal(Object.keys(r.graph.state).length, groups);
+  // loss.l1 = sum(x * c1) with c1 overridden to 2
+  const ev = evaluate(r.graph, { inputs: { x: [1, 2, 3, 4] }, state: Object.fromEntries(Object.keys(r.graph.state).map((k) => [k, [0, 0]])) });
+  close(ev.outputs['loss.l1'], [20], 1e-12, 'loss.l1');
+});
+
+test('errors stop after 50: 60k drops of unknown losses against 60k losses', () => {
+  const lines = ['model A {', '  input x: f32[4]'];
+  for (let i = 0; i < 60_000; i++) lines.push(`  loss l${i} = sum(x)`);
+  lines.push('}', 'model B extends A {');
+  for (let i = 0; i < 60_000; i++) lines.push(`  drop loss m${i}x`);
+  lines.push('}');
+  const r = compileModel({ text: lines.join('\n'), path: PATH }, { model: 'B' });
+  assert.is(r.ok, false);
+  assert.is(r.diagnostics.length, 50);
+  assert.is(r.diagnostics[0].message, "cannot drop loss 'm0x': no such loss");
 });
 
 test('fn signatures: dims bind, expressions check, results are checked; tuples', () => {

@@ -188,3 +188,25 @@ export function randomState(graph: Graph, seed: number): Record<string, Float64A
   }
   return out;
 }
+
+// ---------------------------------------------------------------- large models
+
+/**
+ * A generated program of about `items` model statements: a base model of
+ * configs, params, lets (single and tuple), losses, outputs, freezes and
+ * asserts, and a variant `Child` that overrides every config and re-weights or
+ * drops every loss. For checking that the front end scales linearly
+ * (test/nodevice/frontend.test.ts, bench/frontend.ts). Each group i of 10
+ * statements: config c_i = i (i + 1 in Child), param p_i (frozen),
+ * loss l_i (dropped in Child for even i, weight 2 for odd i), output o_i.
+ */
+export function largeModelSource(items: number): string {
+  const groups = Math.max(1, Math.floor(items / 10));
+  const base = ['model Big {', '  input x: f32[4]'];
+  const child = ['model Child extends Big {'];
+  for (let i = 0; i < groups; i++) {
+    base.push(`  config c${i}: int = ${i}`, `  param p${i}: f32[2] = zeros()`, `  let a${i} = x * c${i}`, `  let (b${i}, d${i}) = (a${i}, x)`, `  loss l${i}(weight: 0.5) = sum(a${i})`, `  output o${i} = b${i}`, `  freeze p${i}`, `  assert(c${i} >= 0, "c${i} is negative")`);
+    child.push(`  config c${i} = ${i + 1}`, i % 2 ? `  loss l${i}(weight: 2.0)` : `  drop loss l${i}`);
+  }
+  return [...base, '}', ...child, '}', ''].join('\n');
+}

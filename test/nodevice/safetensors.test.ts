@@ -1,8 +1,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import {
   f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, parseSafetensorsHeader, readSafetensors, writeSafetensors,
 } from '../../runtime/safetensors.ts';
+import { readSafetensorsFile } from '../../runtime/platform/node-fs.ts';
 
 /** Builds a file from a header object and raw data bytes (to craft malformed files). */
 function craft(header: unknown, data: Uint8Array = new Uint8Array(0), headerLengthOverride?: number): Uint8Array {
@@ -141,6 +146,90 @@ test('a valid hand-built file with unordered offsets, F32 data and metadata read
   assert.equal(Array.from(back.tensors.get('a')!.data), [-3, 9]);
   assert.equal(Array.from(back.tensors.get('b')!.data), [2.5]);
   assert.equal(back.metadata, { source: 'hand' });
+});
+
+test('hostile headers: prototype dtypes, deep nesting, duplicate keys, holes, trailing bytes, huge echoes', () => {
+  const f32 = (offsets = [0, 4]) => ({ dtype: 'F32', shape: [1], data_offsets: offsets });
+  // `in` on a plain object accepted these as dtypes
+  throwsWith(() => readSafetensors(craft({ w: { ...f32(), dtype: '__proto__' } }, new Uint8Array(4))), /^safetensors: tensor "w": unsupported dtype "__proto__" \(supported: F32, F16, BF16, I32, I64\)$/);
+  throwsWith(() => readSafetensors(craft({ w: { ...f32(), dtype: 'toString' } }, new Uint8Array(4))), /^safetensors: tensor "w": unsupported dtype "toString"/);
+  // a 200k-deep shape overflowed the stack
+  const deep = `{"w":{"dtype":"F32","shape":${'['.repeat(200_000)}${']'.repeat(200_000)},"data_offsets":[0,4]}}`;
+  throwsWith(() => readSafetensors(craft(deep, new Uint8Array(4))), /^safetensors: header nests lists or objects deeper than 3 levels \(at character 29, in "w"\); a header is \{name: \{dtype, shape, data_offsets\}\}$/);
+  // duplicate keys: JSON.parse keeps the last one silently
+  throwsWith(() => readSafetensors(craft(`{"w":${JSON.stringify(f32())},"w":${JSON.stringify(f32())}}`, new Uint8Array(4))), /^safetensors: tensor "w" appears twice in the header$/);
+  throwsWith(() => readSafetensors(craft('{"w":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4))), /^safetensors: tensor "w": key "dtype" appears twice$/);
+  throwsWith(() => readSafetensors(craft('{"__metadata__":{"a":"1","\\u0061":"2"}}')), /^safetensors: "__metadata__": key "a" appears twice$/);
+  // every byte of the data section belongs to exactly one tensor
+  throwsWith(() => readSafetensors(craft({ a: f32([0, 4]), b: f32([8, 12]) }, new Uint8Array(12))), /^safetensors: bytes \[4, 8\) of the data section belong to no tensor \(the next is "b"\)$/);
+  throwsWith(() => readSafetensors(craft({ a: f32() }, new Uint8Array(9))), /^safetensors: the data section is 9 bytes but the tensors end at byte 4: 5 trailing bytes \(corrupt file\?\)$/);
+  throwsWith(() => readSafetensors(craft({ a: { dtype: 'F32', shape: [2 ** 40, 2 ** 40], data_offsets: [0, 4] } }, new Uint8Array(4))), /needs more than 2\^53 bytes but data_offsets span 4/);
+  // echoed input is clipped: a 30 MB tensor name, a long dtype, a deep-ish shape
+  const long = 'n'.repeat(30_000_000);
+  for (const [header, pattern] of [
+    [{ [long]: { ...f32(), dtype: 'F64' } }, /^safetensors: tensor "n{80}"… \(30000000 characters\): unsupported dtype "F64"/],
+    [{ w: { ...f32(), dtype: long } }, /^safetensors: tensor "w": unsupported dtype "n{80}"… \(30000000 characters\) \(supported/],
+    [{ w: { ...f32(), shape: Array.from({ length: 100_000 }, (_, i) => i - 1) } }, /^safetensors: tensor "w": shape \[-1, 0, 1, 2, 3, 4, 5, 6, … \(100000 items\)\] is not a list/],
+  ] as const) {
+    try {
+      readSafetensors(craft(header, new Uint8Array(4)));
+      assert.unreachable('expected an error');
+    } catch (err) {
+      assert.match((err as Error).message, pattern);
+      assert.ok((err as Error).message.length < 300, `message of ${(err as Error).message.length} characters`);
+    }
+  }
+  // "__proto__" as a tensor name or metadata key is an ordinary name
+  const ok = readSafetensors(craft({ __proto__x: f32() , __metadata__: { format: 'pt' } }, new Uint8Array(4)));
+  assert.equal([...ok.tensors.keys()], ['__proto__x']);
+  const proto = readSafetensors(craft('{"__proto__":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"__proto__":"kept"}}', new Uint8Array(4)));
+  assert.equal([...proto.tensors.keys()], ['__proto__']);
+  assert.equal(Object.entries(proto.metadata), [['__proto__', 'kept']]);
+  // and the writer keeps it (it was set as the header object's prototype, so its bytes had no entry)
+  const written = readSafetensors(writeSafetensors(new Map([['__proto__', { shape: [1], data: Float32Array.of(7) }]])));
+  assert.equal(Array.from(written.tensors.get('__proto__')!.data), [7]);
+});
+
+test('files: only regular files are read, checked against the header before the data; errors name the path', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lovt-st-'));
+  try {
+    const good = path.join(dir, 'good.safetensors');
+    const bytes = writeSafetensors({ w: { shape: [2], data: Float32Array.of(1.5, -2) } });
+    writeFileSync(good, bytes);
+    const back = await readSafetensorsFile(good, `--weights ${good}`);
+    assert.equal(Array.from(back.tensors.get('w')!.data), [1.5, -2]);
+    const rejects = async (file: string, pattern: RegExp) => {
+      try {
+        await readSafetensorsFile(file, `--weights ${file}`);
+      } catch (err) {
+        assert.match((err as Error).message, pattern);
+        return;
+      }
+      assert.unreachable(`${file} was read`);
+    };
+    const esc = (p: string) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    await rejects(path.join(dir, 'nope'), new RegExp(`^cannot read --weights ${esc(dir)}/nope: ENOENT: no such file or directory$`));
+    await rejects(dir, new RegExp(`^cannot read --weights ${esc(dir)}: it is a directory, not a regular file$`));
+    await rejects('/dev/zero', /^cannot read --weights \/dev\/zero: it is a character device, not a regular file$/);
+    const loop = path.join(dir, 'loop');
+    symlinkSync(loop, loop);
+    await rejects(loop, new RegExp(`^cannot read --weights ${esc(loop)}: ELOOP: too many symbolic links encountered$`));
+    if (process.platform !== 'win32') {
+      const fifo = path.join(dir, 'fifo');
+      assert.is(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+      await rejects(fifo, new RegExp(`^cannot read --weights ${esc(fifo)}: it is a named pipe \\(FIFO\\), not a regular file$`));
+    }
+    // cut short: the header promises 8 data bytes, the file has 4
+    const short = path.join(dir, 'short.safetensors');
+    writeFileSync(short, bytes.subarray(0, bytes.length - 4));
+    await rejects(short, new RegExp(`^--weights ${esc(short)}: safetensors: tensor "w": data_offsets \\[0, 8\\] run past the end of the data section \\(4 bytes\\)$`));
+    // a header length beyond the file: refused before the header is read
+    const huge = path.join(dir, 'huge.safetensors');
+    writeFileSync(huge, craft('{}', new Uint8Array(0), 50_000_000));
+    await rejects(huge, /safetensors: header length 50000000 runs past the end of the 10-byte file$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('writing rejects inconsistent tensors', () => {
