@@ -121,11 +121,11 @@ function report(extra: Partial<Progress> = {}): void {
   process.send?.(current);
 }
 
-/** Exits once the parent has the final counts (an IPC message is sent asynchronously). */
 let finishing = false;
+/** Exits once the parent has the final counts (an IPC message is sent asynchronously). */
 function finish(code: number): void {
   finishing = true;
-  report({ done: true });
+  Object.assign(current, { passed, failed, done: true });
   if (process.send) process.send(current, () => process.exit(code));
   else process.exit(code);
 }

@@ -53,9 +53,9 @@ import { initialTrainingState, opDepths } from './reference-check.ts';
 const U = 2 ** -24;
 const STEPS = 2;
 // Small enough for the float64 interpreter (a few seconds per model): 64 px images (a 2×2
-// region grid), batch 4 (BatchNorm over 2 samples is ill-conditioned: x̂ = ±1 up to eps, and
-// its backward pass cancels to f32 noise), reports of up to 4 sentences, a narrow ResNet-18
-// and BERT, 2 micro-batches per optimizer step.
+// region grid), batch 4 (at batch 2 the heads' BatchNorm sees 2 samples: x̂ = ±1 up to eps,
+// and its backward pass cancels to f32 noise), reports of up to 4 sentences, a narrow
+// ResNet-18 and BERT, 2 micro-batches per optimizer step.
 const SET = {
   batch: 4, image_size: 64, max_tokens: 32, max_sentences: 4, bert_max_position: 32, resnet_width: 8,
   bert_hidden: 32, bert_intermediate: 64, projection_hidden: 32, projection_dim: 16, 'train.accumulate': 2,
@@ -135,7 +135,7 @@ function referenceStep({ step, apply }: TrainingPrograms, before: State, micro: 
   return { losses, state: { ...state, ...mid }, tol };
 }
 
-/** Every loss and state element outside its tolerance, worst first per tensor. */
+/** Every loss, and every tensor with elements outside their tolerance (naming its worst). */
 function mismatches(expected: Expected, losses: Record<string, number>, state: Map<string, HostTensor>): string[] {
   const out: string[] = [];
   const lossNames = Object.keys(expected.losses).sort();
