@@ -36,6 +36,8 @@ export interface PreparedCase {
   loss?(): Promise<number>;
   /** Model cases: the trainable parameter count. */
   parameters?: number;
+  /** Checks the runner's output against float64 before timing (bench/verify.ts): what is wrong, if anything. */
+  verify?(): Promise<string[]>;
   dispose(): void;
 }
 

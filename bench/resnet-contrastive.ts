@@ -8,6 +8,9 @@
 // the bench prints both checks.
 
 import { graphStats } from '../compiler/frontend/stats.ts';
+import { optimizerScalars } from '../compiler/train-program.ts';
+import { evaluate } from '../compiler/reference.ts';
+import { initialTrainingState, opDepths } from '../test/gpu/reference-check.ts';
 import { Program } from '../runtime/executor.ts';
 import { initState } from '../runtime/init.ts';
 import type { LovtDevice } from '../runtime/device.ts';
@@ -84,6 +87,49 @@ export async function lovtTrainStep(dev: LovtDevice, c: ResNetContrastiveCase): 
       store.destroy();
     },
   };
+}
+
+/**
+ * The bench's check of the training step before it is timed (bench/verify.ts):
+ * lovt's first loss and its loss after one step (forward, backward, Adam) against
+ * the float64 reference interpreter running the same step and apply graphs on the
+ * same weights and inputs. Float64 at the timed size would take the host minutes,
+ * so this runs the same model at a smaller size: at most batch 4 and width 8 (the
+ * image size stays: at 32 px layer4's map is 1×1, its BatchNorm normalises 8
+ * values, and the loss after Adam's first ±lr step is ill-conditioned).
+ * A loss may be off by 2·2^-24·D·|loss|, D the longest chain of ops from the
+ * weights to it (one rounding of the running magnitude per op, doubled for the
+ * sums inside ops). Returns what is wrong (nothing when both losses agree).
+ */
+export async function verifyTrainStep(dev: LovtDevice, timed: ResNetContrastiveCase): Promise<string[]> {
+  const c: ResNetContrastiveCase = { ...timed, batch: Math.min(timed.batch, 4), width: Math.min(timed.width, 8) };
+  const ours = await lovtTrainStep(dev, c);
+  let after: number;
+  try {
+    after = await ours.loss!();
+  } finally {
+    ours.dispose();
+  }
+  const train = compiled(c);
+  const { step, apply, optimizer } = trainingGraphs(train);
+  const inputs = views(c);
+  let state = initialTrainingState(train.graph, [step, apply], INIT_SEED);
+  const first = evaluate(step, { inputs, state });
+  state = { ...state, ...first.updates };
+  state = { ...state, ...evaluate(apply, { inputs: optimizerScalars(1, train.model.train.optimizer.lr, optimizer), state }).updates };
+  const second = evaluate(step, { inputs, state }).outputs['loss.total'][0];
+  const dStep = opDepths(step);
+  const lossDepth = dStep[step.outputs['loss.total']];
+  const stepDepth = Math.max(...Object.values(step.updates).map((id) => dStep[id]));
+  const applyDepth = Math.max(0, ...opDepths(apply));
+  const errors: string[] = [];
+  const check = (what: string, got: number, want: number, depth: number) => {
+    const tol = 2 * 2 ** -24 * depth * Math.abs(want);
+    if (!(Math.abs(got - want) <= tol)) errors.push(`${what} ${got} vs float64 ${want} (|diff| ${Math.abs(got - want).toExponential(2)} > ${tol.toExponential(2)}) at batch ${c.batch}, ${c.imageSize} px, width ${c.width}`);
+  };
+  check('training step: first loss', ours.initialLoss!, first.outputs['loss.total'][0], lossDepth);
+  check('training step: loss after one step', after, second, stepDepth + applyDepth + lossDepth);
+  return errors;
 }
 
 type TF = typeof import('@tensorflow/tfjs-core');

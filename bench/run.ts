@@ -6,7 +6,10 @@
 // Each step is timed from dispatch until the device reports the work done
 // (lovt: queue.onSubmittedWorkDone; TF.js WebGPU: its command encoder flushed,
 // then the same; TF.js WASM: dataSync), after warm-up runs; the median of the
-// timed runs is reported. See bench/README.md for how to read the output.
+// timed runs is reported. Before timing, the output of each lovt kernel (and the
+// training step's loss) is checked against float64 (bench/verify.ts): a wrong one
+// is refused (its row is marked failed and not timed) and the exit code is 1.
+// See bench/README.md for how to read the output.
 
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -24,7 +27,8 @@ import { prepareKernel } from '../test/gpu/kernel-runner.ts';
 import { count, parseOptions } from './args.ts';
 import { lovtTinyThroughput, type ThroughputResult } from './lovt-tiny.ts';
 import { type BenchCase, type BenchRunner, type PreparedCase, stepNames, tfjsWasm, tfjsWebGPU } from './peers.ts';
-import { lovtTrainStep, type ResNetContrastiveCase, trainStepFlops } from './resnet-contrastive.ts';
+import { lovtTrainStep, type ResNetContrastiveCase, trainStepFlops, verifyTrainStep } from './resnet-contrastive.ts';
+import { checkSampled, convReferences, matmulReference, type SampledReference } from './verify.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -67,13 +71,20 @@ function random(n: number): Float32Array {
   return a;
 }
 
-/** lovt's kernels for a case, rendered for this device's target. */
-function lovtKernels(c: Exclude<BenchCase, ResNetContrastiveCase>, target: ContractionTarget, maxWorkgroupsPerDim: number): { kernel: Kernel; graph: Graph; node: Node }[] {
+/**
+ * lovt's kernels for a case, rendered for this device's target, each with the
+ * float64 reference of its output on given inputs (bench/verify.ts).
+ */
+function lovtKernels(
+  c: Exclude<BenchCase, ResNetContrastiveCase>,
+  target: ContractionTarget,
+  maxWorkgroupsPerDim: number,
+): { kernel: Kernel; graph: Graph; node: Node; reference: (inputs: Float32Array[]) => SampledReference }[] {
   const g = new GraphBuilder();
   const opts = { maxWorkgroupsPerDim, target };
   if (c.kind === 'matmul') {
     const z = g.emit('matmul', [g.input('a', [c.M, c.K]), g.input('b', [c.K, c.N])]);
-    return [{ kernel: renderMatmul(g.graph, g.node(z), opts), graph: g.graph, node: g.node(z) }];
+    return [{ kernel: renderMatmul(g.graph, g.node(z), opts), graph: g.graph, node: g.node(z), reference: ([a, b]) => matmulReference(a, b, c.M, c.K, c.N) }];
   }
   const attrs = { stride: 1, padding: 1, dilation: 1, groups: 1 };
   const x = g.input('x', [c.N, c.C, c.H, c.W]);
@@ -82,10 +93,11 @@ function lovtKernels(c: Exclude<BenchCase, ResNetContrastiveCase>, target: Contr
   const y = g.node(g.emit('conv2d', [x, w], attrs));
   const gi = g.node(g.emit('conv2d_grad_input', [dy, w], { ...attrs, inputSize: [c.H, c.W] }));
   const gw = g.node(g.emit('conv2d_grad_weight', [x, dy], { ...attrs, kernelSize: [3, 3] }));
+  const shape = { N: c.N, C: c.C, H: c.H, W: c.W, O: c.O, k: 3, pad: 1 };
   return [
-    { kernel: renderConv2d(g.graph, y, opts), graph: g.graph, node: y },
-    { kernel: renderConv2dGradInput(g.graph, gi, opts), graph: g.graph, node: gi },
-    { kernel: renderConv2dGradWeight(g.graph, gw, opts), graph: g.graph, node: gw },
+    { kernel: renderConv2d(g.graph, y, opts), graph: g.graph, node: y, reference: ([xv, wv]) => convReferences(shape, { x: xv, w: wv }).forward },
+    { kernel: renderConv2dGradInput(g.graph, gi, opts), graph: g.graph, node: gi, reference: ([dyv, wv]) => convReferences(shape, { dy: dyv, w: wv }).gradInput },
+    { kernel: renderConv2dGradWeight(g.graph, gw, opts), graph: g.graph, node: gw, reference: ([xv, dyv]) => convReferences(shape, { x: xv, dy: dyv }).gradWeight },
   ];
 }
 
@@ -93,16 +105,23 @@ function lovtRunner(lovt: LovtDevice, target: ContractionTarget): BenchRunner {
   return {
     name: 'lovt',
     async prepare(c) {
-      if (c.kind === 'resnet-contrastive') return lovtTrainStep(lovt, c);
+      if (c.kind === 'resnet-contrastive') return { ...(await lovtTrainStep(lovt, c)), verify: () => verifyTrainStep(lovt, c) };
       const kernels = lovtKernels(c, target, lovt.limits.maxComputeWorkgroupsPerDimension);
       const names = stepNames(c);
-      const prepared = await Promise.all(
-        kernels.map(({ kernel, graph, node }) =>
-          prepareKernel(lovt.device, kernel, node.inputs.map((i) => random(graph.nodes[i].shape.reduce((a, b) => a * b, 1))), node.shape.reduce((a, b) => a * b, 1)),
-        ),
-      );
+      const inputs = kernels.map(({ graph, node }) => node.inputs.map((i) => random(graph.nodes[i].shape.reduce((a, b) => a * b, 1))));
+      const prepared = await Promise.all(kernels.map(({ kernel, node }, i) => prepareKernel(lovt.device, kernel, inputs[i], node.shape.reduce((a, b) => a * b, 1))));
+      const stepName = (i: number) => `${names[i]} (${kernels[i].kernel.name})`;
       return {
-        steps: prepared.map((p, i) => ({ name: `${names[i]} (${kernels[i].kernel.name})`, run: () => p.run() })),
+        steps: prepared.map((p, i) => ({ name: stepName(i), run: () => p.run() })),
+        async verify() {
+          const errors: string[] = [];
+          for (const [i, p] of prepared.entries()) {
+            await p.run();
+            const wrong = checkSampled(stepName(i), await p.read(), kernels[i].reference(inputs[i]));
+            if (wrong) errors.push(wrong);
+          }
+          return errors;
+        },
         dispose: () => prepared.forEach((p) => p.destroy()),
       };
     },
@@ -129,6 +148,8 @@ interface RunnerResult {
   /** Model cases that train: the loss after `trainedSteps` steps (the first in prepare, then warm-up and timed ones). */
   finalLoss?: number;
   trainedSteps?: number;
+  /** What bench/verify.ts found wrong in the output: the runner was then not timed. */
+  wrong?: string[];
 }
 
 const median = (xs: number[]) => {
@@ -145,6 +166,14 @@ async function measure(runners: BenchRunner[], c: BenchCase, args: Args): Promis
   const prepared: PreparedCase[] = [];
   try {
     for (const r of runners) prepared.push(await r.prepare(c));
+    // The correctness gate: a runner whose output is wrong is refused, none of its steps is timed.
+    const wrong: string[][] = [];
+    for (const p of prepared) {
+      await p.activate?.();
+      const errors = (await p.verify?.()) ?? [];
+      wrong.push(errors);
+      if (errors.length) p.steps = p.steps.map((s) => ({ name: s.name, run: null, unavailable: 'wrong output, not timed' }));
+    }
     const times = prepared.map((p) => p.steps.map((): number[] => []));
     const totals = prepared.map((): number[] => []);
     for (let it = 0; it < args.warmup + args.runs; it++) {
@@ -164,9 +193,9 @@ async function measure(runners: BenchRunner[], c: BenchCase, args: Args): Promis
     }
     // Model cases: every runner that trains has now taken the same steps on the same inputs.
     const finalLosses: (number | undefined)[] = [];
-    for (const p of prepared) {
+    for (const [r, p] of prepared.entries()) {
       await p.activate?.();
-      finalLosses.push(await p.loss?.());
+      finalLosses.push(wrong[r].length ? undefined : await p.loss?.());
     }
     const flops = stepFlops(c);
     return prepared.map((p, r) => {
@@ -178,6 +207,7 @@ async function measure(runners: BenchRunner[], c: BenchCase, args: Args): Promis
       return {
         runner: runners[r].name, steps, totalMs, totalGflops: totalMs ? (flops * steps.length) / totalMs / 1e6 : null,
         initialLoss: p.initialLoss, finalLoss: finalLosses[r], trainedSteps: finalLosses[r] === undefined ? undefined : 1 + args.warmup + args.runs, parameters: p.parameters,
+        ...(wrong[r].length ? { wrong: wrong[r] } : {}),
       };
     });
   } finally {
@@ -212,7 +242,7 @@ function checkLines(name: string, rs: RunnerResult[]): string[] {
   return lines;
 }
 
-async function main() {
+async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   const gpu = nodeGPU();
   const lovt = await getNodeDevice();
@@ -239,7 +269,7 @@ async function main() {
     if (args.only && !name.includes(args.only)) continue;
     process.stdout.write(`  ${name} ...`);
     const rs = await measure(runners, c, args);
-    process.stdout.write(` ${rs.map((r) => `${r.runner} ${fmt(r.totalMs)} ms`).join(', ')}\n`);
+    process.stdout.write(` ${rs.map((r) => `${r.runner} ${r.wrong ? 'WRONG OUTPUT' : `${fmt(r.totalMs)} ms`}`).join(', ')}\n`);
     const ours = rs[0];
     const ratios: Record<string, number | null> = {};
     for (const p of rs.slice(1)) ratios[p.runner] = ours.totalMs && p.totalMs ? p.totalMs / ours.totalMs : null;
@@ -261,7 +291,7 @@ async function main() {
         return [fmt(v), v !== null && o ? fmt(v / o, 2) : 'n/a'];
       }),
     ];
-    rows.push(line(res.name + (res.case.kind === 'conv3x3' ? ' fwd+bwd' : ''), (r) => r.totalMs, ours.totalGflops));
+    rows.push(line(res.name + (res.case.kind === 'conv3x3' ? ' fwd+bwd' : '') + (ours.wrong ? ' — FAILED: wrong output' : ''), (r) => r.totalMs, ours.totalGflops));
     if (res.case.kind === 'conv3x3')
       ours.steps.forEach((s, i) => rows.push(line(`  ${s.name}`, (r) => r.steps[i].medianMs, s.gflops)));
   }
@@ -278,6 +308,8 @@ async function main() {
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const r of rows) console.log(show(r));
   for (const res of results) for (const line of checkLines(res.name, res.runners)) console.log(line);
+  const wrong = results.flatMap((res) => res.runners.flatMap((r) => (r.wrong ?? []).map((w) => `${res.name}, ${r.runner}: ${w}`)));
+  if (wrong.length) console.log(`\nREFUSED: ${wrong.length} output${wrong.length > 1 ? 's disagree' : ' disagrees'} with float64; those rows were not timed:\n  ${wrong.join('\n  ')}`);
   if (throughput)
     console.log(`\n${THROUGHPUT_ROW}: ${throughput.samplesPerSecond.toFixed(2)} samples/s (median step ${throughput.medianStepMs.toFixed(0)} ms over ${throughput.timedSteps} steps ` +
       `after ${throughput.warmupSteps} warm-up, data loading included; ${throughput.data}); ` +
@@ -304,10 +336,11 @@ async function main() {
   };
   writeFileSync(path.join(here, 'results.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(`\nwrote ${path.relative(process.cwd(), path.join(here, 'results.json'))}`);
+  return wrong.length ? 1 : 0;
 }
 
 main().then(
-  () => process.exit(0),
+  (code) => process.exit(code),
   (e) => {
     console.error(e);
     process.exit(1);

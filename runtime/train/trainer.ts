@@ -117,6 +117,11 @@ export { optimizerOptions };
 /** The graph input every dropout reads (docs/language.md: reserved name `seed`). */
 export const DROPOUT_SEED_INPUT = 'seed';
 
+/** The dropout seed of micro-batch `micro` of the optimizer step after `stepsDone` steps: a function of the position, so a resume reproduces it. */
+export function dropoutSeed(runSeed: number, stepsDone: number, micro: number): number {
+  return deriveSeed(runSeed, 0xd509, stepsDone, micro) | 0;
+}
+
 /** The monitor name of a validation value: val_total, val_<term>. */
 export function monitorKey(monitor: string, terms: string[]): string {
   const m = /^val_(.+)$/.exec(monitor);
@@ -410,8 +415,7 @@ export class Trainer {
 
   /** Forward + backward of one micro-batch; returns its losses (throws on NaN/Inf). */
   private async microStep(loaded: LoadedBatch, micro: number): Promise<Record<string, number>> {
-    const seedValue = deriveSeed(this.seed, 0xd509, this.step, micro) | 0;
-    const inputs = programInputs(this.stepProgram.graph, loaded.batch, { [DROPOUT_SEED_INPUT]: Int32Array.of(seedValue) });
+    const inputs = programInputs(this.stepProgram.graph, loaded.batch, { [DROPOUT_SEED_INPUT]: Int32Array.of(dropoutSeed(this.seed, this.step, micro)) });
     const out = await this.stepProgram.run(inputs, this.lossOutputs);
     const losses: Record<string, number> = {};
     for (const name of this.lossOutputs) losses[name] = out[name][0];

@@ -123,13 +123,18 @@ export async function runKernel(device: GPUDevice, kernel: Kernel, inputs: Float
 }
 
 /**
- * Asserts |got - want| is within the f32 summation bound for `terms` products:
- * 1.5·(terms + 2)·2^-24·mag[i] (plus a hair for the exact-zero case), where mag is Σ|a·b|.
+ * The f32 summation bound for a sum of `terms` products whose magnitude Σ|a·b| is
+ * `mag`: 1.5·(terms + 2)·2^-24·mag (plus a hair for the exact-zero case).
  */
+export function f32SumTolerance(terms: number, mag: number): number {
+  return 1.5 * (terms + 2) * 2 ** -24 * mag + 1e-30;
+}
+
+/** Asserts |got - want| is within the f32 summation bound (f32SumTolerance) for `terms` products, mag[i] = Σ|a·b|. */
 export function assertWithinF32Bound(got: Float32Array, want: ArrayLike<number>, mag: ArrayLike<number>, terms: number, what: string) {
   assert.is(got.length, want.length, `${what}: output length`);
   for (let i = 0; i < got.length; i++) {
-    const tol = 1.5 * (terms + 2) * 2 ** -24 * mag[i] + 1e-30;
+    const tol = f32SumTolerance(terms, mag[i]);
     if (!(Math.abs(got[i] - want[i]) <= tol))
       assert.unreachable(`${what}: element ${i} is ${got[i]}, expected ${want[i]} (tolerance ${tol.toExponential(2)})`);
   }

@@ -6,6 +6,7 @@ import type { DType, Graph, Shape } from '../../compiler/ir.ts';
 import { numel, shapeStr } from '../../compiler/ir.ts';
 import { Rng } from '../../compiler/random.ts';
 import { evaluate } from '../../compiler/reference.ts';
+import { initState } from '../../runtime/init.ts';
 import { runGraph, type ProgramOptions } from '../../runtime/executor.ts';
 import type { HostTensor } from '../../runtime/state.ts';
 import { getNodeDevice } from '../../runtime/platform/node.ts';
@@ -13,6 +14,28 @@ import { getNodeDevice } from '../../runtime/platform/node.ts';
 export interface Tolerance {
   rtol?: number;
   atol?: number;
+}
+
+/**
+ * The length of the longest chain of ops ending at each node (leaves 0): the
+ * number of roundings an f32 evaluation can pass to it, for error bounds.
+ */
+export function opDepths(graph: Graph): number[] {
+  const d: number[] = [];
+  for (const n of graph.nodes) d.push(n.inputs.reduce((m, i) => Math.max(m, d[i] + 1), 0));
+  return d;
+}
+
+/**
+ * The float64 state a reference run of training programs starts from: the
+ * forward graph's initial state (runtime/init.ts with `seed`), and zeros for
+ * the rest of the programs' state (gradient accumulators, optimizer moments).
+ */
+export function initialTrainingState(forward: Graph, programs: Graph[], seed: number): Record<string, Float64Array> {
+  const state: Record<string, Float64Array> = {};
+  for (const g of programs) for (const s of Object.values(g.state)) state[s.name] = new Float64Array(numel(s.shape));
+  for (const [name, v] of Object.entries(initState(forward, seed))) state[name] = Float64Array.from(v);
+  return state;
 }
 
 /** Throws naming the first element where |got - want| > atol + rtol·|want|. */
