@@ -11,7 +11,7 @@ import { type Attrs, type Node, type OpName, type Shape, numel, shapeStr } from 
 /** Ops whose output carries no gradient: it is piecewise constant, integer, or explicitly stopped. */
 const NO_GRADIENT = new Set<OpName>([
   'input', 'param', 'buffer', 'full', 'tensor', 'iota',
-  'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'sign', 'stop_gradient',
+  'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'sign', 'isfinite', 'stop_gradient',
 ]);
 
 /** Per-op masks of which input positions can receive a gradient (default: all, if f32). */

@@ -33,7 +33,7 @@ export type OpName =
   | 'input' | 'param' | 'buffer' | 'full' | 'tensor' | 'iota'
   // elementwise unary
   | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'gelu' | 'erf'
-  | 'recip' | 'square' | 'sign' | 'cast' | 'stop_gradient' | 'dropout'
+  | 'recip' | 'square' | 'sign' | 'isfinite' | 'cast' | 'stop_gradient' | 'dropout'
   // elementwise binary (numpy broadcasting) and select
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
   | 'gt' | 'ge' | 'lt' | 'le' | 'eq' | 'ne' | 'where'

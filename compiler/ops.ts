@@ -18,7 +18,7 @@ const UNARY: OpName[] = ['neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'relu', 's
 const BINARY: OpName[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum'];
 const COMPARE: OpName[] = ['gt', 'ge', 'lt', 'le', 'eq', 'ne'];
 
-export const ELEMENTWISE = new Set<OpName>([...UNARY, ...BINARY, ...COMPARE, 'where', 'cast', 'dropout']);
+export const ELEMENTWISE = new Set<OpName>([...UNARY, ...BINARY, ...COMPARE, 'isfinite', 'where', 'cast', 'dropout']);
 
 function fail(msg: string): never {
   throw new ShapeError(msg);
@@ -87,6 +87,7 @@ const RULES: Partial<Record<OpName, Rule>> = {
     return self;
   },
   cast: (ins, a) => (arity(ins, 1, 'cast'), { shape: ins[0].shape, dtype: a.to as DType }),
+  isfinite: (ins) => (arity(ins, 1, 'isfinite'), need(ins[0].dtype === 'f32', 'isfinite takes an f32 tensor'), f32(ins[0].shape)),
   dropout: (ins, a) => {
     arity(ins, 2, 'dropout');
     need(ins[1].dtype === 'i32' && ins[1].shape.length === 0, 'dropout seed must be an i32 scalar');

@@ -182,7 +182,7 @@ const UNARY: Partial<Record<OpName, (x: number) => number>> = {
   sqrt: Math.sqrt,
   rsqrt: (x) => 1 / Math.sqrt(x),
   abs: Math.abs,
-  relu: (x) => (x > 0 ? x : 0),
+  relu: (x) => (x > 0 || Number.isNaN(x) ? x : 0), // NaN propagates, as in PyTorch
   sigmoid: (x) => 1 / (1 + Math.exp(-x)),
   tanh: Math.tanh,
   gelu,
@@ -190,6 +190,7 @@ const UNARY: Partial<Record<OpName, (x: number) => number>> = {
   recip: (x) => 1 / x,
   square: (x) => x * x,
   sign: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0),
+  isfinite: (x) => (Number.isFinite(x) ? 1 : 0),
   stop_gradient: (x) => x,
 };
 
@@ -199,8 +200,8 @@ const BINARY: Partial<Record<OpName, (a: number, b: number) => number>> = {
   mul: (a, b) => a * b,
   div: (a, b) => a / b,
   pow: Math.pow,
-  maximum: (a, b) => (a >= b ? a : b),
-  minimum: (a, b) => (a <= b ? a : b),
+  maximum: (a, b) => (a >= b || Number.isNaN(a) ? a : b), // NaN propagates, as in PyTorch
+  minimum: (a, b) => (a <= b || Number.isNaN(a) ? a : b),
   gt: (a, b) => (a > b ? 1 : 0),
   ge: (a, b) => (a >= b ? 1 : 0),
   lt: (a, b) => (a < b ? 1 : 0),
@@ -269,7 +270,7 @@ function reduceSum(x: Float64Array, xShape: Shape, axes: number[]): Float64Array
 function reduceMax(x: Float64Array, xShape: Shape, axes: number[]): Float64Array {
   const { map, groups } = groupIndex(xShape, axes);
   const out = new Float64Array(groups).fill(-Infinity);
-  for (let i = 0; i < x.length; i++) if (x[i] > out[map[i]] || Number.isNaN(x[i])) out[map[i]] = x[i];
+  for (let i = 0; i < x.length; i++) if (beats(x[i], out[map[i]])) out[map[i]] = x[i];
   return out;
 }
 
@@ -447,11 +448,16 @@ function poolTaps(g: PoolGeometry, visit: (xi: number, yi: number) => void): voi
       }
 }
 
+/** Whether `v` replaces `best` as a running maximum: larger, or the first NaN (NaN propagates, as in PyTorch). */
+function beats(v: number, best: number): boolean {
+  return v > best || (Number.isNaN(v) && !Number.isNaN(best));
+}
+
 /** Per output element, the x index of the first (row-major in the window) maximum, or -1 for an all-padding window. */
 function maxPoolArgmax(x: Float64Array, g: PoolGeometry): Int32Array {
   const arg = new Int32Array(g.N * g.C * g.OH * g.OW).fill(-1);
   poolTaps(g, (xi, yi) => {
-    if (arg[yi] < 0 || x[xi] > x[arg[yi]]) arg[yi] = xi;
+    if (arg[yi] < 0 || beats(x[xi], x[arg[yi]])) arg[yi] = xi;
   });
   return arg;
 }
@@ -524,7 +530,7 @@ function segmentArgmax(x: Float64Array, seg: Float64Array, xShape: Shape, S: num
       if (s < 0 || s >= S) continue;
       for (let d = 0; d < D; d++) {
         const o = (b * S + s) * D + d;
-        if (arg[o] < 0 || x[(b * T + t) * D + d] > x[(b * T + arg[o]) * D + d]) arg[o] = t;
+        if (arg[o] < 0 || beats(x[(b * T + t) * D + d], x[(b * T + arg[o]) * D + d])) arg[o] = t;
       }
     }
   return arg;

@@ -27,7 +27,8 @@ const UNARY_F32: Record<string, (x: string, b: KernelBuilder) => string> = {
   sqrt: (x) => `sqrt(${x})`,
   rsqrt: (x) => `inverseSqrt(${x})`,
   abs: (x) => `abs(${x})`,
-  relu: (x) => `max(${x}, 0.0)`,
+  relu: (x, b) => (b.use('lovt_max'), `lovt_max(${x}, 0.0)`),
+  isfinite: (x, b) => (b.use('lovt_isfinite'), `select(0.0, 1.0, lovt_isfinite(${x}))`),
   sigmoid: (x, b) => (b.use('lovt_sigmoid'), `lovt_sigmoid(${x})`),
   tanh: (x, b) => (b.use('lovt_tanh'), `lovt_tanh(${x})`),
   erf: (x, b) => (b.use('lovt_erf'), `lovt_erf(${x})`),
@@ -325,6 +326,10 @@ export class ExprCompiler {
     if (node.op in BINARY) {
       const a = input(0);
       const c = input(1);
+      if (dt === 'f32' && (node.op === 'maximum' || node.op === 'minimum')) {
+        b.use('lovt_max'); // NaN-propagating (lovt_min comes with it)
+        return this.bind(`${node.op === 'maximum' ? 'lovt_max' : 'lovt_min'}(${a}, ${c})`);
+      }
       return this.bind(BINARY[node.op](a, c));
     }
     if (dt === 'i32') {

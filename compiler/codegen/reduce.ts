@@ -114,6 +114,10 @@ interface Accumulator {
 function accumulatorOf(op: string, dtype: DType): Accumulator {
   const type = wgslType(dtype);
   if (op === 'sum') return { type, init: zeroOf(dtype), step: (a, x) => `${a} + ${x}`, merge: (a, b) => `${a} + ${b}`, subgroup: (a) => `subgroupAdd(${a})` };
+  if (op === 'max' && dtype === 'f32') {
+    // NaN propagates (PyTorch's amax); WGSL's max and subgroupMax may drop it.
+    return { type, init: lowestOf(dtype), step: (a, x) => `lovt_max(${a}, ${x})`, merge: (a, b) => `lovt_max(${a}, ${b})`, subgroup: (a) => `lovt_max_subgroup(${a})` };
+  }
   if (op === 'max') return { type, init: lowestOf(dtype), step: (a, x) => `max(${a}, ${x})`, merge: (a, b) => `max(${a}, ${b})`, subgroup: (a) => `subgroupMax(${a})` };
   // logsumexp / softmax: (running max, sum of exp(x - max)) in one pass ("online softmax").
   return {
@@ -199,7 +203,11 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
   if (node.op === 'logsumexp' || node.op === 'softmax') {
     builder.use('lovt_online');
     if (kind === 'subgroup') builder.use('lovt_online_subgroup');
-  } else if (node.op === 'max' && node.dtype === 'f32') builder.use('lovt_inf'); // the f32 max identity is -inf
+  } else if (node.op === 'max' && node.dtype === 'f32') {
+    builder.use('lovt_inf'); // the f32 max identity is -inf
+    builder.use(kind === 'subgroup' ? 'lovt_max_subgroup' : 'lovt_max');
+    if (kind === 'subgroup') builder.use('lovt_max'); // the per-lane fold
+  }
   let body: string;
   if (node.op === 'sum' || node.op === 'max') {
     body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${writeValue(epi, 'result', 'o', node.dtype)};`, false);

@@ -61,7 +61,7 @@ const SEG = [0, 0, 1, 1, 1, -1, 2, /**/ 2, 0, 5, 0, 0, 0, 1];
 const COVERAGE: Record<OpName, GradCase[] | string> = {
   input: 'a leaf', param: 'a leaf', buffer: 'a leaf', full: 'a constant leaf', tensor: 'a constant leaf', iota: 'a constant leaf',
   gt: 'piecewise constant', ge: 'piecewise constant', lt: 'piecewise constant', le: 'piecewise constant', eq: 'piecewise constant', ne: 'piecewise constant',
-  sign: 'piecewise constant',
+  sign: 'piecewise constant', isfinite: 'piecewise constant (a 1/0 mask)',
   stop_gradient: 'blocks the gradient by definition',
   max_pool2d_grad: 'second-order max pooling is unsupported (autodiff refuses it)',
   segment_max_grad: 'second-order segment max is unsupported (autodiff refuses it)',

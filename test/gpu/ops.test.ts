@@ -139,6 +139,38 @@ test('reductions: sum/max over axis sets (row and loop kernels), keepdims, logsu
   assert.is(portable.outputs.logsumexp_neg_inf[1], -Infinity);
 });
 
+test('NaN and infinities propagate as in PyTorch: relu, maximum, minimum, max, logsumexp, pools, segment_max; isfinite', async () => {
+  // WGSL's max(NaN, x) may return x, which turned a poisoned network into a finite
+  // loss (relu -> 0 everywhere -> identical embeddings -> ln B). Every op must match
+  // the reference, which keeps NaN wherever PyTorch does.
+  const special = [NaN, Infinity, -Infinity, 0, -1.5, 2];
+  const b = new GraphBuilder();
+  const x = b.input('x', [4, 6]);
+  const y = b.input('y', [4, 6]);
+  for (const op of ['relu', 'isfinite', 'neg'] as OpName[]) b.output(op, b.emit(op, [x]));
+  for (const op of ['maximum', 'minimum'] as OpName[]) {
+    b.output(op, b.emit(op, [x, y]));
+    b.output(`${op}_swapped`, b.emit(op, [y, x]));
+  }
+  b.output('max_rows', b.emit('max', [x], { axes: [1] }));
+  b.output('max_all', b.emit('max', [x], { axes: [0, 1] }));
+  b.output('max_long_rows', b.emit('max', [b.input('long', [3, 70])], { axes: [1] })); // tree / subgroup kernels
+  b.output('logsumexp', b.emit('logsumexp', [x], { axis: 1 }));
+  b.output('softmax', b.emit('softmax', [x], { axis: 1 }));
+  const img = b.reshape(x, [1, 1, 4, 6]);
+  b.output('max_pool', b.emit('max_pool2d', [img], { kernel: 2, stride: 2, padding: 0 }));
+  b.output('segment_max', b.emit('segment_max', [b.reshape(x, [2, 4, 3]), b.input('seg', [2, 4], 'i32')], { numSegments: 3 }));
+  // Row r of x holds `special` rotated by r, so each NaN/inf meets every neighbour; y is ordinary.
+  const xs = Float32Array.from({ length: 24 }, (_, i) => special[(i + Math.floor(i / 6)) % 6]);
+  const long = Float32Array.from({ length: 210 }, (_, i) => (i === 5 ? NaN : i === 100 ? Infinity : i === 209 ? NaN : Math.sin(i)));
+  const feeds = { inputs: { x: xs, y: Float32Array.from({ length: 24 }, (_, i) => i - 12), long, seg: Int32Array.from([0, 1, 1, 2, 0, 0, 2, -1]) } };
+  for (const opts of [unfused, {}, { target: PORTABLE_TARGET }]) {
+    const r = await checkAgainstReference(b.graph, feeds, { rtol: 1e-6, atol: 1e-6 }, opts);
+    assert.ok(Number.isNaN(r.outputs.relu[0]) && Number.isNaN(r.outputs.max_all[0]) && Number.isNaN(r.outputs.max_long_rows[0]));
+    assert.equal(Array.from(r.outputs.isfinite.slice(0, 6)), [0, 0, 0, 1, 1, 1]);
+  }
+});
+
 test('layout: transpose, expand, slice, concat, pad (with crop) and reshape views', async () => {
   const b = new GraphBuilder();
   const x = b.input('x', [3, 5, 7]);
