@@ -164,6 +164,45 @@ test('program interfaces: state names, per-step inputs, optimizerScalars', () =>
   assert.ok(sgd.apply.state['optim.lin.bias.momentum_buffer']);
 });
 
+test('finite or stop: a NaN/inf anywhere is counted per checked value and no state changes', () => {
+  for (const optimizer of [{ kind: 'adamw' }, { kind: 'sgd', momentum: 0.9 }] as OptimizerOptions[]) {
+    const { step, apply, checks } = buildTrainingPrograms(forwardGraph(), { loss: 'loss', optimizer, accumulate: 1 });
+    // Computation order: the loss, the forward's state update, then the gradients (backward order).
+    assert.equal(checks.step, [
+      { kind: 'output', name: 'loss' },
+      { kind: 'update', name: 'norm.running_mean' },
+      { kind: 'gradient', name: 'lin.bias' },
+      { kind: 'gradient', name: 'lin.weight' },
+    ]);
+    assert.equal(checks.apply, [{ kind: 'optimizer', name: 'lin.weight' }, { kind: 'optimizer', name: 'lin.bias' }]);
+    const r = new Rng(3);
+    const randArr = (n: number) => Float64Array.from({ length: n }, () => r.normal());
+    const fresh = (): State => ({ 'lin.weight': randArr(I * O), 'lin.bias': randArr(O), 'lin.scale': Float64Array.from([1, 2]), 'norm.running_mean': randArr(I) });
+    const x = randArr(N * I), y = randArr(N * O);
+
+    // Finite: every count 0, the programs behave as before.
+    const state = fresh();
+    assert.equal(Array.from(run(step, { x, y }, state).nonfinite), [0, 0, 0, 0]);
+    assert.equal(Array.from(run(apply, optimizerScalars(1, 0.1, optimizer), state).nonfinite), [0, 0]);
+
+    // One NaN input element: the running mean (1 of 3), the loss, both gradients; the running mean keeps its value.
+    const before = fresh();
+    const poisoned = Object.fromEntries(Object.entries(before).map(([k, v]) => [k, Float64Array.from(v)]));
+    const xNaN = Float64Array.from(x);
+    xNaN[4] = NaN;
+    assert.equal(Array.from(run(step, { x: xNaN, y }, poisoned).nonfinite), [1, 1, 2, 6]);
+    assert.equal(Array.from(poisoned['norm.running_mean']), Array.from(before['norm.running_mean']), 'the buffer update is not applied');
+
+    // An overflowing step (lr 1e308 in float64): the parameters and optimizer state keep their values.
+    const s2 = fresh();
+    run(step, { x, y }, s2);
+    const kept = Object.fromEntries(Object.entries(s2).filter(([k]) => !k.startsWith('grad_acc.')).map(([k, v]) => [k, Array.from(v)]));
+    const counts = run(apply, optimizerScalars(1, 1e308, optimizer), s2).nonfinite;
+    assert.ok(counts[0] > 0 && counts[1] > 0, `${optimizer.kind}: counts ${counts}`);
+    for (const [k, v] of Object.entries(kept)) assert.equal(Array.from(s2[k]), v, `${optimizer.kind}: ${k} unchanged`);
+  }
+});
+
 test('clear errors for bad training options', () => {
   assert.throws(() => buildTrainingPrograms(forwardGraph(), { loss: 'nope', optimizer: { kind: 'adam' }, accumulate: 1 }), /no output 'nope' \(outputs: loss, z\)/);
   assert.throws(() => buildTrainingPrograms(forwardGraph(), { loss: 'z', optimizer: { kind: 'adam' }, accumulate: 1 }), /loss must be a scalar/);
