@@ -49,6 +49,8 @@ export interface TrainingOptions {
   accumulate: number;
   /** Run optimize() on both programs (default true). */
   optimize?: boolean;
+  /** Check for NaN/inf and make the updates conditional (default true; false only to measure what the checks cost). */
+  finiteChecks?: boolean;
 }
 
 /** A value a training program checks for NaN and infinities. */
@@ -174,6 +176,7 @@ function buildStep(forward: Graph, opts: TrainingOptions, params: StateInfo[]): 
   const ids = params.map((p) => p.node);
   const grads = gradients(b, loss, ids);
   const checked: { node: number; check: FiniteCheck; order?: number }[] = [];
+  const checks = opts.finiteChecks ?? true;
   for (const [name, id] of Object.entries(forward.outputs)) {
     const n = forward.nodes[id];
     if (id === loss || (n.dtype === 'f32' && n.shape.length === 0)) checked.push({ node: id, check: { kind: 'output', name } });
@@ -188,6 +191,7 @@ function buildStep(forward: Graph, opts: TrainingOptions, params: StateInfo[]): 
     b.update(accName, sum);
     checked.push({ node: sum, check: { kind: 'gradient', name: p.name }, order: grad });
   }
+  if (!checks) return { graph: b.graph, checks: [] };
   // In computation order (a gradient where it was computed), so that the first one named is where the trouble started.
   checked.sort((x, y) => (x.order ?? x.node) - (y.order ?? y.node));
   const counts = concatCounts(b, checked.map((c) => nonFiniteCount(b, nonFiniteMask(b, c.node))));
@@ -261,6 +265,12 @@ function optimizerStep(
   });
 }
 
+/** Writes a parameter's new values and clears its gradient accumulator. */
+function zeroAfterUpdate(b: GraphBuilder, param: string, updates: { name: string; value: number }[]): void {
+  for (const x of updates) b.update(x.name, x.value);
+  b.update(gradAccName(param), b.full(0, b.graph.state[param].shape));
+}
+
 /** The input of the apply program's update half that joinPrograms binds to the check half's verdict. */
 const FINITE_PLACEHOLDER = '__finite';
 
@@ -273,7 +283,12 @@ const FINITE_PLACEHOLDER = '__finite';
  * the two copies of each value into one stored tensor (memory for every
  * parameter and moment at once).
  */
-function buildApply(params: StateInfo[], o: ResolvedOptimizer, accumulate: number, optimizeHalves: boolean): { graph: Graph; checks: FiniteCheck[] } {
+function buildApply(params: StateInfo[], o: ResolvedOptimizer, accumulate: number, optimizeHalves: boolean, checks: boolean): { graph: Graph; checks: FiniteCheck[] } {
+  if (!checks) {
+    const u = new GraphBuilder();
+    for (const p of optimizerStep(u, params, o, accumulate, (_name, v) => v)) zeroAfterUpdate(u, p.param, p.updates);
+    return { graph: optimizeHalves ? optimize(u.graph) : u.graph, checks: [] };
+  }
   const c = new GraphBuilder();
   // Each parameter's count right after its values, so that they are dead before the next parameter's.
   const counts: number[] = [];
@@ -283,11 +298,7 @@ function buildApply(params: StateInfo[], o: ResolvedOptimizer, accumulate: numbe
   c.output(NONFINITE_OUTPUT, concatCounts(c, counts));
   const u = new GraphBuilder();
   const ok = u.input(FINITE_PLACEHOLDER, []);
-  for (const p of optimizerStep(u, params, o, accumulate, (name, v) => u.emit('where', [ok, v, u.graph.state[name].node]))) {
-    for (const x of p.updates) u.update(x.name, x.value);
-    const info = u.graph.state[p.param];
-    u.update(gradAccName(p.param), u.full(0, info.shape));
-  }
+  for (const p of optimizerStep(u, params, o, accumulate, (name, v) => u.emit('where', [ok, v, u.graph.state[name].node]))) zeroAfterUpdate(u, p.param, p.updates);
   const [check, update] = optimizeHalves ? [optimize(c.graph), optimize(u.graph)] : [c.graph, u.graph];
   const graph = joinPrograms(check, update, (b) => ({ [FINITE_PLACEHOLDER]: allFinite(b, b.graph.outputs[NONFINITE_OUTPUT]) }));
   return { graph, checks: params.map((p) => ({ kind: 'optimizer', name: p.name })) };
@@ -306,7 +317,7 @@ export function buildTrainingPrograms(forward: Graph, opts: TrainingOptions): Tr
     if (name.startsWith('grad_acc.') || name.startsWith('optim.')) throw new Error(`training: state name ${name} collides with the training programs' buffers (grad_acc.*, optim.*)`);
   const optimizeGraphs = opts.optimize ?? true;
   const step = buildStep(forward, opts, params);
-  const apply = buildApply(params, o, opts.accumulate, optimizeGraphs);
+  const apply = buildApply(params, o, opts.accumulate, optimizeGraphs, opts.finiteChecks ?? true);
   return { step: optimizeGraphs ? optimize(step.graph) : step.graph, apply: apply.graph, checks: { step: step.checks, apply: apply.checks } };
 }
 
