@@ -77,7 +77,7 @@ export function checkBatchValues(graph: Graph, inputs: Record<string, ArrayLike<
     let first = -1;
     for (let i = 0; i < data.length; i++) if (!(data[i] >= 0 && data[i] < bound.rows) && bad++ === 0) first = i;
     if (bad) {
-      const more = bad > 1 ? ` (${bad - 1} more ${name} values are out of range too)` : '';
+      const more = bad > 1 ? ` (and ${bad - 1} more of ${name})` : '';
       throw new Error(
         `${what}: ${elementName(name, shape, first)} = ${data[first]} is out of range: ${name} indexes the rows of ${bound.table}, ` +
           `so with vocabulary size ${bound.rows} it must be in 0..${bound.rows - 1}${more}`,
