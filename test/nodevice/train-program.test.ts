@@ -10,6 +10,8 @@ import { validateGraph } from '../../compiler/ops.ts';
 import { buildTrainingPrograms, optimizerScalars, type OptimizerOptions } from '../../compiler/train-program.ts';
 import { evaluate, type FeedValue } from '../../runtime/reference.ts';
 import { Rng } from '../../compiler/random.ts';
+import { planGraph } from '../../compiler/schedule.ts';
+import { compileModelOrThrow } from '../../compiler/frontend/index.ts';
 
 const N = 5, I = 3, O = 2; // batch, in features, out features
 
@@ -200,6 +202,27 @@ test('finite or stop: a NaN/inf anywhere is counted per checked value and no sta
     const counts = run(apply, optimizerScalars(1, 1e308, optimizer), s2).nonfinite;
     assert.ok(counts[0] > 0 && counts[1] > 0, `${optimizer.kind}: counts ${counts}`);
     for (const [k, v] of Object.entries(kept)) assert.equal(Array.from(s2[k]), v, `${optimizer.kind}: ${k} unchanged`);
+  }
+});
+
+test('the checks cost one count kernel per checked value and no stored copies, even at WebGPU\'s default 8 bindings', () => {
+  const { graph } = compileModelOrThrow({ path: 'test/gpu/tiny-clip.lovt' }, { mode: 'train' });
+  const params = Object.values(graph.state).filter((s) => s.trainable);
+  const largest = Math.max(...params.map((s) => s.shape.reduce((a, b) => a * b, 1)));
+  for (const optimizer of [{ kind: 'adamw' }, { kind: 'adam' }, { kind: 'sgd', momentum: 0.9 }] as OptimizerOptions[]) {
+    const plan = (finiteChecks: boolean) => {
+      const { step, apply, checks } = buildTrainingPrograms(graph, { loss: 'loss.total', optimizer, accumulate: 2, finiteChecks });
+      return { checks, step: planGraph(step, { maxStorageBuffersPerShaderStage: 8 }), apply: planGraph(apply, { maxStorageBuffersPerShaderStage: 8 }) };
+    };
+    const checked = plan(true);
+    const unchecked = plan(false);
+    assert.equal(unchecked.checks, { step: [], apply: [] });
+    // Apply: one fused count per parameter (the new values computed inside it), then the verdict.
+    const counts = checked.apply.kernels.filter((k) => k.name.startsWith('sum')).length;
+    assert.is(counts, params.length + 1, `${optimizer.kind}: count kernels`);
+    assert.ok(checked.apply.stats.peakBytes - unchecked.apply.stats.peakBytes < 4 * largest, `${optimizer.kind}: apply scratch ${checked.apply.stats.peakBytes} vs ${unchecked.apply.stats.peakBytes}`);
+    assert.is(checked.apply.stats.inPlaceUpdates, unchecked.apply.stats.inPlaceUpdates, 'updates still in place');
+    assert.ok(checked.step.stats.peakBytes - unchecked.step.stats.peakBytes < 4 * largest, `${optimizer.kind}: step scratch`);
   }
 });
 
