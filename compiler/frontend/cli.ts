@@ -132,6 +132,7 @@ async function planArtifact(
   if (typeof schedule.planGraph !== 'function') return undefined;
   const limits = { ...schedule.GENERIC_TARGET, ...parseLimits(limitArgs, schedule.ENGINE_LIMIT_KEYS) };
   const programs: Record<string, Graph> = {};
+  let checks: Record<string, unknown> = {};
   if (model.mode === 'train' && model.losses.length > 0) {
     const tp = await import('../train-program.ts');
     const o = model.train.optimizer;
@@ -142,6 +143,7 @@ async function planArtifact(
     });
     programs.step = built.step;
     programs.apply = built.apply;
+    checks = built.checks;
   } else {
     programs.forward = graph;
   }
@@ -153,7 +155,8 @@ async function planArtifact(
   const state = new Map<string, number>();
   for (const [name, g] of Object.entries(programs)) {
     const plan = schedule.planGraph(g, limits);
-    plans[name] = JSON.parse(schedule.planToJSON(plan));
+    // What the program's `nonfinite` output counts, entry by entry.
+    plans[name] = { ...JSON.parse(schedule.planToJSON(plan)), ...(checks[name] ? { checks: checks[name] } : {}) };
     plan.kernels.forEach((k, i) => {
       if (seen.has(k.wgsl)) return;
       seen.add(k.wgsl);
