@@ -244,7 +244,7 @@ test('ops listed as having no gradient get none from autodiff (zeros, or a refus
     const b = new GraphBuilder();
     const shape = op === 'max_pool2d_grad' ? [1, 1, 2, 3] : op === 'segment_max_grad' ? [1, 2, 3] : [3, 4];
     const p = b.state('p', shape, { kind: 'zeros' }, true);
-    const ins = inputsOf[op]?.(b, p) ?? (op === 'sign' || op === 'stop_gradient' ? [p] : [p, b.input('q', shape)]);
+    const ins = inputsOf[op]?.(b, p) ?? (op === 'sign' || op === 'isfinite' || op === 'stop_gradient' ? [p] : [p, b.input('q', shape)]);
     const y = b.emit(op, ins, attrsOf[op] ?? {});
     const loss = b.sum(y, b.node(y).shape.map((_, i) => i));
     if (/unsupported/.test(entry)) {
