@@ -143,9 +143,9 @@ type RowKernel = 'loop' | 'tree' | 'subgroup';
  * `broadcast`, every thread of the row sees `result`; otherwise `finish` runs
  * on thread 0 only.
  */
-function rowReduce(kind: RowKernel, wg: number, length: number, acc: Accumulator, term: (r: string) => string, finish: string, broadcast: boolean): string {
+function rowReduce(kind: RowKernel, wg: number, length: string, acc: Accumulator, term: (r: string) => string, finish: string, broadcast: boolean): string {
   const head = `  var part: ${acc.type} = ${acc.init};
-  for (var r = lid; r < ${length}u; r += ${wg}u) { part = ${acc.step('part', term('r'))}; }
+  for (var r = lid; r < ${length}; r += ${wg}u) { part = ${acc.step('part', term('r'))}; }
 `;
   if (kind === 'subgroup') {
     const combined = `${head}  let result = ${acc.subgroup('part')};
@@ -157,7 +157,7 @@ function rowReduce(kind: RowKernel, wg: number, length: number, acc: Accumulator
   const tree = kind === 'tree';
   if (!tree)
     return `  var result: ${acc.type} = ${acc.init};
-  for (var r = 0u; r < ${length}u; r++) { result = ${acc.step('result', term('r'))}; }
+  for (var r = 0u; r < ${length}; r++) { result = ${acc.step('result', term('r'))}; }
 ${finish}`;
   const merged = `var merged = red_part[0];
     for (var k = 1u; k < ${wg}u; k++) { merged = ${acc.merge('merged', 'red_part[k]')}; }`;
@@ -192,7 +192,13 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
   const wg = kind === 'subgroup' ? opts.subgroupSize! : tree ? treeSize(g.length) : 256;
   const builder = new KernelBuilder();
   const epi = opts.epilogue;
-  const loader = renderLoader(graph, x.id, prologue, builder, 'load_x');
+  const { code: loader, shapeDependent } = renderLoader(graph, x.id, prologue, builder, 'load_x');
+  // A whole contiguous tensor reduced by a shape-free loader: the length comes from a binding of
+  // that length, so one pipeline serves every size (e.g. the training programs' NaN counts, one
+  // per parameter).
+  let length = `${g.length}u`;
+  const whole = g.rows === 1 && g.contiguous && !shapeDependent ? builder.readTensors().find((t) => t < graph.nodes.length && numel(graph.nodes[t].shape) === g.length) : undefined;
+  if (whole !== undefined) length = `arrayLength(&${builder.read(whole, graph.nodes[whole].dtype)})`;
   const outName = builder.write(node.id, node.dtype);
   if (epi instanceof FusedEpilogue) epi.bindOutput(outName); // an in-place epilogue reads the old value there
   const acc = accumulatorOf(node.op, node.dtype);
@@ -210,16 +216,16 @@ export function renderReduce(graph: Graph, node: Node, opts: RenderOptions, prol
   }
   let body: string;
   if (node.op === 'sum' || node.op === 'max') {
-    body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${writeValue(epi, 'result', 'o', node.dtype)};`, false);
+    body = rowReduce(kind, wg, length, acc, load, `  ${outName}[o] = ${writeValue(epi, 'result', 'o', node.dtype)};`, false);
   } else if (node.op === 'logsumexp') {
     // m + log(s); a row of -inf gives -inf + log(0) = -inf, as the reference does.
-    body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${applyEpilogue(epi, 'result.x + log(result.y)', 'o')};`, false);
+    body = rowReduce(kind, wg, length, acc, load, `  ${outName}[o] = ${applyEpilogue(epi, 'result.x + log(result.y)', 'o')};`, false);
   } else {
     // softmax: every thread of the row writes its elements; output index = input index.
     const start = tree ? 'lid' : '0u';
     const step = tree ? `${wg}u` : '1u';
-    body = rowReduce(kind, wg, g.length, acc, load, `  let inv = 1.0 / result.y;
-  for (var r = ${start}; r < ${g.length}u; r += ${step}) {
+    body = rowReduce(kind, wg, length, acc, load, `  let inv = 1.0 / result.y;
+  for (var r = ${start}; r < ${length}; r += ${step}) {
     let j = base + ${offsetExpr(g, 'r')};
     ${outName}[j] = ${applyEpilogue(epi, `exp(${load('r')} - result.x) * inv`, 'j')};
   }`, true);

@@ -171,6 +171,28 @@ test('NaN and infinities propagate as in PyTorch: relu, maximum, minimum, max, l
   }
 });
 
+test('whole-tensor reductions of any size share one pipeline (the length is read from the input binding)', async () => {
+  const b = new GraphBuilder();
+  const sizes = [[5, 7], [300], [2, 3, 70], [3]];
+  sizes.forEach((shape, k) => {
+    const x = b.input(`x${k}`, shape);
+    b.output(`count${k}`, b.sum(b.sub(b.scalar(1), b.emit('isfinite', [x])), shape.map((_, i) => i)));
+    b.output(`sumsq${k}`, b.sum(b.mul(x, x), shape.map((_, i) => i)));
+  });
+  const rng = new Rng(12);
+  const overrides = Object.fromEntries(sizes.map((shape, k) => {
+    const t = randomTensor(rng, shape, 'f32', -3, 3) as Float32Array;
+    t[k] = [NaN, Infinity, -Infinity, 1][k];
+    return [`x${k}`, t];
+  }));
+  const r = await checkAgainstReference(b.graph, randomFeeds(b.graph, 12, overrides), { rtol: 1e-5 });
+  assert.equal(sizes.map((_, k) => r.outputs[`count${k}`][0]), [1, 1, 1, 0]);
+  const plan = planGraph(b.graph, {}, { target: PORTABLE_TARGET });
+  const counts = new Set(plan.kernels.filter((k) => /isfinite/.test(k.wgsl)).map((k) => k.wgsl));
+  // Sizes above and below the tree kernel's width: one pipeline each, not one per size.
+  assert.ok(counts.size <= 2, `${counts.size} count pipelines for ${sizes.length} sizes`);
+});
+
 test('layout: transpose, expand, slice, concat, pad (with crop) and reshape views', async () => {
   const b = new GraphBuilder();
   const x = b.input('x', [3, 5, 7]);
