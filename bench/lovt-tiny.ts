@@ -33,6 +33,8 @@ export interface ThroughputResult {
   medianStepMs: number;
   /** The step and apply programs alone on one fixed batch, until the queue is idle: median ms (no data loading, no read-back). */
   deviceStepMs: number;
+  /** The same without the NaN/inf checks (TrainingOptions.finiteChecks false), timed interleaved with deviceStepMs: what finite-or-stop costs. */
+  uncheckedDeviceStepMs: number;
   batch: number;
   warmupSteps: number;
   timedSteps: number;
@@ -81,7 +83,7 @@ export async function lovtTinyThroughput(device: LovtDevice, opts: { warmup: num
   return {
     samplesPerSecond: (batch * stepMs.length) / seconds,
     medianStepMs: median(stepMs),
-    deviceStepMs: await deviceStepMs(device, train, data, Math.max(2, opts.runs)),
+    ...(await deviceStepMs(device, train, data, Math.max(2, opts.runs))),
     batch,
     warmupSteps,
     timedSteps: stepMs.length,
@@ -93,34 +95,46 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 /**
  * The device-only step time: the trainer's step and apply programs (their
- * pipelines are cached by now) on the first training batch, repeated.
+ * pipelines are cached by now) on the first training batch, repeated; and the
+ * same programs without the finiteness checks, each run right after the
+ * checked one so that both see the same machine load.
  */
-async function deviceStepMs(device: LovtDevice, train: Compiled, data: TrainingData, runs: number): Promise<number> {
+async function deviceStepMs(device: LovtDevice, train: Compiled, data: TrainingData, runs: number): Promise<{ deviceStepMs: number; uncheckedDeviceStepMs: number }> {
   let batch;
   for await (const loaded of data.train.epoch(0)) {
     batch = loaded.batch;
     break;
   }
   if (!batch) throw new Error('the training data gave no batch');
-  const { step, apply, optimizer } = trainingGraphs(train);
-  const store = new StateStore(device);
-  const stepProgram = await Program.create(device, step, store, { label: 'step' });
-  const applyProgram = await Program.create(device, apply, store, { label: 'apply' });
+  const variants = await Promise.all(
+    [true, false].map(async (finiteChecks) => {
+      const { step, apply, optimizer } = trainingGraphs(train, { finiteChecks });
+      const store = new StateStore(device);
+      const stepProgram = await Program.create(device, step, store, { label: 'step' });
+      const applyProgram = await Program.create(device, apply, store, { label: 'apply' });
+      for (const [name, value] of Object.entries(initState(train.graph, 1))) store.upload(name, value);
+      const inputs = programInputs(step, batch, { [DROPOUT_SEED_INPUT]: Int32Array.of(1) });
+      const times: number[] = [];
+      const destroy = () => {
+        stepProgram.destroy();
+        applyProgram.destroy();
+        store.destroy();
+      };
+      return { stepProgram, applyProgram, optimizer, inputs, times, destroy };
+    }),
+  );
   try {
-    for (const [name, value] of Object.entries(initState(train.graph, 1))) store.upload(name, value);
-    const inputs = programInputs(step, batch, { [DROPOUT_SEED_INPUT]: Int32Array.of(1) });
-    const times: number[] = [];
     for (let t = 1; t <= runs + 1; t++) {
-      const t0 = performance.now();
-      await stepProgram.run(inputs, []);
-      await applyProgram.run(applyInputs(t, train.model.train.optimizer.lr, optimizer), []);
-      await device.device.queue.onSubmittedWorkDone();
-      if (t > 1) times.push(performance.now() - t0); // the first run binds fresh buffers
+      for (const v of variants) {
+        const t0 = performance.now();
+        await v.stepProgram.run(v.inputs, []);
+        await v.applyProgram.run(applyInputs(t, train.model.train.optimizer.lr, v.optimizer), []);
+        await device.device.queue.onSubmittedWorkDone();
+        if (t > 1) v.times.push(performance.now() - t0); // the first run binds fresh buffers
+      }
     }
-    return median(times);
+    return { deviceStepMs: median(variants[0].times), uncheckedDeviceStepMs: median(variants[1].times) };
   } finally {
-    stepProgram.destroy();
-    applyProgram.destroy();
-    store.destroy();
+    for (const v of variants) v.destroy();
   }
 }

@@ -19,9 +19,9 @@ export function compile(path: string, mode: 'train' | 'eval', set: Record<string
 }
 
 /** The step and apply graphs of a model compiled in train mode, with its own optimizer and accumulation. */
-export function trainingGraphs(train: Compiled): { step: Graph; apply: Graph; optimizer: OptimizerOptions } {
+export function trainingGraphs(train: Compiled, opts: { finiteChecks?: boolean } = {}): { step: Graph; apply: Graph; optimizer: OptimizerOptions } {
   const optimizer = optimizerOptions(train.model.train.optimizer);
-  const { step, apply } = buildTrainingPrograms(train.graph, { loss: 'loss.total', optimizer, accumulate: train.model.train.accumulate });
+  const { step, apply } = buildTrainingPrograms(train.graph, { loss: 'loss.total', optimizer, accumulate: train.model.train.accumulate, ...opts });
   return { step, apply, optimizer };
 }
 

@@ -129,10 +129,12 @@ export function parseLimitArgs(items: string[]): Record<string, number> {
 export function planArtifact(graph: Graph, model: ModelInfo, limits: Record<string, number>): ArtifactPlan {
   const target = { ...GENERIC_TARGET, ...limits };
   const programs: Record<string, Graph> = {};
+  let checks: Record<string, unknown> = {};
   if (model.mode === 'train' && model.losses.length > 0) {
     const built = buildTrainingPrograms(graph, { loss: 'loss.total', accumulate: model.train.accumulate, optimizer: optimizerOptions(model.train.optimizer) });
     programs.step = built.step;
     programs.apply = built.apply;
+    checks = built.checks;
   } else {
     programs.forward = graph;
   }
@@ -144,7 +146,8 @@ export function planArtifact(graph: Graph, model: ModelInfo, limits: Record<stri
   const state = new Map<string, number>();
   for (const [name, g] of Object.entries(programs)) {
     const plan = planGraph(g, target);
-    plans[name] = JSON.parse(planToJSON(plan));
+    // What the program's `nonfinite` output counts, entry by entry.
+    plans[name] = { ...JSON.parse(planToJSON(plan)), ...(checks[name] ? { checks: checks[name] } : {}) };
     plan.kernels.forEach((k, i) => {
       if (seen.has(k.wgsl)) return;
       seen.add(k.wgsl);

@@ -85,6 +85,7 @@ export interface OpAttrs {
   recip: NoAttrs;
   square: NoAttrs;
   sign: NoAttrs;
+  isfinite: NoAttrs;
   cast: { to: DType };
   stop_gradient: NoAttrs;
   /** `salt` defaults to 0. */

@@ -105,7 +105,8 @@ export type Stmt =
   | { kind: 'State'; state: 'param' | 'buffer'; name: Name; type: TypeExpr; init?: Expr; range: Range }
   | FnDecl
   // model-level items
-  | { kind: 'Config'; name: Name; type?: TypeExpr; value?: Expr; range: Range }
+  /** `where`: a compile-time bool over the config (and earlier names) that every value must satisfy. */
+  | { kind: 'Config'; name: Name; type?: TypeExpr; value?: Expr; where?: Expr; range: Range }
   | { kind: 'Input'; name: Name; type: TypeExpr; range: Range }
   | { kind: 'Loss'; name: Name; args?: Arg[]; value?: Expr; range: Range }
   | { kind: 'Output'; name: Name; value: Expr; range: Range }

@@ -408,6 +408,14 @@ class LovtParser extends EmbeddedActionsParser {
       this.CONSUME(Assign);
       value = this.SUBRULE(this.expr);
     });
+    // `where COND`: a constraint (an identifier cannot follow an expression, so `where` here is never a call).
+    let where: Expr | undefined;
+    this.OPTION3(
+      gated(() => this.isWord('where'), () => {
+        this.CONSUME3(Identifier);
+        where = this.SUBRULE2(this.expr);
+      }),
+    );
     return this.ACTION(
       () =>
         ({
@@ -415,7 +423,8 @@ class LovtParser extends EmbeddedActionsParser {
           name: this.nameOf(name),
           type,
           value,
-          range: this.spanR(this.tokRange(kw), value?.range ?? type?.range ?? this.tokRange(name)),
+          where,
+          range: this.spanR(this.tokRange(kw), where?.range ?? value?.range ?? type?.range ?? this.tokRange(name)),
         }) as Stmt,
     );
   });

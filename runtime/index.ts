@@ -17,7 +17,7 @@ export type { ExecutionPlan, PlanStats, PlanOptions, EngineLimits } from '../com
 export { planGraph, planToJSON, planFromJSON, DEFAULT_LIMITS } from '../compiler/execution-plan.ts';
 
 // Training programs: a forward graph -> step (forward + backward) and apply (optimizer) graphs.
-export type { OptimizerKind, OptimizerOptions, TrainingOptions, TrainingPrograms } from '../compiler/train-program.ts';
+export type { FiniteCheck, OptimizerKind, OptimizerOptions, TrainingOptions, TrainingPrograms } from '../compiler/train-program.ts';
 export {
   buildTrainingPrograms,
   optimizerScalars,
@@ -27,6 +27,7 @@ export {
   BIAS_CORRECTION1_INPUT,
   BIAS_CORRECTION2_INPUT,
   MOMENTUM_GRAD_SCALE_INPUT,
+  NONFINITE_OUTPUT,
 } from '../compiler/train-program.ts';
 
 // Device, state and execution.

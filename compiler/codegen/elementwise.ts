@@ -325,11 +325,11 @@ function compileElementwise(graph: Graph, root: number, inline: Set<number>, inP
  * A WGSL function `fn NAME(i: u32) -> T` computing node `id` at flat index i,
  * with the nodes in `inline` computed in place. Used for reduction prologues.
  */
-export function renderLoader(graph: Graph, id: number, inline: Set<number>, builder: KernelBuilder, fnName: string): string {
+export function renderLoader(graph: Graph, id: number, inline: Set<number>, builder: KernelBuilder, fnName: string): { code: string; shapeDependent: boolean } {
   const node = graph.nodes[id];
   const ec = new ExprCompiler(graph, inline, builder);
   const v = ec.value(id, ec.index('i', node.shape));
-  return `fn ${fnName}(i: u32) -> ${wgslType(node.dtype)} {\n${ec.code()}\n  return ${v};\n}`;
+  return { code: `fn ${fnName}(i: u32) -> ${wgslType(node.dtype)} {\n${ec.code()}\n  return ${v};\n}`, shapeDependent: ec.shapeDependent };
 }
 
 /**

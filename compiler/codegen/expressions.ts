@@ -65,6 +65,19 @@ function binary<P extends OpName>(f: (a: string, b: string) => string): ExprRend
   };
 }
 
+/** maximum/minimum: NaN-propagating on f32 (PyTorch; WGSL's max/min may drop a NaN), WGSL's on i32. */
+function minMax<P extends OpName>(f: 'max' | 'min'): ExprRenderer<P> {
+  return {
+    expr: (c, node, ix) => {
+      const a = c.input(node, ix, 0);
+      const b = c.input(node, ix, 1);
+      if (node.dtype === 'i32') return c.bind(`${f}(${a}, ${b})`);
+      c.builder.use('lovt_max'); // lovt_min comes with it
+      return c.bind(`lovt_${f}(${a}, ${b})`);
+    },
+  };
+}
+
 /** A comparison: f32 1.0 / 0.0. */
 function compare<P extends OpName>(op: string): ExprRenderer<P> {
   return binary((a, b) => `select(0.0, 1.0, ${a} ${op} ${b})`);
@@ -98,7 +111,8 @@ const TABLE = {
   sqrt: unary((x) => `sqrt(${x})`),
   rsqrt: unary((x) => `inverseSqrt(${x})`),
   abs: unary((x) => `abs(${x})`, (x) => `abs(${x})`),
-  relu: unary((x) => `max(${x}, 0.0)`, (x) => `max(${x}, 0i)`),
+  // NaN propagates (PyTorch): WGSL's max(NaN, x) may give x.
+  relu: unary((x, b) => (b.use('lovt_max'), `lovt_max(${x}, 0.0)`), (x) => `max(${x}, 0i)`),
   sigmoid: unary((x, b) => (b.use('lovt_sigmoid'), `lovt_sigmoid(${x})`)),
   tanh: unary((x, b) => (b.use('lovt_tanh'), `lovt_tanh(${x})`)),
   erf: unary((x, b) => (b.use('lovt_erf'), `lovt_erf(${x})`)),
@@ -106,6 +120,7 @@ const TABLE = {
   recip: unary((x) => `(1.0 / ${x})`),
   square: unary((x) => `(${x} * ${x})`, (x) => `(${x} * ${x})`),
   sign: unary((x) => `sign(${x})`, (x) => `sign(${x})`),
+  isfinite: unary((x, b) => (b.use('lovt_isfinite'), `select(0.0, 1.0, lovt_isfinite(${x}))`)),
   stop_gradient: sameData,
   cast: {
     expr: (c, node, ix) => {
@@ -136,8 +151,8 @@ const TABLE = {
   sub: binary((a, b) => `(${a} - ${b})`),
   mul: binary((a, b) => `(${a} * ${b})`),
   div: binary((a, b) => `(${a} / ${b})`),
-  maximum: binary((a, b) => `max(${a}, ${b})`),
-  minimum: binary((a, b) => `min(${a}, ${b})`),
+  maximum: minMax('max'),
+  minimum: minMax('min'),
   pow: {
     expr: (c, node, ix) => {
       const a = c.input(node, ix, 0);

@@ -62,15 +62,21 @@ function windowTaps(p: Pool, body: string): string {
     }`;
 }
 
+/** Whether running-maximum candidate `v` replaces `best`: larger, or the first NaN (NaN propagates, as in PyTorch). Needs lovt_isnan. */
+function beats(v: string, best: string): string {
+  return `${v} > ${best} || (lovt_isnan(${v}) && !lovt_isnan(${best}))`;
+}
+
 /**
  * WGSL computing `best` (value) and `arg` (flat x index, -1 if the window is
  * all padding) for the window at (nc, h0, w0): the first maximum in row-major order.
  */
-function windowArgmax(p: Pool, x: string): string {
+function windowArgmax(p: Pool, x: string, b: KernelBuilder): string {
+  b.use('lovt_isnan');
   return `var best = 0.0;
     var arg = -1i;
     ${windowTaps(p, `let xv = ${x}[xi];
-        if (arg < 0i || xv > best) { best = xv; arg = xi; }`)}`;
+        if (arg < 0i || ${beats('xv', 'best')}) { best = xv; arg = xi; }`)}`;
 }
 
 function renderMaxPool(graph: Graph, node: NodeOf<'max_pool2d'>, opts: RenderOptions): Kernel {
@@ -79,7 +85,7 @@ function renderMaxPool(graph: Graph, node: NodeOf<'max_pool2d'>, opts: RenderOpt
   const b = new KernelBuilder();
   const xs = b.read(x.id, 'f32');
   const body = `${windowOrigin(p)}
-  ${windowArgmax(p, xs)}
+  ${windowArgmax(p, xs, b)}
   let v = best;`;
   return elementKernel('max_pool2d', node, b, opts, body, p.kh * p.kw);
 }
@@ -139,7 +145,7 @@ function renderMaxPoolGrad(graph: Graph, node: NodeOf<'max_pool2d_grad'>, opts: 
   const xs = ab.read(x.id, 'f32');
   const out = ab.write(argmax, 'i32');
   const argMain = perElement(windows, opts.maxWorkgroupsPerDim, `${windowOrigin(p)}
-  ${windowArgmax(p, xs)}
+  ${windowArgmax(p, xs, ab)}
   ${out}[i] = arg;`);
   const argFinished = ab.finish();
   const argKernel: Kernel = {
@@ -341,6 +347,7 @@ function renderSegmentMax(graph: Graph, node: NodeOf<'segment_max'>, opts: Rende
   const b = new KernelBuilder();
   const xs = b.read(x.id, 'f32');
   const ss = b.read(seg.id, 'i32');
+  b.use('lovt_isnan');
   const body = `  let d = i % ${D}u;
   let s = i32((i / ${D}u) % ${S}u);
   let bt = (i / ${D * S}u) * ${T}u;
@@ -349,7 +356,7 @@ function renderSegmentMax(graph: Graph, node: NodeOf<'segment_max'>, opts: Rende
   for (var t = 0u; t < ${T}u; t++) {
     if (${ss}[bt + t] != s) { continue; }
     let xv = ${xs}[(bt + t) * ${D}u + d];
-    if (!found || xv > v) { v = xv; found = true; }
+    if (!found || ${beats('xv', 'v')}) { v = xv; found = true; }
   }`;
   return elementKernel('segment_max', node, b, opts, body, T);
 }

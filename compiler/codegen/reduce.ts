@@ -116,6 +116,10 @@ interface Accumulator {
 function accumulatorOf(op: string, dtype: DType): Accumulator {
   const type = wgslType(dtype);
   if (op === 'sum') return { type, init: zeroOf(dtype), step: (a, x) => `${a} + ${x}`, merge: (a, b) => `${a} + ${b}`, subgroup: (a) => `subgroupAdd(${a})` };
+  if (op === 'max' && dtype === 'f32') {
+    // NaN propagates (PyTorch's amax); WGSL's max and subgroupMax may drop it.
+    return { type, init: lowestOf(dtype), step: (a, x) => `lovt_max(${a}, ${x})`, merge: (a, b) => `lovt_max(${a}, ${b})`, subgroup: (a) => `lovt_max_subgroup(${a})` };
+  }
   if (op === 'max') return { type, init: lowestOf(dtype), step: (a, x) => `max(${a}, ${x})`, merge: (a, b) => `max(${a}, ${b})`, subgroup: (a) => `subgroupMax(${a})` };
   // logsumexp / softmax / log_softmax: (running max, sum of exp(x - max)) in one pass ("online softmax").
   return {
@@ -141,9 +145,9 @@ type RowKernel = 'loop' | 'tree' | 'subgroup';
  * `broadcast`, every thread of the row sees `result`; otherwise `finish` runs
  * on thread 0 only.
  */
-function rowReduce(kind: RowKernel, wg: number, length: number, acc: Accumulator, term: (r: string) => string, finish: string, broadcast: boolean): string {
+function rowReduce(kind: RowKernel, wg: number, length: string, acc: Accumulator, term: (r: string) => string, finish: string, broadcast: boolean): string {
   const head = `  var part: ${acc.type} = ${acc.init};
-  for (var r = lid; r < ${length}u; r += ${wg}u) { part = ${acc.step('part', term('r'))}; }
+  for (var r = lid; r < ${length}; r += ${wg}u) { part = ${acc.step('part', term('r'))}; }
 `;
   if (kind === 'subgroup') {
     const combined = `${head}  let result = ${acc.subgroup('part')};
@@ -155,7 +159,7 @@ function rowReduce(kind: RowKernel, wg: number, length: number, acc: Accumulator
   const tree = kind === 'tree';
   if (!tree)
     return `  var result: ${acc.type} = ${acc.init};
-  for (var r = 0u; r < ${length}u; r++) { result = ${acc.step('result', term('r'))}; }
+  for (var r = 0u; r < ${length}; r++) { result = ${acc.step('result', term('r'))}; }
 ${finish}`;
   const merged = `var merged = red_part[0];
     for (var k = 1u; k < ${wg}u; k++) { merged = ${acc.merge('merged', 'red_part[k]')}; }`;
@@ -190,7 +194,13 @@ export function renderReduce(graph: Graph, node: ReduceNode, opts: RenderOptions
   const wg = kind === 'subgroup' ? opts.subgroupSize! : tree ? treeSize(g.length) : 256;
   const builder = new KernelBuilder();
   const epi = opts.epilogue;
-  const loader = renderLoader(graph, x.id, prologue, builder, 'load_x');
+  const { code: loader, shapeDependent } = renderLoader(graph, x.id, prologue, builder, 'load_x');
+  // A whole contiguous tensor reduced by a shape-free loader: the length comes from a binding of
+  // that length, so one pipeline serves every size (e.g. the training programs' NaN counts, one
+  // per parameter).
+  let length = `${g.length}u`;
+  const whole = g.rows === 1 && g.contiguous && !shapeDependent ? builder.readTensors().find((t) => t < graph.nodes.length && numel(graph.nodes[t].shape) === g.length) : undefined;
+  if (whole !== undefined) length = `arrayLength(&${builder.read(whole, graph.nodes[whole].dtype)})`;
   const outName = builder.write(node.id, node.dtype);
   if (epi instanceof FusedEpilogue) epi.bindOutput(outName); // an in-place epilogue reads the old value there
   const acc = accumulatorOf(node.op, node.dtype);
@@ -201,13 +211,17 @@ export function renderReduce(graph: Graph, node: ReduceNode, opts: RenderOptions
   if (node.op === 'logsumexp' || node.op === 'softmax' || node.op === 'log_softmax') {
     builder.use('lovt_online');
     if (kind === 'subgroup') builder.use('lovt_online_subgroup');
-  } else if (node.op === 'max' && node.dtype === 'f32') builder.use('lovt_inf'); // the f32 max identity is -inf
+  } else if (node.op === 'max' && node.dtype === 'f32') {
+    builder.use('lovt_inf'); // the f32 max identity is -inf
+    builder.use(kind === 'subgroup' ? 'lovt_max_subgroup' : 'lovt_max');
+    if (kind === 'subgroup') builder.use('lovt_max'); // the per-lane fold
+  }
   let body: string;
   if (node.op === 'sum' || node.op === 'max') {
-    body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${writeValue(epi, 'result', 'o', node.dtype)};`, false);
+    body = rowReduce(kind, wg, length, acc, load, `  ${outName}[o] = ${writeValue(epi, 'result', 'o', node.dtype)};`, false);
   } else if (node.op === 'logsumexp') {
     // m + log(s); a row of -inf gives -inf + log(0) = -inf, as the reference does.
-    body = rowReduce(kind, wg, g.length, acc, load, `  ${outName}[o] = ${applyEpilogue(epi, 'result.x + log(result.y)', 'o')};`, false);
+    body = rowReduce(kind, wg, length, acc, load, `  ${outName}[o] = ${applyEpilogue(epi, 'result.x + log(result.y)', 'o')};`, false);
   } else {
     // softmax, log_softmax: every thread of the row writes its elements; output index = input index.
     const start = tree ? 'lid' : '0u';
@@ -216,8 +230,8 @@ export function renderReduce(graph: Graph, node: ReduceNode, opts: RenderOptions
       node.op === 'softmax'
         ? ['let inv = 1.0 / result.y;', `exp(${load('r')} - result.x) * inv`]
         : ['let log_s = log(result.y);', `(${load('r')} - result.x) - log_s`]; // (x - m) - ln s, as the reference
-    body = rowReduce(kind, wg, g.length, acc, load, `  ${rowLet}
-  for (var r = ${start}; r < ${g.length}u; r += ${step}) {
+    body = rowReduce(kind, wg, length, acc, load, `  ${rowLet}
+  for (var r = ${start}; r < ${length}; r += ${step}) {
     let j = base + ${offsetExpr(g, 'r')};
     ${outName}[j] = ${applyEpilogue(epi, value, 'j')};
   }`, true);

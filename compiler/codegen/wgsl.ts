@@ -126,8 +126,10 @@ fn lovt_nan() -> f32 { return bitcast<f32>(lovt_NAN_BITS); }`,
 }`,
   // Online softmax state (running max m, sum of exp(x - m)): fold one element / merge two states.
   // exp(-inf) = 0 makes the first element and empty partials work without branches, except
-  // that -inf - -inf is NaN: an all--inf state stays (-inf, 0).
+  // that -inf - -inf is NaN: an all--inf state stays (-inf, 0). A NaN state's sum is NaN, so
+  // merges (whose max may drop the NaN) still give NaN.
   lovt_online: `fn lovt_online_step(a: vec2<f32>, x: f32) -> vec2<f32> {
+  if (lovt_isnan(x)) { return vec2<f32>(x, x); } // NaN poisons the row (the max alone would skip it)
   if (x > a.x) { return vec2<f32>(x, a.y * exp(a.x - x) + 1.0); }
   if (a.x == -lovt_inf()) { return a; }
   return vec2<f32>(a.x, a.y + exp(x - a.x));
@@ -143,6 +145,14 @@ fn lovt_online_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   // No branch: subgroup operations must stay in uniform control flow. An all -inf row sums 0, not NaN.
   return vec2<f32>(m, subgroupAdd(select(a.y * exp(a.x - m), 0.0, m == -lovt_inf())));
 }`,
+  // NaN and finiteness tests on the bits: WGSL lets a compiler assume that float
+  // operations never see NaN or infinity, so x != x may fold to false.
+  lovt_isnan: `fn lovt_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }`,
+  lovt_isfinite: `fn lovt_isfinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u; }`,
+  // max/min that propagate NaN (PyTorch's maximum, minimum, relu, amax); WGSL's max(NaN, x) may give x.
+  lovt_max: `fn lovt_max(a: f32, b: f32) -> f32 { return select(select(max(a, b), b, lovt_isnan(b)), a, lovt_isnan(a)); }
+fn lovt_min(a: f32, b: f32) -> f32 { return select(select(min(a, b), b, lovt_isnan(b)), a, lovt_isnan(a)); }`,
+  lovt_max_subgroup: `fn lovt_max_subgroup(a: f32) -> f32 { return select(subgroupMax(a), lovt_nan(), subgroupAny(lovt_isnan(a))); }`,
   // Dropout's hash; must match compiler/random.ts bit for bit.
   lovt_pcg: `fn lovt_pcg(v: u32) -> u32 {
   let state = v * 747796405u + 2891336453u;
@@ -150,7 +160,13 @@ fn lovt_online_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   return (word >> 22u) ^ word;
 }`,
 };
-const DEPS: Record<string, string[]> = { lovt_pow: ['lovt_inf', 'lovt_nan'], lovt_online: ['lovt_inf'], lovt_online_subgroup: ['lovt_inf'] };
+const DEPS: Record<string, string[]> = {
+  lovt_pow: ['lovt_inf', 'lovt_nan'],
+  lovt_online: ['lovt_inf', 'lovt_isnan'],
+  lovt_online_subgroup: ['lovt_inf'],
+  lovt_max: ['lovt_isnan'],
+  lovt_max_subgroup: ['lovt_nan', 'lovt_isnan'],
+};
 
 /**
  * Collects the storage bindings and helper functions of one WGSL module.

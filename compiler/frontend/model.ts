@@ -11,7 +11,7 @@ import { CompileError, didYouMean, formatLoc } from './diagnostics.ts';
 import { type Elaborator, isFrozen } from './elaborate.ts';
 import { Scope } from './scope.ts';
 import { type TrainAssignment, type TrainSpec, typeTrainSection } from './train.ts';
-import { type Instance, type TensorValue, type Value, POISON, describe, dtypeShape, expectFloat, expectInt, kindName, originNote, toPlain } from './values.ts';
+import { type Instance, type TensorValue, type Value, POISON, describe, dtypeShape, expectBool, expectFloat, expectInt, kindName, originNote, toPlain } from './values.ts';
 import type { FlatModel } from './variants.ts';
 import { clip } from '../echo.ts';
 
@@ -171,6 +171,7 @@ export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, st
             if (s.type) v = el.checkType(v, s.type, scope, `config '${name}'`, s.value.range, []);
           }
           if (v.k === 'tensor' || v.k === 'module') el.error(s.name.range, `config '${name}' must be a compile-time value, got ${kindName(v)}`);
+          if (s.where) checkConstraint(el, s, v, scope, name in set ? `--set ${name}=${set[name]}` : undefined);
           scope.define(name, { value: v, kind: 'config', range: s.name.range });
           configs[name] = { type: typeText(el, s), value: toPlain(v) };
           break;
@@ -285,6 +286,29 @@ function parseSetExpr(text: string): Expr | undefined {
   // `1,2,3` is a list on the command line.
   const src = /,/.test(text) && !/^\s*[[(]/.test(text) ? `[${text}]` : text;
   return parseExpression(src, SET_FILE).expr;
+}
+
+/**
+ * A config's `where` constraint, evaluated with the config bound to `v`. A
+ * value that breaks it is an error at the constraint, naming the value and
+ * where it came from (`fromSet`, or the value's own place in the source); the
+ * config is then undefined for the rest of the model, so nothing computes with it.
+ */
+function checkConstraint(el: Elaborator, s: Extract<Stmt, { kind: 'Config' }>, v: Value, scope: Scope, fromSet: string | undefined): void {
+  const name = s.name.name;
+  const where = s.where!;
+  const probe = new Scope(scope);
+  probe.define(name, { value: v, kind: 'config', range: s.name.range });
+  const c = el.eval(where, probe);
+  if (c.k === 'poison') return;
+  if (expectBool(c, where.range, `the constraint of config '${name}'`)) return;
+  const plain = toPlain(v);
+  const shown = typeof plain === 'string' ? plain : JSON.stringify(plain);
+  const rule = el.snippet(where.range, 'its where clause');
+  if (fromSet) throw new CompileError(where.range, `${fromSet}: config '${name}' must satisfy ${rule}, got ${shown}`, { hint: `give --set ${name} a value with ${rule}` });
+  throw new CompileError(where.range, `config '${name}' is ${shown}, which breaks its constraint ${rule}`, {
+    notes: s.value ? [`the value comes from ${formatLoc(s.value.range)}`] : [],
+  });
 }
 
 /** A --set value for a config: a literal of the config's type (an enum member by name). */

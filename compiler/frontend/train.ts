@@ -199,13 +199,17 @@ function fieldValue(el: Elaborator, type: FieldType, e: Expr, scope: Scope, what
 function checkField(el: Elaborator, type: FieldType, v: ReturnType<Elaborator['eval']>, e: Expr, what: string): FieldValue {
   const r = e.range;
   const bad = (why: string): never => el.error(r, `${what} ${why}`);
+  const float = (): number => {
+    const x = expectFloat(v, r, what);
+    return Number.isFinite(x) ? x : bad(`must be a finite number, got ${x}`);
+  };
   switch (type) {
     case 'lr': {
-      const x = expectFloat(v, r, what);
+      const x = float();
       return x > 0 ? x : bad(`must be positive, got ${x}`);
     }
     case 'nonneg': {
-      const x = expectFloat(v, r, what);
+      const x = float();
       return x >= 0 ? x : bad(`must be at least 0, got ${x}`);
     }
     case 'unit': {

@@ -167,12 +167,13 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
         );
         continue;
       }
-      if (s.kind === 'Config' && prev.stmt.kind === 'Config' && !s.type) {
-        if (!s.value) {
+      if (s.kind === 'Config' && prev.stmt.kind === 'Config') {
+        if (!s.type && !s.value) {
           diags.push(makeDiagnostic(s.range, `config override '${s.name.name}' needs a value`));
           continue;
         }
-        slots[at] = { ...prev, stmt: { ...s, type: prev.stmt.type }, owner };
+        // The override keeps the parent's type, and its `where` constraint unless it states its own.
+        slots[at] = { ...prev, stmt: { ...s, type: prev.stmt.type, where: s.where ?? prev.stmt.where }, owner };
         continue;
       }
       if (s.kind === 'Loss' && !s.value) {

@@ -8,7 +8,7 @@ import { dropoutStreamKey, dropoutUniform } from '../random.ts';
 import { type EvalContext, type Gradient, type OpDef, type OpTablePart, type TypedValue, type VjpContext, NO_FLOPS, broadcastShapes, f32, need, unbroadcast } from './def.ts';
 import { broadcastOffsets, castToI32, erf, gelu, wrapI32 } from './float64.ts';
 
-export type Unary = 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'gelu' | 'erf' | 'recip' | 'square' | 'sign' | 'stop_gradient';
+export type Unary = 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'gelu' | 'erf' | 'recip' | 'square' | 'sign' | 'isfinite' | 'stop_gradient';
 export type Binary = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum';
 export type Compare = 'gt' | 'ge' | 'lt' | 'le' | 'eq' | 'ne';
 
@@ -111,7 +111,7 @@ export const ELEMENTWISE_DEFS = {
   sqrt: unary(Math.sqrt, { vjp: ({ b, g, y }) => [b.div(b.mul(g, b.scalar(0.5)), y)] }),
   rsqrt: unary((x) => 1 / Math.sqrt(x), { vjp: ({ b, g, y }) => [b.mul(g, b.mul(b.scalar(-0.5), b.mul(y, b.emit('square', [y]))))] }),
   abs: unary(Math.abs, { vjp: ({ b, g, x }) => [b.mul(g, b.emit('sign', [x[0]]))] }),
-  relu: unary((x) => (x > 0 ? x : 0), { vjp: ({ b, g, x }) => [b.mul(g, b.emit('gt', [x[0], b.scalar(0)]))] }),
+  relu: unary((x) => (x > 0 || Number.isNaN(x) ? x : 0), { vjp: ({ b, g, x }) => [b.mul(g, b.emit('gt', [x[0], b.scalar(0)]))] }),
   sigmoid: unary((x) => 1 / (1 + Math.exp(-x)), { vjp: ({ b, g, y }) => [b.mul(g, b.mul(y, b.sub(b.scalar(1), y)))] }),
   tanh: unary(Math.tanh, { vjp: ({ b, g, y }) => [b.mul(g, b.sub(b.scalar(1), b.emit('square', [y])))] }),
   gelu: unary(gelu, {
@@ -126,6 +126,11 @@ export const ELEMENTWISE_DEFS = {
   recip: unary((x) => 1 / x, { vjp: ({ b, g, y }) => [b.neg(b.mul(g, b.emit('square', [y])))] }),
   square: unary((x) => x * x, { vjp: ({ b, g, x }) => [b.mul(g, b.mul(x[0], b.scalar(2)))] }, (x) => Math.imul(x, x)),
   sign: unary((x) => (x > 0 ? 1 : x < 0 ? -1 : 0), PIECEWISE_CONSTANT),
+  // 1.0 where finite, 0.0 for NaN and ±inf: the training programs' finite-or-stop flags.
+  isfinite: {
+    ...unary((x) => (Number.isFinite(x) ? 1 : 0), PIECEWISE_CONSTANT),
+    type: (ins) => (need(ins[0].dtype === 'f32', 'isfinite takes an f32 tensor'), f32(ins[0].shape)),
+  },
   stop_gradient: { ...unary((x) => x, { none: 'blocks the gradient by definition' }), view: true, flops: NO_FLOPS },
   cast: {
     kind: 'elementwise',
@@ -168,8 +173,9 @@ export const ELEMENTWISE_DEFS = {
     },
     { i32: (a, b) => wrapI32(Math.pow(a, b)) },
   ),
-  maximum: binary('maximum', (a, b) => (a >= b ? a : b), (c) => tieSplit(c, 'gt', 'ge'), { commutative: true }),
-  minimum: binary('minimum', (a, b) => (a <= b ? a : b), (c) => tieSplit(c, 'lt', 'le'), { commutative: true }),
+  // NaN propagates (PyTorch's maximum/minimum).
+  maximum: binary('maximum', (a, b) => (a >= b || Number.isNaN(a) ? a : b), (c) => tieSplit(c, 'gt', 'ge'), { commutative: true }),
+  minimum: binary('minimum', (a, b) => (a <= b || Number.isNaN(a) ? a : b), (c) => tieSplit(c, 'lt', 'le'), { commutative: true }),
 
   gt: compare((a, b) => a > b),
   ge: compare((a, b) => a >= b),

@@ -134,8 +134,46 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
   function absorbProducers(group: Group, from: number, fromSignature: string): void {
     const members = new Set(group.inline);
     const signature = new Map<number, string>([[from, fromSignature]]);
-    const readSignature = (q: number, p: Node): string =>
-      q === group.anchor ? 'anchor-load' : readsAtSameIndex(nodes[q], p) ? signature.get(q)! : `${q}->${p.id}`;
+    const readSignature = (q: number, p: Node, pending?: Map<number, string>): string =>
+      q === group.anchor ? 'anchor-load' : readsAtSameIndex(nodes[q], p) ? (pending?.get(q) ?? signature.get(q))! : `${q}->${p.id}`;
+    /** The signature `p` gets if all its consumers are members (or in `pending`) and read it at one index; else undefined. */
+    const joinSignature = (p: number, pending?: Map<number, string>): string | undefined => {
+      if (!consumers[p].every((q) => members.has(q) || pending?.has(q) || q === group.anchor)) return undefined;
+      const sigs = new Set(consumers[p].map((q) => readSignature(q, nodes[p], pending)));
+      return sigs.size === 1 ? [...sigs][0] : undefined; // read at several indices: materialise rather than recompute
+    };
+    const absorbable = (p: number) => !members.has(p) && !groupOf.has(p) && !pinned.has(p) && isExpressionOp(nodes[p].op);
+    /**
+     * `p` with every node that can join along with it: the group's other
+     * candidates (inputs of members) and, transitively, producers all of whose
+     * consumers are then members. Absorbing one node at a time can bind more
+     * buffers for a moment than the result -- a value read by two members, in
+     * two branches of the expression, is a binding of its own until both are in
+     * -- so a group near the binding limit would stop growing where the whole
+     * expression fits.
+     */
+    const withProducers = (p: number, sig: string): Map<number, string> => {
+      const pending = new Map([[p, sig]]);
+      for (const m of members)
+        for (const r of nodes[m].inputs) {
+          if (pending.has(r) || !absorbable(r)) continue;
+          const s = joinSignature(r);
+          if (s !== undefined) pending.set(r, s);
+        }
+      for (let grew = true; grew; ) {
+        grew = false;
+        const inputs = new Set([...pending.keys()].flatMap((q) => nodes[q].inputs));
+        // Consumers have larger ids: visiting in descending order gives each node's readers their signatures first.
+        for (const r of [...inputs].sort((a, b) => b - a)) {
+          if (pending.has(r) || !absorbable(r)) continue;
+          const s = joinSignature(r, pending);
+          if (s === undefined) continue;
+          pending.set(r, s);
+          grew = true;
+        }
+      }
+      return pending;
+    };
     const work = [from];
     while (work.length) {
       const c = work.pop()!;
@@ -144,16 +182,17 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
         const pn = nodes[p];
         if (members.has(p) || groupOf.has(p) || pinned.has(p)) continue;
         if (isLeaf(pn.op)) continue;
-        if (!consumers[p].every((q) => members.has(q) || q === group.anchor)) continue;
-        const sigs = new Set(consumers[p].map((q) => readSignature(q, pn)));
-        if (sigs.size !== 1) continue; // read at several indices: materialise rather than recompute
-        const sig = [...sigs][0];
+        const sig = joinSignature(p);
+        if (sig === undefined) continue;
         if (isExpressionOp(pn.op)) {
-          if (!fitsBindings(group, [p])) continue;
-          members.add(p);
-          group.inline.push(p);
-          signature.set(p, sig);
-          work.push(p);
+          const joining = fitsBindings(group, [p]) ? new Map([[p, sig]]) : withProducers(p, sig);
+          if (joining.size === 1 ? !fitsBindings(group, [p]) : !fitsBindings(group, [...joining.keys()])) continue;
+          for (const [q, s] of joining) {
+            members.add(q);
+            group.inline.push(q);
+            signature.set(q, s);
+            work.push(q);
+          }
         } else if (group.kind === 'elementwise' && group.anchor === undefined && sig === 'root' && consumers[p].length === 1 && EPILOGUE_ANCHORS.has(pn.op) && pn.dtype === 'f32' && nodes[group.root].dtype === 'f32') {
           // p becomes the anchor and the group so far its epilogue.
           const kind = groupKind(pn.op)!;

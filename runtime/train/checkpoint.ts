@@ -23,6 +23,7 @@ import type { LoaderPosition } from '../data/loader.ts';
 import type { EarlyStopState } from './early-stop.ts';
 import type { ScheduleState } from './lr-schedule.ts';
 import { readJson, utf8, type Storage } from './storage.ts';
+import { refuseNonFinite } from './finite.ts';
 
 export const CHECKPOINT_FORMAT = 'lovt-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -103,6 +104,8 @@ export async function saveCheckpoint(
   info: CheckpointInfo,
 ): Promise<CheckpointManifest[]> {
   if (tags.length === 0) return [];
+  // Never replace a good checkpoint with poison (the trainer's device check should make this unreachable).
+  refuseNonFinite(tensors, `refusing to save the checkpoint of step ${info.step} (the existing ones stay): the state`);
   const file = weightsFileName(info.step);
   const bytes = writeSafetensors(tensors, {
     format: CHECKPOINT_FORMAT,

@@ -12,6 +12,8 @@ import type { HostTensor } from '../safetensors.ts';
 import { StateStore } from '../state.ts';
 import { DROPOUT_SEED_INPUT, withoutDropout, type CompiledModel } from './trainer.ts';
 import { describeDiff, diffTensors, hasDifferences, type ExpectedTensor } from './weights.ts';
+import { refuseNonFinite } from './finite.ts';
+import { checkBatch } from './inputs.ts';
 
 export interface LossEvaluation {
   /** 'total' and every loss term by name (unweighted values, as the model defines them). */
@@ -22,7 +24,9 @@ export interface LossEvaluation {
 
 /**
  * Checks names and shapes of weights and batch against the model (every problem
- * named at once), then runs the forward (and backward when `grads`).
+ * named at once) and their values (no NaN or infinity, token ids inside the
+ * vocabulary), then runs the forward (and backward when `grads`). A non-finite
+ * loss or gradient is an error, not a result.
  */
 export async function evaluateLosses(
   device: LovtDevice,
@@ -32,18 +36,12 @@ export async function evaluateLosses(
   opts: { grads?: boolean; weightsName?: string; batchName?: string } = {},
 ): Promise<LossEvaluation> {
   const graph = withoutDropout(compiled.graph);
+  const weightsName = opts.weightsName ?? 'weights';
   const stateExpected: ExpectedTensor[] = Object.values(graph.state).map((s) => ({ name: s.name, shape: s.shape, dtype: s.dtype }));
   const w = diffTensors(stateExpected, weights);
-  if (hasDifferences(w)) throw new Error(`${opts.weightsName ?? 'weights'} does not match the model's state: ${describeDiff(w)}`);
-  const inputExpected: ExpectedTensor[] = Object.entries(graph.inputs)
-    .filter(([name]) => name !== DROPOUT_SEED_INPUT)
-    .map(([name, id]) => ({ name, shape: graph.nodes[id].shape, dtype: graph.nodes[id].dtype as 'f32' | 'i32' }));
-  const b = diffTensors(inputExpected, batch);
-  if (hasDifferences(b)) {
-    throw new Error(`${opts.batchName ?? 'batch'} does not match the model's inputs: ${describeDiff(b, { missing: 'model inputs not in the file', unexpected: 'in the file, not a model input' })}`);
-  }
-  const inputs: Record<string, Float32Array | Int32Array> = {};
-  for (const [name, m] of b.matched) inputs[name] = m.tensor.data;
+  if (hasDifferences(w)) throw new Error(`${weightsName} does not match the model's state: ${describeDiff(w)}`);
+  refuseNonFinite([...w.matched].map(([name, m]) => [name, m.tensor]), weightsName);
+  const inputs = checkBatch(graph, batch, opts.batchName ?? 'batch', [DROPOUT_SEED_INPUT]);
   if (DROPOUT_SEED_INPUT in graph.inputs) inputs[DROPOUT_SEED_INPUT] = Int32Array.of(0);
 
   const lossOutputs = ['loss.total', ...compiled.model.losses.map((l) => l.output)];
@@ -58,12 +56,15 @@ export async function evaluateLosses(
     const out = await run.run(inputs, lossOutputs);
     const losses: Record<string, number> = { total: out['loss.total'][0] };
     for (const l of compiled.model.losses) losses[l.name] = out[l.output][0];
+    const bad = Object.entries(losses).filter(([, v]) => !Number.isFinite(v));
+    if (bad.length) throw new Error(`the loss is not finite on these weights and this batch: ${bad.map(([k, v]) => `${k} ${v}`).join(', ')}`);
     if (!opts.grads) return { losses };
     const grads = new Map<string, HostTensor>();
     for (const s of Object.values(graph.state)) {
       if (!s.trainable) continue;
       grads.set(s.name, { dtype: 'f32', shape: s.shape, data: (await store.download(gradAccName(s.name))) as Float32Array });
     }
+    refuseNonFinite(grads, 'the gradient on these weights and this batch');
     return { losses, grads };
   } finally {
     run?.destroy();

@@ -20,7 +20,7 @@
 
 import { numel, type DType, type Graph } from '../../compiler/ir.ts';
 import type { ModelInfo, TrainSpec } from '../../compiler/frontend/index.ts';
-import { buildTrainingPrograms, gradAccName, optimizerOptions, optimizerScalars } from '../../compiler/train-program.ts';
+import { buildTrainingPrograms, gradAccName, NONFINITE_OUTPUT, optimizerOptions, optimizerScalars, type FiniteCheck, type TrainingPrograms } from '../../compiler/train-program.ts';
 import { optimize } from '../../compiler/passes/index.ts';
 import type { LovtDevice } from '../device.ts';
 import { Program } from '../executor.ts';
@@ -38,6 +38,7 @@ import { createSchedule, plateauSpec, type LrSchedule, type ScheduleSpec } from 
 import type { Storage } from './storage.ts';
 import { describeDiff, diffTensors, hasDifferences } from './weights.ts';
 import { existingRunMessage, newRunId } from './run-dir.ts';
+import { checkBatchValues } from './inputs.ts';
 
 /** A model compiled by the front end (compileModel's graph and model info). */
 export interface CompiledModel {
@@ -104,15 +105,38 @@ export interface TrainResult {
   lastLosses: Record<string, number>;
 }
 
-/** A loss went NaN/Inf: the run stops and the last good checkpoint stays. */
-export class NonFiniteLossError extends Error {
-  constructor(readonly step: number, readonly term: string, readonly value: number, message: string) {
+/**
+ * A loss, gradient, state update or validation loss went NaN/±inf: the run
+ * stops, nothing of that step reached the weights or the optimizer state, and
+ * the last good checkpoint stays. `tensor` names the first non-finite value.
+ */
+export class NonFiniteError extends Error {
+  constructor(readonly step: number, readonly tensor: string, message: string) {
     super(message);
-    this.name = 'NonFiniteLossError';
+    this.name = 'NonFiniteError';
   }
 }
 
 export { optimizerOptions };
+/** How a check of the training programs reads in a message. */
+function describeCheck(c: FiniteCheck): string {
+  switch (c.kind) {
+    case 'output':
+      return c.name === 'loss.total' ? 'the total loss' : c.name.startsWith('loss.') ? `loss term '${c.name.slice(5)}'` : `output '${c.name}'`;
+    case 'gradient':
+      return `the gradient of ${c.name}`;
+    case 'update':
+      return `the new value of ${c.name}`;
+    case 'optimizer':
+      return `the optimizer update of ${c.name} (its new value or optimizer state)`;
+  }
+}
+
+/** The first check with a non-zero count, and how many others have one. */
+function firstNonFinite(counts: ArrayLike<number>, checks: FiniteCheck[]): { check: FiniteCheck; count: number; others: FiniteCheck[] } | null {
+  const bad = checks.map((check, i) => ({ check, count: counts[i] })).filter((c) => c.count > 0);
+  return bad.length ? { ...bad[0], others: bad.slice(1).map((c) => c.check) } : null;
+}
 
 /** The graph input every dropout reads (docs/language.md: reserved name `seed`). */
 export const DROPOUT_SEED_INPUT = 'seed';
@@ -188,6 +212,12 @@ export class Trainer {
   private lastValidation: Record<string, number> = {};
   private samplesSeen = 0;
   private readonly runId: string;
+  private checks!: TrainingPrograms['checks'];
+  /**
+   * The last optimizer update's check, read back with the next step's losses
+   * rather than waited for (the update itself is conditional on the device).
+   */
+  private pendingUpdate: { step: number; epoch: number; counts: Promise<Record<string, Float32Array | Int32Array>> } | null = null;
 
   private constructor(private readonly opts: TrainerOptions) {
     this.runId = opts.resume?.manifest.runId ?? opts.runId ?? newRunId();
@@ -218,11 +248,12 @@ export class Trainer {
     // A new run never writes over another run's checkpoints and metrics.
     const existing = resume ? null : await existingRunMessage(this.opts.storage);
     if (existing) throw new Error(existing);
-    const { step, apply } = buildTrainingPrograms(train.graph, {
+    const { step, apply, checks } = buildTrainingPrograms(train.graph, {
       loss: 'loss.total',
       optimizer: optimizerOptions(this.spec.optimizer),
       accumulate: this.accumulate,
     });
+    this.checks = checks;
     this.store = new StateStore(device);
     this.emit({ kind: 'message', text: 'compiling the GPU programs (step, apply, eval) and their kernels (minutes on a software rasteriser with a cold shader cache)…' });
     this.stepProgram = await Program.create(device, step, this.store, { label: 'train step' });
@@ -340,13 +371,14 @@ export class Trainer {
   }
 
   private async checkpoint(tags: CheckpointTag[]): Promise<void> {
+    await this.settleUpdate();
     await saveCheckpoint(this.opts.storage, tags, await this.downloadState(), this.checkpointInfo());
     this.lastCheckpointStep = this.step;
     this.lastCheckpointTags = tags;
     this.emit({ kind: 'checkpoint', step: this.step, tags });
   }
 
-  /** Trains until a limit, early stopping or a non-finite loss (which throws NonFiniteLossError). */
+  /** Trains until a limit or early stopping; a NaN or infinity anywhere throws NonFiniteError. */
   async run(): Promise<TrainResult> {
     const o = this.opts;
     const started = performance.now();
@@ -401,6 +433,7 @@ export class Trainer {
         break;
       }
     }
+    await this.settleUpdate();
     if (this.lastCheckpointStep !== this.step || !this.lastCheckpointTags.includes('last')) await this.checkpoint(['last']);
     return {
       steps: this.step,
@@ -413,36 +446,60 @@ export class Trainer {
     };
   }
 
-  /** Forward + backward of one micro-batch; returns its losses (throws on NaN/Inf). */
+  /**
+   * Forward + backward of one micro-batch; returns its losses. Throws
+   * NonFiniteError when the batch or anything the step computes is not finite
+   * (the step then changed no state), or the previous optimizer update was not.
+   */
   private async microStep(loaded: LoadedBatch, micro: number): Promise<Record<string, number>> {
     const inputs = programInputs(this.stepProgram.graph, loaded.batch, { [DROPOUT_SEED_INPUT]: Int32Array.of(dropoutSeed(this.seed, this.step, micro)) });
-    const out = await this.stepProgram.run(inputs, this.lossOutputs);
+    checkBatchValues(this.stepProgram.graph, inputs, `the training batch of epoch ${loaded.epoch + 1} (samples ${sampleList(loaded)})`);
+    const [out] = await Promise.all([this.stepProgram.run(inputs, [...this.lossOutputs, NONFINITE_OUTPUT]), this.settleUpdate()]);
     const losses: Record<string, number> = {};
     for (const name of this.lossOutputs) losses[name] = out[name][0];
     this.samplesSeen += loaded.batch.ids.length;
-    const bad = [...this.lossOutputs.slice(1), 'loss.total'].find((n) => !Number.isFinite(losses[n]));
-    if (bad) await this.diverged(bad, losses[bad], loaded, micro);
+    const bad = firstNonFinite(out[NONFINITE_OUTPUT], this.checks.step);
+    if (bad) {
+      const value = bad.check.kind === 'output' ? ` is ${out[bad.check.name][0]}` : '';
+      await this.diverged(this.step + 1, loaded.epoch, bad.check, bad.count, value, bad.others,
+        `at optimizer step ${this.step + 1} (epoch ${loaded.epoch + 1}, micro-batch ${micro + 1} of ${this.accumulate}, samples ${sampleList(loaded)}): `,
+        'nothing of this step was applied');
+    }
     return losses;
   }
 
-  private async diverged(output: string, value: number, loaded: LoadedBatch, micro: number): Promise<never> {
-    const term = output.replace(/^loss\./, '');
-    const stepNo = this.step + 1;
-    await this.metrics.append({ kind: 'event', step: stepNo, epoch: loaded.epoch, event: 'non-finite loss', term, value: String(value) });
-    const ckpt = this.lastCheckpointStep >= 0 ? ` The last good checkpoint is step ${this.lastCheckpointStep} (${this.opts.storage.description}/last.json).` : '';
-    throw new NonFiniteLossError(
-      stepNo,
-      term,
-      value,
-      `loss term '${term}' is ${value} at optimizer step ${stepNo} (epoch ${loaded.epoch + 1}, micro-batch ${micro + 1} of ${this.accumulate}, ` +
-        `samples ${loaded.batch.ids.slice(0, 4).join(', ')}${loaded.batch.ids.length > 4 ? ', …' : ''}); training stopped.${ckpt}`,
-    );
+  /** Waits for the last optimizer update's check (issued without waiting, see pendingUpdate); throws NonFiniteError if it failed. */
+  private async settleUpdate(): Promise<void> {
+    const pending = this.pendingUpdate;
+    if (!pending) return;
+    this.pendingUpdate = null;
+    const counts = (await pending.counts)[NONFINITE_OUTPUT];
+    const bad = firstNonFinite(counts, this.checks.apply);
+    if (bad) {
+      await this.diverged(pending.step, pending.epoch, bad.check, bad.count, '', bad.others, `at optimizer step ${pending.step} (epoch ${pending.epoch + 1}): `, 'the update was not applied');
+    }
+  }
+
+  private async diverged(step: number, epoch: number, check: FiniteCheck, count: number, value: string, others: FiniteCheck[], where: string, applied: string): Promise<never> {
+    const tensor = describeCheck(check);
+    await this.metrics.append({ kind: 'event', step, epoch, event: 'non-finite', tensor, count });
+    // Of how many: a gradient or an update has its state tensor's size; an optimizer check counts the parameter and its moments together.
+    const of = check.kind === 'gradient' || check.kind === 'update' ? ` of ${numel(this.store.info(check.name).shape).toLocaleString('en-US')}` : '';
+    const what = value ? `${tensor}${value}` : `${tensor} has ${count.toLocaleString('en-US')}${of} values NaN or infinite`;
+    const also = others.length ? ` (so do ${others.length} later value${others.length === 1 ? '' : 's'}, e.g. ${others.slice(0, 2).map(describeCheck).join(', ')})` : '';
+    throw new NonFiniteError(step, tensor, `${where}${what}${also}; ${applied} and training stopped.${this.lastGoodCheckpoint()}`);
+  }
+
+  private lastGoodCheckpoint(): string {
+    return this.lastCheckpointStep >= 0 ? ` The last good checkpoint is step ${this.lastCheckpointStep} (${this.opts.storage.description}/last.json).` : '';
   }
 
   private async optimizerStep(sums: Record<string, number>, micro: number, epoch: number, throughput: Throughput, stepStarted: number, elapsedSeconds: number): Promise<void> {
     const lr = this.schedule.lrAt(this.step);
     const scalars = optimizerScalars(this.step + 1, lr, optimizerOptions(this.spec.optimizer));
-    await this.applyProgram.run(Object.fromEntries(Object.entries(scalars).map(([k, v]) => [k, Float32Array.of(v)])), []);
+    const counts = this.applyProgram.run(Object.fromEntries(Object.entries(scalars).map(([k, v]) => [k, Float32Array.of(v)])), [NONFINITE_OUTPUT]);
+    counts.catch(() => {}); // awaited by settleUpdate; this only keeps an early failure from being reported as unhandled
+    this.pendingUpdate = { step: this.step + 1, epoch, counts };
     this.step++;
     const losses: Record<string, number> = {};
     for (const [k, v] of Object.entries(sums)) losses[k] = v / micro;
@@ -459,8 +516,16 @@ export class Trainer {
       await this.checkpoint(['last']);
       return '';
     }
+    await this.settleUpdate();
     const losses = await this.validate();
     this.lastValidation = losses;
+    // A NaN validation loss is no "no improvement": the model is broken, so the run stops without a checkpoint.
+    const bad = Object.entries(losses).find(([, v]) => !Number.isFinite(v));
+    if (bad) {
+      const name = `val_${bad[0].replace(/^loss\./, '')}`;
+      await this.metrics.append({ kind: 'event', step: this.step, epoch, event: 'non-finite', tensor: name, count: 1 });
+      throw new NonFiniteError(this.step, name, `validation at the end of epoch ${epoch + 1} (step ${this.step}): ${name} is ${bad[1]}; training stopped.${this.lastGoodCheckpoint()}`);
+    }
     const value = losses[this.monitor];
     let improved = this.bestValidation === null || value < this.bestValidation.value;
     let stop = '';
@@ -484,7 +549,9 @@ export class Trainer {
     const sums: Record<string, number> = {};
     let n = 0;
     for await (const loaded of loader.epoch(0)) {
-      const out = await this.evalProgram.run(programInputs(this.evalProgram.graph, loaded.batch), this.lossOutputs);
+      const inputs = programInputs(this.evalProgram.graph, loaded.batch);
+      checkBatchValues(this.evalProgram.graph, inputs, `the validation batch of samples ${sampleList(loaded)}`);
+      const out = await this.evalProgram.run(inputs, this.lossOutputs);
       for (const name of this.lossOutputs) sums[name] = (sums[name] ?? 0) + out[name][0];
       n++;
       if (this.opts.maxValidationBatches && n >= this.opts.maxValidationBatches) break;
@@ -533,6 +600,11 @@ export class Trainer {
 
 function zeroTensor(shape: number[], dtype: DType): Float32Array | Int32Array {
   return dtype === 'i32' ? new Int32Array(numel(shape)) : new Float32Array(numel(shape));
+}
+
+/** The first few sample ids of a batch, for messages. */
+function sampleList(loaded: LoadedBatch): string {
+  return `${loaded.batch.ids.slice(0, 4).join(', ')}${loaded.batch.ids.length > 4 ? ', …' : ''}`;
 }
 
 function formatSeconds(s: number): string {

@@ -15,6 +15,7 @@
 
 import type { StateInfo } from '../../compiler/ir.ts';
 import { writeSafetensors, type HostTensor, type TensorToWrite } from '../safetensors.ts';
+import { refuseNonFinite } from './finite.ts';
 
 /**
  * Tensors of common pretrained checkpoints that a pre-training model does not
@@ -141,6 +142,7 @@ export function matchInitWeights(
     ignorable: (n) => IGNORABLE_SOURCE_TENSORS.some((re) => re.test(n.slice(dotted.length))),
   });
   if (hasDifferences(d)) throw new WeightsMismatchError(sourceDescription, prefix.replace(/\.$/, ''), d.missing, d.unexpected, d.misshaped);
+  refuseNonFinite([...d.matched.values()].map((m) => [m.given, m.tensor]), `--init ${prefix.replace(/\.$/, '')}=${sourceDescription}`);
   return { tensors: new Map([...d.matched].map(([name, m]) => [name, m.tensor])), ignored: d.ignored };
 }
 
@@ -175,6 +177,7 @@ export function exportPrefixed(tensors: Map<string, HostTensor>, prefix: string,
     const modules = [...new Set([...tensors.keys()].map((n) => n.split('.')[0]))];
     throw new Error(`nothing to export: no state under '${dotted}' (the checkpoint has: ${modules.join(', ')})`);
   }
+  refuseNonFinite([...tensors].filter(([name]) => name.startsWith(dotted)), `refusing to export: the checkpoint's ${dotted}* state`);
   // 'pt' marks a PyTorch state dict for Hugging Face tooling.
   return writeSafetensors(out, { format: 'pt', ...metadata });
 }

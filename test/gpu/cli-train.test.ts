@@ -123,5 +123,68 @@ test('export writes the image encoder; a mis-shaped --init file is one error nam
   );
 });
 
+test('finite or stop: a ConVIRT whose loss sat at ln B on a NaN network stops naming the step and the tensor; checkpoint and export stay finite', () => {
+  // The finding: lr 1e9 made the activations NaN, relu turned them into 0, every embedding became the
+  // projection head's bias and every similarity equal, so the loss was exactly ln B and the run exited 0
+  // with NaN weights in its checkpoint, which export then wrote.
+  const out = path.join(work, 'diverged');
+  const r = lovtRun(['train', 'models/convirt-tiny.lovt', '--data', `mimic:${dataDir}`, '--batch', '2', '--set', 'train.optimizer.lr=1e9', '--steps', '4', '--checkpoint-every', '1', '--out', out, '--no-report'], 900_000);
+  assertOneLineError(r, /^lovt-run: at optimizer step \d+ \(epoch 1(, micro-batch 1 of 1, samples [^)]+)?\): (the new value|the gradient|the optimizer update) of \S+ .*NaN or infinite.*; (nothing of this step was applied|the update was not applied) and training stopped\. The last good checkpoint is step \d+ \(.*last\.json\)\.$/);
+  const step = Number(/at optimizer step (\d+)/.exec(r.stderr)![1]);
+  const manifest = JSON.parse(readFileSync(path.join(out, 'last.json'), 'utf8'));
+  assert.is(manifest.step, step - 1);
+  for (const [name, t] of readSafetensors(new Uint8Array(readFileSync(path.join(out, manifest.weights.file)))).tensors) assert.ok(t.data.every(Number.isFinite), `checkpoint ${name}`);
+  const metrics = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(metrics.at(-1).event, 'non-finite');
+  const enc = path.join(work, 'diverged-enc.safetensors');
+  const e = lovtRun(['export', out, '--image-encoder', enc]);
+  assert.is(e.code, 0, e.stderr);
+  for (const [name, t] of readSafetensors(new Uint8Array(readFileSync(enc))).tensors) assert.ok(t.data.every(Number.isFinite), `export ${name}`);
+});
+
+test('finite or stop: NaN --init and --weights files, NaN images and out-of-range token ids are refused, naming them', () => {
+  const vocab = Number(JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).set.vocab_size);
+  const nanEnc = path.join(work, 'nan-enc.safetensors');
+  writeFileSync(nanEnc, writeSafetensors({ weight: { shape: [8, 3], data: new Float32Array(24).fill(NaN) }, bias: { shape: [8], data: Float32Array.from([0, 1, Infinity, 3, 4, 5, 6, 7]) } }));
+  assertOneLineError(
+    lovtRun(['train', modelPath, '--data', `mimic:${dataDir}`, '--steps', '1', '--out', path.join(work, 'nan-init-run'), '--init', `image_encoder=${nanEnc}`]),
+    /--init image_encoder=.*nan-enc\.safetensors has NaN or infinite values in 2 tensors: weight \(24 of 24 values\), bias \(1 of 8 values\)$/,
+  );
+
+  const ckpt = readSafetensors(new Uint8Array(readFileSync(path.join(run, JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).weights.file))));
+  const weights = new Map([...ckpt.tensors].filter(([k]) => !k.startsWith('optim.')));
+  const weightsFile = path.join(work, 'w-finite.safetensors');
+  writeFileSync(weightsFile, writeSafetensors(weights));
+  const B = 4, T = 16;
+  const batch = (image: Float32Array, ids: Int32Array) => {
+    const file = path.join(work, `batch-${Math.random().toString(36).slice(2)}.safetensors`);
+    writeFileSync(file, writeSafetensors({
+      image: { shape: [B, 3, 16, 16], data: image },
+      input_ids: { shape: [B, T], data: ids },
+      attention_mask: { shape: [B, T], data: Int32Array.from(ids, (v, i) => (i % T < 5 ? 1 : 0)) },
+      token_sentence: { shape: [B, T], data: Int32Array.from({ length: B * T }, (_, i) => (i % T >= 1 && i % T < 4 ? 0 : -1)) },
+    }));
+    return file;
+  };
+  const image = Float32Array.from({ length: B * 768 }, (_, i) => Math.sin(i));
+  const ids = Int32Array.from({ length: B * T }, (_, i) => (i % T < 5 ? 5 : 0));
+  const loss = (w: string, x: string) => lovtRun(['loss', modelPath, '--weights', w, '--batch', x, '--set', `vocab_size=${vocab}`]);
+  assert.is(loss(weightsFile, batch(image, ids)).code, 0, 'the finite batch and weights');
+
+  const nanImage = Float32Array.from(image);
+  nanImage.fill(NaN, 300);
+  assertOneLineError(loss(weightsFile, batch(nanImage, ids)), /--batch .*: input 'image' has 2,772 NaN or infinite values \(the first: image\[0, 1, 2, 12\] = NaN\)$/);
+  for (const bad of [1_000_000, -5]) {
+    const badIds = Int32Array.from(ids);
+    badIds[T + 2] = bad;
+    assertOneLineError(
+      loss(weightsFile, batch(image, badIds)),
+      new RegExp(`--batch .*: input_ids\\[1, 2\\] = ${bad} is out of range: input_ids indexes the rows of token_embedding\\.weight, so with vocabulary size ${vocab} it must be in 0\\.\\.${vocab - 1}$`),
+    );
+  }
+  const nanWeights = path.join(work, 'w-nan.safetensors');
+  writeFileSync(nanWeights, writeSafetensors(new Map([...weights].map(([k, t]) => [k, t.dtype === 'f32' ? { ...t, data: new Float32Array(t.data.length).fill(NaN) } : t]))));
+  assertOneLineError(loss(nanWeights, batch(image, ids)), /--weights .*w-nan\.safetensors has NaN or infinite values in 11 tensors: image_bn\.bias \(8 of 8 values\), image_bn\.running_mean \(8 of 8 values\), .*, … \(3 more\)$/);
+});
 
 test.run();

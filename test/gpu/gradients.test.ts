@@ -61,7 +61,7 @@ const SEG = [0, 0, 1, 1, 1, -1, 2, /**/ 2, 0, 5, 0, 0, 0, 1];
 const COVERAGE: { [P in OpName]: GradCase<P>[] | string } = {
   input: 'a leaf', param: 'a leaf', buffer: 'a leaf', full: 'a constant leaf', tensor: 'a constant leaf', iota: 'a constant leaf',
   gt: 'piecewise constant', ge: 'piecewise constant', lt: 'piecewise constant', le: 'piecewise constant', eq: 'piecewise constant', ne: 'piecewise constant',
-  sign: 'piecewise constant',
+  sign: 'piecewise constant', isfinite: 'piecewise constant (a 1/0 mask)',
   stop_gradient: 'blocks the gradient by definition',
   max_pool2d_grad: 'second-order max pooling is unsupported (autodiff refuses it)',
   segment_max_grad: 'second-order segment max is unsupported (autodiff refuses it)',
@@ -249,7 +249,7 @@ test('ops listed as having no gradient get none from autodiff (zeros, or a refus
     const b = new GraphBuilder();
     const shape = op === 'max_pool2d_grad' ? [1, 1, 2, 3] : op === 'segment_max_grad' ? [1, 2, 3] : [3, 4];
     const p = b.state('p', shape, { kind: 'zeros' }, true);
-    const ins = inputsOf[op]?.(b, p) ?? (op === 'sign' || op === 'stop_gradient' ? [p] : [p, b.input('q', shape)]);
+    const ins = inputsOf[op]?.(b, p) ?? (op === 'sign' || op === 'isfinite' || op === 'stop_gradient' ? [p] : [p, b.input('q', shape)]);
     const y = b.emit(op, ins, attrsOf[op] ?? {});
     const loss = b.sum(y, b.node(y).shape.map((_, i) => i));
     if (/unsupported/.test(entry)) {

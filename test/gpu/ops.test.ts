@@ -25,7 +25,7 @@ const unfused = { fuse: false };
 const FORWARD: { [P in OpName]: 'here' | `${string}.test.ts` } = {
   input: 'here', param: 'executor.test.ts', buffer: 'executor.test.ts', full: 'here', tensor: 'here', iota: 'here',
   neg: 'here', exp: 'here', log: 'here', sqrt: 'here', rsqrt: 'here', abs: 'here', relu: 'here', sigmoid: 'here', tanh: 'here', gelu: 'here', erf: 'here',
-  recip: 'here', square: 'here', sign: 'here', cast: 'here', stop_gradient: 'here', dropout: 'here',
+  recip: 'here', square: 'here', sign: 'here', isfinite: 'here', cast: 'here', stop_gradient: 'here', dropout: 'here',
   add: 'here', sub: 'here', mul: 'here', div: 'here', pow: 'here', maximum: 'here', minimum: 'here',
   gt: 'here', ge: 'here', lt: 'here', le: 'here', eq: 'here', ne: 'here', where: 'here',
   sum: 'here', max: 'here', logsumexp: 'here', softmax: 'here', log_softmax: 'here',
@@ -170,6 +170,60 @@ test('reductions: sum/max over axis sets (row and loop kernels), keepdims, logsu
   const portable = await check(b.graph, feeds, tol, { ...unfused, target: PORTABLE_TARGET });
   assert.is(device.outputs.logsumexp_neg_inf[0], -Infinity);
   assert.is(portable.outputs.logsumexp_neg_inf[1], -Infinity);
+});
+
+test('NaN and infinities propagate as in PyTorch: relu, maximum, minimum, max, logsumexp, pools, segment_max; isfinite', async () => {
+  // WGSL's max(NaN, x) may return x, which turned a poisoned network into a finite
+  // loss (relu -> 0 everywhere -> identical embeddings -> ln B). Every op must match
+  // the reference, which keeps NaN wherever PyTorch does.
+  const special = [NaN, Infinity, -Infinity, 0, -1.5, 2];
+  const b = new GraphBuilder();
+  const x = b.input('x', [4, 6]);
+  const y = b.input('y', [4, 6]);
+  for (const op of ['relu', 'isfinite', 'neg'] as OpName[]) b.output(op, b.emit(op, [x]));
+  for (const op of ['maximum', 'minimum'] as OpName[]) {
+    b.output(op, b.emit(op, [x, y]));
+    b.output(`${op}_swapped`, b.emit(op, [y, x]));
+  }
+  b.output('max_rows', b.emit('max', [x], { axes: [1] }));
+  b.output('max_all', b.emit('max', [x], { axes: [0, 1] }));
+  b.output('max_long_rows', b.emit('max', [b.input('long', [3, 70])], { axes: [1] })); // tree / subgroup kernels
+  b.output('logsumexp', b.emit('logsumexp', [x], { axis: 1 }));
+  b.output('softmax', b.emit('softmax', [x], { axis: 1 }));
+  const img = b.reshape(x, [1, 1, 4, 6]);
+  b.output('max_pool', b.emit('max_pool2d', [img], { kernel: 2, stride: 2, padding: 0 }));
+  b.output('segment_max', b.emit('segment_max', [b.reshape(x, [2, 4, 3]), b.input('seg', [2, 4], 'i32')], { numSegments: 3 }));
+  // Row r of x holds `special` rotated by r, so each NaN/inf meets every neighbour; y is ordinary.
+  const xs = Float32Array.from({ length: 24 }, (_, i) => special[(i + Math.floor(i / 6)) % 6]);
+  const long = Float32Array.from({ length: 210 }, (_, i) => (i === 5 ? NaN : i === 100 ? Infinity : i === 209 ? NaN : Math.sin(i)));
+  const feeds = { inputs: { x: xs, y: Float32Array.from({ length: 24 }, (_, i) => i - 12), long, seg: Int32Array.from([0, 1, 1, 2, 0, 0, 2, -1]) } };
+  for (const opts of [unfused, {}, { target: PORTABLE_TARGET }]) {
+    const r = await check(b.graph, feeds, { rtol: 1e-6, atol: 1e-6 }, opts);
+    assert.ok(Number.isNaN(r.outputs.relu[0]) && Number.isNaN(r.outputs.max_all[0]) && Number.isNaN(r.outputs.max_long_rows[0]));
+    assert.equal(Array.from(r.outputs.isfinite.slice(0, 6)), [0, 0, 0, 1, 1, 1]);
+  }
+});
+
+test('whole-tensor reductions of any size share one pipeline (the length is read from the input binding)', async () => {
+  const b = new GraphBuilder();
+  const sizes = [[5, 7], [300], [2, 3, 70], [3]];
+  sizes.forEach((shape, k) => {
+    const x = b.input(`x${k}`, shape);
+    b.output(`count${k}`, b.sum(b.sub(b.scalar(1), b.emit('isfinite', [x])), shape.map((_, i) => i)));
+    b.output(`sumsq${k}`, b.sum(b.mul(x, x), shape.map((_, i) => i)));
+  });
+  const rng = new Rng(12);
+  const overrides = Object.fromEntries(sizes.map((shape, k) => {
+    const t = randomTensor(rng, shape, 'f32', -3, 3) as Float32Array;
+    t[k] = [NaN, Infinity, -Infinity, 1][k];
+    return [`x${k}`, t];
+  }));
+  const r = await checkAgainstReference(b.graph, randomFeeds(b.graph, 12, overrides), { rtol: 1e-5 });
+  assert.equal(sizes.map((_, k) => r.outputs[`count${k}`][0]), [1, 1, 1, 0]);
+  const plan = planGraph(b.graph, {}, { target: PORTABLE_TARGET });
+  const counts = new Set(plan.kernels.filter((k) => /isfinite/.test(k.wgsl)).map((k) => k.wgsl));
+  // Sizes above and below the tree kernel's width: one pipeline each, not one per size.
+  assert.ok(counts.size <= 2, `${counts.size} count pipelines for ${sizes.length} sizes`);
 });
 
 test('layout: transpose, expand, slice, concat, pad (with crop) and reshape views', async () => {

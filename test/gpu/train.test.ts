@@ -15,7 +15,7 @@ import { readSafetensors, type HostTensor } from '../../runtime/safetensors.ts';
 import { loadCheckpoint } from '../../runtime/train/checkpoint.ts';
 import { openTrainingData, type TrainingData } from '../../runtime/train/data-setup.ts';
 import { readMetrics } from '../../runtime/train/metrics.ts';
-import { NonFiniteLossError, Trainer, type CompiledModel } from '../../runtime/train/trainer.ts';
+import { NonFiniteError, Trainer, type CompiledModel } from '../../runtime/train/trainer.ts';
 import { evaluateLosses } from '../../runtime/train/evaluate.ts';
 import { exportPrefixed, matchInitWeights } from '../../runtime/train/weights.ts';
 
@@ -84,26 +84,67 @@ test('resume at step k gives bit-identical weights, optimizer state and metrics 
   assert.is(best.manifest.step, resumed.result.bestValidation!.step);
 });
 
-test('a NaN loss stops the run naming the step and the term; the last good checkpoint stays', async () => {
+test('a NaN/inf anywhere stops the run naming the step and the first such tensor; nothing of it is applied; the last good checkpoint stays', async () => {
   const dir = path.join(work, 'nan');
+  const storage = nodeStorage(dir);
+  // An absurd LR: Adam's first update moves every weight by ~1e30; the next forward overflows.
+  const extra = { 'train.optimizer.lr': '1e30' };
+  const trainer = await Trainer.create({
+    device: await getNodeDevice(), storage, ...compileBoth(extra), data, modelPath, set: { ...set, ...extra }, dataInfo: { spec: 'test' },
+    maxSteps: 4, checkpointEvery: 1,
+  });
   let err: unknown;
   try {
-    // An absurd LR: Adam's first update moves every weight by ~1e30; the next forward overflows.
-    await train(dir, { maxSteps: 4, extraSet: { 'train.optimizer.lr': '1e30' } });
+    await trainer.run();
   } catch (e) {
     err = e;
   }
-  assert.instance(err, NonFiniteLossError);
-  const e = err as NonFiniteLossError;
-  assert.ok(e.step >= 2, `diverged at step ${e.step}`);
-  assert.match(e.message, new RegExp(`loss term '(i2r|r2i|total)' is (NaN|Infinity|-Infinity) at optimizer step ${e.step} \\(epoch \\d+, micro-batch \\d of 2`));
-  assert.match(e.message, /last good checkpoint is step \d+/);
-  const last = await loadCheckpoint(nodeStorage(dir), 'last');
-  assert.ok(last.manifest.step < e.step);
-  for (const [, t] of last.tensors) assert.ok(t.data.every(Number.isFinite), 'the kept checkpoint is finite');
-  const events = (await readMetrics(nodeStorage(dir))).filter((r) => r.kind === 'event');
-  assert.is(events.length, 1);
-  assert.is(events[0].step, e.step);
+  try {
+    assert.instance(err, NonFiniteError);
+    const e = err as NonFiniteError;
+    assert.ok(e.step >= 2, `diverged at step ${e.step}`);
+    assert.match(e.message, new RegExp(`^at optimizer step ${e.step} \\(epoch \\d+(, micro-batch \\d of 2, samples [^)]+)?\\): .+; (nothing of this step was applied|the update was not applied) and training stopped\\. The last good checkpoint is step ${e.step - 1} \\(`));
+    assert.ok(e.message.includes(e.tensor));
+    // The device refused the step: the weights and optimizer state are those of the last good step, bit for bit.
+    const last = await loadCheckpoint(storage, 'last');
+    assert.is(last.manifest.step, e.step - 1);
+    const state = await trainer.downloadState();
+    for (const [name, t] of last.tensors) {
+      assert.ok(t.data.every(Number.isFinite), `the kept checkpoint is finite (${name})`);
+      if (model(name).trainable || name.startsWith('optim.')) assert.equal(Array.from(state.get(name)!.data), Array.from(t.data), `${name} is the last good step's`);
+    }
+    for (const [name, t] of state) assert.ok(t.data.every(Number.isFinite), `${name} stays finite on the device`);
+    const events = (await readMetrics(storage)).filter((r) => r.kind === 'event');
+    assert.equal(events.map((r) => [r.step, r.event, r.tensor]), [[e.step, 'non-finite', e.tensor]]);
+  } finally {
+    trainer.destroy();
+  }
+  function model(name: string) {
+    return compileBoth().train.graph.state[name] ?? { trainable: false };
+  }
+});
+
+test('a NaN validation loss stops the run as non-finite (not "no improvement"); no checkpoint replaces the last good one', async () => {
+  const nanModel = fileURLToPath(new URL('./tiny-clip-nan-eval.lovt', import.meta.url));
+  const dir = path.join(work, 'nan-validation');
+  const storage = nodeStorage(dir);
+  const compiled = (mode: 'train' | 'eval') => compileModelOrThrow({ path: nanModel }, { mode, set });
+  const trainer = await Trainer.create({ device: await getNodeDevice(), storage, train: compiled('train'), eval: compiled('eval'), data, modelPath: nanModel, set, dataInfo: { spec: 'test' } });
+  let err: unknown;
+  try {
+    await trainer.run();
+  } catch (e) {
+    err = e;
+  } finally {
+    trainer.destroy();
+  }
+  assert.instance(err, NonFiniteError);
+  // 2 optimizer steps in epoch 1, then the validation: the run stops there, with the step-0 checkpoint kept.
+  assert.match((err as Error).message, /^validation at the end of epoch 1 \(step 2\): val_(total|i2r) is NaN; training stopped\. The last good checkpoint is step 0 \(/);
+  assert.is((await loadCheckpoint(storage, 'last')).manifest.step, 0);
+  assert.not.ok(await storage.exists('best.json'));
+  const records = await readMetrics(storage);
+  assert.equal(records.map((r) => r.kind), ['train', 'train', 'event']);
 });
 
 test('evaluateLosses: training-mode losses without dropout, gradients, and named mismatches', async () => {

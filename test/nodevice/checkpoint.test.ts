@@ -275,4 +275,36 @@ test('export writes the prefix under torchvision names (counters as I64) and loa
   assert.throws(() => exportPrefixed(state, 'nothing'), /no state under 'nothing\.'/);
 });
 
+test('finite or stop: non-finite state is never saved over the last good checkpoint, never loaded by --init, never exported', async () => {
+  const dir = tempDir();
+  try {
+    const storage = new NodeStorage(dir);
+    await saveCheckpoint(storage, ['last', 'best'], stateAt(3), infoAt(3));
+    const poisoned = stateAt(4);
+    (poisoned.get('optim.enc.weight.exp_avg')!.data as Float32Array)[17] = Infinity;
+    (poisoned.get('enc.weight')!.data as Float32Array).fill(NaN, 990);
+    const err = await saveCheckpoint(storage, ['last'], poisoned, infoAt(4)).then(() => null, (e: Error) => e);
+    assert.match(
+      String(err),
+      /^Error: refusing to save the checkpoint of step 4 \(the existing ones stay\): the state has NaN or infinite values in 2 tensors: enc\.weight \(10 of 1,000 values\), optim\.enc\.weight\.exp_avg \(1 of 1,000 values\)$/,
+    );
+    assert.is((await loadCheckpoint(storage, 'last')).manifest.step, 3);
+    assert.equal(readdirSync(path.join(dir, 'checkpoints')), ['step-00000003.safetensors']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const bad = readSafetensors(writeSafetensors({
+    'conv1.weight': { shape: [4, 3, 3, 3], data: new Float32Array(108).fill(NaN) },
+    'bn1.weight': { shape: [4], data: Float32Array.of(1, -Infinity, 1, 1) },
+    'bn1.running_mean': f32([4]),
+    'bn1.num_batches_tracked': { shape: [], data: Int32Array.of(1), dtype: 'I64' },
+  })).tensors;
+  assert.throws(() => matchInitWeights(modelState, 'image_encoder', bad, 'nan.safetensors'), /^--init image_encoder=nan\.safetensors has NaN or infinite values in 2 tensors: conv1\.weight \(108 of 108 values\), bn1\.weight \(1 of 4 values\)$/);
+  const state = new Map<string, HostTensor>([
+    ['image_encoder.conv1.weight', { dtype: 'f32', shape: [2], data: Float32Array.of(1, NaN) }],
+    ['report_encoder.x', { dtype: 'f32', shape: [1], data: Float32Array.of(NaN) }],
+  ]);
+  assert.throws(() => exportPrefixed(state, 'image_encoder'), /^refusing to export: the checkpoint's image_encoder\.\* state has NaN or infinite values in 1 tensor: image_encoder\.conv1\.weight \(1 of 2 values\)$/);
+});
+
 test.run();

@@ -78,6 +78,13 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     assert.match(r.stderr, /\n\s*4 \| +let x = undefined_thing\(3\)\n\s*\| +\^+/);
     assert.not.match(r.stderr, /\n\s+at /);
     assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'no_such_config=1']), /^lovt-run: error: --set no_such_config=1: the model LoVT_Tiny has no config 'no_such_config'/);
+    // A temperature of 0 makes the model undefined: the config's constraint says so, at its source.
+    const tau = lovtRun(['train', 'models/convirt-tiny.lovt', '--set', 'tau_global=0']);
+    assert.is(tau.code, 1);
+    assert.match(tau.stderr, /^models\/std\/global-contrastive\.lovt:61:40: error: --set tau_global=0: config 'tau_global' must satisfy tau_global > 0, got 0\n/);
+    const lr = lovtRun(['train', 'models/convirt-tiny.lovt', '--set', 'train.optimizer.lr=1e999']);
+    assert.is(lr.code, 1);
+    assert.match(lr.stderr, /^lovt-run: error: --set train\.optimizer\.lr=1e999: number out of range: it reads as Infinity\nhint: a number must be finite/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -4,6 +4,7 @@
 // mismatches, duplicates, cyclic and escaping imports, bad overrides, limits.
 // Files other than the main one live in an in-memory host under /virtual.
 
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -616,6 +617,40 @@ const CASES: Case[] = [
     opts: { set: { tau: '1e999' } },
     expect: ["--set tau=1e999: config 'tau': number out of range: '1e999' reads as Infinity"],
     hint: "a number must be finite (at most about 1.8e308)",
+  },
+  {
+    name: "a config default that breaks its where constraint (nothing computes with it)",
+    main: "model M {\n  config tau: float = 0.0 where tau > 0\n  let s = 1 / tau\n}\n",
+    expect: ["test/nodevice/errors-virtual.lovt:2:33: config 'tau' is 0, which breaks its constraint tau > 0"],
+    notes: ["the value comes from test/nodevice/errors-virtual.lovt:2:23"],
+  },
+  {
+    name: "a --set value that breaks a config's where constraint is located at the constraint",
+    main: "model M {\n  config p: float = 0.1 where p >= 0 and p < 1\n}\n",
+    opts: { set: { p: '1.5' } },
+    expect: ["test/nodevice/errors-virtual.lovt:2:31: --set p=1.5: config 'p' must satisfy p >= 0 and p < 1, got 1.5"],
+    hint: "give --set p a value with p >= 0 and p < 1",
+  },
+  {
+    name: "a variant's config override keeps the parent's constraint",
+    main: "model A {\n  config n: int = 4 where n % 2 == 0\n}\nmodel B extends A {\n  config n = 3\n}\n",
+    opts: { model: 'B' },
+    expect: ["test/nodevice/errors-virtual.lovt:2:27: config 'n' is 3, which breaks its constraint n % 2 == 0"],
+    notes: ["the value comes from test/nodevice/errors-virtual.lovt:5:14"],
+  },
+  {
+    name: "a where constraint must be a bool",
+    main: "model M {\n  config n: int = 4 where n + 1\n}\n",
+    expect: ["test/nodevice/errors-virtual.lovt:2:27: the constraint of config 'n' must be a bool, got int 5"],
+  },
+  {
+    name: "the std temperatures must be positive (--set tau_global=0)",
+    path: "models/convirt-tiny.lovt",
+    main: readFileSync("models/convirt-tiny.lovt", "utf8"),
+    opts: { set: { tau_global: "0" } },
+    expect: ["models/std/global-contrastive.lovt:61:40: --set tau_global=0: config 'tau_global' must satisfy tau_global > 0, got 0"],
+    hint: "give --set tau_global a value with tau_global > 0",
+    chain: ["models/convirt.lovt:9:1", "models/convirt-tiny.lovt:3:1"],
   },
 ];
 

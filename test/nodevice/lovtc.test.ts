@@ -152,6 +152,9 @@ test('--params, --stats and -o in one run of the real command: tables, estimates
     const plan = JSON.parse(readFileSync(path.join(out, 'plan.json'), 'utf8'));
     assert.is(plan.format, 'lovt-plan');
     assert.ok(existsSync(path.join(out, 'kernels')));
+    // Each training program says what its `nonfinite` output counts.
+    for (const name of ['step', 'apply']) assert.equal(plan.programs[name].outputs.nonfinite.shape, [plan.programs[name].checks.length]);
+    assert.ok(plan.programs.apply.checks.every((c: { kind: string }) => c.kind === 'optimizer'));
   }
 });
 

@@ -85,6 +85,19 @@ test('unary elementwise ops', () => {
   close(run1('log', [{ shape: [3], data: p }]).v, p.map(Math.log));
 });
 
+test('NaN propagates through relu, maximum, minimum and max as in PyTorch; isfinite is a 1/0 mask', () => {
+  const x = [NaN, Infinity, -Infinity, -1, 2];
+  const v = (op: OpName, ins: { shape: number[]; data: number[] }[], attrs = {}) => Array.from(run1(op, ins, attrs).v);
+  assert.equal(v('relu', [{ shape: [5], data: x }]), [NaN, Infinity, 0, 0, 2]);
+  assert.equal(v('isfinite', [{ shape: [5], data: x }]), [0, 0, 0, 1, 1]);
+  for (const op of ['maximum', 'minimum'] as OpName[]) {
+    assert.ok(Number.isNaN(v(op, [{ shape: [1], data: [NaN] }, { shape: [1], data: [1] }])[0]), `${op}(NaN, 1)`);
+    assert.ok(Number.isNaN(v(op, [{ shape: [1], data: [1] }, { shape: [1], data: [NaN] }])[0]), `${op}(1, NaN)`);
+  }
+  assert.equal(v('max', [{ shape: [5], data: x }], { axes: [0] }), [NaN]);
+  assert.equal(v('max_pool2d', [{ shape: [1, 1, 1, 5], data: x }], { kernel: [1, 2], stride: [1, 2], padding: 0 }), [NaN, -1]);
+});
+
 test('binary ops broadcast like numpy', () => {
   const a = [1, 2, 3, 4, 5, 6]; // [2, 1, 3]
   const b = [10, 20, 30, 40]; // [4, 1]

@@ -10,6 +10,8 @@ import { validateGraph } from '../../compiler/ops/index.ts';
 import { buildTrainingPrograms, optimizerScalars, type OptimizerOptions } from '../../compiler/train-program.ts';
 import { evaluate, type FeedValue } from '../../compiler/reference.ts';
 import { Rng } from '../../compiler/random.ts';
+import { planGraph } from '../../compiler/execution-plan.ts';
+import { compileModelOrThrow } from '../../compiler/frontend/index.ts';
 
 const N = 5, I = 3, O = 2; // batch, in features, out features
 
@@ -162,6 +164,66 @@ test('program interfaces: state names, per-step inputs, optimizerScalars', () =>
   const sgd = buildTrainingPrograms(forwardGraph(), { loss: 'loss', optimizer: { kind: 'sgd', momentum: 0.9 }, accumulate: 1 });
   assert.equal(Object.keys(sgd.apply.inputs).sort(), ['lr', 'momentum_grad_scale']);
   assert.ok(sgd.apply.state['optim.lin.bias.momentum_buffer']);
+});
+
+test('finite or stop: a NaN/inf anywhere is counted per checked value and no state changes', () => {
+  for (const optimizer of [{ kind: 'adamw' }, { kind: 'sgd', momentum: 0.9 }] as OptimizerOptions[]) {
+    const { step, apply, checks } = buildTrainingPrograms(forwardGraph(), { loss: 'loss', optimizer, accumulate: 1 });
+    // Computation order: the loss, the forward's state update, then the gradients (backward order).
+    assert.equal(checks.step, [
+      { kind: 'output', name: 'loss' },
+      { kind: 'update', name: 'norm.running_mean' },
+      { kind: 'gradient', name: 'lin.bias' },
+      { kind: 'gradient', name: 'lin.weight' },
+    ]);
+    assert.equal(checks.apply, [{ kind: 'optimizer', name: 'lin.weight' }, { kind: 'optimizer', name: 'lin.bias' }]);
+    const r = new Rng(3);
+    const randArr = (n: number) => Float64Array.from({ length: n }, () => r.normal());
+    const fresh = (): State => ({ 'lin.weight': randArr(I * O), 'lin.bias': randArr(O), 'lin.scale': Float64Array.from([1, 2]), 'norm.running_mean': randArr(I) });
+    const x = randArr(N * I), y = randArr(N * O);
+
+    // Finite: every count 0, the programs behave as before.
+    const state = fresh();
+    assert.equal(Array.from(run(step, { x, y }, state).nonfinite), [0, 0, 0, 0]);
+    assert.equal(Array.from(run(apply, optimizerScalars(1, 0.1, optimizer), state).nonfinite), [0, 0]);
+
+    // One NaN input element: the running mean (1 of 3), the loss, both gradients; the running mean keeps its value.
+    const before = fresh();
+    const poisoned = Object.fromEntries(Object.entries(before).map(([k, v]) => [k, Float64Array.from(v)]));
+    const xNaN = Float64Array.from(x);
+    xNaN[4] = NaN;
+    assert.equal(Array.from(run(step, { x: xNaN, y }, poisoned).nonfinite), [1, 1, 2, 6]);
+    assert.equal(Array.from(poisoned['norm.running_mean']), Array.from(before['norm.running_mean']), 'the buffer update is not applied');
+
+    // An overflowing step (lr 1e308 in float64): the parameters and optimizer state keep their values.
+    const s2 = fresh();
+    run(step, { x, y }, s2);
+    const kept = Object.fromEntries(Object.entries(s2).filter(([k]) => !k.startsWith('grad_acc.')).map(([k, v]) => [k, Array.from(v)]));
+    const counts = run(apply, optimizerScalars(1, 1e308, optimizer), s2).nonfinite;
+    assert.ok(counts[0] > 0 && counts[1] > 0, `${optimizer.kind}: counts ${counts}`);
+    for (const [k, v] of Object.entries(kept)) assert.equal(Array.from(s2[k]), v, `${optimizer.kind}: ${k} unchanged`);
+  }
+});
+
+test('the checks cost one count kernel per checked value and no stored copies, even at WebGPU\'s default 8 bindings', () => {
+  const { graph } = compileModelOrThrow({ path: 'test/gpu/tiny-clip.lovt' }, { mode: 'train' });
+  const params = Object.values(graph.state).filter((s) => s.trainable);
+  const largest = Math.max(...params.map((s) => s.shape.reduce((a, b) => a * b, 1)));
+  for (const optimizer of [{ kind: 'adamw' }, { kind: 'adam' }, { kind: 'sgd', momentum: 0.9 }] as OptimizerOptions[]) {
+    const plan = (finiteChecks: boolean) => {
+      const { step, apply, checks } = buildTrainingPrograms(graph, { loss: 'loss.total', optimizer, accumulate: 2, finiteChecks });
+      return { checks, step: planGraph(step, { maxStorageBuffersPerShaderStage: 8 }), apply: planGraph(apply, { maxStorageBuffersPerShaderStage: 8 }) };
+    };
+    const checked = plan(true);
+    const unchecked = plan(false);
+    assert.equal(unchecked.checks, { step: [], apply: [] });
+    // Apply: one fused count per parameter (the new values computed inside it), then the verdict.
+    const counts = checked.apply.kernels.filter((k) => k.name.startsWith('sum')).length;
+    assert.is(counts, params.length + 1, `${optimizer.kind}: count kernels`);
+    assert.ok(checked.apply.stats.peakBytes - unchecked.apply.stats.peakBytes < 4 * largest, `${optimizer.kind}: apply scratch ${checked.apply.stats.peakBytes} vs ${unchecked.apply.stats.peakBytes}`);
+    assert.is(checked.apply.stats.inPlaceUpdates, unchecked.apply.stats.inPlaceUpdates, 'updates still in place');
+    assert.ok(checked.step.stats.peakBytes - unchecked.step.stats.peakBytes < 4 * largest, `${optimizer.kind}: step scratch`);
+  }
 });
 
 test('clear errors for bad training options', () => {
