@@ -127,3 +127,8 @@ export function gatherAt(x: Float64Array, offsets: Int32Array): Float64Array {
   for (let i = 0; i < out.length; i++) out[i] = x[offsets[i]];
   return out;
 }
+
+/** Whether `v` replaces `best` as a running maximum: larger, or the first NaN (NaN propagates, as in PyTorch). */
+export function beats(v: number, best: number): boolean {
+  return v > best || (Number.isNaN(v) && !Number.isNaN(best));
+}

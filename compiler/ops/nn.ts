@@ -6,6 +6,7 @@
 
 import { type NodeOf, type OpName, type PoolAttrs, type Shape, type UpsampleAttrs, numel, shapeStr } from '../ir.ts';
 import { type OpTablePart, type TypedValue, type VjpRule, NO_FLOPS, convOut, f32, need, pair, pick } from './def.ts';
+import { beats } from './float64.ts';
 
 const POOL_ATTRS = ['kernel', 'stride', 'padding'] as const;
 const UPSAMPLE_ATTRS = ['mode', 'alignCorners'] as const;
@@ -63,7 +64,7 @@ function poolTaps(g: PoolGeometry, visit: (xi: number, yi: number) => void): voi
 function maxPoolArgmax(x: Float64Array, g: PoolGeometry): Int32Array {
   const arg = new Int32Array(g.N * g.C * g.OH * g.OW).fill(-1);
   poolTaps(g, (xi, yi) => {
-    if (arg[yi] < 0 || x[xi] > x[arg[yi]]) arg[yi] = xi;
+    if (arg[yi] < 0 || beats(x[xi], x[arg[yi]])) arg[yi] = xi;
   });
   return arg;
 }
@@ -145,7 +146,7 @@ function segmentArgmax(x: Float64Array, seg: Float64Array, xShape: Shape, S: num
       if (s < 0 || s >= S) continue;
       for (let d = 0; d < D; d++) {
         const o = (b * S + s) * D + d;
-        if (arg[o] < 0 || x[(b * T + t) * D + d] > x[(b * T + arg[o]) * D + d]) arg[o] = t;
+        if (arg[o] < 0 || beats(x[(b * T + t) * D + d], x[(b * T + arg[o]) * D + d])) arg[o] = t;
       }
     }
   return arg;
