@@ -4,7 +4,10 @@
 export type Option = { flag: () => void } | { value: (v: string) => void; meta?: string };
 
 export function parseOptions(argv: string[], options: Record<string, Option>): void {
-  const usage = () => Object.entries(options).map(([name, o]) => ('flag' in o ? name : `${name} ${o.meta ?? 'VALUE'}`)).join(', ');
+  const usage = () =>
+    Object.entries(options)
+      .map(([name, o]) => ('flag' in o ? name : `${name} ${o.meta ?? 'VALUE'}`))
+      .join(', ');
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const o = options[a];

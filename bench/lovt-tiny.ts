@@ -51,7 +51,12 @@ export async function lovtTinyThroughput(device: LovtDevice, opts: { warmup: num
   const config = (name: string) => train.model.configs[name].value as number;
   const batch = config('batch');
   const data = await openTrainingData(source, {
-    batch, seed: train.model.train.seed, imageSize: config('image_size'), maxTokens: config('max_tokens'), maxSentences: config('max_sentences'), vocab: tokenizer,
+    batch,
+    seed: train.model.train.seed,
+    imageSize: config('image_size'),
+    maxTokens: config('max_tokens'),
+    maxSentences: config('max_sentences'),
+    vocab: tokenizer,
   });
   const warmupSteps = Math.max(1, opts.warmup);
   const totalSteps = warmupSteps + Math.max(2, opts.runs);
@@ -61,7 +66,14 @@ export async function lovtTinyThroughput(device: LovtDevice, opts: { warmup: num
   const runDir = mkdtempSync(path.join(os.tmpdir(), 'lovt-bench-'));
   try {
     const trainer = await Trainer.create({
-      device, storage: nodeStorage(runDir), train, eval: evalModel, data, modelPath: LOVT_TINY_FILE, set, dataInfo: { kind: 'synth', dir: synth.dir },
+      device,
+      storage: nodeStorage(runDir),
+      train,
+      eval: evalModel,
+      data,
+      modelPath: LOVT_TINY_FILE,
+      set,
+      dataInfo: { kind: 'synth', dir: synth.dir },
       maxSteps: totalSteps,
       onEvent: (e) => {
         if (e.kind === 'start') stepsPerEpoch = e.stepsPerEpoch;
@@ -76,7 +88,8 @@ export async function lovtTinyThroughput(device: LovtDevice, opts: { warmup: num
   } finally {
     rmSync(runDir, { recursive: true, force: true });
   }
-  if (stepsPerEpoch < totalSteps) throw new Error(`${STUDIES} SynthCXR studies give ${stepsPerEpoch} steps per epoch, fewer than the ${totalSteps} the row runs`);
+  if (stepsPerEpoch < totalSteps)
+    throw new Error(`${STUDIES} SynthCXR studies give ${stepsPerEpoch} steps per epoch, fewer than the ${totalSteps} the row runs`);
   const timed = ends.slice(warmupSteps - 1);
   const stepMs = timed.slice(1).map((t, i) => t - timed[i]);
   const seconds = (timed[timed.length - 1] - timed[0]) / 1000;
@@ -99,7 +112,12 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
  * same programs without the finiteness checks, each run right after the
  * checked one so that both see the same machine load.
  */
-async function deviceStepMs(device: LovtDevice, train: Compiled, data: TrainingData, runs: number): Promise<{ deviceStepMs: number; uncheckedDeviceStepMs: number }> {
+async function deviceStepMs(
+  device: LovtDevice,
+  train: Compiled,
+  data: TrainingData,
+  runs: number,
+): Promise<{ deviceStepMs: number; uncheckedDeviceStepMs: number }> {
   let batch;
   for await (const loaded of data.train.epoch(0)) {
     batch = loaded.batch;

@@ -13,9 +13,7 @@ import { type ResNetContrastiveCase, tfTrainStep } from './resnet-contrastive.ts
 
 /** One benchmark problem: a kernel, or a whole model's training step. */
 export type BenchCase =
-  | { kind: 'matmul'; M: number; K: number; N: number }
-  | { kind: 'conv3x3'; N: number; C: number; H: number; W: number; O: number }
-  | ResNetContrastiveCase;
+  { kind: 'matmul'; M: number; K: number; N: number } | { kind: 'conv3x3'; N: number; C: number; H: number; W: number; O: number } | ResNetContrastiveCase;
 
 /** The steps of each case, in order ('forward', 'grad input', 'grad weight' for conv3x3). */
 export function stepNames(c: BenchCase): string[] {
@@ -100,8 +98,16 @@ async function tfSteps(tf: TF, backend: string, c: BenchCase, settle: (t: Tensor
   return {
     steps: [
       step('forward', 'Conv2D', () => tf.conv2d(x as any, w as any, 1, 'same')),
-      step('grad input', 'Conv2DBackpropInput', () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...conv, inputShape: [c.N, c.H, c.W, c.C] } as any) as Tensor),
-      step('grad weight', 'Conv2DBackpropFilter', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...conv, filterShape: [3, 3, c.C, c.O] } as any) as Tensor),
+      step(
+        'grad input',
+        'Conv2DBackpropInput',
+        () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...conv, inputShape: [c.N, c.H, c.W, c.C] } as any) as Tensor,
+      ),
+      step(
+        'grad weight',
+        'Conv2DBackpropFilter',
+        () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...conv, filterShape: [3, 3, c.C, c.O] } as any) as Tensor,
+      ),
     ],
     activate,
     dispose: () => tf.dispose(keep),

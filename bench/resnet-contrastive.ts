@@ -125,7 +125,10 @@ export async function verifyTrainStep(dev: LovtDevice, timed: ResNetContrastiveC
   const errors: string[] = [];
   const check = (what: string, got: number, want: number, depth: number) => {
     const tol = 2 * 2 ** -24 * depth * Math.abs(want);
-    if (!(Math.abs(got - want) <= tol)) errors.push(`${what} ${got} vs float64 ${want} (|diff| ${Math.abs(got - want).toExponential(2)} > ${tol.toExponential(2)}) at batch ${c.batch}, ${c.imageSize} px, width ${c.width}`);
+    if (!(Math.abs(got - want) <= tol))
+      errors.push(
+        `${what} ${got} vs float64 ${want} (|diff| ${Math.abs(got - want).toExponential(2)} > ${tol.toExponential(2)}) at batch ${c.batch}, ${c.imageSize} px, width ${c.width}`,
+      );
   };
   check('training step: first loss', ours.initialLoss!, first.outputs['loss.total'][0], lossDepth);
   check('training step: loss after one step', after, second, stepDepth + applyDepth + lossDepth);
@@ -175,7 +178,9 @@ export async function tfTrainStep(tf: TF, backend: string, c: ResNetContrastiveC
   };
   // BatchNorm in training mode over every axis but the channels (last in NHWC), as std/nn.lovt's.
   const batchNorm = (name: string, eps = 1e-5, momentum = 0.1) => {
-    const [gamma, beta, runningMean, runningVar, tracked] = ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'].map((s) => variable(`${name}.${s}`));
+    const [gamma, beta, runningMean, runningVar, tracked] = ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'].map((s) =>
+      variable(`${name}.${s}`),
+    );
     return <T extends Tensor>(x: T): T => {
       const axes = x.shape.slice(0, -1).map((_, i) => i);
       const n = x.size / x.shape[x.rank - 1];
@@ -197,7 +202,7 @@ export async function tfTrainStep(tf: TF, backend: string, c: ResNetContrastiveC
     const bn1 = batchNorm(`${name}.bn1`);
     const conv2 = conv(`${name}.conv2`, 1, 1);
     const bn2 = batchNorm(`${name}.bn2`);
-    const downsample = stride !== 1 || inplanes !== planes ? [conv(`${name}.downsample.0`, stride, 0), batchNorm(`${name}.downsample.1`)] as const : null;
+    const downsample = stride !== 1 || inplanes !== planes ? ([conv(`${name}.downsample.0`, stride, 0), batchNorm(`${name}.downsample.1`)] as const) : null;
     return (x: Tensor4D) => {
       const out = bn2(conv2(tf.relu(bn1(conv1(x)))));
       const identity = downsample ? downsample[1](downsample[0](x)) : x;
@@ -244,7 +249,8 @@ export async function tfTrainStep(tf: TF, backend: string, c: ResNetContrastiveC
   };
 
   const o = train.model.train.optimizer;
-  if (o.kind !== 'adam' || o.weight_decay !== 0) throw new Error(`the TF.js peer implements Adam without weight decay; ${RESNET_CONTRASTIVE_FILE} asks for ${o.kind}`);
+  if (o.kind !== 'adam' || o.weight_decay !== 0)
+    throw new Error(`the TF.js peer implements Adam without weight decay; ${RESNET_CONTRASTIVE_FILE} asks for ${o.kind}`);
   const optimizer = tf.train.adam(o.lr, o.betas[0], o.betas[1], o.eps);
   const minimize = () => optimizer.minimize(loss, true, trainable)!; // returns the loss before the update
   const read = async (t: Tensor) => {

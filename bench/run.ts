@@ -96,8 +96,18 @@ function lovtKernels(
   const shape = { N: c.N, C: c.C, H: c.H, W: c.W, O: c.O, k: 3, pad: 1 };
   return [
     { kernel: renderConv2d(g.graph, y, opts), graph: g.graph, node: y, reference: ([xv, wv]) => convReferences(shape, { x: xv, w: wv }).forward },
-    { kernel: renderConv2dGradInput(g.graph, gi, opts), graph: g.graph, node: gi, reference: ([dyv, wv]) => convReferences(shape, { dy: dyv, w: wv }).gradInput },
-    { kernel: renderConv2dGradWeight(g.graph, gw, opts), graph: g.graph, node: gw, reference: ([xv, dyv]) => convReferences(shape, { x: xv, dy: dyv }).gradWeight },
+    {
+      kernel: renderConv2dGradInput(g.graph, gi, opts),
+      graph: g.graph,
+      node: gi,
+      reference: ([dyv, wv]) => convReferences(shape, { dy: dyv, w: wv }).gradInput,
+    },
+    {
+      kernel: renderConv2dGradWeight(g.graph, gw, opts),
+      graph: g.graph,
+      node: gw,
+      reference: ([xv, dyv]) => convReferences(shape, { x: xv, dy: dyv }).gradWeight,
+    },
   ];
 }
 
@@ -109,7 +119,16 @@ function lovtRunner(lovt: LovtDevice, target: ContractionTarget): BenchRunner {
       const kernels = lovtKernels(c, target, lovt.limits.maxComputeWorkgroupsPerDimension);
       const names = stepNames(c);
       const inputs = kernels.map(({ graph, node }) => node.inputs.map((i) => random(graph.nodes[i].shape.reduce((a, b) => a * b, 1))));
-      const prepared = await Promise.all(kernels.map(({ kernel, node }, i) => prepareKernel(lovt.device, kernel, inputs[i], node.shape.reduce((a, b) => a * b, 1))));
+      const prepared = await Promise.all(
+        kernels.map(({ kernel, node }, i) =>
+          prepareKernel(
+            lovt.device,
+            kernel,
+            inputs[i],
+            node.shape.reduce((a, b) => a * b, 1),
+          ),
+        ),
+      );
       const stepName = (i: number) => `${names[i]} (${kernels[i].kernel.name})`;
       return {
         steps: prepared.map((p, i) => ({ name: stepName(i), run: () => p.run() })),
@@ -205,8 +224,14 @@ async function measure(runners: BenchRunner[], c: BenchCase, args: Args): Promis
       });
       const totalMs = p.steps.every((s) => s.run) ? median(totals[r]) : null;
       return {
-        runner: runners[r].name, steps, totalMs, totalGflops: totalMs ? (flops * steps.length) / totalMs / 1e6 : null,
-        initialLoss: p.initialLoss, finalLoss: finalLosses[r], trainedSteps: finalLosses[r] === undefined ? undefined : 1 + args.warmup + args.runs, parameters: p.parameters,
+        runner: runners[r].name,
+        steps,
+        totalMs,
+        totalGflops: totalMs ? (flops * steps.length) / totalMs / 1e6 : null,
+        initialLoss: p.initialLoss,
+        finalLoss: finalLosses[r],
+        trainedSteps: finalLosses[r] === undefined ? undefined : 1 + args.warmup + args.runs,
+        parameters: p.parameters,
         ...(wrong[r].length ? { wrong: wrong[r] } : {}),
       };
     });
@@ -231,13 +256,22 @@ function checkLines(name: string, rs: RunnerResult[]): string[] {
   const unavailable = (r: RunnerResult) => r.steps.filter((s) => s.unavailable).map((s) => `${s.name}: ${s.unavailable}`);
   if (ours.initialLoss === undefined) return rs.flatMap((r) => unavailable(r).map((u) => `${name}, ${r.runner} ${u} (n/a)`));
   const loss = (r: RunnerResult, value: number | undefined, mine: number | undefined) =>
-    value === undefined ? '' : value.toFixed(6) + (r === ours || mine === undefined ? '' : ` (difference ${Math.abs(value - mine).toExponential(1)}, relative ${(Math.abs(value - mine) / Math.abs(mine)).toExponential(1)})`);
+    value === undefined
+      ? ''
+      : value.toFixed(6) +
+        (r === ours || mine === undefined
+          ? ''
+          : ` (difference ${Math.abs(value - mine).toExponential(1)}, relative ${(Math.abs(value - mine) / Math.abs(mine)).toExponential(1)})`);
   const lines = [`\n${name}:`];
   for (const r of rs) {
-    lines.push(`  ${r.runner.padEnd(12)} ${r.totalMs === null ? 'n/a' : `${r.totalMs.toFixed(1)} ms/step = ${(1000 / r.totalMs).toFixed(2)} steps/s`}, ` +
-      `${r.parameters?.toLocaleString('en-US')} trainable parameters, initial loss ${loss(r, r.initialLoss, ours.initialLoss)}` +
-      (r.finalLoss === undefined ? '' : `, after ${r.trainedSteps} steps ${loss(r, r.finalLoss, ours.finalLoss)}`) +
-      unavailable(r).map((u) => `; cannot train (${u})`).join(''));
+    lines.push(
+      `  ${r.runner.padEnd(12)} ${r.totalMs === null ? 'n/a' : `${r.totalMs.toFixed(1)} ms/step = ${(1000 / r.totalMs).toFixed(2)} steps/s`}, ` +
+        `${r.parameters?.toLocaleString('en-US')} trainable parameters, initial loss ${loss(r, r.initialLoss, ours.initialLoss)}` +
+        (r.finalLoss === undefined ? '' : `, after ${r.trainedSteps} steps ${loss(r, r.finalLoss, ours.finalLoss)}`) +
+        unavailable(r)
+          .map((u) => `; cannot train (${u})`)
+          .join(''),
+    );
   }
   return lines;
 }
@@ -249,12 +283,17 @@ async function main(): Promise<number> {
   const target = contractionTarget(lovt);
   console.log(`device: ${lovt.description}   kernel family: ${target.kind}${target.subgroupSize ? ` (subgroup ${target.subgroupSize})` : ''}`);
   const loadBefore = os.loadavg()[0];
-  console.log(`timing: ${args.warmup} warm-up + median of ${args.runs} runs, waiting for completion; load average ${loadBefore.toFixed(2)} on ${os.cpus().length} CPUs\n`);
+  console.log(
+    `timing: ${args.warmup} warm-up + median of ${args.runs} runs, waiting for completion; load average ${loadBefore.toFixed(2)} on ${os.cpus().length} CPUs\n`,
+  );
 
   const runners: BenchRunner[] = [lovtRunner(lovt, target)];
   const peerErrors: Record<string, string> = {};
   if (args.peers) {
-    for (const [name, make] of [['tfjs-webgpu', () => tfjsWebGPU(lovt, gpu)], ['tfjs-wasm', () => tfjsWasm()]] as const) {
+    for (const [name, make] of [
+      ['tfjs-webgpu', () => tfjsWebGPU(lovt, gpu)],
+      ['tfjs-wasm', () => tfjsWasm()],
+    ] as const) {
       try {
         runners.push(await make());
       } catch (e) {
@@ -291,16 +330,22 @@ async function main(): Promise<number> {
         return [fmt(v), v !== null && o ? fmt(v / o, 2) : 'n/a'];
       }),
     ];
-    rows.push(line(res.name + (res.case.kind === 'conv3x3' ? ' fwd+bwd' : '') + (ours.wrong ? ' — FAILED: wrong output' : ''), (r) => r.totalMs, ours.totalGflops));
-    if (res.case.kind === 'conv3x3')
-      ours.steps.forEach((s, i) => rows.push(line(`  ${s.name}`, (r) => r.steps[i].medianMs, s.gflops)));
+    rows.push(
+      line(res.name + (res.case.kind === 'conv3x3' ? ' fwd+bwd' : '') + (ours.wrong ? ' — FAILED: wrong output' : ''), (r) => r.totalMs, ours.totalGflops),
+    );
+    if (res.case.kind === 'conv3x3') ours.steps.forEach((s, i) => rows.push(line(`  ${s.name}`, (r) => r.steps[i].medianMs, s.gflops)));
   }
   let throughput: ThroughputResult | null = null;
   if (!args.only || THROUGHPUT_ROW.includes(args.only)) {
     process.stdout.write(`  ${THROUGHPUT_ROW} ...`);
     throughput = await lovtTinyThroughput(lovt, args);
     process.stdout.write(` ${throughput.samplesPerSecond.toFixed(2)} samples/s\n`);
-    rows.push([`${THROUGHPUT_ROW} (batch ${throughput.batch}, samples/s)`, throughput.samplesPerSecond.toFixed(2), '', ...runners.slice(1).flatMap(() => ['', ''])]);
+    rows.push([
+      `${THROUGHPUT_ROW} (batch ${throughput.batch}, samples/s)`,
+      throughput.samplesPerSecond.toFixed(2),
+      '',
+      ...runners.slice(1).flatMap(() => ['', '']),
+    ]);
   }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const show = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
@@ -309,12 +354,17 @@ async function main(): Promise<number> {
   for (const r of rows) console.log(show(r));
   for (const res of results) for (const line of checkLines(res.name, res.runners)) console.log(line);
   const wrong = results.flatMap((res) => res.runners.flatMap((r) => (r.wrong ?? []).map((w) => `${res.name}, ${r.runner}: ${w}`)));
-  if (wrong.length) console.log(`\nREFUSED: ${wrong.length} output${wrong.length > 1 ? 's disagree' : ' disagrees'} with float64; those rows were not timed:\n  ${wrong.join('\n  ')}`);
+  if (wrong.length)
+    console.log(
+      `\nREFUSED: ${wrong.length} output${wrong.length > 1 ? 's disagree' : ' disagrees'} with float64; those rows were not timed:\n  ${wrong.join('\n  ')}`,
+    );
   if (throughput)
-    console.log(`\n${THROUGHPUT_ROW}: ${throughput.samplesPerSecond.toFixed(2)} samples/s (median step ${throughput.medianStepMs.toFixed(0)} ms over ${throughput.timedSteps} steps ` +
-      `after ${throughput.warmupSteps} warm-up, data loading included; ${throughput.data}); ` +
-      `device only: ${throughput.deviceStepMs.toFixed(0)} ms/step = ${((1000 * throughput.batch) / throughput.deviceStepMs).toFixed(2)} samples/s ` +
-      `(${throughput.uncheckedDeviceStepMs.toFixed(0)} ms without the NaN/inf checks)`);
+    console.log(
+      `\n${THROUGHPUT_ROW}: ${throughput.samplesPerSecond.toFixed(2)} samples/s (median step ${throughput.medianStepMs.toFixed(0)} ms over ${throughput.timedSteps} steps ` +
+        `after ${throughput.warmupSteps} warm-up, data loading included; ${throughput.data}); ` +
+        `device only: ${throughput.deviceStepMs.toFixed(0)} ms/step = ${((1000 * throughput.batch) / throughput.deviceStepMs).toFixed(2)} samples/s ` +
+        `(${throughput.uncheckedDeviceStepMs.toFixed(0)} ms without the NaN/inf checks)`,
+    );
 
   const out = {
     date: new Date().toISOString(),

@@ -65,7 +65,7 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 function syntheticInputs(graph: Graph, vocab: number): Record<string, HostTensor> {
   const out: Record<string, HostTensor> = {};
   let s = 12345;
-  const rand = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rand = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
   for (const [name, id] of Object.entries(graph.inputs)) {
     const n = graph.nodes[id];
     const count = numel(n.shape);
@@ -73,7 +73,8 @@ function syntheticInputs(graph: Graph, vocab: number): Record<string, HostTensor
     if (n.dtype === 'f32') out[name] = Float32Array.from({ length: count }, () => (rand() + rand() + rand() - 1.5) * 2);
     else if (name === 'input_ids') out[name] = Int32Array.from({ length: count }, () => 1 + Math.floor(rand() * (vocab - 1)));
     else if (name === 'attention_mask') out[name] = Int32Array.from({ length: count }, (_v, i) => (i % T < 42 ? 1 : 0));
-    else if (name === 'token_sentence') out[name] = Int32Array.from({ length: count }, (_v, i) => (i % T >= 1 && i % T < 41 ? Math.floor((i % T - 1) / 8) : -1));
+    else if (name === 'token_sentence')
+      out[name] = Int32Array.from({ length: count }, (_v, i) => (i % T >= 1 && i % T < 41 ? Math.floor(((i % T) - 1) / 8) : -1));
     else out[name] = new Int32Array(count).fill(7);
   }
   return out;
@@ -108,7 +109,9 @@ async function main(): Promise<void> {
 
   const { getNodeDevice } = await import('../runtime/platform/node.ts');
   const dev = await getNodeDevice();
-  console.log(`device: ${dev.description}; MESA_SHADER_CACHE_DISABLE=${process.env.MESA_SHADER_CACHE_DISABLE ?? ''} MESA_SHADER_CACHE_DIR=${process.env.MESA_SHADER_CACHE_DIR ?? ''}`);
+  console.log(
+    `device: ${dev.description}; MESA_SHADER_CACHE_DISABLE=${process.env.MESA_SHADER_CACHE_DISABLE ?? ''} MESA_SHADER_CACHE_DIR=${process.env.MESA_SHADER_CACHE_DIR ?? ''}`,
+  );
   const store = new StateStore(dev);
   const programs: Record<string, Program> = {};
   const all = new Set<string>();
@@ -122,7 +125,9 @@ async function main(): Promise<void> {
     createTotal += tCreate - t;
     const fresh = plan.kernels.filter((k) => !all.has(k.wgsl));
     for (const k of plan.kernels) all.add(k.wgsl);
-    console.log(`${planCounts(name, plan)}; plan ${(tPlan - t).toFixed(0)} ms, create ${seconds(tCreate - tPlan)} (${new Set(fresh.map((k) => k.wgsl)).size} new pipelines)`);
+    console.log(
+      `${planCounts(name, plan)}; plan ${(tPlan - t).toFixed(0)} ms, create ${seconds(tCreate - tPlan)} (${new Set(fresh.map((k) => k.wgsl)).size} new pipelines)`,
+    );
   }
   console.log(`Program.create total: ${seconds(createTotal)}; distinct pipelines over all programs: ${all.size}`);
 
@@ -140,11 +145,15 @@ async function main(): Promise<void> {
     times.push(performance.now() - t);
     if (i === 0) {
       console.log(`first step ${times[0].toFixed(0)} ms, loss.total = ${out['loss.total'][0]}`);
-      console.log(`startup to the end of the first step: ${seconds(performance.now() - t0)} (front end, planning, Program.create${args.profileFirst ? ', the profiled first run' : ''}, first step)`);
+      console.log(
+        `startup to the end of the first step: ${seconds(performance.now() - t0)} (front end, planning, Program.create${args.profileFirst ? ', the profiled first run' : ''}, first step)`,
+      );
     }
   }
   const steady = times.slice(1).sort((a, b) => a - b);
-  console.log(`step (batch ${step.nodes[step.inputs.image]?.shape[0] ?? '?'}): median ${steady[steady.length >> 1].toFixed(0)} ms over ${steady.length} runs (min ${steady[0].toFixed(0)})`);
+  console.log(
+    `step (batch ${step.nodes[step.inputs.image]?.shape[0] ?? '?'}): median ${steady[steady.length >> 1].toFixed(0)} ms over ${steady.length} runs (min ${steady[0].toFixed(0)})`,
+  );
   const scalars = applyInputs(1, 1e-4, optimizer);
   let t = performance.now();
   await programs.apply.run(scalars, []);
@@ -152,7 +161,10 @@ async function main(): Promise<void> {
   console.log(`apply: ${((performance.now() - t) / 2).toFixed(0)} ms`);
   const evalInputs = syntheticInputs(evalGraph, Number(args.set.vocab_size ?? 256));
   t = performance.now();
-  await programs.eval.run(evalInputs, Object.keys(evalGraph.outputs).filter((n) => n.startsWith('loss.')));
+  await programs.eval.run(
+    evalInputs,
+    Object.keys(evalGraph.outputs).filter((n) => n.startsWith('loss.')),
+  );
   console.log(`eval forward: ${(performance.now() - t).toFixed(0)} ms`);
 
   if (args.profile) printProfile('one step', await programs.step.profile(inputs), args.top);
@@ -179,7 +191,8 @@ function printProfile(what: string, prof: { method: string; kernels: { name: str
     kinds.set(kind, (kinds.get(kind) ?? 0) + k.ms);
   }
   console.log('\nby kernel family:');
-  for (const [kind, ms] of [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`${ms.toFixed(2).padStart(9)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}%  ${kind}`);
+  for (const [kind, ms] of [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 15))
+    console.log(`${ms.toFixed(2).padStart(9)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}%  ${kind}`);
 }
 
 main().then(

@@ -51,8 +51,10 @@ export function matmulReference(a: ArrayLike<number>, b: ArrayLike<number>, M: n
     size: M * N,
     terms: K,
     element(i) {
-      const m = Math.floor(i / N), n = i % N;
-      let value = 0, magnitude = 0;
+      const m = Math.floor(i / N),
+        n = i % N;
+      let value = 0,
+        magnitude = 0;
       for (let k = 0; k < K; k++) {
         const p = a[m * K + k] * b[k * N + n];
         value += p;
@@ -84,13 +86,15 @@ export function convReferences(
   s: ConvShape,
   { x = [], w = [], dy = [] }: { x?: ArrayLike<number>; w?: ArrayLike<number>; dy?: ArrayLike<number> },
 ): { forward: SampledReference; gradInput: SampledReference; gradWeight: SampledReference } {
-  const OH = s.H + 2 * s.pad - s.k + 1, OW = s.W + 2 * s.pad - s.k + 1;
+  const OH = s.H + 2 * s.pad - s.k + 1,
+    OW = s.W + 2 * s.pad - s.k + 1;
   const X = (n: number, c: number, h: number, v: number) => (h < 0 || h >= s.H || v < 0 || v >= s.W ? 0 : x[((n * s.C + c) * s.H + h) * s.W + v]);
   const Wt = (o: number, c: number, p: number, q: number) => w[((o * s.C + c) * s.k + p) * s.k + q];
   const DY = (n: number, o: number, i: number, j: number) => (i < 0 || i >= OH || j < 0 || j >= OW ? 0 : dy[((n * s.O + o) * OH + i) * OW + j]);
   /** Σ f over a box of indices, with the magnitude. */
   const sum = (dims: number[], f: (ix: number[]) => number) => {
-    let value = 0, magnitude = 0;
+    let value = 0,
+      magnitude = 0;
     const ix = dims.map(() => 0);
     for (;;) {
       const p = f(ix);

@@ -52,7 +52,10 @@ function say(text: string): void {
 function progressBar(label: string, total = 1, start = 0, unit: '' | 's' = '') {
   if (!process.stderr.isTTY) return { tty: false, total, update: (_v: number, _t?: number, _p?: object) => {}, log: say, stop: () => {} };
   const counter = unit === 's' ? '{value}/{total} s | step {step}' : '{value}/{total}';
-  const format = label === 'train' ? `${label} {bar} ${counter} | epoch {epoch} | loss {loss} | {sps} samples/s | ETA {eta_formatted}` : `${label} {bar} {value}/{total} | ETA {eta_formatted}`;
+  const format =
+    label === 'train'
+      ? `${label} {bar} ${counter} | epoch {epoch} | loss {loss} | {sps} samples/s | ETA {eta_formatted}`
+      : `${label} {bar} {value}/{total} | ETA {eta_formatted}`;
   const bar = new cliProgress.SingleBar({ format, stream: process.stderr, hideCursor: true, etaBuffer: 20 }, cliProgress.Presets.shades_classic);
   bar.start(total, start, { loss: '-', sps: '-', epoch: 1, step: 0 });
   const handle = {
@@ -91,9 +94,16 @@ function runOutput({ formatLoss, formatLosses, formatSeconds }: Commands, steps?
       logEvery = timeBar ? 10 : Math.max(1, Math.round((e.totalSteps ?? 100) / 20));
     } else if (e.kind === 'step' && bar) {
       const sps = Number.isFinite(e.samplesPerSecond) ? e.samplesPerSecond.toFixed(1) : '-';
-      bar.update(timeBar ? Math.min(Math.round(e.elapsedSeconds), bar.total) : e.step, undefined, { loss: formatLoss(e.losses['loss.total']), sps, epoch: e.epoch + 1, step: e.step });
+      bar.update(timeBar ? Math.min(Math.round(e.elapsedSeconds), bar.total) : e.step, undefined, {
+        loss: formatLoss(e.losses['loss.total']),
+        sps,
+        epoch: e.epoch + 1,
+        step: e.step,
+      });
       if (!bar.tty && e.step % logEvery === 0) {
-        say(`step ${e.step} epoch ${e.epoch + 1}: loss ${formatLoss(e.losses['loss.total'])}, lr ${e.lr.toExponential(2)}, ${sps} samples/s, ${formatSeconds(e.elapsedSeconds)}`);
+        say(
+          `step ${e.step} epoch ${e.epoch + 1}: loss ${formatLoss(e.losses['loss.total'])}, lr ${e.lr.toExponential(2)}, ${sps} samples/s, ${formatSeconds(e.elapsedSeconds)}`,
+        );
       }
     } else if (e.kind === 'validation') {
       (bar ?? { log: say }).log(`epoch ${e.epoch + 1} validation (step ${e.step}): ${formatLosses(e.losses)}${e.improved ? '  (best so far)' : ''}`);
@@ -137,7 +147,10 @@ const studiesOption = (description: string) => new Option('--studies <N>', descr
 
 /** `--data-workers N`: threads that decode and augment images (train, demo). */
 const dataWorkersOption = () =>
-  new Option('--data-workers <N>', 'threads decoding, resizing and augmenting images, at most the cores; 0: the main thread (default: cores - 1, at least 1)').argParser(nonNegativeInt('--data-workers'));
+  new Option(
+    '--data-workers <N>',
+    'threads decoding, resizing and augmenting images, at most the cores; 0: the main thread (default: cores - 1, at least 1)',
+  ).argParser(nonNegativeInt('--data-workers'));
 
 /** `--overwrite` (train, demo). */
 const overwriteOption = () => new Option('--overwrite', 'with --out of an existing run: move that run to RUN_DIR.old-<time> (never deleted) and start anew');
@@ -149,7 +162,13 @@ function buildProgram(): Command {
     .description('Train and inspect .lovt vision-language models on WebGPU')
     // Commander's own errors (unknown option, missing argument) as one line too.
     .configureOutput({
-      outputError: (str, write) => write(`lovt-run: ${str.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')} (see lovt-run --help)\n`),
+      outputError: (str, write) =>
+        write(
+          `lovt-run: ${str
+            .replace(/^error: /, '')
+            .trim()
+            .replace(/\s*\n\s*/g, ' ')} (see lovt-run --help)\n`,
+        ),
     });
 
   program
@@ -207,9 +226,13 @@ function buildProgram(): Command {
       if (!o.out) throw new Error('give --out DIR for the data set');
       const { writeSynthDataset } = await import('../runtime/platform/node-fs.ts');
       const bar = progressBar('generating SynthCXR');
-      const s = await writeSynthDataset(o.out, { studies: o.studies, seed: o.seed, imageSize: o.imageSize, onProgress: (d, t) => bar.update(d, t) }).finally(bar.stop);
-      say(`wrote ${o.out}: ${s.studies} studies of ${s.subjects} subjects (train ${s.splits.train}, validate ${s.splits.validate}, test ${s.splits.test}), ` +
-        `${s.images.frontal} frontal + ${s.images.lateral} lateral images, vocabulary ${s.vocabSize}, ${s.files} files`);
+      const s = await writeSynthDataset(o.out, { studies: o.studies, seed: o.seed, imageSize: o.imageSize, onProgress: (d, t) => bar.update(d, t) }).finally(
+        bar.stop,
+      );
+      say(
+        `wrote ${o.out}: ${s.studies} studies of ${s.subjects} subjects (train ${s.splits.train}, validate ${s.splits.validate}, test ${s.splits.test}), ` +
+          `${s.images.frontal} frontal + ${s.images.lateral} lateral images, vocabulary ${s.vocabSize}, ${s.files} files`,
+      );
     });
 
   program
@@ -225,8 +248,18 @@ function buildProgram(): Command {
       say(`lovt demo: pre-training LoVT-tiny on a generated SynthCXR data set for ${o.minutes} min, then ${path.join(out, 'report.md')}`);
       return train(DEMO_MODEL, {
         // Accumulation 1 and 10× the reference LR, so that a few minutes show learning.
-        data: 'synth', studies: o.studies, synthSeed: 0, set: ['train.accumulate=1', 'train.epochs=1000', 'train.optimizer.lr=1e-3'], init: [],
-        out, overwrite: o.overwrite, minutes: o.minutes, report: true, heatmapStudies: 4, dataWorkers: o.dataWorkers, command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
+        data: 'synth',
+        studies: o.studies,
+        synthSeed: 0,
+        set: ['train.accumulate=1', 'train.epochs=1000', 'train.optimizer.lr=1e-3'],
+        init: [],
+        out,
+        overwrite: o.overwrite,
+        minutes: o.minutes,
+        report: true,
+        heatmapStudies: 4,
+        dataWorkers: o.dataWorkers,
+        command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
       });
     });
 
@@ -237,7 +270,7 @@ function buildProgram(): Command {
 
   program
     .command('export')
-    .description('write the image encoder of a run\'s best (else last) checkpoint under torchvision names')
+    .description("write the image encoder of a run's best (else last) checkpoint under torchvision names")
     .argument('<RUN_DIR>', 'run directory written by `lovt-run train`')
     .option('--image-encoder <FILE>', 'output .safetensors for the image encoder')
     .addOption(new Option('--checkpoint <TAG>', 'which checkpoint').choices(['best', 'last']))
@@ -257,7 +290,8 @@ async function main(): Promise<number> {
     if (diagnostics) process.stderr.write((await import('../compiler/frontend/index.ts')).renderDiagnostics(diagnostics, 'lovt-run') + '\n');
     else process.stderr.write(`lovt-run: ${err instanceof Error ? err.message : String(err)}\n`);
     if (process.env.LOVT_DEBUG && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
-    else if (err instanceof TypeError && !/GPU|adapter/i.test(err.message)) process.stderr.write('lovt-run: (this looks like a bug in lovt; set LOVT_DEBUG=1 to see where)\n');
+    else if (err instanceof TypeError && !/GPU|adapter/i.test(err.message))
+      process.stderr.write('lovt-run: (this looks like a bug in lovt; set LOVT_DEBUG=1 to see where)\n');
     return 1;
   }
 }

@@ -50,13 +50,23 @@ function usage<T>(parse: () => T): T {
 const fmt = (n: number) => n.toLocaleString('en-US');
 
 function human(n: number, unit: string): string {
-  const steps: [number, string][] = [[1e15, 'P'], [1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
+  const steps: [number, string][] = [
+    [1e15, 'P'],
+    [1e12, 'T'],
+    [1e9, 'G'],
+    [1e6, 'M'],
+    [1e3, 'k'],
+  ];
   for (const [v, p] of steps) if (n >= v) return `${(n / v).toFixed(2)} ${p}${unit}`;
   return `${n} ${unit}`;
 }
 
 function bytes(n: number): string {
-  const steps: [number, string][] = [[2 ** 30, 'GiB'], [2 ** 20, 'MiB'], [2 ** 10, 'KiB']];
+  const steps: [number, string][] = [
+    [2 ** 30, 'GiB'],
+    [2 ** 20, 'MiB'],
+    [2 ** 10, 'KiB'],
+  ];
   for (const [v, p] of steps) if (n >= v) return `${(n / v).toFixed(2)} ${p}`;
   return `${n} B`;
 }
@@ -65,7 +75,11 @@ function paramsReport(model: ModelInfo): string {
   const rows = model.params.map((p) => [p.name, `[${p.shape.join(', ')}]`, fmt(p.count), p.kind === 'buffer' ? 'buffer' : p.trainable ? 'yes' : 'frozen']);
   const header = ['name', 'shape', 'count', 'trainable'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 2 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === 2 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   const c = model.counts;
   return [
     line(header),
@@ -171,7 +185,10 @@ async function main(argv: string[], io: CliIO): Promise<number> {
     const c = model.counts;
     const lines = [
       `model        ${model.name} (${model.mode} mode)${model.extends.length ? `, extends ${model.extends.join(' > ')}` : ''}`,
-      `ops          ${fmt(s.nodes)} nodes (${s.byOp.slice(0, 6).map(([op, n]) => `${op} ${n}`).join(', ')}${s.byOp.length > 6 ? ', ...' : ''})`,
+      `ops          ${fmt(s.nodes)} nodes (${s.byOp
+        .slice(0, 6)
+        .map(([op, n]) => `${op} ${n}`)
+        .join(', ')}${s.byOp.length > 6 ? ', ...' : ''})`,
       `parameters   ${fmt(c.params)} (${fmt(c.trainable)} trainable), buffers ${fmt(c.buffers)} elements`,
       `FLOPs/step   ${human(s.stepFlops, 'FLOP')}${model.mode === 'train' ? ` (forward ${human(s.forwardFlops, 'FLOP')}, backward ≈ 2× forward)` : ''}`,
       `front end    ${r.timeMs.toFixed(1)} ms`,
@@ -191,7 +208,8 @@ async function main(argv: string[], io: CliIO): Promise<number> {
       throw new UsageError(e.message);
     });
     writeArtifact(opts.output, built.artifact, plan);
-    if (!opts.stats && !opts.params) out.push(`wrote ${path.join(opts.output, 'graph.json')}${plan ? `, plan.json and ${plan.kernels.length} distinct kernels` : ''}`);
+    if (!opts.stats && !opts.params)
+      out.push(`wrote ${path.join(opts.output, 'graph.json')}${plan ? `, plan.json and ${plan.kernels.length} distinct kernels` : ''}`);
   }
   if (!opts.output && !opts.params && !opts.stats) {
     out.push(`${model.name}: ${fmt(r.graph.nodes.length)} ops, ${fmt(model.counts.params)} parameters; no errors (use -o DIR to write the artifact)`);

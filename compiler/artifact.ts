@@ -32,7 +32,8 @@ export const ARTIFACT_FORMAT = 'lovt-graph';
 export const ARTIFACT_GRAPH = 'graph.json';
 
 /** The lovt package version (package.json), recorded in every artifact. */
-export const COMPILER_VERSION = (JSON.parse(fs.readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { version: string }).version;
+export const COMPILER_VERSION = (JSON.parse(fs.readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { version: string })
+  .version;
 
 /** What lovtc was given: enough to recompile the artifact. */
 export interface ArtifactOptions {
@@ -115,7 +116,8 @@ export function parseLimitArgs(items: string[]): Record<string, number> {
     if (!keys.includes(key)) throw new Error(`--limit needs KEY=VALUE with KEY one of ${keys.join(', ')}; got '${clip(item)}'`);
     const text = item.slice(eq + 1).trim();
     const value = text === 'none' ? Number.POSITIVE_INFINITY : Number(text);
-    if (!(value > 0) || (Number.isFinite(value) && !Number.isInteger(value))) throw new Error(`--limit ${key}: '${text}' is not a positive integer (or 'none')`);
+    if (!(value > 0) || (Number.isFinite(value) && !Number.isInteger(value)))
+      throw new Error(`--limit ${key}: '${text}' is not a positive integer (or 'none')`);
     out[key] = value;
   }
   return out;
@@ -205,7 +207,9 @@ export function readArtifact(dir: string): LoadedArtifact {
   try {
     st = fs.statSync(file);
   } catch {
-    throw new Error(`${dir} is a directory without ${ARTIFACT_GRAPH}: neither a .lovt file nor a lovtc artifact (write one with \`lovtc MODEL.lovt -o ${shellWord(dir)}\`)`);
+    throw new Error(
+      `${dir} is a directory without ${ARTIFACT_GRAPH}: neither a .lovt file nor a lovtc artifact (write one with \`lovtc MODEL.lovt -o ${shellWord(dir)}\`)`,
+    );
   }
   if (!st.isFile()) throw new Error(`${file} is ${fileKind(st)}, not a lovtc artifact's graph file`);
   const bytes = fs.readFileSync(file);
@@ -215,14 +219,18 @@ export function readArtifact(dir: string): LoadedArtifact {
   } catch (e) {
     throw new Error(`${file} is not valid JSON (${(e as Error).message}): rebuild the artifact with \`lovtc MODEL.lovt -o ${shellWord(dir)}\``);
   }
-  if (artifact?.format !== ARTIFACT_FORMAT) throw new Error(`${file} is not a lovtc artifact (format ${JSON.stringify(artifact?.format)}, expected '${ARTIFACT_FORMAT}')`);
+  if (artifact?.format !== ARTIFACT_FORMAT)
+    throw new Error(`${file} is not a lovtc artifact (format ${JSON.stringify(artifact?.format)}, expected '${ARTIFACT_FORMAT}')`);
   if (artifact.irVersion !== IR_VERSION) {
     throw new Error(
       `${file} was compiled by ${artifact.compiler ?? 'an unknown lovtc'} for IR version ${artifact.irVersion}; this lovt reads IR version ${IR_VERSION}: ` +
         `recompile with \`${recompileCommand(artifact, dir)}\``,
     );
   }
-  for (const [what, g] of [['graph', artifact.graph], ['eval graph', artifact.eval?.graph]] as const) {
+  for (const [what, g] of [
+    ['graph', artifact.graph],
+    ['eval graph', artifact.eval?.graph],
+  ] as const) {
     if (g === undefined && what === 'eval graph') continue;
     try {
       validateGraph(g as Graph);

@@ -37,20 +37,22 @@ export function gradients(b: GraphBuilder, loss: number, wrt: number[], seed?: n
   if (!lossNode) throw new Error(`autodiff: loss node ${loss} does not exist`);
   if (lossNode.dtype !== 'f32') throw new Error(`autodiff: the loss must be f32, node ${loss} (${lossNode.op}) is ${lossNode.dtype}`);
   if (seed === undefined && numel(lossNode.shape) !== 1)
-    throw new Error(`autodiff: the loss must be a scalar, node ${loss} (${lossNode.op}${lossNode.name ? ' ' + lossNode.name : ''}) has shape ${shapeStr(lossNode.shape)}`);
+    throw new Error(
+      `autodiff: the loss must be a scalar, node ${loss} (${lossNode.op}${lossNode.name ? ' ' + lossNode.name : ''}) has shape ${shapeStr(lossNode.shape)}`,
+    );
   if (seed !== undefined && shapeStr(nodes[seed].shape) !== shapeStr(lossNode.shape))
     throw new Error(`autodiff: seed gradient ${shapeStr(nodes[seed].shape)} does not match loss ${shapeStr(lossNode.shape)}`);
   for (const w of wrt) {
     if (!nodes[w]) throw new Error(`autodiff: wrt node ${w} does not exist`);
-    if (nodes[w].dtype !== 'f32') throw new Error(`autodiff: cannot differentiate with respect to ${nodes[w].dtype} node ${w} (${nodes[w].name ?? nodes[w].op})`);
+    if (nodes[w].dtype !== 'f32')
+      throw new Error(`autodiff: cannot differentiate with respect to ${nodes[w].dtype} node ${w} (${nodes[w].name ?? nodes[w].op})`);
   }
 
   // Forward: which nodes depend (differentiably) on a wrt node.
   const wrtSet = new Set(wrt);
   const edges = nodes.slice(0, loss + 1).map((n) => gradientEdges(n, nodes));
   const dependent = new Array<boolean>(loss + 1).fill(false);
-  for (let id = 0; id <= loss; id++)
-    dependent[id] = wrtSet.has(id) || nodes[id].inputs.some((i, k) => edges[id][k] && dependent[i]);
+  for (let id = 0; id <= loss; id++) dependent[id] = wrtSet.has(id) || nodes[id].inputs.some((i, k) => edges[id][k] && dependent[i]);
   // Backward: which of those the loss depends on.
   const onPath = new Array<boolean>(loss + 1).fill(false);
   onPath[loss] = dependent[loss];

@@ -73,13 +73,31 @@ export class GraphBuilder {
   }
 
   // Small conveniences for the ops that autodiff and optimizers use most.
-  add(a: number, b: number) { return this.emit('add', [a, b]); }
-  sub(a: number, b: number) { return this.emit('sub', [a, b]); }
-  mul(a: number, b: number) { return this.emit('mul', [a, b]); }
-  div(a: number, b: number) { return this.emit('div', [a, b]); }
-  neg(a: number) { return this.emit('neg', [a]); }
-  sum(a: number, axes: number[], keepdims = false) { return this.emit('sum', [a], { axes, keepdims }); }
-  reshape(a: number, shape: Shape) { return this.emit('reshape', [a], { shape }); }
-  expand(a: number, shape: Shape) { return this.emit('expand', [a], { shape }); }
-  transpose(a: number, perm: number[]) { return this.emit('transpose', [a], { perm }); }
+  add(a: number, b: number) {
+    return this.emit('add', [a, b]);
+  }
+  sub(a: number, b: number) {
+    return this.emit('sub', [a, b]);
+  }
+  mul(a: number, b: number) {
+    return this.emit('mul', [a, b]);
+  }
+  div(a: number, b: number) {
+    return this.emit('div', [a, b]);
+  }
+  neg(a: number) {
+    return this.emit('neg', [a]);
+  }
+  sum(a: number, axes: number[], keepdims = false) {
+    return this.emit('sum', [a], { axes, keepdims });
+  }
+  reshape(a: number, shape: Shape) {
+    return this.emit('reshape', [a], { shape });
+  }
+  expand(a: number, shape: Shape) {
+    return this.emit('expand', [a], { shape });
+  }
+  transpose(a: number, perm: number[]) {
+    return this.emit('transpose', [a], { perm });
+  }
 }

@@ -36,7 +36,9 @@ function render(v: unknown, depth: number): string {
   if (v === null || typeof v !== 'object') return String(v);
   if (depth === 0) return Array.isArray(v) ? '[…]' : '{…}';
   const items = Array.isArray(v) ? v : Object.keys(v);
-  const shown = items.slice(0, 8).map((x) => (Array.isArray(v) ? render(x, depth - 1) : `${quote(x as string)}: ${render((v as Record<string, unknown>)[x as string], depth - 1)}`));
+  const shown = items
+    .slice(0, 8)
+    .map((x) => (Array.isArray(v) ? render(x, depth - 1) : `${quote(x as string)}: ${render((v as Record<string, unknown>)[x as string], depth - 1)}`));
   if (items.length > 8) shown.push(`… (${items.length} items)`);
   return Array.isArray(v) ? `[${shown.join(', ')}]` : `{${shown.join(', ')}}`;
 }

@@ -212,12 +212,20 @@ export function planGraph(graph: Graph, limitsIn: Partial<EngineLimits> = DEFAUL
   let nextScratch = nodes.length;
   for (const group of fusion.groups) {
     if (numel(nodes[group.root].shape) === 0) continue; // nothing to compute
-    const r = renderGroup(graph, group, { maxWorkgroupsPerDim: limits.maxComputeWorkgroupsPerDimension, maxStorageBuffers: limits.maxStorageBuffersPerShaderStage, target: options.target }, () => nextScratch++, inPlace.get(group.root));
+    const r = renderGroup(
+      graph,
+      group,
+      { maxWorkgroupsPerDim: limits.maxComputeWorkgroupsPerDimension, maxStorageBuffers: limits.maxStorageBuffersPerShaderStage, target: options.target },
+      () => nextScratch++,
+      inPlace.get(group.root),
+    );
     for (const s of r.scratch) scratchInfo.set(s.id, s);
     for (const k of r.kernels) {
       const bufferCount = k.bindings.length;
       if (bufferCount > limits.maxStorageBuffersPerShaderStage)
-        throw new Error(`kernel ${k.name} binds ${bufferCount} storage buffers but the device allows ${limits.maxStorageBuffersPerShaderStage} (maxStorageBuffersPerShaderStage)`);
+        throw new Error(
+          `kernel ${k.name} binds ${bufferCount} storage buffers but the device allows ${limits.maxStorageBuffersPerShaderStage} (maxStorageBuffersPerShaderStage)`,
+        );
       kernels.push(k);
     }
   }
@@ -310,7 +318,9 @@ export function planGraph(graph: Graph, limitsIn: Partial<EngineLimits> = DEFAUL
   };
   const mapIO = (rec: Record<string, number>) => Object.fromEntries(Object.entries(rec).map(([name, id]) => [name, io(id)]));
   const updateIO = (id: number): PlanIO =>
-    zeros.has(id) ? { node: id, shape: nodes[id].shape, dtype: nodes[id].dtype, place: { buffer: -1, offset: 0, bytes: Math.max(4, tensorBytes(id)) }, zero: true } : io(id);
+    zeros.has(id)
+      ? { node: id, shape: nodes[id].shape, dtype: nodes[id].dtype, place: { buffer: -1, offset: 0, bytes: Math.max(4, tensorBytes(id)) }, zero: true }
+      : io(id);
 
   const fusedNodes = fusion.groups.reduce((s, g) => s + g.inline.length + (g.anchor !== undefined ? 1 : 0) - 1, 0);
   return {

@@ -36,11 +36,17 @@ export function evaluate(graph: Graph, feeds: Feeds): Evaluation {
     const ins = node.inputs.map((i) => values[i]);
     let v: Float64Array;
     try {
-      v = evalNode(node, ins, node.inputs.map((i) => graph.nodes[i].shape), feeds);
+      v = evalNode(
+        node,
+        ins,
+        node.inputs.map((i) => graph.nodes[i].shape),
+        feeds,
+      );
     } catch (e) {
       throw new Error(`reference: node ${node.id} (${node.op}${node.name ? ' ' + node.name : ''}${shapeStr(node.shape)}): ${(e as Error).message}`);
     }
-    if (v.length !== numel(node.shape)) throw new Error(`reference: node ${node.id} (${node.op}) produced ${v.length} values for shape ${shapeStr(node.shape)}`);
+    if (v.length !== numel(node.shape))
+      throw new Error(`reference: node ${node.id} (${node.op}) produced ${v.length} values for shape ${shapeStr(node.shape)}`);
     values.push(v);
   }
   const outputs: Record<string, Float64Array> = {};
@@ -60,5 +66,10 @@ export type ScalarOp = Unary | Binary | Compare;
  */
 export function evalScalar(op: ScalarOp, args: number[]): number {
   const node = { id: args.length, op, inputs: args.map((_, i) => i), attrs: {}, shape: [], dtype: 'f32' } as NodeOf<ScalarOp>;
-  return evalNode(node, args.map((v) => Float64Array.of(v)), args.map(() => []), {})[0];
+  return evalNode(
+    node,
+    args.map((v) => Float64Array.of(v)),
+    args.map(() => []),
+    {},
+  )[0];
 }

@@ -166,7 +166,18 @@ function nonFiniteMask(b: GraphBuilder, v: number): number {
 function nonFiniteCount(b: GraphBuilder, mask: number): number {
   const shape = b.node(mask).shape;
   const split = shape.length >= 2 && shape[0] >= 16 && numel(shape) >= SPLIT_CHECK_ELEMENTS;
-  const count = split ? b.sum(b.sum(mask, shape.slice(1).map((_, i) => i + 1)), [0]) : b.sum(mask, shape.map((_, i) => i));
+  const count = split
+    ? b.sum(
+        b.sum(
+          mask,
+          shape.slice(1).map((_, i) => i + 1),
+        ),
+        [0],
+      )
+    : b.sum(
+        mask,
+        shape.map((_, i) => i),
+      );
   return b.reshape(count, [1]);
 }
 
@@ -208,7 +219,10 @@ function buildStep(forward: Graph, opts: TrainingOptions, params: StateInfo[]): 
   if (!checks) return { graph: b.graph, checks: [] };
   // In computation order (a gradient where it was computed), so that the first one named is where the trouble started.
   checked.sort((x, y) => (x.order ?? x.node) - (y.order ?? y.node));
-  const counts = concatCounts(b, checked.map((c) => nonFiniteCount(b, nonFiniteMask(b, c.node))));
+  const counts = concatCounts(
+    b,
+    checked.map((c) => nonFiniteCount(b, nonFiniteMask(b, c.node))),
+  );
   b.output(NONFINITE_OUTPUT, counts);
   const ok = allFinite(b, counts);
   for (const [name, id] of bufferUpdates) b.update(name, b.emit('where', [ok, id, forward.state[name].node]));
@@ -297,7 +311,13 @@ const FINITE_PLACEHOLDER = '__finite';
  * the two copies of each value into one stored tensor (memory for every
  * parameter and moment at once).
  */
-function buildApply(params: StateInfo[], o: ResolvedOptimizer, accumulate: number, optimizeHalves: boolean, checks: boolean): { graph: Graph; checks: FiniteCheck[] } {
+function buildApply(
+  params: StateInfo[],
+  o: ResolvedOptimizer,
+  accumulate: number,
+  optimizeHalves: boolean,
+  checks: boolean,
+): { graph: Graph; checks: FiniteCheck[] } {
   if (!checks) {
     const u = new GraphBuilder();
     for (const p of optimizerStep(u, params, o, accumulate, (_name, v) => v)) zeroAfterUpdate(u, p.param, p.updates);
@@ -306,13 +326,26 @@ function buildApply(params: StateInfo[], o: ResolvedOptimizer, accumulate: numbe
   const c = new GraphBuilder();
   // Each parameter's count right after its values, so that they are dead before the next parameter's.
   const counts: number[] = [];
-  optimizerStep(c, params, o, accumulate, (_name, v) => v, (updates) => {
-    counts.push(nonFiniteCount(c, updates.map((x) => nonFiniteMask(c, x.value)).reduce((x, y) => c.add(x, y))));
-  });
+  optimizerStep(
+    c,
+    params,
+    o,
+    accumulate,
+    (_name, v) => v,
+    (updates) => {
+      counts.push(
+        nonFiniteCount(
+          c,
+          updates.map((x) => nonFiniteMask(c, x.value)).reduce((x, y) => c.add(x, y)),
+        ),
+      );
+    },
+  );
   c.output(NONFINITE_OUTPUT, concatCounts(c, counts));
   const u = new GraphBuilder();
   const ok = u.input(FINITE_PLACEHOLDER, []);
-  for (const p of optimizerStep(u, params, o, accumulate, (name, v) => u.emit('where', [ok, v, u.graph.state[name].node]))) zeroAfterUpdate(u, p.param, p.updates);
+  for (const p of optimizerStep(u, params, o, accumulate, (name, v) => u.emit('where', [ok, v, u.graph.state[name].node])))
+    zeroAfterUpdate(u, p.param, p.updates);
   const [check, update] = optimizeHalves ? [optimize(c.graph), optimize(u.graph)] : [c.graph, u.graph];
   const graph = joinPrograms(check, update, (b) => ({ [FINITE_PLACEHOLDER]: allFinite(b, b.graph.outputs[NONFINITE_OUTPUT]) }));
   return { graph, checks: params.map((p) => ({ kind: 'optimizer', name: p.name })) };
@@ -321,14 +354,16 @@ function buildApply(params: StateInfo[], o: ResolvedOptimizer, accumulate: numbe
 /** Builds the step (forward + backward + accumulate) and apply (optimizer) programs of a forward graph. */
 export function buildTrainingPrograms(forward: Graph, opts: TrainingOptions): TrainingPrograms {
   const lossId = forward.outputs[opts.loss];
-  if (lossId === undefined) throw new Error(`training: the forward graph has no output '${opts.loss}' (outputs: ${Object.keys(forward.outputs).join(', ') || 'none'})`);
+  if (lossId === undefined)
+    throw new Error(`training: the forward graph has no output '${opts.loss}' (outputs: ${Object.keys(forward.outputs).join(', ') || 'none'})`);
   if (!Number.isInteger(opts.accumulate) || opts.accumulate < 1) throw new Error(`training: accumulate must be an integer >= 1, got ${opts.accumulate}`);
   const o = resolveOptimizer(opts.optimizer);
   const params = trainableState(forward);
   if (params.length === 0) throw new Error('training: the forward graph has no trainable parameters');
   for (const p of params) if (p.dtype !== 'f32') throw new Error(`training: trainable parameter ${p.name} is ${p.dtype}; only f32 state can be trained`);
   for (const name of Object.keys(forward.state))
-    if (name.startsWith('grad_acc.') || name.startsWith('optim.')) throw new Error(`training: state name ${name} collides with the training programs' buffers (grad_acc.*, optim.*)`);
+    if (name.startsWith('grad_acc.') || name.startsWith('optim.'))
+      throw new Error(`training: state name ${name} collides with the training programs' buffers (grad_acc.*, optim.*)`);
   const optimizeGraphs = opts.optimize ?? true;
   const step = buildStep(forward, opts, params);
   const apply = buildApply(params, o, opts.accumulate, optimizeGraphs, opts.finiteChecks ?? true);
@@ -349,7 +384,12 @@ function joinPrograms(first: Graph, then: Graph, bind: (b: GraphBuilder) => Reco
     else if (n.op === 'param' || n.op === 'buffer') {
       const s = then.state[n.attrs.name];
       map[n.id] = b.state(s.name, s.shape, s.init, s.trainable, s.dtype, n.loc);
-    } else map[n.id] = copyNode(b, n, n.inputs.map((i) => map[i]));
+    } else
+      map[n.id] = copyNode(
+        b,
+        n,
+        n.inputs.map((i) => map[i]),
+      );
   }
   for (const [name, id] of Object.entries(then.outputs)) b.output(name, map[id]);
   for (const [name, id] of Object.entries(then.updates)) b.update(name, map[id]);

@@ -34,7 +34,27 @@ export const False = keyword('false');
 // is a keyword too, so no PyTorch attribute can be named `as`.
 export const As = keyword('as');
 
-export const RESERVED_WORDS = ['import', 'block', 'fn', 'model', 'extends', 'let', 'return', 'if', 'then', 'else', 'for', 'in', 'and', 'or', 'not', 'enum', 'true', 'false', 'as'];
+export const RESERVED_WORDS = [
+  'import',
+  'block',
+  'fn',
+  'model',
+  'extends',
+  'let',
+  'return',
+  'if',
+  'then',
+  'else',
+  'for',
+  'in',
+  'and',
+  'or',
+  'not',
+  'enum',
+  'true',
+  'false',
+  'as',
+];
 /** Identifiers that start a statement in certain positions (see parser.ts). */
 export const STATEMENT_WORDS = ['param', 'buffer', 'input', 'config', 'loss', 'output', 'update', 'freeze', 'drop', 'train'];
 
@@ -79,12 +99,41 @@ export const WhiteSpace = createToken({ name: 'WhiteSpace', pattern: /\s+/, grou
 export const KEYWORDS = [Import, Block, Fn, Model, Extends, Let, Return, If, Then, Else, For, In, And, Or, Not, Enum, True, False, As];
 
 export const ALL_TOKENS: TokenType[] = [
-  WhiteSpace, LineComment, BlockComment, UnterminatedComment,
-  ...KEYWORDS, Identifier,
-  FloatLit, IntLit, StringLit, UnterminatedString,
-  Arrow, Ellipsis, DotDot, Dot, EqEq, NotEq, LessEq, GreaterEq, Less, Greater, Assign,
-  StarStar, Star, Slash, Percent, Plus, Minus,
-  LParen, RParen, LBracket, RBracket, LBrace, RBrace, Comma, Colon,
+  WhiteSpace,
+  LineComment,
+  BlockComment,
+  UnterminatedComment,
+  ...KEYWORDS,
+  Identifier,
+  FloatLit,
+  IntLit,
+  StringLit,
+  UnterminatedString,
+  Arrow,
+  Ellipsis,
+  DotDot,
+  Dot,
+  EqEq,
+  NotEq,
+  LessEq,
+  GreaterEq,
+  Less,
+  Greater,
+  Assign,
+  StarStar,
+  Star,
+  Slash,
+  Percent,
+  Plus,
+  Minus,
+  LParen,
+  RParen,
+  LBracket,
+  RBracket,
+  LBrace,
+  RBrace,
+  Comma,
+  Colon,
 ];
 
 export const lovtLexer = new Lexer(ALL_TOKENS, { positionTracking: 'full', ensureOptimizations: true });
@@ -112,8 +161,10 @@ export function tokenize(text: string): LexResult {
   }));
   const tokens: IToken[] = [];
   for (const t of r.tokens) {
-    if (t.tokenType === UnterminatedString) errors.push({ message: 'unterminated string literal', line: t.startLine ?? 1, col: t.startColumn ?? 1, length: t.image.length });
-    else if (t.tokenType === UnterminatedComment) errors.push({ message: 'unterminated block comment', line: t.startLine ?? 1, col: t.startColumn ?? 1, length: 2 });
+    if (t.tokenType === UnterminatedString)
+      errors.push({ message: 'unterminated string literal', line: t.startLine ?? 1, col: t.startColumn ?? 1, length: t.image.length });
+    else if (t.tokenType === UnterminatedComment)
+      errors.push({ message: 'unterminated block comment', line: t.startLine ?? 1, col: t.startColumn ?? 1, length: 2 });
     else tokens.push(t);
   }
   errors.sort((a, b) => a.line - b.line || a.col - b.col);

@@ -7,13 +7,77 @@
 
 import { type DSLMethodOpts, EmbeddedActionsParser, EOF, type IOrAlt, type IToken, type TokenType } from 'chevrotain';
 import {
-  ALL_TOKENS, And, Arrow, As, Assign, Block, Colon, Comma, Dot, DotDot, Ellipsis, Else, Enum, EqEq, Extends, False, FloatLit, Fn, For,
-  Greater, GreaterEq, Identifier, If, Import, In, IntLit, KEYWORDS, LBrace, LBracket, Less, LessEq, Let, LParen, Minus, Model, Not, NotEq, Or,
-  Percent, Plus, RBrace, RBracket, Return, RParen, Slash, Star, StarStar, StringLit, Then, True, tokenize,
+  ALL_TOKENS,
+  And,
+  Arrow,
+  As,
+  Assign,
+  Block,
+  Colon,
+  Comma,
+  Dot,
+  DotDot,
+  Ellipsis,
+  Else,
+  Enum,
+  EqEq,
+  Extends,
+  False,
+  FloatLit,
+  Fn,
+  For,
+  Greater,
+  GreaterEq,
+  Identifier,
+  If,
+  Import,
+  In,
+  IntLit,
+  KEYWORDS,
+  LBrace,
+  LBracket,
+  Less,
+  LessEq,
+  Let,
+  LParen,
+  Minus,
+  Model,
+  Not,
+  NotEq,
+  Or,
+  Percent,
+  Plus,
+  RBrace,
+  RBracket,
+  Return,
+  RParen,
+  Slash,
+  Star,
+  StarStar,
+  StringLit,
+  Then,
+  True,
+  tokenize,
 } from './lexer.ts';
 import type {
-  Arg, BinaryOp, BlockDecl, Dim, Expr, FnDecl, FreezePath, FreezeSegment, ImportDecl, ModelDecl, Name, ParamDecl, Range,
-  SourceFile, Stmt, TopDecl, TrainEntry, TypeExpr,
+  Arg,
+  BinaryOp,
+  BlockDecl,
+  Dim,
+  Expr,
+  FnDecl,
+  FreezePath,
+  FreezeSegment,
+  ImportDecl,
+  ModelDecl,
+  Name,
+  ParamDecl,
+  Range,
+  SourceFile,
+  Stmt,
+  TopDecl,
+  TrainEntry,
+  TypeExpr,
 } from './ast.ts';
 
 /** A syntax problem, located; `hint` is optional advice. */
@@ -148,10 +212,15 @@ class LovtParser extends EmbeddedActionsParser {
     this.CONSUME(LParen);
     this.OPTION(() => {
       params.push(this.SUBRULE(this.paramDecl));
-      this.MANY(gated(() => this.LA(2).tokenType !== RParen, () => {
-        this.CONSUME(Comma);
-        params.push(this.SUBRULE2(this.paramDecl));
-      }));
+      this.MANY(
+        gated(
+          () => this.LA(2).tokenType !== RParen,
+          () => {
+            this.CONSUME(Comma);
+            params.push(this.SUBRULE2(this.paramDecl));
+          },
+        ),
+      );
       this.OPTION2(() => this.CONSUME2(Comma));
     });
     this.CONSUME(RParen);
@@ -261,15 +330,42 @@ class LovtParser extends EmbeddedActionsParser {
         alt(() => this.SUBRULE(this.ifStmt)),
         alt(() => this.SUBRULE(this.forStmt)),
         alt(() => this.SUBRULE(this.fnDecl)),
-        alt(() => this.SUBRULE(this.stateStmt), () => this.isWord('param', [Identifier]) || this.isWord('buffer', [Identifier])),
-        alt(() => this.SUBRULE(this.updateStmt), () => this.isWord('update', [Identifier])),
-        alt(() => this.SUBRULE(this.configStmt), () => this.isWord('config', [Identifier])),
-        alt(() => this.SUBRULE(this.inputStmt), () => this.isWord('input', [Identifier])),
-        alt(() => this.SUBRULE(this.lossStmt), () => this.isWord('loss', [Identifier])),
-        alt(() => this.SUBRULE(this.outputStmt), () => this.isWord('output', [Identifier])),
-        alt(() => this.SUBRULE(this.freezeStmt), () => this.isWord('freeze', STATE_NAME_TOKENS)),
-        alt(() => this.SUBRULE(this.dropStmt), () => this.isWord('drop', [Identifier])),
-        alt(() => this.SUBRULE(this.trainStmt), () => this.isWord('train', [LBrace])),
+        alt(
+          () => this.SUBRULE(this.stateStmt),
+          () => this.isWord('param', [Identifier]) || this.isWord('buffer', [Identifier]),
+        ),
+        alt(
+          () => this.SUBRULE(this.updateStmt),
+          () => this.isWord('update', [Identifier]),
+        ),
+        alt(
+          () => this.SUBRULE(this.configStmt),
+          () => this.isWord('config', [Identifier]),
+        ),
+        alt(
+          () => this.SUBRULE(this.inputStmt),
+          () => this.isWord('input', [Identifier]),
+        ),
+        alt(
+          () => this.SUBRULE(this.lossStmt),
+          () => this.isWord('loss', [Identifier]),
+        ),
+        alt(
+          () => this.SUBRULE(this.outputStmt),
+          () => this.isWord('output', [Identifier]),
+        ),
+        alt(
+          () => this.SUBRULE(this.freezeStmt),
+          () => this.isWord('freeze', STATE_NAME_TOKENS),
+        ),
+        alt(
+          () => this.SUBRULE(this.dropStmt),
+          () => this.isWord('drop', [Identifier]),
+        ),
+        alt(
+          () => this.SUBRULE(this.trainStmt),
+          () => this.isWord('train', [LBrace]),
+        ),
         alt(() => this.SUBRULE(this.exprStmt)),
       ],
     }),
@@ -306,7 +402,12 @@ class LovtParser extends EmbeddedActionsParser {
     const kw = this.CONSUME(Return);
     let value: Expr | undefined;
     // `return` alone must be the last statement of its { }: anything else would be read as its value.
-    this.OPTION(gated(() => this.LA(1).tokenType !== RBrace, () => (value = this.SUBRULE(this.expr))));
+    this.OPTION(
+      gated(
+        () => this.LA(1).tokenType !== RBrace,
+        () => (value = this.SUBRULE(this.expr)),
+      ),
+    );
     return this.ACTION(() => ({ kind: 'Return', value, range: value ? this.spanR(this.tokRange(kw), value.range) : this.tokRange(kw) }) as Stmt);
   });
 
@@ -411,10 +512,13 @@ class LovtParser extends EmbeddedActionsParser {
     // `where COND`: a constraint (an identifier cannot follow an expression, so `where` here is never a call).
     let where: Expr | undefined;
     this.OPTION3(
-      gated(() => this.isWord('where'), () => {
-        this.CONSUME3(Identifier);
-        where = this.SUBRULE2(this.expr);
-      }),
+      gated(
+        () => this.isWord('where'),
+        () => {
+          this.CONSUME3(Identifier);
+          where = this.SUBRULE2(this.expr);
+        },
+      ),
     );
     return this.ACTION(
       () =>
@@ -515,15 +619,20 @@ class LovtParser extends EmbeddedActionsParser {
     const kw = this.CONSUME(Identifier);
     const what = this.CONSUME2(Identifier);
     const names: Name[] = [];
-    this.OPTION(gated(() => what.image !== 'freeze', () => {
-      const n = this.CONSUME3(Identifier);
-      this.ACTION(() => names.push(this.nameOf(n)));
-      this.MANY(() => {
-        this.CONSUME(Comma);
-        const m = this.CONSUME4(Identifier);
-        this.ACTION(() => names.push(this.nameOf(m)));
-      });
-    }));
+    this.OPTION(
+      gated(
+        () => what.image !== 'freeze',
+        () => {
+          const n = this.CONSUME3(Identifier);
+          this.ACTION(() => names.push(this.nameOf(n)));
+          this.MANY(() => {
+            this.CONSUME(Comma);
+            const m = this.CONSUME4(Identifier);
+            this.ACTION(() => names.push(this.nameOf(m)));
+          });
+        },
+      ),
+    );
     return this.ACTION(() => {
       if (!['loss', 'output', 'freeze'].includes(what.image))
         this.assignProblems.push({ message: `drop expects 'loss', 'output' or 'freeze', found '${what.image}'`, range: this.tokRange(what) });
@@ -581,12 +690,7 @@ class LovtParser extends EmbeddedActionsParser {
 
   // ------------------------------------------------------------- expressions
 
-  public expr = this.RULE('expr', (): Expr =>
-    this.OR([
-      alt(() => this.SUBRULE(this.condExpr)),
-      alt(() => this.SUBRULE(this.orExpr)),
-    ]),
-  );
+  public expr = this.RULE('expr', (): Expr => this.OR([alt(() => this.SUBRULE(this.condExpr)), alt(() => this.SUBRULE(this.orExpr))]));
 
   private condExpr = this.RULE('condExpr', (): Expr => {
     const kw = this.CONSUME(If);
@@ -619,8 +723,20 @@ class LovtParser extends EmbeddedActionsParser {
     return left;
   }
 
-  private orExpr = this.RULE('orExpr', (): Expr => this.binaryChain(() => this.SUBRULE(this.andExpr), () => this.SUBRULE2(this.andExpr), [Or]));
-  private andExpr = this.RULE('andExpr', (): Expr => this.binaryChain(() => this.SUBRULE(this.notExpr), () => this.SUBRULE2(this.notExpr), [And]));
+  private orExpr = this.RULE('orExpr', (): Expr =>
+    this.binaryChain(
+      () => this.SUBRULE(this.andExpr),
+      () => this.SUBRULE2(this.andExpr),
+      [Or],
+    ),
+  );
+  private andExpr = this.RULE('andExpr', (): Expr =>
+    this.binaryChain(
+      () => this.SUBRULE(this.notExpr),
+      () => this.SUBRULE2(this.notExpr),
+      [And],
+    ),
+  );
 
   private notExpr = this.RULE('notExpr', (): Expr =>
     this.OR([
@@ -652,8 +768,20 @@ class LovtParser extends EmbeddedActionsParser {
     return left;
   });
 
-  private addExpr = this.RULE('addExpr', (): Expr => this.binaryChain(() => this.SUBRULE(this.mulExpr), () => this.SUBRULE2(this.mulExpr), [Plus, Minus]));
-  private mulExpr = this.RULE('mulExpr', (): Expr => this.binaryChain(() => this.SUBRULE(this.unaryExpr), () => this.SUBRULE2(this.unaryExpr), [Star, Slash, Percent]));
+  private addExpr = this.RULE('addExpr', (): Expr =>
+    this.binaryChain(
+      () => this.SUBRULE(this.mulExpr),
+      () => this.SUBRULE2(this.mulExpr),
+      [Plus, Minus],
+    ),
+  );
+  private mulExpr = this.RULE('mulExpr', (): Expr =>
+    this.binaryChain(
+      () => this.SUBRULE(this.unaryExpr),
+      () => this.SUBRULE2(this.unaryExpr),
+      [Star, Slash, Percent],
+    ),
+  );
 
   private unaryExpr = this.RULE('unaryExpr', (): Expr =>
     this.OR([
@@ -717,10 +845,15 @@ class LovtParser extends EmbeddedActionsParser {
     this.CONSUME(LParen);
     this.OPTION(() => {
       args.push(this.SUBRULE(this.arg));
-      this.MANY(gated(() => this.LA(2).tokenType !== RParen, () => {
-        this.CONSUME(Comma);
-        args.push(this.SUBRULE2(this.arg));
-      }));
+      this.MANY(
+        gated(
+          () => this.LA(2).tokenType !== RParen,
+          () => {
+            this.CONSUME(Comma);
+            args.push(this.SUBRULE2(this.arg));
+          },
+        ),
+      );
       this.OPTION2(() => this.CONSUME2(Comma));
     });
     const end = this.CONSUME(RParen);
@@ -729,12 +862,15 @@ class LovtParser extends EmbeddedActionsParser {
 
   private arg = this.RULE('arg', (): Arg =>
     this.OR([
-      alt(() => {
-        const n = this.CONSUME(Identifier);
-        this.CONSUME(Colon);
-        const value = this.SUBRULE(this.expr);
-        return this.ACTION(() => ({ name: this.nameOf(n), value, range: this.spanR(this.tokRange(n), value.range) }));
-      }, () => this.LA(2).tokenType === Colon),
+      alt(
+        () => {
+          const n = this.CONSUME(Identifier);
+          this.CONSUME(Colon);
+          const value = this.SUBRULE(this.expr);
+          return this.ACTION(() => ({ name: this.nameOf(n), value, range: this.spanR(this.tokRange(n), value.range) }));
+        },
+        () => this.LA(2).tokenType === Colon,
+      ),
       alt(() => {
         const value = this.SUBRULE2(this.expr);
         return this.ACTION(() => ({ value, range: value.range }));
@@ -773,10 +909,15 @@ class LovtParser extends EmbeddedActionsParser {
         const items: Expr[] = [];
         this.OPTION(() => {
           items.push(this.SUBRULE(this.expr));
-          this.MANY(gated(() => this.LA(2).tokenType !== RBracket, () => {
-            this.CONSUME(Comma);
-            items.push(this.SUBRULE2(this.expr));
-          }));
+          this.MANY(
+            gated(
+              () => this.LA(2).tokenType !== RBracket,
+              () => {
+                this.CONSUME(Comma);
+                items.push(this.SUBRULE2(this.expr));
+              },
+            ),
+          );
           this.OPTION2(() => this.CONSUME2(Comma));
         });
         const end = this.CONSUME(RBracket);
@@ -924,7 +1065,9 @@ function syntaxProblem(err: ChevError, chunk: IToken[], path: string): SyntaxPro
   const t = err.token;
   const atEnd = t.tokenType === EOF || t.startLine === undefined || Number.isNaN(t.startLine);
   const anchor = atEnd ? (err.previousToken && !Number.isNaN(err.previousToken.startLine) ? err.previousToken : chunk[chunk.length - 1]) : t;
-  let range = { ...(atEnd ? pointRange(path, anchor.endLine ?? 1, (anchor.endColumn ?? 0) + 1) : pointRange(path, t.startLine ?? 1, t.startColumn ?? 1, t.image.length)) };
+  let range = {
+    ...(atEnd ? pointRange(path, anchor.endLine ?? 1, (anchor.endColumn ?? 0) + 1) : pointRange(path, t.startLine ?? 1, t.startColumn ?? 1, t.image.length)),
+  };
   const found = atEnd ? 'end of file' : describe(t);
   let message: string;
   let hint: string | undefined;
@@ -943,7 +1086,8 @@ function syntaxProblem(err: ChevError, chunk: IToken[], path: string): SyntaxPro
   const before = chunk.filter((c) => c.startOffset <= t.startOffset || atEnd);
   if (before.some((c) => c.tokenType === Identifier && c.image === 'elif')) hint = "write 'else if'";
   if (!atEnd && [Less, LessEq, Greater, GreaterEq, EqEq, NotEq].includes(t.tokenType)) hint = 'comparisons do not chain: write a < b and b < c';
-  if (!atEnd && t.tokenType !== Identifier && /^[a-z]+$/.test(t.image) && found.startsWith("'")) hint = `'${t.image}' is a reserved word and cannot be used as a name`;
+  if (!atEnd && t.tokenType !== Identifier && /^[a-z]+$/.test(t.image) && found.startsWith("'"))
+    hint = `'${t.image}' is a reserved word and cannot be used as a name`;
   // `as` right after an expression: a state key where none is allowed (`let x = B() as 0`).
   const endsExpr = [RParen, RBracket, Identifier, IntLit, FloatLit, StringLit, True, False];
   if (!atEnd && t.tokenType === As && before.length >= 2 && endsExpr.includes(before[before.length - 2].tokenType))
@@ -954,10 +1098,36 @@ function syntaxProblem(err: ChevError, chunk: IToken[], path: string): SyntaxPro
 }
 
 const TOKEN_TEXT: Record<string, string> = {
-  Identifier: 'a name', IntLit: 'an integer', FloatLit: 'a number', StringLit: 'a string', Arrow: "'->'", Ellipsis: "'...'", DotDot: "'..'",
-  Dot: "'.'", EqEq: "'=='", NotEq: "'!='", LessEq: "'<='", GreaterEq: "'>='", Less: "'<'", Greater: "'>'", Assign: "'='", StarStar: "'**'",
-  Star: "'*'", Slash: "'/'", Percent: "'%'", Plus: "'+'", Minus: "'-'", LParen: "'('", RParen: "')'", LBracket: "'['", RBracket: "']'",
-  LBrace: "'{'", RBrace: "'}'", Comma: "','", Colon: "':'", EOF: 'end of file',
+  Identifier: 'a name',
+  IntLit: 'an integer',
+  FloatLit: 'a number',
+  StringLit: 'a string',
+  Arrow: "'->'",
+  Ellipsis: "'...'",
+  DotDot: "'..'",
+  Dot: "'.'",
+  EqEq: "'=='",
+  NotEq: "'!='",
+  LessEq: "'<='",
+  GreaterEq: "'>='",
+  Less: "'<'",
+  Greater: "'>'",
+  Assign: "'='",
+  StarStar: "'**'",
+  Star: "'*'",
+  Slash: "'/'",
+  Percent: "'%'",
+  Plus: "'+'",
+  Minus: "'-'",
+  LParen: "'('",
+  RParen: "')'",
+  LBracket: "'['",
+  RBracket: "']'",
+  LBrace: "'{'",
+  RBrace: "'}'",
+  Comma: "','",
+  Colon: "':'",
+  EOF: 'end of file',
 };
 
 function tokenText(name: string): string {

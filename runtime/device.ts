@@ -34,7 +34,7 @@ export async function openDevice(gpu: GPU, options: GPURequestAdapterOptions = {
   let adapter = await gpu.requestAdapter({ powerPreference: 'high-performance', ...options });
   if (!adapter) {
     throw new Error(
-      'No WebGPU adapter found. On Debian/Ubuntu without a GPU install Mesa\'s software Vulkan driver ' +
+      "No WebGPU adapter found. On Debian/Ubuntu without a GPU install Mesa's software Vulkan driver " +
         '(bash scripts/setup-system.sh, which enables bookworm-backports and installs mesa-vulkan-drivers); ' +
         'in a browser enable WebGPU (Chromium: --enable-unsafe-webgpu). Run `lovt-run doctor` for details.',
     );

@@ -51,7 +51,9 @@ function cacheOf(device: GPUDevice): DeviceCache {
 }
 
 function lostError(lost: GPUDeviceLostInfo, what: string): Error {
-  return new Error(`${what}: the WebGPU device was lost (${lost.reason}): ${lost.message || 'no message'}. Restart the process; state on the GPU is gone (resume from the last checkpoint).`);
+  return new Error(
+    `${what}: the WebGPU device was lost (${lost.reason}): ${lost.message || 'no message'}. Restart the process; state on the GPU is gone (resume from the last checkpoint).`,
+  );
 }
 
 function checkAlive(device: GPUDevice, what: string): void {
@@ -88,7 +90,11 @@ export function layoutFor(device: GPUDevice, k: Kernel): GPUBindGroupLayout {
   const cache = cacheOf(device).layouts;
   let layout = cache.get(key);
   if (!layout) {
-    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' } }));
+    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({
+      binding: i,
+      visibility: GPUShaderStage.COMPUTE,
+      buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' },
+    }));
     // Kernel.params: the uniform block after the storage bindings.
     if (k.params) entries.push({ binding: k.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
     layout = device.createBindGroupLayout({ label: `lovt layout ${key}`, entries });
@@ -109,7 +115,11 @@ export function pipelineFor(device: GPUDevice, k: Kernel): Promise<GPUComputePip
   if (!p) {
     const module = device.createShaderModule({ label: k.name, code: k.wgsl });
     p = device
-      .createComputePipelineAsync({ label: k.name, layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: k.entryPoint } })
+      .createComputePipelineAsync({
+        label: k.name,
+        layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: k.entryPoint },
+      })
       .catch(async (e) => {
         cache.delete(key);
         const details = await compilationDetails(module, k.wgsl);
@@ -213,10 +223,14 @@ export function constValue(node: Node): HostTensor {
 function checkPlanFits(plan: ExecutionPlan, limits: GPUSupportedLimits, label: string): void {
   for (const k of plan.kernels) {
     if (k.bindings.length > limits.maxStorageBuffersPerShaderStage)
-      throw new Error(`${label}: kernel ${k.name} binds ${k.bindings.length} storage buffers, over this device's maxStorageBuffersPerShaderStage (${limits.maxStorageBuffersPerShaderStage}); plan for this device's limits`);
+      throw new Error(
+        `${label}: kernel ${k.name} binds ${k.bindings.length} storage buffers, over this device's maxStorageBuffersPerShaderStage (${limits.maxStorageBuffersPerShaderStage}); plan for this device's limits`,
+      );
     const over = k.workgroups.findIndex((n) => n > limits.maxComputeWorkgroupsPerDimension);
     if (over >= 0)
-      throw new Error(`${label}: kernel ${k.name} dispatches ${k.workgroups[over]} workgroups along ${'xyz'[over]}, over this device's maxComputeWorkgroupsPerDimension (${limits.maxComputeWorkgroupsPerDimension}); plan for this device's limits`);
+      throw new Error(
+        `${label}: kernel ${k.name} dispatches ${k.workgroups[over]} workgroups along ${'xyz'[over]}, over this device's maxComputeWorkgroupsPerDimension (${limits.maxComputeWorkgroupsPerDimension}); plan for this device's limits`,
+      );
   }
 }
 
@@ -314,7 +328,12 @@ export class Program {
     });
     const places = new Map<number, GPUBufferBinding>();
     if (!bytes) return places;
-    const buffer = device.createBuffer({ label: `${this.label} kernel params`, size: bytes, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
+    const buffer = device.createBuffer({
+      label: `${this.label} kernel params`,
+      size: bytes,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      mappedAtCreation: true,
+    });
     const words = new Uint32Array(buffer.getMappedRange());
     for (const [i, offset] of offsets) {
       const params = this.plan.kernels[i].params!;
@@ -360,7 +379,11 @@ export class Program {
       if (this.buffers[u.place.buffer] === dst && u.place.offset === 0) continue; // the value is the state itself (an in-place update)
       const copy: UpdateCopy = { name, src: u.place, dst };
       if (overwritten.has(u.place.buffer)) {
-        copy.snapshot = device.createBuffer({ label: `${this.label} snapshot for ${name}`, size: Math.max(16, Math.ceil(u.place.bytes / 16) * 16), usage: storageUsage() });
+        copy.snapshot = device.createBuffer({
+          label: `${this.label} snapshot for ${name}`,
+          size: Math.max(16, Math.ceil(u.place.bytes / 16) * 16),
+          usage: storageUsage(),
+        });
         this.owned.push(copy.snapshot);
       }
       this.updateCopies.push(copy);
@@ -388,13 +411,15 @@ export class Program {
     if (this.destroyed) throw new Error(`${this.label}: run() after destroy()`);
     checkAlive(device, `running ${this.label}`);
     const plan = this.plan;
-    for (const name of Object.keys(inputs)) if (!(name in plan.inputs)) throw new Error(`${this.label}: unknown input '${name}' (inputs: ${Object.keys(plan.inputs).join(', ') || 'none'})`);
+    for (const name of Object.keys(inputs))
+      if (!(name in plan.inputs)) throw new Error(`${this.label}: unknown input '${name}' (inputs: ${Object.keys(plan.inputs).join(', ') || 'none'})`);
     for (const [name, io] of Object.entries(plan.inputs)) {
       const data = inputs[name];
       if (data === undefined) throw new Error(`${this.label}: input '${name}' was not given`);
       checkHostTensor(`${this.label}: input '${name}'`, data, io.shape, io.dtype);
     }
-    for (const name of read) if (!(name in plan.outputs)) throw new Error(`${this.label}: unknown output '${name}' (outputs: ${Object.keys(plan.outputs).join(', ') || 'none'})`);
+    for (const name of read)
+      if (!(name in plan.outputs)) throw new Error(`${this.label}: unknown output '${name}' (outputs: ${Object.keys(plan.outputs).join(', ') || 'none'})`);
 
     const wanted = read.filter((name) => numel(plan.outputs[name].shape) > 0);
     const reading = wanted.length > 4 ? `${wanted.slice(0, 3).join(', ')} and ${wanted.length - 3} more` : wanted.join(', ');
@@ -424,10 +449,8 @@ export class Program {
         const io = plan.outputs[name];
         enc.copyBufferToBuffer(this.buffers[io.place.buffer], io.place.offset, this.stagingFor(name, io.place.bytes), 0, io.place.bytes);
       }
-      for (const u of this.updateCopies)
-        if (u.snapshot) enc.copyBufferToBuffer(this.buffers[u.src.buffer], u.src.offset, u.snapshot, 0, u.src.bytes);
-      for (const u of this.updateCopies)
-        enc.copyBufferToBuffer(u.snapshot ?? this.buffers[u.src.buffer], u.snapshot ? 0 : u.src.offset, u.dst, 0, u.src.bytes);
+      for (const u of this.updateCopies) if (u.snapshot) enc.copyBufferToBuffer(this.buffers[u.src.buffer], u.src.offset, u.snapshot, 0, u.src.bytes);
+      for (const u of this.updateCopies) enc.copyBufferToBuffer(u.snapshot ?? this.buffers[u.src.buffer], u.snapshot ? 0 : u.src.offset, u.dst, 0, u.src.bytes);
       for (const c of this.updateClears) enc.clearBuffer(c.buffer, 0, c.bytes);
       device.queue.submit([enc.finish()]);
     });
@@ -514,7 +537,11 @@ export class Program {
   private stagingFor(name: string, bytes: number): GPUBuffer {
     let s = this.staging.get(name);
     if (!s) {
-      s = this.dev.device.createBuffer({ label: `${this.label} read ${name}`, size: Math.max(16, Math.ceil(bytes / 16) * 16), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      s = this.dev.device.createBuffer({
+        label: `${this.label} read ${name}`,
+        size: Math.max(16, Math.ceil(bytes / 16) * 16),
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
       this.staging.set(name, s);
     }
     return s;

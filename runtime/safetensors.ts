@@ -37,9 +37,7 @@ export interface SafetensorsHeader {
 }
 
 /** A tensor as the runtime holds it: f32 or i32, row-major. */
-export type HostTensor =
-  | { dtype: 'f32'; shape: number[]; data: Float32Array }
-  | { dtype: 'i32'; shape: number[]; data: Int32Array };
+export type HostTensor = { dtype: 'f32'; shape: number[]; data: Float32Array } | { dtype: 'i32'; shape: number[]; data: Int32Array };
 
 export interface SafetensorsContents {
   tensors: Map<string, HostTensor>;
@@ -131,13 +129,17 @@ function checkCoverage(tensors: SafetensorsTensorInfo[], dataLength: number): vo
     const [begin, end] = cur.dataOffsets;
     if (begin < covered) {
       const prev = sorted[i - 1];
-      throw new SafetensorsError(`tensor ${quote(cur.name)} bytes [${begin}, ${end}) overlap tensor ${quote(prev.name)} bytes [${prev.dataOffsets.join(', ')})`);
+      throw new SafetensorsError(
+        `tensor ${quote(cur.name)} bytes [${begin}, ${end}) overlap tensor ${quote(prev.name)} bytes [${prev.dataOffsets.join(', ')})`,
+      );
     }
     if (begin > covered) throw new SafetensorsError(`bytes [${covered}, ${begin}) of the data section belong to no tensor (the next is ${quote(cur.name)})`);
     covered = end;
   }
   if (covered !== dataLength) {
-    throw new SafetensorsError(`the data section is ${dataLength} bytes but the tensors end at byte ${covered}: ${dataLength - covered} trailing bytes (corrupt file?)`);
+    throw new SafetensorsError(
+      `the data section is ${dataLength} bytes but the tensors end at byte ${covered}: ${dataLength - covered} trailing bytes (corrupt file?)`,
+    );
   }
 }
 
@@ -167,7 +169,8 @@ function scanHeader(text: string): void {
           return;
         }
         if (top.keys.has(key)) {
-          const where = stack.length === 1 ? 'the header' : stack.length === 2 && stack[0].key === '__metadata__' ? '"__metadata__"' : `tensor ${quote(stack[0].key)}`;
+          const where =
+            stack.length === 1 ? 'the header' : stack.length === 2 && stack[0].key === '__metadata__' ? '"__metadata__"' : `tensor ${quote(stack[0].key)}`;
           throw new SafetensorsError(stack.length === 1 ? `tensor ${quote(key)} appears twice in the header` : `${where}: key ${quote(key)} appears twice`);
         }
         top.keys.add(key);
@@ -177,7 +180,9 @@ function scanHeader(text: string): void {
       i = j;
     } else if (c === 0x7b || c === 0x5b) {
       if (stack.length === MAX_HEADER_DEPTH) {
-        throw new SafetensorsError(`header nests lists or objects deeper than ${MAX_HEADER_DEPTH} levels (at character ${i}${stack[0]?.key ? `, in ${quote(stack[0].key)}` : ''}); a header is {name: {dtype, shape, data_offsets}}`);
+        throw new SafetensorsError(
+          `header nests lists or objects deeper than ${MAX_HEADER_DEPTH} levels (at character ${i}${stack[0]?.key ? `, in ${quote(stack[0].key)}` : ''}); a header is {name: {dtype, shape, data_offsets}}`,
+        );
       }
       stack.push({ keys: c === 0x7b ? new Set() : null, key: '', expectKey: c === 0x7b });
     } else if (c === 0x7d || c === 0x5d) {
@@ -215,10 +220,7 @@ function validateEntry(name: string, entry: unknown, dataLength: number): Safete
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new SafetensorsError(`${what}: shape ${echo(shape)} is not a list of non-negative integers`);
   }
-  if (
-    !Array.isArray(offsets) || offsets.length !== 2 ||
-    !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
-  ) {
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
     throw new SafetensorsError(`${what}: data_offsets ${echo(offsets)} is not a pair of non-negative integers`);
   }
   const [begin, end] = offsets as [number, number];
@@ -283,9 +285,7 @@ export function decodeTensor(bytes: Uint8Array, dataStart: number, info: Safeten
         const hi = view.getInt32(8 * i + 4, true);
         // In int32 range exactly when hi is the sign extension of lo's top bit.
         if (hi !== (lo >= 0x80000000 ? -1 : 0)) {
-          throw new SafetensorsError(
-            `tensor "${info.name}": I64 value ${(BigInt(hi) << 32n) + BigInt(lo)} at element ${i} does not fit in int32`,
-          );
+          throw new SafetensorsError(`tensor "${info.name}": I64 value ${(BigInt(hi) << 32n) + BigInt(lo)} at element ${i} does not fit in int32`);
         }
         out[i] = lo | 0;
       }
@@ -306,10 +306,7 @@ export interface TensorToWrite {
 }
 
 /** Serialises tensors (in the given order) and string metadata to safetensors bytes. */
-export function writeSafetensors(
-  tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>,
-  metadata: Record<string, string> = {},
-): Uint8Array {
+export function writeSafetensors(tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = {}): Uint8Array {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   // No prototype: a tensor named "__proto__" must become a key, not the object's prototype.
   const header: Record<string, unknown> = Object.create(null);
@@ -354,10 +351,18 @@ export function writeSafetensors(
     const base = dataStart + begin;
     const n = t.data.length;
     switch (dtype) {
-      case 'F32': for (let i = 0; i < n; i++) view.setFloat32(base + 4 * i, t.data[i], true); break;
-      case 'F16': for (let i = 0; i < n; i++) view.setUint16(base + 2 * i, f32ToF16Bits(t.data[i]), true); break;
-      case 'BF16': for (let i = 0; i < n; i++) view.setUint16(base + 2 * i, f32ToBf16Bits(t.data[i]), true); break;
-      case 'I32': for (let i = 0; i < n; i++) view.setInt32(base + 4 * i, t.data[i], true); break;
+      case 'F32':
+        for (let i = 0; i < n; i++) view.setFloat32(base + 4 * i, t.data[i], true);
+        break;
+      case 'F16':
+        for (let i = 0; i < n; i++) view.setUint16(base + 2 * i, f32ToF16Bits(t.data[i]), true);
+        break;
+      case 'BF16':
+        for (let i = 0; i < n; i++) view.setUint16(base + 2 * i, f32ToBf16Bits(t.data[i]), true);
+        break;
+      case 'I32':
+        for (let i = 0; i < n; i++) view.setInt32(base + 4 * i, t.data[i], true);
+        break;
       case 'I64':
         for (let i = 0; i < n; i++) {
           view.setInt32(base + 8 * i, t.data[i], true);

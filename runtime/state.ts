@@ -79,7 +79,11 @@ export class StateStore {
     const bytes = numel(e.shape) * 4;
     if (bytes === 0) return e.dtype === 'i32' ? new Int32Array(0) : new Float32Array(0);
     const device = this.dev.device;
-    const staging = device.createBuffer({ label: `download ${name}`, size: Math.ceil(bytes / 4) * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = device.createBuffer({
+      label: `download ${name}`,
+      size: Math.ceil(bytes / 4) * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     const enc = device.createCommandEncoder();
     enc.copyBufferToBuffer(e.buffer, 0, staging, 0, bytes);
     device.queue.submit([enc.finish()]);
@@ -100,7 +104,6 @@ export class StateStore {
 /** Checks a host array against a tensor's declared type; `what` names it in the error. */
 export function checkHostTensor(what: string, data: unknown, shape: Shape, dtype: DType): asserts data is HostTensor {
   const want = dtype === 'i32' ? Int32Array : Float32Array;
-  if (!(data instanceof want))
-    throw new Error(`${what} must be a ${want.name} (${dtype}${shapeStr(shape)}), got ${data?.constructor?.name ?? typeof data}`);
+  if (!(data instanceof want)) throw new Error(`${what} must be a ${want.name} (${dtype}${shapeStr(shape)}), got ${data?.constructor?.name ?? typeof data}`);
   if (data.length !== numel(shape)) throw new Error(`${what} has ${data.length} values but its shape ${shapeStr(shape)} needs ${numel(shape)}`);
 }

@@ -104,7 +104,8 @@ function runtimeAsExternal(runtimeUrl: string): esbuild.Plugin {
 }
 
 /** Free Node globals that esbuild leaves alone and a browser does not define. */
-const NODE_GLOBAL_USE = /(?<![\w$.'"`])(process\.(?:env|argv|exit|cwd|platform|versions|stdout|stderr)|Buffer\.(?:from|alloc|concat|isBuffer)|__dirname|__filename|require\()/;
+const NODE_GLOBAL_USE =
+  /(?<![\w$.'"`])(process\.(?:env|argv|exit|cwd|platform|versions|stdout|stderr)|Buffer\.(?:from|alloc|concat|isBuffer)|__dirname|__filename|require\()/;
 
 /**
  * Fails when one of our own bundled sources uses a Node global (a bare
@@ -120,7 +121,10 @@ async function checkNoNodeGlobals(files: string[]): Promise<void> {
     const { code } = await esbuild.transform(await readFile(abs, 'utf8'), { loader: 'ts', legalComments: 'none' });
     const m = NODE_GLOBAL_USE.exec(code);
     if (m) {
-      const line = code.slice(code.lastIndexOf('\n', m.index) + 1).split('\n')[0].trim();
+      const line = code
+        .slice(code.lastIndexOf('\n', m.index) + 1)
+        .split('\n')[0]
+        .trim();
       throw new Error(`browser bundle failed: ${rel(abs)} uses the Node global '${m[1]}', which browsers do not define: ${line}`);
     }
   }

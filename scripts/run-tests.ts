@@ -83,7 +83,9 @@ for (const d of dirs) {
 
 // ---------------------------------------------------------------- output
 
-let passed = 0, failed = 0, skipped = 0;
+let passed = 0,
+  failed = 0,
+  skipped = 0;
 /** uvu's per-test marks ("• " passed, "✘ " failed) of the suite running now: its counts before it returns. */
 let marks = { passed: 0, failed: 0 };
 const write = process.stdout.write.bind(process.stdout);
@@ -132,7 +134,9 @@ function finish(code: number): void {
 
 function timedOut(reason: string): void {
   if (finishing) return;
-  const where = current.test ? `in ${current.test === 'before hook' || current.test === 'after hook' ? 'a ' + current.test : `test "${current.test}"`}` : 'while loading';
+  const where = current.test
+    ? `in ${current.test === 'before hook' || current.test === 'after hook' ? 'a ' + current.test : `test "${current.test}"`}`
+    : 'while loading';
   // The hung test counts as failed, with those of its suite that had finished.
   passed += marks.passed;
   failed += marks.failed + 1;
@@ -143,10 +147,7 @@ function timedOut(reason: string): void {
   finish(1);
 }
 
-setTimeout(
-  () => timedOut(`the whole run did not finish within ${runTimeoutS} s (LOVT_TEST_TIMEOUT)`),
-  runTimeoutS * 1000,
-);
+setTimeout(() => timedOut(`the whole run did not finish within ${runTimeoutS} s (LOVT_TEST_TIMEOUT)`), runTimeoutS * 1000);
 
 function startFile(file: string): void {
   clearTimeout(fileTimer);

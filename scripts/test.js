@@ -24,7 +24,9 @@ if (!(grace >= 0)) {
   console.error(`LOVT_TEST_KILL_GRACE must be a number of seconds >= 0, got '${process.env.LOVT_TEST_KILL_GRACE}'`);
   process.exit(2);
 }
-const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'run-tests.ts'), ...process.argv.slice(2)], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
+const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'run-tests.ts'), ...process.argv.slice(2)], {
+  stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+});
 
 /** The runner's last Progress (scripts/run-tests.ts). */
 let last = { file: '', test: '', deadline: 0, passed: 0, failed: 0, done: false };
@@ -37,7 +39,9 @@ child.on('message', (m) => {
 });
 
 function where() {
-  return last.file ? `in ${last.file}${last.test ? ` (${last.test.endsWith(' hook') ? 'in a ' + last.test : `test "${last.test}"`})` : ''}` : 'before the first test file';
+  return last.file
+    ? `in ${last.file}${last.test ? ` (${last.test.endsWith(' hook') ? 'in a ' + last.test : `test "${last.test}"`})` : ''}`
+    : 'before the first test file';
 }
 
 function kill() {

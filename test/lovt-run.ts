@@ -16,7 +16,10 @@ export interface RunResult {
 
 export function lovtRun(args: string[], timeoutMs = 120_000): RunResult {
   const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin/lovt-run.js'), ...args], { cwd: repoRoot, encoding: 'utf8', timeout: timeoutMs });
-  const stderr = (r.stderr ?? '').split('\n').filter((l) => l.trim() !== '' && !l.startsWith('Warning: ')).join('\n');
+  const stderr = (r.stderr ?? '')
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !l.startsWith('Warning: '))
+    .join('\n');
   return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr };
 }
 

@@ -83,13 +83,17 @@ export function convGeometry(graph: Graph, node: Node): ConvGeometry {
   }
   const ok = (n: number) => Number.isInteger(n) && n >= 1;
   if (![sh, sw, dh, dw, G].every(ok) || ![ph, pw].every((p) => Number.isInteger(p) && p >= 0))
-    throw new Error(`${describe(node)}: stride/dilation/groups must be positive integers and padding non-negative, got stride ${sh},${sw} padding ${ph},${pw} dilation ${dh},${dw} groups ${G}`);
+    throw new Error(
+      `${describe(node)}: stride/dilation/groups must be positive integers and padding non-negative, got stride ${sh},${sw} padding ${ph},${pw} dilation ${dh},${dw} groups ${G}`,
+    );
   if (C !== Cg * G || O % G !== 0)
     throw new Error(`${describe(node)}: ${C} input and ${O} output channels do not fit weight with ${Cg} channels per group and ${G} groups`);
   const eOH = Math.floor((H + 2 * ph - dh * (KH - 1) - 1) / sh) + 1;
   const eOW = Math.floor((W + 2 * pw - dw * (KW - 1) - 1) / sw) + 1;
   if (eOH !== OH || eOW !== OW)
-    throw new Error(`${describe(node)}: input ${H}x${W} with kernel ${KH}x${KW}, stride ${sh},${sw}, padding ${ph},${pw}, dilation ${dh},${dw} gives ${eOH}x${eOW}, not ${OH}x${OW}`);
+    throw new Error(
+      `${describe(node)}: input ${H}x${W} with kernel ${KH}x${KW}, stride ${sh},${sw}, padding ${ph},${pw}, dilation ${dh},${dw} gives ${eOH}x${eOW}, not ${OH}x${OW}`,
+    );
   const expectOut = node.op === 'conv2d' ? [N, O, OH, OW] : node.op === 'conv2d_grad_input' ? [N, C, H, W] : [O, Cg, KH, KW];
   if (shapeStr(expectOut) !== shapeStr(node.shape)) throw new Error(`${describe(node)}: output is ${shapeStr(node.shape)}, expected ${shapeStr(expectOut)}`);
   return { N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, G };
@@ -130,16 +134,36 @@ function sizes(g: ConvGeometry, p: ParamBlock) {
     byPhaseW: by('Wph', Math.ceil(g.W / g.sw)),
     bySh: by('sh', g.sh),
     bySw: by('sw', g.sw),
-    get C() { return p.get('C', g.C); },
-    get H() { return p.get('H', g.H); },
-    get W() { return p.get('W', g.W); },
-    get O() { return p.get('O', g.O); },
-    get OH() { return p.get('OH', g.OH); },
-    get OW() { return p.get('OW', g.OW); },
-    get Cg() { return p.get('Cg', Cg); },
-    get Og() { return p.get('Og', Og); },
-    get sh() { return p.get('sh', g.sh); },
-    get sw() { return p.get('sw', g.sw); },
+    get C() {
+      return p.get('C', g.C);
+    },
+    get H() {
+      return p.get('H', g.H);
+    },
+    get W() {
+      return p.get('W', g.W);
+    },
+    get O() {
+      return p.get('O', g.O);
+    },
+    get OH() {
+      return p.get('OH', g.OH);
+    },
+    get OW() {
+      return p.get('OW', g.OW);
+    },
+    get Cg() {
+      return p.get('Cg', Cg);
+    },
+    get Og() {
+      return p.get('Og', Og);
+    },
+    get sh() {
+      return p.get('sh', g.sh);
+    },
+    get sw() {
+      return p.get('sw', g.sw);
+    },
     /** `a` times a stride or dilation; unit ones (the common case) multiply nothing. */
     timesSh: (a: string) => (g.sh === 1 ? a : `${a} * ${p.get('sh', g.sh)}`),
     timesSw: (a: string) => (g.sw === 1 ? a : `${a} * ${p.get('sw', g.sw)}`),
@@ -181,7 +205,12 @@ function forwardSpec(graph: Graph, node: Node, g: ConvGeometry): GemmSpec {
   const pointwise = KK === 1 && g.sh === 1 && g.sw === 1 && g.ph === 0 && g.pw === 0;
   const bOp: GemmOperand = pointwise
     ? // 1x1, stride 1, no padding: x itself is the B matrix per image, contiguous along pixels.
-      { input: 'cv_x', fast: 'r', vec4: P % 4 === 0 ? 'r' : undefined, index: (b, col, k) => `(${z.byP.div(col)} * ${z.C} + ${groupChan(b, k)}) * ${Pe} + ${z.byP.mod(col)}` }
+      {
+        input: 'cv_x',
+        fast: 'r',
+        vec4: P % 4 === 0 ? 'r' : undefined,
+        index: (b, col, k) => `(${z.byP.div(col)} * ${z.C} + ${groupChan(b, k)}) * ${Pe} + ${z.byP.mod(col)}`,
+      }
     : { input: 'cv_x', fast: 'r', load: (b, col, k) => `cv_x_fwd(${b}, ${col}, ${k})` };
   const helpers = pointwise
     ? ''

@@ -139,7 +139,11 @@ export class ExprCompiler implements ExprContext {
   }
 
   private broadcast(ix: Index, inShape: Shape): Index {
-    return this.derive(ix, inShape, broadcastIndex(ix.shape, inShape, ix.name, (a) => this.coord(ix, a)));
+    return this.derive(
+      ix,
+      inShape,
+      broadcastIndex(ix.shape, inShape, ix.name, (a) => this.coord(ix, a)),
+    );
   }
 
   /** Input `k` of `node` read at `ix` under numpy broadcasting. */
@@ -152,8 +156,7 @@ export class ExprCompiler implements ExprContext {
   value(id: number, ix: Index): string {
     const node = this.graph.nodes[id];
     if (this.substitute && this.substitute.node === id) {
-      if (ix.name !== this.substitute.index)
-        throw new Error(`internal: epilogue input %${id} read at a remapped index ${ix.name}`);
+      if (ix.name !== this.substitute.index) throw new Error(`internal: epilogue input %${id} read at a remapped index ${ix.name}`);
       return this.substitute.expr;
     }
     const key = `${id}@${ix.name}`;
@@ -168,7 +171,8 @@ export class ExprCompiler implements ExprContext {
     const b = this.builder;
     const lanes = this.lanes;
     // An aliased tensor is overwritten in place at the root index: reading it anywhere else would race.
-    if (b.isAliased(node.id) && ix.name !== (lanes?.index ?? 'i')) throw new Error(`internal: in-place tensor %${node.id} read at index ${ix.name}, not the written element`);
+    if (b.isAliased(node.id) && ix.name !== (lanes?.index ?? 'i'))
+      throw new Error(`internal: in-place tensor %${node.id} read at index ${ix.name}, not the written element`);
     const binding = b.read(node.id, node.dtype);
     if (lanes && ix.name === lanes.index) {
       lanes.laneReads.add(node.id);
@@ -259,7 +263,8 @@ export function renderConcatSlabs(graph: Graph, root: number, inline: Set<number
   let loads = new Set<number>();
   for (const x of node.inputs) {
     const mine = loadedTensors(graph, x, members);
-    if (mine.size + 1 > maxBindings) throw new Error(`concat input %${x} (node %${root}) alone needs ${mine.size + 1} storage buffers; the device allows ${maxBindings}`);
+    if (mine.size + 1 > maxBindings)
+      throw new Error(`concat input %${x} (node %${root}) alone needs ${mine.size + 1} storage buffers; the device allows ${maxBindings}`);
     const joined = new Set([...loads, ...mine]);
     if (run.length && joined.size + 1 > maxBindings) {
       runs.push(run);

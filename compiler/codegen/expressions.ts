@@ -105,21 +105,36 @@ const TABLE = {
     },
   },
 
-  neg: unary((x) => `-${x}`, (x) => `-${x}`),
+  neg: unary(
+    (x) => `-${x}`,
+    (x) => `-${x}`,
+  ),
   exp: unary((x) => `exp(${x})`),
   log: unary((x) => `log(${x})`),
   sqrt: unary((x) => `sqrt(${x})`),
   rsqrt: unary((x) => `inverseSqrt(${x})`),
-  abs: unary((x) => `abs(${x})`, (x) => `abs(${x})`),
+  abs: unary(
+    (x) => `abs(${x})`,
+    (x) => `abs(${x})`,
+  ),
   // NaN propagates (PyTorch): WGSL's max(NaN, x) may give x.
-  relu: unary((x, b) => (b.use('lovt_max'), `lovt_max(${x}, 0.0)`), (x) => `max(${x}, 0i)`),
+  relu: unary(
+    (x, b) => (b.use('lovt_max'), `lovt_max(${x}, 0.0)`),
+    (x) => `max(${x}, 0i)`,
+  ),
   sigmoid: unary((x, b) => (b.use('lovt_sigmoid'), `lovt_sigmoid(${x})`)),
   tanh: unary((x, b) => (b.use('lovt_tanh'), `lovt_tanh(${x})`)),
   erf: unary((x, b) => (b.use('lovt_erf'), `lovt_erf(${x})`)),
   gelu: unary((x, b) => (b.use('lovt_erf'), `(0.5 * ${x} * (1.0 + lovt_erf(${x} * 0.70710678118654752)))`)),
   recip: unary((x) => `(1.0 / ${x})`),
-  square: unary((x) => `(${x} * ${x})`, (x) => `(${x} * ${x})`),
-  sign: unary((x) => `sign(${x})`, (x) => `sign(${x})`),
+  square: unary(
+    (x) => `(${x} * ${x})`,
+    (x) => `(${x} * ${x})`,
+  ),
+  sign: unary(
+    (x) => `sign(${x})`,
+    (x) => `sign(${x})`,
+  ),
   isfinite: unary((x, b) => (b.use('lovt_isfinite'), `select(0.0, 1.0, lovt_isfinite(${x}))`)),
   stop_gradient: sameData,
   cast: {
@@ -159,7 +174,14 @@ const TABLE = {
       const expNode = c.graph.nodes[node.inputs[1]];
       if (node.dtype === 'f32' && expNode.op === 'full') {
         const y = expNode.attrs.value;
-        const special: Record<number, string> = { 1: a, 2: `(${a} * ${a})`, 3: `(${a} * ${a} * ${a})`, 0.5: `sqrt(${a})`, [-1]: `(1.0 / ${a})`, [-0.5]: `inverseSqrt(${a})` };
+        const special: Record<number, string> = {
+          1: a,
+          2: `(${a} * ${a})`,
+          3: `(${a} * ${a} * ${a})`,
+          0.5: `sqrt(${a})`,
+          [-1]: `(1.0 / ${a})`,
+          [-0.5]: `inverseSqrt(${a})`,
+        };
         if (y in special) return c.bind(special[y]);
       }
       const e = c.input(node, ix, 1);
@@ -221,7 +243,11 @@ const TABLE = {
       const out = c.fresh('v');
       c.emit(`var ${out}: ${wgslType(node.dtype)};`);
       const k0 = c.coord(ix, axis);
-      const branches = concatBranches(axis, node.inputs.map((i) => g.nodes[i].shape), (a) => c.coord(ix, a));
+      const branches = concatBranches(
+        axis,
+        node.inputs.map((i) => g.nodes[i].shape),
+        (a) => c.coord(ix, a),
+      );
       // One if / else-if chain over the output coordinate along the axis.
       branches.forEach((br, k) => {
         const src = g.nodes[node.inputs[k]];

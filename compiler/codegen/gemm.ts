@@ -324,9 +324,13 @@ export function renderPartialSum(op: string, partials: number, parts: number, nu
   const outBinding = 1 + (epilogue?.extra.length ?? 0);
   const workgroups = foldWorkgroups(cdiv(numel, WG), opts.maxWorkgroupsPerDim);
   const wgsl = `@group(0) @binding(0) var<storage, read> lv_parts: array<f32>;
-${ep ? `${ep.decls}
+${
+  ep
+    ? `${ep.decls}
 ${ep.code}
-` : ''}@group(0) @binding(${outBinding}) var<storage, read_write> lv_out: array<f32>;
+`
+    : ''
+}@group(0) @binding(${outBinding}) var<storage, read_write> lv_out: array<f32>;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -489,8 +493,7 @@ function assemble(spec: GemmSpec, head: string, body: string, paramsBinding: num
 function renderTiled(spec: GemmSpec, tile: Extract<TileConfig, { template: 'tiled' }>, opts: ContractionOptions): Kernel {
   const { batch, a, b } = spec;
   const { tm: TM, tn: TN, tk: TK } = tile;
-  if (TM % 4 || TN % 4 || TK < 1)
-    throw new Error(`${spec.op}: tiled template cannot use tile ${TM}x${TN}x${TK}`);
+  if (TM % 4 || TN % 4 || TK < 1) throw new Error(`${spec.op}: tiled template cannot use tile ${TM}x${TN}x${TK}`);
   const P = spec.params;
   const { M, N, K, less } = dims(spec);
   const threads = (TM / 4) * (TN / 4);
@@ -594,13 +597,15 @@ function loadModes(spec: GemmSpec, rowsPerLane: number, kStep: 1 | 4): { aMode: 
   const { a, b } = spec;
   const ragged = spec.K % 4 !== 0;
   const vec4Ok = (op: GemmOperand) => !!op.index && !op.valid && spec.inputs.find((i) => i.name === op.input)!.numel % 4 === 0;
-  const aMode = kStep === 1 ? 'scalar'
-    : a.vec4 === 'k' && vec4Ok(a) && !ragged ? 'vecK'
-    : a.vec4 === 'r' && vec4Ok(a) && rowsPerLane === 4 && spec.M % 4 === 0 ? 'vecR'
-    : 'scalar';
-  const bMode = b.vec4 === 'r' && vec4Ok(b) && spec.N % 4 === 0 ? 'vecR'
-    : kStep === 4 && b.vec4 === 'k' && vec4Ok(b) && !ragged ? 'vecK'
-    : 'scalar';
+  const aMode =
+    kStep === 1
+      ? 'scalar'
+      : a.vec4 === 'k' && vec4Ok(a) && !ragged
+        ? 'vecK'
+        : a.vec4 === 'r' && vec4Ok(a) && rowsPerLane === 4 && spec.M % 4 === 0
+          ? 'vecR'
+          : 'scalar';
+  const bMode = b.vec4 === 'r' && vec4Ok(b) && spec.N % 4 === 0 ? 'vecR' : kStep === 4 && b.vec4 === 'k' && vec4Ok(b) && !ragged ? 'vecK' : 'scalar';
   return { aMode, bMode };
 }
 
@@ -610,7 +615,8 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
   const RB = tile.rowsPerLane;
   const CG = tile.colGroups;
   const G = tile.subgroupsPerWorkgroup;
-  if (!(S >= 1 && (S & (S - 1)) === 0) || RB < 1 || CG < 1 || G < 1 || (tile.kStep !== undefined && tile.kStep !== 1 && tile.kStep !== 4)) throw new Error(`${spec.op}: bad subgroup tile ${JSON.stringify(tile)}`);
+  if (!(S >= 1 && (S & (S - 1)) === 0) || RB < 1 || CG < 1 || G < 1 || (tile.kStep !== undefined && tile.kStep !== 1 && tile.kStep !== 4))
+    throw new Error(`${spec.op}: bad subgroup tile ${JSON.stringify(tile)}`);
   const P = spec.params;
   const { M, N, K, less } = dims(spec);
   const RM = S * RB; // rows per subgroup tile
@@ -672,7 +678,9 @@ function renderSubgroup(spec: GemmSpec, tile: Extract<TileConfig, { template: 's
     for (let i = 0; i < RM; i++) {
       L.push(`{ let lv_x = subgroupBroadcast(lv_a${i % RB}, ${u(Math.floor(i / RB))});`);
       for (let c = 0; c < CG; c++)
-        L.push(`  lv_acc${i}_${c} = fma(vec4<f32>(lv_x.x), lv_b${c}_0, fma(vec4<f32>(lv_x.y), lv_b${c}_1, fma(vec4<f32>(lv_x.z), lv_b${c}_2, fma(vec4<f32>(lv_x.w), lv_b${c}_3, lv_acc${i}_${c}))));`);
+        L.push(
+          `  lv_acc${i}_${c} = fma(vec4<f32>(lv_x.x), lv_b${c}_0, fma(vec4<f32>(lv_x.y), lv_b${c}_1, fma(vec4<f32>(lv_x.z), lv_b${c}_2, fma(vec4<f32>(lv_x.w), lv_b${c}_3, lv_acc${i}_${c}))));`,
+        );
       L.push('}');
     }
     return L.map((l) => '    ' + l).join('\n');

@@ -28,9 +28,9 @@ export function matmulDims(graph: Graph, node: Node): MatmulDims {
   if (node.op !== 'matmul') throw new Error(`renderMatmul got a '${node.op}' node (%${node.id})`);
   if (node.inputs.length !== 2) throw new Error(`${describe(node)} takes 2 inputs, got ${node.inputs.length}`);
   const [x, y] = node.inputs.map((i) => graph.nodes[i]);
-  for (const t of [x, y, node])
-    if (t.dtype !== 'f32') throw new Error(`${describe(node)}: only f32 is supported, %${t.id} is ${t.dtype}`);
-  if (x.shape.length < 2 || y.shape.length < 2) throw new Error(`${describe(node)} needs rank >= 2 operands, got ${shapeStr(x.shape)} and ${shapeStr(y.shape)}`);
+  for (const t of [x, y, node]) if (t.dtype !== 'f32') throw new Error(`${describe(node)}: only f32 is supported, %${t.id} is ${t.dtype}`);
+  if (x.shape.length < 2 || y.shape.length < 2)
+    throw new Error(`${describe(node)} needs rank >= 2 operands, got ${shapeStr(x.shape)} and ${shapeStr(y.shape)}`);
   const transA = !!node.attrs.transA;
   const transB = !!node.attrs.transB;
   const xr = x.shape.length;

@@ -21,15 +21,32 @@ function elementKernel(name: string, node: Node, b: KernelBuilder, opts: RenderO
   const write = node.dtype === 'f32' ? applyEpilogue(opts.epilogue, 'v', 'i') : 'v';
   const { main, workgroups } = perElement(count, opts.maxWorkgroupsPerDim, `${body}\n  ${out}[i] = ${write};`);
   const { decls, bindings } = b.finish(opts.epilogue);
-  return { name: kernelName(name, node.shape), wgsl: `${decls}\n${preamble}\n${main}\n`, entryPoint: 'main', bindings, workgroups, flops: count * flopsPerElement };
+  return {
+    name: kernelName(name, node.shape),
+    wgsl: `${decls}\n${preamble}\n${main}\n`,
+    entryPoint: 'main',
+    bindings,
+    workgroups,
+    flops: count * flopsPerElement,
+  };
 }
 
 // ---------------------------------------------------------------------------
 // Pooling
 
 interface Pool {
-  N: number; C: number; H: number; W: number; OH: number; OW: number;
-  kh: number; kw: number; sh: number; sw: number; ph: number; pw: number;
+  N: number;
+  C: number;
+  H: number;
+  W: number;
+  OH: number;
+  OW: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
 }
 
 function poolOf(node: NodeOf<'max_pool2d' | 'avg_pool2d' | 'max_pool2d_grad' | 'avg_pool2d_grad'>, x: number[], y: number[]): Pool {
@@ -75,8 +92,11 @@ function windowArgmax(p: Pool, x: string, b: KernelBuilder): string {
   b.use('lovt_isnan');
   return `var best = 0.0;
     var arg = -1i;
-    ${windowTaps(p, `let xv = ${x}[xi];
-        if (arg < 0i || ${beats('xv', 'best')}) { best = xv; arg = xi; }`)}`;
+    ${windowTaps(
+      p,
+      `let xv = ${x}[xi];
+        if (arg < 0i || ${beats('xv', 'best')}) { best = xv; arg = xi; }`,
+    )}`;
 }
 
 function renderMaxPool(graph: Graph, node: NodeOf<'max_pool2d'>, opts: RenderOptions): Kernel {
@@ -144,9 +164,13 @@ function renderMaxPoolGrad(graph: Graph, node: NodeOf<'max_pool2d_grad'>, opts: 
   const ab = new KernelBuilder();
   const xs = ab.read(x.id, 'f32');
   const out = ab.write(argmax, 'i32');
-  const argMain = perElement(windows, opts.maxWorkgroupsPerDim, `${windowOrigin(p)}
+  const argMain = perElement(
+    windows,
+    opts.maxWorkgroupsPerDim,
+    `${windowOrigin(p)}
   ${windowArgmax(p, xs, ab)}
-  ${out}[i] = arg;`);
+  ${out}[i] = arg;`,
+  );
   const argFinished = ab.finish();
   const argKernel: Kernel = {
     name: kernelName('max_pool2d_argmax', dy.shape),
@@ -201,7 +225,7 @@ function invertTaps(t: ReturnType<typeof upsampleAxis>, inSize: number): { start
     // Merge the two taps of one output that land on the same input (edges): one weight per (input, output).
     const merged = new Map<number, number>();
     for (const [d, w] of l) merged.set(d, (merged.get(d) ?? 0) + w);
-    for (const d of [...merged.keys()].sort((a, b) => a - b)) out.push(d), weight.push(merged.get(d)!);
+    for (const d of [...merged.keys()].sort((a, b) => a - b)) (out.push(d), weight.push(merged.get(d)!));
     start.push(out.length);
   }
   return { start, out, weight };
@@ -216,7 +240,14 @@ function renderUpsample(graph: Graph, node: NodeOf<'upsample2d'>, opts: RenderOp
   const tx = upsampleAxis(W, OW, mode, !!alignCorners);
   const b = new KernelBuilder();
   const xs = b.read(x.id, 'f32');
-  const tables = [table('ty0', 'u32', ty.i0), table('ty1', 'u32', ty.i1), table('tyw', 'f32', ty.w1), table('tx0', 'u32', tx.i0), table('tx1', 'u32', tx.i1), table('txw', 'f32', tx.w1)].join('\n');
+  const tables = [
+    table('ty0', 'u32', ty.i0),
+    table('ty1', 'u32', ty.i1),
+    table('tyw', 'f32', ty.w1),
+    table('tx0', 'u32', tx.i0),
+    table('tx1', 'u32', tx.i1),
+    table('txw', 'f32', tx.w1),
+  ].join('\n');
   const body = `  let ow = i % ${OW}u;
   let oh = (i / ${OW}u) % ${OH}u;
   let base = (i / ${OW * OH}u) * ${H * W}u;
@@ -240,8 +271,12 @@ function renderUpsampleGrad(graph: Graph, node: NodeOf<'upsample2d_grad'>, opts:
   const b = new KernelBuilder();
   const dys = b.read(dy.id, 'f32');
   const tables = [
-    table('gy_start', 'u32', gy.start), table('gy_out', 'u32', gy.out), table('gy_w', 'f32', gy.weight),
-    table('gx_start', 'u32', gx.start), table('gx_out', 'u32', gx.out), table('gx_w', 'f32', gx.weight),
+    table('gy_start', 'u32', gy.start),
+    table('gy_out', 'u32', gy.out),
+    table('gy_w', 'f32', gy.weight),
+    table('gx_start', 'u32', gx.start),
+    table('gx_out', 'u32', gx.out),
+    table('gx_w', 'f32', gx.weight),
   ].join('\n');
   const body = `  let iw = i % ${W}u;
   let ih = (i / ${W}u) % ${H}u;

@@ -118,9 +118,16 @@ function accumulatorOf(op: string, dtype: DType): Accumulator {
   if (op === 'sum') return { type, init: zeroOf(dtype), step: (a, x) => `${a} + ${x}`, merge: (a, b) => `${a} + ${b}`, subgroup: (a) => `subgroupAdd(${a})` };
   if (op === 'max' && dtype === 'f32') {
     // NaN propagates (PyTorch's amax); WGSL's max and subgroupMax may drop it.
-    return { type, init: lowestOf(dtype), step: (a, x) => `lovt_max(${a}, ${x})`, merge: (a, b) => `lovt_max(${a}, ${b})`, subgroup: (a) => `lovt_max_subgroup(${a})` };
+    return {
+      type,
+      init: lowestOf(dtype),
+      step: (a, x) => `lovt_max(${a}, ${x})`,
+      merge: (a, b) => `lovt_max(${a}, ${b})`,
+      subgroup: (a) => `lovt_max_subgroup(${a})`,
+    };
   }
-  if (op === 'max') return { type, init: lowestOf(dtype), step: (a, x) => `max(${a}, ${x})`, merge: (a, b) => `max(${a}, ${b})`, subgroup: (a) => `subgroupMax(${a})` };
+  if (op === 'max')
+    return { type, init: lowestOf(dtype), step: (a, x) => `max(${a}, ${x})`, merge: (a, b) => `max(${a}, ${b})`, subgroup: (a) => `subgroupMax(${a})` };
   // logsumexp / softmax / log_softmax: (running max, sum of exp(x - max)) in one pass ("online softmax").
   return {
     type: 'vec2<f32>',
@@ -152,7 +159,9 @@ function rowReduce(kind: RowKernel, wg: number, length: string, acc: Accumulator
   if (kind === 'subgroup') {
     const combined = `${head}  let result = ${acc.subgroup('part')};
 `;
-    return broadcast ? `${combined}${finish}` : `${combined}  if (lid == 0u) {
+    return broadcast
+      ? `${combined}${finish}`
+      : `${combined}  if (lid == 0u) {
   ${finish.trim()}
   }`;
   }
@@ -166,7 +175,8 @@ ${finish}`;
   const shared = `${head}  red_part[lid] = part;
   workgroupBarrier();
 `;
-  if (!broadcast) return `${shared}  if (lid == 0u) {
+  if (!broadcast)
+    return `${shared}  if (lid == 0u) {
     ${merged}
     let result = merged;
   ${finish.trim()}
@@ -199,7 +209,10 @@ export function renderReduce(graph: Graph, node: ReduceNode, opts: RenderOptions
   // that length, so one pipeline serves every size (e.g. the training programs' NaN counts, one
   // per parameter).
   let length = `${g.length}u`;
-  const whole = g.rows === 1 && g.contiguous && !shapeDependent ? builder.readTensors().find((t) => t < graph.nodes.length && numel(graph.nodes[t].shape) === g.length) : undefined;
+  const whole =
+    g.rows === 1 && g.contiguous && !shapeDependent
+      ? builder.readTensors().find((t) => t < graph.nodes.length && numel(graph.nodes[t].shape) === g.length)
+      : undefined;
   if (whole !== undefined) length = `arrayLength(&${builder.read(whole, graph.nodes[whole].dtype)})`;
   const outName = builder.write(node.id, node.dtype);
   if (epi instanceof FusedEpilogue) epi.bindOutput(outName); // an in-place epilogue reads the old value there
@@ -230,11 +243,19 @@ export function renderReduce(graph: Graph, node: ReduceNode, opts: RenderOptions
       node.op === 'softmax'
         ? ['let inv = 1.0 / result.y;', `exp(${load('r')} - result.x) * inv`]
         : ['let log_s = log(result.y);', `(${load('r')} - result.x) - log_s`]; // (x - m) - ln s, as the reference
-    body = rowReduce(kind, wg, length, acc, load, `  ${rowLet}
+    body = rowReduce(
+      kind,
+      wg,
+      length,
+      acc,
+      load,
+      `  ${rowLet}
   for (var r = ${start}; r < ${length}; r += ${step}) {
     let j = base + ${offsetExpr(g, 'r')};
     ${outName}[j] = ${applyEpilogue(epi, value, 'j')};
-  }`, true);
+  }`,
+      true,
+    );
   }
   const count = tree ? g.rows : Math.ceil(g.rows / wg);
   const { workgroups, flatId } = flatGrid(count, opts.maxWorkgroupsPerDim);
@@ -254,7 +275,9 @@ function writeValue(epi: RenderOptions['epilogue'], v: string, index: string, dt
   return applyEpilogue(epi, v, index);
 }
 
-const reduceKernel = { kernel: (graph: Graph, node: ReduceNode, opts: { inline: Set<number> } & RenderOptions) => renderReduce(graph, node, opts, opts.inline) };
+const reduceKernel = {
+  kernel: (graph: Graph, node: ReduceNode, opts: { inline: Set<number> } & RenderOptions) => renderReduce(graph, node, opts, opts.inline),
+};
 
 /** The renderer-table entries of the reductions. */
 export const REDUCE_KERNELS = {

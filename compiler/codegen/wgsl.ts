@@ -179,7 +179,10 @@ export class KernelBuilder {
   private vectors = new Set<number>();
   private helpers = new Set<string>();
 
-  constructor(private prefix = '', private firstBinding = 0) {}
+  constructor(
+    private prefix = '',
+    private firstBinding = 0,
+  ) {}
 
   /** The variable name of a read-only binding of `tensor` (deduplicated), or the variable it is aliased to. */
   read(tensor: number, dtype: DType): string {
@@ -252,8 +255,7 @@ export class KernelBuilder {
     const lines: string[] = [];
     let b = this.firstBinding;
     const elem = (tensor: number, dtype: DType) => (this.vectors.has(tensor) ? `vec4<${wgslType(dtype)}>` : wgslType(dtype));
-    for (const [tensor, { name, dtype }] of this.reads)
-      lines.push(`@group(0) @binding(${b++}) var<storage, read> ${name}: array<${elem(tensor, dtype)}>;`);
+    for (const [tensor, { name, dtype }] of this.reads) lines.push(`@group(0) @binding(${b++}) var<storage, read> ${name}: array<${elem(tensor, dtype)}>;`);
     const epilogueHelpers = new Set<string>((epilogue as { helpers?: string[] } | undefined)?.helpers ?? []);
     if (epilogue) {
       const { decls, code } = epilogue.render(b);
@@ -293,11 +295,20 @@ ${body}
  * `bound` replaces the baked count in the range check (a WGSL u32 expression
  * such as `arrayLength(&out0)`, for kernels that serve any size).
  */
-export function perElement(count: number, maxPerDim: number, body: string, workgroupSize = 256, bound = `${count}u`): { main: string; workgroups: [number, number, number] } {
+export function perElement(
+  count: number,
+  maxPerDim: number,
+  body: string,
+  workgroupSize = 256,
+  bound = `${count}u`,
+): { main: string; workgroups: [number, number, number] } {
   const { workgroups, flatId } = flatGrid(Math.ceil(count / workgroupSize), maxPerDim);
-  const main = entry(workgroupSize, `  let i = ${flatId} * ${workgroupSize}u + lid;
+  const main = entry(
+    workgroupSize,
+    `  let i = ${flatId} * ${workgroupSize}u + lid;
   if (i >= ${bound}) { return; }
-${body}`);
+${body}`,
+  );
   return { main, workgroups };
 }
 
@@ -310,4 +321,3 @@ export function kernelName(op: string, shape: number[]): string {
 export function applyEpilogue(epilogue: Epilogue | undefined, value: string, index: string): string {
   return epilogue ? `epilogue(${value}, ${index})` : value;
 }
-

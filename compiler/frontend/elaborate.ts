@@ -14,8 +14,31 @@ import { ShapeError } from '../ops/index.ts';
 import { CompileError, type DiagExtras, type Diagnostic, FatalError, MAX_ERRORS, didYouMean, formatLoc, makeDiagnostic } from './diagnostics.ts';
 import { type Binding, Scope } from './scope.ts';
 import {
-  type Instance, type TensorValue, type Value, NONE, POISON, bool, describe, dtypeShape, expectBool, expectEnum, expectFloat, expectFloatList,
-  expectInt, expectIntList, expectString, float, int, isNumber, kindName, list, originNote, sizeOf, str, tuple, valuesEqual,
+  type Instance,
+  type TensorValue,
+  type Value,
+  NONE,
+  POISON,
+  bool,
+  describe,
+  dtypeShape,
+  expectBool,
+  expectEnum,
+  expectFloat,
+  expectFloatList,
+  expectInt,
+  expectIntList,
+  expectString,
+  float,
+  int,
+  isNumber,
+  kindName,
+  list,
+  originNote,
+  sizeOf,
+  str,
+  tuple,
+  valuesEqual,
 } from './values.ts';
 
 export const LIMITS = {
@@ -62,9 +85,7 @@ interface Frame {
   range: Range;
 }
 
-type Ctx =
-  | { level: 'block' | 'model'; scope: Scope; inst: Instance }
-  | { level: 'fn'; scope: Scope; inst?: Instance; fnLabel: string };
+type Ctx = { level: 'block' | 'model'; scope: Scope; inst: Instance } | { level: 'fn'; scope: Scope; inst?: Instance; fnLabel: string };
 
 interface Returned {
   value: Value;
@@ -156,7 +177,9 @@ export class Elaborator {
 
   private tick() {
     if (++this.steps > LIMITS.maxSteps)
-      throw new FatalError(this.currentStmt, `elaboration takes more than ${LIMITS.maxSteps} steps; the program is too large`, { hint: 'look for loops or recursion with very large bounds' });
+      throw new FatalError(this.currentStmt, `elaboration takes more than ${LIMITS.maxSteps} steps; the program is too large`, {
+        hint: 'look for loops or recursion with very large bounds',
+      });
   }
 
   // -------------------------------------------------------------- emitting
@@ -166,11 +189,24 @@ export class Elaborator {
   }
 
   /** Emits one op through GraphBuilder; shape/dtype rule violations become located errors. */
-  emit<P extends OpName>(op: P, ins: TensorValue[], attrs: OpAttrs[P], range: Range, label: string, what?: string, leaf?: { shape: Shape; dtype: DType }): TensorValue {
+  emit<P extends OpName>(
+    op: P,
+    ins: TensorValue[],
+    attrs: OpAttrs[P],
+    range: Range,
+    label: string,
+    what?: string,
+    leaf?: { shape: Shape; dtype: DType },
+  ): TensorValue {
     if (this.b.graph.nodes.length >= LIMITS.maxNodes) throw new FatalError(range, `the graph has more than ${LIMITS.maxNodes} nodes`);
     let id: number;
     try {
-      id = this.b.emit<OpName>(op, ins.map((t) => t.id), attrs, { loc: this.loc(range), shape: leaf?.shape, dtype: leaf?.dtype });
+      id = this.b.emit<OpName>(
+        op,
+        ins.map((t) => t.id),
+        attrs,
+        { loc: this.loc(range), shape: leaf?.shape, dtype: leaf?.dtype },
+      );
     } catch (e) {
       if (!(e instanceof ShapeError)) throw e;
       const dtypes = new Set(ins.map((t) => t.dtype));
@@ -189,14 +225,17 @@ export class Elaborator {
   }
 
   checkShape(shape: Shape, range: Range, label: string): void {
-    for (const d of shape) if (!(d >= 1)) this.error(range, `${label} produces an empty or invalid shape [${shape.join(', ')}]`, { hint: 'every dimension must be at least 1' });
+    for (const d of shape)
+      if (!(d >= 1)) this.error(range, `${label} produces an empty or invalid shape [${shape.join(', ')}]`, { hint: 'every dimension must be at least 1' });
     const n = numel(shape);
-    if (n > LIMITS.maxElements) this.error(range, `${label} produces a tensor of ${n} elements ([${shape.join(', ')}]), more than the limit ${LIMITS.maxElements}`);
+    if (n > LIMITS.maxElements)
+      this.error(range, `${label} produces a tensor of ${n} elements ([${shape.join(', ')}]), more than the limit ${LIMITS.maxElements}`);
   }
 
   /** A compile-time number as a scalar constant of the given dtype. */
   constant(v: number, dtype: DType, range: Range): TensorValue {
-    if (dtype === 'i32' && !Number.isInteger(v)) this.error(range, `${v} is not an integer and cannot be combined with an i32 tensor`, { hint: 'cast the tensor to f32 first' });
+    if (dtype === 'i32' && !Number.isInteger(v))
+      this.error(range, `${v} is not an integer and cannot be combined with an i32 tensor`, { hint: 'cast the tensor to f32 first' });
     return this.emit('full', [], { value: v }, range, 'constant', String(v), { shape: [], dtype });
   }
 
@@ -222,7 +261,8 @@ export class Elaborator {
     switch (e.kind) {
       case 'Num':
         // 1e999 reads as Infinity: a learning rate or temperature of Infinity would make training undefined.
-        if (!Number.isFinite(e.value)) this.error(e.range, `number out of range: it reads as ${e.value}`, { hint: 'a number must be finite (at most about 1.8e308)' });
+        if (!Number.isFinite(e.value))
+          this.error(e.range, `number out of range: it reads as ${e.value}`, { hint: 'a number must be finite (at most about 1.8e308)' });
         return e.isInt ? int(e.value) : float(e.value);
       case 'Str':
         return str(e.value);
@@ -243,9 +283,7 @@ export class Elaborator {
       case 'Cond': {
         const c = this.eval(e.cond, scope);
         if (c.k === 'poison') return POISON;
-        return expectBool(c, e.cond.range, 'the condition of if ... then ... else')
-          ? this.eval(e.then, scope, target)
-          : this.eval(e.else, scope, target);
+        return expectBool(c, e.cond.range, 'the condition of if ... then ... else') ? this.eval(e.then, scope, target) : this.eval(e.else, scope, target);
       }
       case 'Call':
         return this.evalCall(e, scope, target);
@@ -314,7 +352,8 @@ export class Elaborator {
     const memberOf = (side: Expr, other: Value): Value | undefined => {
       if (side.kind !== 'Ident' || other.k !== 'enum') return undefined;
       if (other.members.includes(side.name)) return { k: 'enum', v: side.name, members: other.members };
-      if (!scope.lookup(side.name)) this.error(side.range, `'${side.name}' is not a member of enum(${other.members.join(', ')})`, didYouMean(side.name, other.members));
+      if (!scope.lookup(side.name))
+        this.error(side.range, `'${side.name}' is not a member of enum(${other.members.join(', ')})`, didYouMean(side.name, other.members));
       return undefined;
     };
     if (left.kind === 'Ident' && !scope.lookup(left.name)) {
@@ -341,7 +380,8 @@ export class Elaborator {
       return list([...l.items, ...r.items]);
     }
     if (op === '*' && l.k === 'list' && r.k === 'int') {
-      if (r.v < 0 || sizeOf(l) * r.v > LIMITS.maxListLength) this.error(range, `list repetition gives ${sizeOf(l) * r.v} values (allowed 0..${LIMITS.maxListLength})`);
+      if (r.v < 0 || sizeOf(l) * r.v > LIMITS.maxListLength)
+        this.error(range, `list repetition gives ${sizeOf(l) * r.v} values (allowed 0..${LIMITS.maxListLength})`);
       const out: Value[] = [];
       for (let i = 0; i < r.v; i++) out.push(...l.items);
       return list(out);
@@ -394,7 +434,17 @@ export class Elaborator {
   }
 
   private static readonly TENSOR_OPS: Record<string, Binary | Compare> = {
-    '+': 'add', '-': 'sub', '*': 'mul', '/': 'div', '**': 'pow', '==': 'eq', '!=': 'ne', '<': 'lt', '<=': 'le', '>': 'gt', '>=': 'ge',
+    '+': 'add',
+    '-': 'sub',
+    '*': 'mul',
+    '/': 'div',
+    '**': 'pow',
+    '==': 'eq',
+    '!=': 'ne',
+    '<': 'lt',
+    '<=': 'le',
+    '>': 'gt',
+    '>=': 'ge',
   };
 
   private tensorBinary(op: string, l: Value, r: Value, range: Range, opRange: Range, lRange: Range, rRange: Range): Value {
@@ -449,7 +499,8 @@ export class Elaborator {
       if (!inst) this.error(e.index.range, `${o.name}[${i}] does not exist (defined: ${[...o.items.keys()].join(', ') || 'none'})`);
       return { k: 'module', inst };
     }
-    if (o.k === 'tensor') this.error(e.range, 'tensors cannot be indexed with [ ]', { hint: 'use slice(x, axis: a, start: i, end: i + 1) or gather(table, idx)' });
+    if (o.k === 'tensor')
+      this.error(e.range, 'tensors cannot be indexed with [ ]', { hint: 'use slice(x, axis: a, start: i, end: i + 1) or gather(table, idx)' });
     this.error(e.range, `${kindName(o)} cannot be indexed`);
   }
 
@@ -461,17 +512,33 @@ export class Elaborator {
     const label = this.snippet(e.callee.range, 'the callee');
     switch (callee.k) {
       case 'fn':
-        return this.callFn(callee.decl, callee.owner, e.args, scope, e.range, callee.owner ? `${callee.owner.typeName}.${callee.decl.name.name}` : callee.decl.name.name);
+        return this.callFn(
+          callee.decl,
+          callee.owner,
+          e.args,
+          scope,
+          e.range,
+          callee.owner ? `${callee.owner.typeName}.${callee.decl.name.name}` : callee.decl.name.name,
+        );
       case 'module': {
         const fwd = callee.inst.methods.get('forward');
-        if (!fwd) this.error(e.callee.range, `${callee.inst.typeName} has no forward method, so it cannot be applied like a function`, didYouMean('forward', callee.inst.methods.keys()));
+        if (!fwd)
+          this.error(
+            e.callee.range,
+            `${callee.inst.typeName} has no forward method, so it cannot be applied like a function`,
+            didYouMean('forward', callee.inst.methods.keys()),
+          );
         return this.callFn(fwd, callee.inst, e.args, scope, e.range, `${callee.inst.typeName}.forward`);
       }
       case 'block':
         if (!target)
-          this.error(e.range, `block ${callee.decl.name.name} can only be instantiated as a sub-module: NAME = ${callee.decl.name.name}(...) at block or model level`, {
-            hint: 'so that its parameters get a stable name',
-          });
+          this.error(
+            e.range,
+            `block ${callee.decl.name.name} can only be instantiated as a sub-module: NAME = ${callee.decl.name.name}(...) at block or model level`,
+            {
+              hint: 'so that its parameters get a stable name',
+            },
+          );
         return { k: 'module', inst: this.instantiate(callee.decl, e.args, scope, e.range, target) };
       case 'builtin': {
         const def = this.builtins.get(callee.name)!;
@@ -495,14 +562,21 @@ export class Elaborator {
         const i = params.findIndex((p) => p.name === a.name!.name);
         if (i < 0)
           this.error(a.name.range, `${label} has no parameter '${a.name.name}'`, {
-            ...didYouMean(a.name.name, params.map((p) => p.name)),
+            ...didYouMean(
+              a.name.name,
+              params.map((p) => p.name),
+            ),
             notes: [`parameters of ${label}: ${params.map((p) => p.name).join(', ') || 'none'}`],
           });
         if (out[i]) this.error(a.name.range, `argument '${a.name.name}' of ${label} is given twice`);
         out[i] = a;
       } else {
         if (sawNamed) this.error(a.range, `positional argument after a named argument in a call of ${label}`);
-        if (pos >= params.length) this.error(a.range, `${label} takes ${params.length} argument${params.length === 1 ? '' : 's'}, got ${args.filter((x) => !x.name).length} positional`);
+        if (pos >= params.length)
+          this.error(
+            a.range,
+            `${label} takes ${params.length} argument${params.length === 1 ? '' : 's'}, got ${args.filter((x) => !x.name).length} positional`,
+          );
         out[pos++] = a;
       }
     }
@@ -537,7 +611,12 @@ export class Elaborator {
 
   /** Binds arguments to a fn's or block's parameters, type-checking them (dims bind on first use). */
   private bindParams(params: FnDecl['params'], args: Arg[], callerScope: Scope, callee: Scope, callRange: Range, label: string): boolean {
-    const matched = this.matchArgs(params.map((p) => ({ name: p.name.name })), args, callRange, label);
+    const matched = this.matchArgs(
+      params.map((p) => ({ name: p.name.name })),
+      args,
+      callRange,
+      label,
+    );
     const deferred: DeferredDim[] = [];
     let poisoned = false;
     params.forEach((p, i) => {
@@ -546,7 +625,8 @@ export class Elaborator {
       let v: Value;
       if (a) v = this.evalArg(a.value, callerScope, members);
       else if (p.default) v = this.evalArg(p.default, callee, members);
-      else this.error(callRange, `missing argument '${p.name.name}' of ${label}`, { notes: [`parameter '${p.name.name}' is declared at ${formatLoc(p.range)}`] });
+      else
+        this.error(callRange, `missing argument '${p.name.name}' of ${label}`, { notes: [`parameter '${p.name.name}' is declared at ${formatLoc(p.range)}`] });
       if (v.k === 'poison') {
         poisoned = true;
         callee.define(p.name.name, { value: POISON, kind: 'arg', range: p.name.range });
@@ -638,7 +718,15 @@ export class Elaborator {
     }
   }
 
-  private matchTensorType(v: TensorValue, t: Extract<TypeExpr, { kind: 'TensorType' }>, scope: Scope, what: string, range: Range, deferred: DeferredDim[], isResult: boolean) {
+  private matchTensorType(
+    v: TensorValue,
+    t: Extract<TypeExpr, { kind: 'TensorType' }>,
+    scope: Scope,
+    what: string,
+    range: Range,
+    deferred: DeferredDim[],
+    isResult: boolean,
+  ) {
     const typeText = this.snippet(t.range, `${t.dtype}[...]`);
     const mismatch = (detail: string, extraNotes: string[] = []): never =>
       this.error(range, `${what} must be ${typeText}, got ${dtypeShape(v.dtype, v.shape)}: ${detail}`, {
@@ -776,7 +864,9 @@ export class Elaborator {
     for (const n of s.names) {
       const prev = ctx.scope.vars.get(n.name);
       if (prev && prev.value.k !== 'poison')
-        this.error(n.range, `'${n.name}' is already defined${prev.range ? ` at ${formatLoc(prev.range)}` : ''}`, { hint: ctx.level === 'fn' ? `rebind it with ${n.name} = ...` : undefined });
+        this.error(n.range, `'${n.name}' is already defined${prev.range ? ` at ${formatLoc(prev.range)}` : ''}`, {
+          hint: ctx.level === 'fn' ? `rebind it with ${n.name} = ...` : undefined,
+        });
     }
     let v = this.eval(s.value, ctx.scope);
     if (v.k === 'module' && s.value.kind === 'Call') {
@@ -790,10 +880,11 @@ export class Elaborator {
       for (const n of s.names) ctx.scope.define(n.name, { value: POISON, kind: 'let', range: n.range });
       return;
     }
-    if (v.k !== 'tuple' || v.items.length !== s.names.length)
-      this.error(s.value.range, `cannot unpack ${kindName(v)} into ${s.names.length} names`);
+    if (v.k !== 'tuple' || v.items.length !== s.names.length) this.error(s.value.range, `cannot unpack ${kindName(v)} into ${s.names.length} names`);
     v = v as Extract<Value, { k: 'tuple' }>;
-    s.names.forEach((n, i) => ctx.scope.define(n.name, { value: this.named((v as Extract<Value, { k: 'tuple' }>).items[i], n.name, s.value.range), kind: 'let', range: n.range }));
+    s.names.forEach((n, i) =>
+      ctx.scope.define(n.name, { value: this.named((v as Extract<Value, { k: 'tuple' }>).items[i], n.name, s.value.range), kind: 'let', range: n.range }),
+    );
   }
 
   /** A tensor bound to a name is described by that name in later messages. */
@@ -810,8 +901,14 @@ export class Elaborator {
     const b = ctx.scope.lookupInFn(s.target.name);
     if (!b) {
       const outer = ctx.scope.lookup(s.target.name);
-      if (outer) this.error(s.target.range, `cannot assign to '${s.target.name}': it is not a variable of this fn (it is a ${BINDING_WORD[outer.kind] ?? outer.kind})`, { hint: `declare a new variable with let` });
-      this.error(s.target.range, `unknown variable '${s.target.name}'`, { hint: `declare it with let ${s.target.name} = ...`, ...didYouMean(s.target.name, ctx.scope.names()) });
+      if (outer)
+        this.error(s.target.range, `cannot assign to '${s.target.name}': it is not a variable of this fn (it is a ${BINDING_WORD[outer.kind] ?? outer.kind})`, {
+          hint: `declare a new variable with let`,
+        });
+      this.error(s.target.range, `unknown variable '${s.target.name}'`, {
+        hint: `declare it with let ${s.target.name} = ...`,
+        ...didYouMean(s.target.name, ctx.scope.names()),
+      });
     }
     if (b.kind === 'dim') this.error(s.target.range, `cannot assign to '${s.target.name}': it is a dimension bound by ${b.boundBy ?? 'the signature'}`);
     b.value = this.named(this.eval(s.value, ctx.scope), s.target.name, s.value.range);
@@ -831,9 +928,9 @@ export class Elaborator {
       index = expectInt(iv, s.index.range, 'a sub-module index');
       if (index < 0) this.error(s.index.range, `a sub-module index must be at least 0, got ${index}`);
       if (existing?.value.k === 'poison') return; // an earlier statement failed; its error is reported
-      if (existing && existing.value.k !== 'modlist') this.error(s.target.range, `'${name}' is already defined${definedAt(existing)} and is not an indexed sub-module list`);
-      if (existing?.value.k === 'modlist' && existing.value.items.has(index))
-        this.error(s.range, `${name}[${index}] is already defined`);
+      if (existing && existing.value.k !== 'modlist')
+        this.error(s.target.range, `'${name}' is already defined${definedAt(existing)} and is not an indexed sub-module list`);
+      if (existing?.value.k === 'modlist' && existing.value.items.has(index)) this.error(s.range, `${name}[${index}] is already defined`);
       if (!existing) this.claimKey(inst, name, `sub-module list '${name}'`, s.target.range, s.target.range);
       prefix = `${inst.prefix}${name}.${index}.`;
     } else {
@@ -849,7 +946,8 @@ export class Elaborator {
     if (v.k === 'poison') return;
     if (v.k !== 'module')
       this.error(s.value.range, `a sub-module must be a block instance, got ${kindName(v)}`, { hint: `bind other values with let ${name} = ...` });
-    if (v.inst.prefix !== prefix) this.error(s.value.range, `'${name}' would be a second name for an existing instance`, { hint: `use let ${name} = ... to refer to it` });
+    if (v.inst.prefix !== prefix)
+      this.error(s.value.range, `'${name}' would be a second name for an existing instance`, { hint: `use let ${name} = ... to refer to it` });
     if (index === undefined) {
       inst.scope.define(name, { value: v, kind: 'module', range: s.target.range });
       inst.children.push(v.inst);
@@ -898,14 +996,19 @@ export class Elaborator {
     const b = ctx.scope.lookup(s.name.name);
     if (!b) this.error(s.name.range, `unknown buffer '${s.name.name}'`, didYouMean(s.name.name, ctx.scope.names()));
     if (b.kind !== 'state' || !b.state) this.error(s.name.range, `'${s.name.name}' is not a buffer of this block, so it cannot be updated`);
-    if (b.state.kind !== 'buffer') this.error(s.name.range, `'${s.name.name}' is a param; only buffers can be updated`, { hint: 'declare it with buffer instead of param' });
+    if (b.state.kind !== 'buffer')
+      this.error(s.name.range, `'${s.name.name}' is a param; only buffers can be updated`, { hint: 'declare it with buffer instead of param' });
     if (!this.training) return; // updates exist only in train mode
     const v = this.eval(s.value, ctx.scope);
     if (v.k === 'poison') return;
     if (v.k !== 'tensor') this.error(s.value.range, `the new value of buffer '${s.name.name}' must be a tensor, got ${kindName(v)}`);
     const info = this.b.graph.state[b.state.full];
     if (v.dtype !== info.dtype || v.shape.join(',') !== info.shape.join(','))
-      this.error(s.value.range, `the new value of buffer '${s.name.name}' is ${dtypeShape(v.dtype, v.shape)}, but the buffer is ${dtypeShape(info.dtype, info.shape)}`, { notes: [originNote(v)] });
+      this.error(
+        s.value.range,
+        `the new value of buffer '${s.name.name}' is ${dtypeShape(v.dtype, v.shape)}, but the buffer is ${dtypeShape(info.dtype, info.shape)}`,
+        { notes: [originNote(v)] },
+      );
     this.b.update(b.state.full, v.id);
     b.value = { ...v, origin: { range: s.range, what: `${s.name.name} (updated)` } };
   }
@@ -947,7 +1050,8 @@ export class Elaborator {
     if (!s.init) this.error(s.range, `${s.state} '${name}' needs an initialiser, e.g. = zeros()`);
     const iv = this.eval(s.init, scope);
     if (iv.k === 'poison') return;
-    if (iv.k !== 'init') this.error(s.init.range, `the initialiser of '${name}' must be an initialiser such as zeros() or normal(0, 0.02), got ${kindName(iv)}`);
+    if (iv.k !== 'init')
+      this.error(s.init.range, `the initialiser of '${name}' must be an initialiser such as zeros() or normal(0, 0.02), got ${kindName(iv)}`);
     if ((iv.spec.kind === 'kaiming_normal' || iv.spec.kind === 'kaiming_uniform') && shape.length < 2)
       this.error(s.init.range, `${iv.spec.kind} needs a weight of rank 2 or more (it uses the fans), but '${name}' is ${dtypeShape(dtype, shape)}`);
     const full = inst.prefix + name;
@@ -977,12 +1081,25 @@ interface DeferredDim {
 }
 
 const STMT_WORD: Partial<Record<Stmt['kind'], string>> = {
-  Config: 'config', Input: 'input', Loss: 'loss', Output: 'output', Freeze: 'freeze', Drop: 'drop', Train: 'train',
+  Config: 'config',
+  Input: 'input',
+  Loss: 'loss',
+  Output: 'output',
+  Freeze: 'freeze',
+  Drop: 'drop',
+  Train: 'train',
 };
 
 const BINDING_WORD: Partial<Record<string, string>> = {
-  arg: 'block parameter', state: 'param or buffer', module: 'sub-module', config: 'config', input: 'model input', method: 'method',
-  global: 'top-level definition', builtin: 'built-in', let: 'block-level let',
+  arg: 'block parameter',
+  state: 'param or buffer',
+  module: 'sub-module',
+  config: 'config',
+  input: 'model input',
+  method: 'method',
+  global: 'top-level definition',
+  builtin: 'built-in',
+  let: 'block-level let',
 };
 
 /** " at file:line:col" (or " (first defined at ...)") for a binding that has a location. */

@@ -88,13 +88,21 @@ function sourceHash(sources: { sha256: string }[]): string {
  * and its imports and links every name. `defines` counts what it declares.
  * Block and fn bodies are elaborated only when a model uses them.
  */
-export function checkLibrary(source: { path: string } | { text: string; path: string }, opts: CompileOptions = {}): { ok: boolean; diagnostics: Diagnostic[]; defines: number; models: number } {
+export function checkLibrary(
+  source: { path: string } | { text: string; path: string },
+  opts: CompileOptions = {},
+): { ok: boolean; diagnostics: Diagnostic[]; defines: number; models: number } {
   const program = loadProgram(source, { roots: opts.roots, host: opts.host, stdRoot: opts.stdRoot });
   if (!program.main || program.diagnostics.length) return { ok: false, diagnostics: attachSources(program.diagnostics, program.files), defines: 0, models: 0 };
   const { globals, diagnostics } = linkProgram(program, RESERVED);
   const main = program.main;
   const defines = [...globals.table.values()].filter((d) => globals.models.every((m) => m.decl !== d)).length;
-  return { ok: diagnostics.length === 0, diagnostics: attachSources(diagnostics, program.files), defines, models: globals.models.filter((m) => m.file === main).length };
+  return {
+    ok: diagnostics.length === 0,
+    diagnostics: attachSources(diagnostics, program.files),
+    defines,
+    models: globals.models.filter((m) => m.file === main).length,
+  };
 }
 
 /** Compiles one model of a .lovt program into the graph IR. */
@@ -120,9 +128,20 @@ export function compileModel(source: { path: string } | { text: string; path: st
   let chosen = opts.model ? globals.models.find((m) => m.decl.name.name === opts.model) : mainModels.length === 1 ? mainModels[0] : undefined;
   if (!chosen) {
     const names = globals.models.map((m) => m.decl.name.name);
-    if (opts.model) return fail([makeDiagnostic(undefined, `no model named '${opts.model}'${names.length ? ` (models: ${names.join(', ')})` : ''}`, didYouMean(opts.model, names))]);
-    if (mainModels.length === 0) return fail([makeDiagnostic(undefined, `${program.main.path} defines no model${names.length ? `; pick an imported one with --model (${names.join(', ')})` : ''}`)]);
-    return fail([makeDiagnostic(undefined, `${program.main.path} defines several models (${mainModels.map((m) => m.decl.name.name).join(', ')}); pick one with --model NAME`)]);
+    if (opts.model)
+      return fail([
+        makeDiagnostic(undefined, `no model named '${opts.model}'${names.length ? ` (models: ${names.join(', ')})` : ''}`, didYouMean(opts.model, names)),
+      ]);
+    if (mainModels.length === 0)
+      return fail([
+        makeDiagnostic(undefined, `${program.main.path} defines no model${names.length ? `; pick an imported one with --model (${names.join(', ')})` : ''}`),
+      ]);
+    return fail([
+      makeDiagnostic(
+        undefined,
+        `${program.main.path} defines several models (${mainModels.map((m) => m.decl.name.name).join(', ')}); pick one with --model NAME`,
+      ),
+    ]);
   }
   chosen = chosen!;
 

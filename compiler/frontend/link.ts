@@ -71,7 +71,12 @@ export function linkProgram(program: Program, reserved: ReadonlySet<string>): { 
       const modelNames = models.map((m) => m.decl.name.name);
       diags.push(makeDiagnostic(decl.parent.range, `unknown model '${decl.parent.name}' in extends`, didYouMean(decl.parent.name, modelNames)));
     } else if (parent.kind !== 'Model') {
-      diags.push(makeDiagnostic(decl.parent.range, `'${decl.parent.name}' is a ${parent.kind === 'Block' ? 'block' : 'fn'}, not a model; a model can only extend a model`));
+      diags.push(
+        makeDiagnostic(
+          decl.parent.range,
+          `'${decl.parent.name}' is a ${parent.kind === 'Block' ? 'block' : 'fn'}, not a model; a model can only extend a model`,
+        ),
+      );
     }
   }
   return { globals: { table, models }, diagnostics: diags };

@@ -11,7 +11,20 @@ import { CompileError, didYouMean, formatLoc } from './diagnostics.ts';
 import { type Elaborator, isFrozen } from './elaborate.ts';
 import { Scope } from './scope.ts';
 import { type TrainAssignment, type TrainSpec, typeTrainSection } from './train.ts';
-import { type Instance, type TensorValue, type Value, POISON, describe, dtypeShape, expectBool, expectFloat, expectInt, kindName, originNote, toPlain } from './values.ts';
+import {
+  type Instance,
+  type TensorValue,
+  type Value,
+  POISON,
+  describe,
+  dtypeShape,
+  expectBool,
+  expectFloat,
+  expectInt,
+  kindName,
+  originNote,
+  toPlain,
+} from './values.ts';
 import type { FlatModel } from './variants.ts';
 import { clip } from '../echo.ts';
 
@@ -105,7 +118,8 @@ function applyFreeze(el: Elaborator, frozen: { prefix: string; range: Range }[])
     all.add(n);
   }
   for (const f of frozen)
-    if (!all.has(f.prefix)) el.report(new CompileError(f.range, `freeze: no parameter or buffer is named '${f.prefix}' or starts with '${f.prefix}.'`, didYouMean(f.prefix, all)));
+    if (!all.has(f.prefix))
+      el.report(new CompileError(f.range, `freeze: no parameter or buffer is named '${f.prefix}' or starts with '${f.prefix}.'`, didYouMean(f.prefix, all)));
   const prefixes = new Set(frozen.map((f) => f.prefix));
   for (const info of Object.values(state)) {
     if (!info.trainable || !isFrozen(info.name, prefixes)) continue;
@@ -181,7 +195,11 @@ export function runModel(el: Elaborator, flat: FlatModel, set: Record<string, st
           if (name === 'seed') el.error(s.name.range, "the input name 'seed' is reserved for the dropout seed");
           const { shape, dtype } = el.concreteShape(s.type, scope, `input '${name}'`);
           const id = el.b.input(name, shape, dtype, el.loc(s.name.range));
-          scope.define(name, { value: { k: 'tensor', id, shape, dtype, origin: { range: s.name.range, what: `input ${name}` } }, kind: 'input', range: s.name.range });
+          scope.define(name, {
+            value: { k: 'tensor', id, shape, dtype, origin: { range: s.name.range, what: `input ${name}` } },
+            kind: 'input',
+            range: s.name.range,
+          });
           inputs[name] = { shape, dtype };
           break;
         }
@@ -305,7 +323,8 @@ function checkConstraint(el: Elaborator, s: Extract<Stmt, { kind: 'Config' }>, v
   const plain = toPlain(v);
   const shown = typeof plain === 'string' ? plain : JSON.stringify(plain);
   const rule = el.snippet(where.range, 'its where clause');
-  if (fromSet) throw new CompileError(where.range, `${fromSet}: config '${name}' must satisfy ${rule}, got ${shown}`, { hint: `give --set ${name} a value with ${rule}` });
+  if (fromSet)
+    throw new CompileError(where.range, `${fromSet}: config '${name}' must satisfy ${rule}, got ${shown}`, { hint: `give --set ${name} a value with ${rule}` });
   throw new CompileError(where.range, `config '${name}' is ${shown}, which breaks its constraint ${rule}`, {
     notes: s.value ? [`the value comes from ${formatLoc(s.value.range)}`] : [],
   });
@@ -322,8 +341,12 @@ function setValue(el: Elaborator, text: string, s: Extract<Stmt, { kind: 'Config
       el.error(undefined, `config '${s.name.name}' is a bool; write true or false`);
     }
     const n = Number(raw);
-    if (raw === '' || Number.isNaN(n)) el.error(undefined, `config '${s.name.name}' is ${t.name === 'int' ? 'an int' : 'a float'}; '${clip(raw)}' is not a number`);
-    if (!Number.isFinite(n)) el.error(undefined, `config '${s.name.name}': number out of range: '${clip(raw)}' reads as ${n}`, { hint: 'a number must be finite (at most about 1.8e308)' });
+    if (raw === '' || Number.isNaN(n))
+      el.error(undefined, `config '${s.name.name}' is ${t.name === 'int' ? 'an int' : 'a float'}; '${clip(raw)}' is not a number`);
+    if (!Number.isFinite(n))
+      el.error(undefined, `config '${s.name.name}': number out of range: '${clip(raw)}' reads as ${n}`, {
+        hint: 'a number must be finite (at most about 1.8e308)',
+      });
     return t.name === 'int' && /^[-+]?\d+$/.test(raw) ? { k: 'int', v: n } : { k: 'float', v: n };
   }
   const e = parseSetExpr(text);
@@ -335,8 +358,7 @@ function setValue(el: Elaborator, text: string, s: Extract<Stmt, { kind: 'Config
 function orderState(g: Graph, root: Instance) {
   const ordered: Record<string, StateInfo> = {};
   const visit = (inst: Instance) => {
-    for (const kind of ['param', 'buffer'] as const)
-      for (const s of inst.state) if (s.kind === kind && g.state[s.full]) ordered[s.full] = g.state[s.full];
+    for (const kind of ['param', 'buffer'] as const) for (const s of inst.state) if (s.kind === kind && g.state[s.full]) ordered[s.full] = g.state[s.full];
     for (const c of inst.children) {
       if ('list' in c) [...c.items.keys()].sort((a, b) => a - b).forEach((k) => visit(c.items.get(k)!));
       else visit(c);

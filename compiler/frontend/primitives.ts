@@ -11,15 +11,31 @@ import { evalScalar } from '../reference.ts';
 import type { ArgSpec, BuiltinDef, CallArgs, Elaborator } from './elaborate.ts';
 import { LIMITS } from './elaborate.ts';
 import {
-  type TensorValue, type Value, NONE, bool, expectBool, expectEnum, expectFloat, expectFloatList, expectInt, expectIntList, expectString,
-  expectTensor, float, int, isNumber, kindName, list,
+  type TensorValue,
+  type Value,
+  NONE,
+  bool,
+  expectBool,
+  expectEnum,
+  expectFloat,
+  expectFloatList,
+  expectInt,
+  expectIntList,
+  expectString,
+  expectTensor,
+  float,
+  int,
+  isNumber,
+  kindName,
+  list,
 } from './values.ts';
 
 const DTYPES = ['f32', 'i32'] as const;
 const MODES = ['fan_in', 'fan_out'] as const;
 
 const req = (name: string, members?: readonly string[]): ArgSpec => ({ name, members });
-const opt = (name: string, dflt?: Value, members?: readonly string[]): ArgSpec => (dflt === undefined ? { name, optional: true, members } : { name, dflt, members });
+const opt = (name: string, dflt?: Value, members?: readonly string[]): ArgSpec =>
+  dflt === undefined ? { name, optional: true, members } : { name, dflt, members };
 
 /** Reads argument `i` of a call, already evaluated (undefined when optional and absent). */
 class Args {
@@ -155,7 +171,11 @@ function extremum(kind: 'max' | 'min'): BuiltinDef {
       const x = g.v('x')!;
       const pick = kind === 'max' ? Math.max : Math.min;
       if (x.k === 'tensor') {
-        if (g.has('y')) el.error(g.r('y'), `${kind}(tensor, ...) reduces over axes; use ${kind === 'max' ? 'maximum' : 'minimum'}(a, b) for the elementwise ${kind} of two values`);
+        if (g.has('y'))
+          el.error(
+            g.r('y'),
+            `${kind}(tensor, ...) reduces over axes; use ${kind === 'max' ? 'maximum' : 'minimum'}(a, b) for the elementwise ${kind} of two values`,
+          );
         if (kind === 'min') el.error(g.r('x'), 'min of a tensor is not a primitive', { hint: 'use -max(-x, axes: ...)' });
         return reduce.run(el, { ...a, values: [a.values[0], a.values[2], a.values[3]], ranges: [a.ranges[0], a.ranges[2], a.ranges[3]] }, scope, target);
       }
@@ -222,163 +242,289 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
   for (const op of UNARY_OPS) m.set(op, unary(op));
   for (const op of ['maximum', 'minimum', 'pow'] as const) m.set(op, binary(op));
 
-  m.set('where', def([req('cond'), req('a'), req('b')], (g, el) => {
-    const c = g.tensor('cond');
-    const dtype = tensorDtype([g.v('a'), g.v('b')]);
-    return emitOp(g, 'where', [c, el.asTensor(g.v('a')!, dtype, g.r('a'), g.what('a')), el.asTensor(g.v('b')!, dtype, g.r('b'), g.what('b'))], {});
-  }));
-  m.set('matmul', def([req('a'), req('b'), opt('transpose_a', bool(false)), opt('transpose_b', bool(false))], (g) =>
-    emitOp(g, 'matmul', [g.tensor('a'), g.tensor('b')], { transA: g.bool('transpose_a'), transB: g.bool('transpose_b') })));
-  m.set('conv2d', def([req('x'), req('w'), opt('stride', int(1)), opt('padding', int(0)), opt('dilation', int(1)), opt('groups', int(1))], (g) => {
-    const groups = g.int('groups');
-    if (groups < 1) g.el.error(g.r('groups'), `groups must be at least 1, got ${groups}`);
-    return emitOp(g, 'conv2d', [g.tensor('x'), g.tensor('w')], { stride: g.intOrPair('stride'), padding: g.intOrPair('padding'), dilation: g.intOrPair('dilation'), groups });
-  }));
+  m.set(
+    'where',
+    def([req('cond'), req('a'), req('b')], (g, el) => {
+      const c = g.tensor('cond');
+      const dtype = tensorDtype([g.v('a'), g.v('b')]);
+      return emitOp(g, 'where', [c, el.asTensor(g.v('a')!, dtype, g.r('a'), g.what('a')), el.asTensor(g.v('b')!, dtype, g.r('b'), g.what('b'))], {});
+    }),
+  );
+  m.set(
+    'matmul',
+    def([req('a'), req('b'), opt('transpose_a', bool(false)), opt('transpose_b', bool(false))], (g) =>
+      emitOp(g, 'matmul', [g.tensor('a'), g.tensor('b')], { transA: g.bool('transpose_a'), transB: g.bool('transpose_b') }),
+    ),
+  );
+  m.set(
+    'conv2d',
+    def([req('x'), req('w'), opt('stride', int(1)), opt('padding', int(0)), opt('dilation', int(1)), opt('groups', int(1))], (g) => {
+      const groups = g.int('groups');
+      if (groups < 1) g.el.error(g.r('groups'), `groups must be at least 1, got ${groups}`);
+      return emitOp(g, 'conv2d', [g.tensor('x'), g.tensor('w')], {
+        stride: g.intOrPair('stride'),
+        padding: g.intOrPair('padding'),
+        dilation: g.intOrPair('dilation'),
+        groups,
+      });
+    }),
+  );
 
   m.set('sum', reduction('sum'));
   m.set('max', extremum('max'));
   m.set('min', extremum('min'));
-  m.set('logsumexp', def([req('x'), opt('axis', int(-1)), opt('keepdims', bool(false))], (g) => {
-    const x = g.tensor('x');
-    const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
-    return emitOp(g, 'logsumexp', [x], { axis, keepdims: g.bool('keepdims') });
-  }));
-  for (const op of ['softmax', 'log_softmax'] as const)
-    m.set(op, def([req('x'), opt('axis', int(-1))], (g) => {
+  m.set(
+    'logsumexp',
+    def([req('x'), opt('axis', int(-1)), opt('keepdims', bool(false))], (g) => {
       const x = g.tensor('x');
       const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
-      return emitOp(g, op, [x], { axis });
-    }));
+      return emitOp(g, 'logsumexp', [x], { axis, keepdims: g.bool('keepdims') });
+    }),
+  );
+  for (const op of ['softmax', 'log_softmax'] as const)
+    m.set(
+      op,
+      def([req('x'), opt('axis', int(-1))], (g) => {
+        const x = g.tensor('x');
+        const [axis] = normAxes([g.int('axis')], x.shape.length, g, 'axis');
+        return emitOp(g, op, [x], { axis });
+      }),
+    );
 
-  m.set('reshape', def([req('x'), req('shape')], (g) => {
-    const x = g.tensor('x');
-    return emitOp(g, 'reshape', [x], { shape: reshapeTarget(g, x, g.ints('shape')) });
-  }));
-  m.set('transpose', def([req('x'), req('perm')], (g) => emitOp(g, 'transpose', [g.tensor('x')], { perm: g.ints('perm') })));
-  m.set('expand', def([req('x'), req('shape')], (g) => emitOp(g, 'expand', [g.tensor('x')], { shape: g.ints('shape') })));
-  m.set('slice', def([req('x'), opt('starts'), opt('ends'), opt('axis'), opt('start'), opt('end')], (g) => {
-    const x = g.tensor('x');
-    const { starts, ends } = sliceBounds(g, x);
-    return emitOp(g, 'slice', [x], { starts, ends });
-  }));
-  m.set('concat', def([req('tensors'), opt('axis', int(0))], (g: Args) => {
-    const v = g.v('tensors')!;
-    if (v.k !== 'list' && v.k !== 'tuple') g.el.error(g.r('tensors'), `concat takes a list of tensors [a, b, ...], got ${kindName(v)}`);
-    const ts = v.items.map((t, i) => expectTensor(t, g.r('tensors'), `item ${i} of the concat list`));
-    if (ts.length === 0) g.el.error(g.r('tensors'), 'concat of an empty list');
-    const [axis] = normAxes([g.int('axis')], ts[0].shape.length, g, 'axis');
-    return emitOp(g, 'concat', ts, { axis });
-  }));
-  m.set('pad', def([req('x'), req('pads'), opt('value', float(0))], (g) => emitOp(g, 'pad', [g.tensor('x')], { pads: g.ints('pads'), value: g.float('value') })));
-  m.set('gather', def([req('table'), req('idx')], (g) => emitOp(g, 'gather', [g.tensor('table'), g.tensor('idx')], {})));
-  m.set('segment_max', def([req('x'), req('seg'), req('segments')], (g) => {
-    const n = g.int('segments');
-    if (n < 1) g.el.error(g.r('segments'), `segments must be at least 1, got ${n}`);
-    return emitOp(g, 'segment_max', [g.tensor('x'), g.tensor('seg')], { numSegments: n });
-  }));
+  m.set(
+    'reshape',
+    def([req('x'), req('shape')], (g) => {
+      const x = g.tensor('x');
+      return emitOp(g, 'reshape', [x], { shape: reshapeTarget(g, x, g.ints('shape')) });
+    }),
+  );
+  m.set(
+    'transpose',
+    def([req('x'), req('perm')], (g) => emitOp(g, 'transpose', [g.tensor('x')], { perm: g.ints('perm') })),
+  );
+  m.set(
+    'expand',
+    def([req('x'), req('shape')], (g) => emitOp(g, 'expand', [g.tensor('x')], { shape: g.ints('shape') })),
+  );
+  m.set(
+    'slice',
+    def([req('x'), opt('starts'), opt('ends'), opt('axis'), opt('start'), opt('end')], (g) => {
+      const x = g.tensor('x');
+      const { starts, ends } = sliceBounds(g, x);
+      return emitOp(g, 'slice', [x], { starts, ends });
+    }),
+  );
+  m.set(
+    'concat',
+    def([req('tensors'), opt('axis', int(0))], (g: Args) => {
+      const v = g.v('tensors')!;
+      if (v.k !== 'list' && v.k !== 'tuple') g.el.error(g.r('tensors'), `concat takes a list of tensors [a, b, ...], got ${kindName(v)}`);
+      const ts = v.items.map((t, i) => expectTensor(t, g.r('tensors'), `item ${i} of the concat list`));
+      if (ts.length === 0) g.el.error(g.r('tensors'), 'concat of an empty list');
+      const [axis] = normAxes([g.int('axis')], ts[0].shape.length, g, 'axis');
+      return emitOp(g, 'concat', ts, { axis });
+    }),
+  );
+  m.set(
+    'pad',
+    def([req('x'), req('pads'), opt('value', float(0))], (g) => emitOp(g, 'pad', [g.tensor('x')], { pads: g.ints('pads'), value: g.float('value') })),
+  );
+  m.set(
+    'gather',
+    def([req('table'), req('idx')], (g) => emitOp(g, 'gather', [g.tensor('table'), g.tensor('idx')], {})),
+  );
+  m.set(
+    'segment_max',
+    def([req('x'), req('seg'), req('segments')], (g) => {
+      const n = g.int('segments');
+      if (n < 1) g.el.error(g.r('segments'), `segments must be at least 1, got ${n}`);
+      return emitOp(g, 'segment_max', [g.tensor('x'), g.tensor('seg')], { numSegments: n });
+    }),
+  );
   for (const op of ['max_pool2d', 'avg_pool2d'] as const) {
-    m.set(op, def([req('x'), req('kernel'), opt('stride'), opt('padding', int(0))], (g) => {
-      const kernel = g.intOrPair('kernel');
-      return emitOp(g, op, [g.tensor('x')], { kernel, stride: g.has('stride') ? g.intOrPair('stride') : kernel, padding: g.intOrPair('padding') });
-    }));
+    m.set(
+      op,
+      def([req('x'), req('kernel'), opt('stride'), opt('padding', int(0))], (g) => {
+        const kernel = g.intOrPair('kernel');
+        return emitOp(g, op, [g.tensor('x')], { kernel, stride: g.has('stride') ? g.intOrPair('stride') : kernel, padding: g.intOrPair('padding') });
+      }),
+    );
   }
-  m.set('upsample2d', def([req('x'), req('size'), opt('mode', { k: 'enum', v: 'nearest', members: ['nearest', 'bilinear'] }, ['nearest', 'bilinear']), opt('align_corners', bool(false))], (g) => {
-    const size = g.ints('size');
-    if (size.length !== 2) g.el.error(g.r('size'), `size must be [height, width], got ${size.length} values`);
-    return emitOp(g, 'upsample2d', [g.tensor('x')], { size: [size[0], size[1]], mode: g.enumOf('mode', ['nearest', 'bilinear']), alignCorners: g.bool('align_corners') });
-  }));
-  m.set('iota', def([req('shape'), req('axis'), opt('dtype', { k: 'enum', v: 'i32', members: DTYPES }, DTYPES)], (g, el) => {
-    const shape = g.ints('shape');
-    const [axis] = normAxes([g.int('axis')], shape.length, g, 'axis');
-    el.checkShape(shape, g.r('shape'), 'iota');
-    return el.emit('iota', [], { axis }, g.a.callRange, 'iota', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) });
-  }));
-  m.set('full', def([req('shape'), req('value'), opt('dtype', { k: 'enum', v: 'f32', members: DTYPES }, DTYPES)], (g, el) => {
-    const shape = g.ints('shape');
-    const dtype = g.enumOf('dtype', DTYPES);
-    const value = g.float('value');
-    if (dtype === 'i32' && !Number.isInteger(value)) el.error(g.r('value'), `an i32 tensor cannot hold ${value}`);
-    el.checkShape(shape, g.r('shape'), 'full');
-    return el.emit('full', [], { value }, g.a.callRange, 'full', undefined, { shape, dtype });
-  }));
-  m.set('tensor', def([req('values'), req('shape'), opt('dtype', { k: 'enum', v: 'f32', members: DTYPES }, DTYPES)], (g, el) => {
-    const shape = g.ints('shape');
-    const data = expectFloatList(g.v('values')!, g.r('values'), g.what('values'));
-    el.checkShape(shape, g.r('shape'), 'tensor');
-    if (data.length !== numel(shape)) el.error(g.r('values'), `tensor has ${data.length} values, but shape [${shape.join(', ')}] needs ${numel(shape)}`);
-    return el.emit('tensor', [], { data }, g.a.callRange, 'tensor', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) });
-  }));
-  m.set('cast', def([req('x'), req('to', DTYPES)], (g) => {
-    const x = g.tensor('x');
-    const to = g.enumOf('to', DTYPES);
-    return x.dtype === to ? x : emitOp(g, 'cast', [x], { to });
-  }));
-  m.set('dropout', def([req('x'), req('p')], (g, el) => {
-    const x = g.tensor('x');
-    const p = g.float('p');
-    if (!(p >= 0 && p < 1)) el.error(g.r('p'), `dropout probability must be in [0, 1), got ${p}`);
-    if (!el.training || p === 0) return x;
-    const { seed, salt } = el.dropoutSeed(g.a.callRange);
-    return emitOp(g, 'dropout', [x, seed], { p, salt });
-  }));
+  m.set(
+    'upsample2d',
+    def(
+      [
+        req('x'),
+        req('size'),
+        opt('mode', { k: 'enum', v: 'nearest', members: ['nearest', 'bilinear'] }, ['nearest', 'bilinear']),
+        opt('align_corners', bool(false)),
+      ],
+      (g) => {
+        const size = g.ints('size');
+        if (size.length !== 2) g.el.error(g.r('size'), `size must be [height, width], got ${size.length} values`);
+        return emitOp(g, 'upsample2d', [g.tensor('x')], {
+          size: [size[0], size[1]],
+          mode: g.enumOf('mode', ['nearest', 'bilinear']),
+          alignCorners: g.bool('align_corners'),
+        });
+      },
+    ),
+  );
+  m.set(
+    'iota',
+    def([req('shape'), req('axis'), opt('dtype', { k: 'enum', v: 'i32', members: DTYPES }, DTYPES)], (g, el) => {
+      const shape = g.ints('shape');
+      const [axis] = normAxes([g.int('axis')], shape.length, g, 'axis');
+      el.checkShape(shape, g.r('shape'), 'iota');
+      return el.emit('iota', [], { axis }, g.a.callRange, 'iota', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) });
+    }),
+  );
+  m.set(
+    'full',
+    def([req('shape'), req('value'), opt('dtype', { k: 'enum', v: 'f32', members: DTYPES }, DTYPES)], (g, el) => {
+      const shape = g.ints('shape');
+      const dtype = g.enumOf('dtype', DTYPES);
+      const value = g.float('value');
+      if (dtype === 'i32' && !Number.isInteger(value)) el.error(g.r('value'), `an i32 tensor cannot hold ${value}`);
+      el.checkShape(shape, g.r('shape'), 'full');
+      return el.emit('full', [], { value }, g.a.callRange, 'full', undefined, { shape, dtype });
+    }),
+  );
+  m.set(
+    'tensor',
+    def([req('values'), req('shape'), opt('dtype', { k: 'enum', v: 'f32', members: DTYPES }, DTYPES)], (g, el) => {
+      const shape = g.ints('shape');
+      const data = expectFloatList(g.v('values')!, g.r('values'), g.what('values'));
+      el.checkShape(shape, g.r('shape'), 'tensor');
+      if (data.length !== numel(shape)) el.error(g.r('values'), `tensor has ${data.length} values, but shape [${shape.join(', ')}] needs ${numel(shape)}`);
+      return el.emit('tensor', [], { data }, g.a.callRange, 'tensor', undefined, { shape, dtype: g.enumOf('dtype', DTYPES) });
+    }),
+  );
+  m.set(
+    'cast',
+    def([req('x'), req('to', DTYPES)], (g) => {
+      const x = g.tensor('x');
+      const to = g.enumOf('to', DTYPES);
+      return x.dtype === to ? x : emitOp(g, 'cast', [x], { to });
+    }),
+  );
+  m.set(
+    'dropout',
+    def([req('x'), req('p')], (g, el) => {
+      const x = g.tensor('x');
+      const p = g.float('p');
+      if (!(p >= 0 && p < 1)) el.error(g.r('p'), `dropout probability must be in [0, 1), got ${p}`);
+      if (!el.training || p === 0) return x;
+      const { seed, salt } = el.dropoutSeed(g.a.callRange);
+      return emitOp(g, 'dropout', [x, seed], { p, salt });
+    }),
+  );
 
   // ------------------------------------------------------ compile-time built-ins
-  m.set('len', def([req('x')], (g: Args) => {
-    const x = g.v('x')!;
-    if (x.k === 'list' || x.k === 'tuple') return int(x.items.length);
-    if (x.k === 'modlist') return int(x.items.size);
-    if (x.k === 'string') return int(x.v.length);
-    g.el.error(g.r('x'), `len needs a list, got ${kindName(x)}`);
-  }));
-  m.set('range', def([req('start'), opt('end')], (g, el) => {
-    let lo = g.int('start');
-    let hi: number;
-    if (g.has('end')) hi = g.int('end');
-    else [lo, hi] = [0, lo];
-    if (hi - lo > LIMITS.maxListLength) el.error(g.a.callRange, `range(${lo}, ${hi}) is longer than ${LIMITS.maxListLength}`);
-    const out: Value[] = [];
-    for (let i = lo; i < hi; i++) out.push(int(i));
-    return list(out);
-  }));
-  m.set('numel', def([req('x'), opt('axes')], (g) => {
-    const x = g.tensor('x');
-    if (!g.has('axes')) return int(numel(x.shape));
-    return int(normAxes(g.ints('axes'), x.shape.length, g, 'axes').reduce((p, a) => p * x.shape[a], 1));
-  }));
-  m.set('int', def([req('x')], (g) => int(Math.trunc(g.float('x')))));
-  m.set('float', def([req('x')], (g) => float(g.float('x'))));
-  m.set('floor', def([req('x')], (g) => int(Math.floor(g.float('x')))));
-  m.set('ceil', def([req('x')], (g) => int(Math.ceil(g.float('x')))));
-  m.set('eye', def([req('n')], (g, el) => {
-    const n = g.int('n');
-    el.checkShape([n, n], g.r('n'), 'eye');
-    const rows = el.emit('iota', [], { axis: 0 }, g.a.callRange, 'eye', undefined, { shape: [n, n], dtype: 'i32' });
-    const cols = el.emit('iota', [], { axis: 1 }, g.a.callRange, 'eye', undefined, { shape: [n, n], dtype: 'i32' });
-    return el.emit('eq', [rows, cols], {}, g.a.callRange, 'eye', `eye(${n})`);
-  }));
-  m.set('assert', def([req('cond'), opt('message', { k: 'string', v: 'assertion failed' })], (g, el) => {
-    if (!g.bool('cond')) el.error(g.a.callRange, expectString(g.v('message')!, g.r('message'), g.what('message')));
-    return NONE;
-  }));
+  m.set(
+    'len',
+    def([req('x')], (g: Args) => {
+      const x = g.v('x')!;
+      if (x.k === 'list' || x.k === 'tuple') return int(x.items.length);
+      if (x.k === 'modlist') return int(x.items.size);
+      if (x.k === 'string') return int(x.v.length);
+      g.el.error(g.r('x'), `len needs a list, got ${kindName(x)}`);
+    }),
+  );
+  m.set(
+    'range',
+    def([req('start'), opt('end')], (g, el) => {
+      let lo = g.int('start');
+      let hi: number;
+      if (g.has('end')) hi = g.int('end');
+      else [lo, hi] = [0, lo];
+      if (hi - lo > LIMITS.maxListLength) el.error(g.a.callRange, `range(${lo}, ${hi}) is longer than ${LIMITS.maxListLength}`);
+      const out: Value[] = [];
+      for (let i = lo; i < hi; i++) out.push(int(i));
+      return list(out);
+    }),
+  );
+  m.set(
+    'numel',
+    def([req('x'), opt('axes')], (g) => {
+      const x = g.tensor('x');
+      if (!g.has('axes')) return int(numel(x.shape));
+      return int(normAxes(g.ints('axes'), x.shape.length, g, 'axes').reduce((p, a) => p * x.shape[a], 1));
+    }),
+  );
+  m.set(
+    'int',
+    def([req('x')], (g) => int(Math.trunc(g.float('x')))),
+  );
+  m.set(
+    'float',
+    def([req('x')], (g) => float(g.float('x'))),
+  );
+  m.set(
+    'floor',
+    def([req('x')], (g) => int(Math.floor(g.float('x')))),
+  );
+  m.set(
+    'ceil',
+    def([req('x')], (g) => int(Math.ceil(g.float('x')))),
+  );
+  m.set(
+    'eye',
+    def([req('n')], (g, el) => {
+      const n = g.int('n');
+      el.checkShape([n, n], g.r('n'), 'eye');
+      const rows = el.emit('iota', [], { axis: 0 }, g.a.callRange, 'eye', undefined, { shape: [n, n], dtype: 'i32' });
+      const cols = el.emit('iota', [], { axis: 1 }, g.a.callRange, 'eye', undefined, { shape: [n, n], dtype: 'i32' });
+      return el.emit('eq', [rows, cols], {}, g.a.callRange, 'eye', `eye(${n})`);
+    }),
+  );
+  m.set(
+    'assert',
+    def([req('cond'), opt('message', { k: 'string', v: 'assertion failed' })], (g, el) => {
+      if (!g.bool('cond')) el.error(g.a.callRange, expectString(g.v('message')!, g.r('message'), g.what('message')));
+      return NONE;
+    }),
+  );
 
   // --------------------------------------------------------------- initialisers
-  m.set('zeros', init([], () => ({ kind: 'zeros' })));
-  m.set('ones', init([], () => ({ kind: 'ones' })));
-  m.set('constant', init([req('value')], (g) => ({ kind: 'constant', value: g.float('value') })));
-  m.set('normal', init([opt('mean', float(0)), opt('std', float(1))], (g) => ({ kind: 'normal', mean: g.float('mean'), std: positive(g, 'std') })));
-  m.set('uniform', init([opt('low', float(0)), opt('high', float(1))], (g) => {
-    const low = g.float('low');
-    const high = g.float('high');
-    if (!(high > low)) g.el.error(g.a.callRange, `uniform(low, high) needs low < high, got ${low} and ${high}`);
-    return { kind: 'uniform', low, high };
-  }));
+  m.set(
+    'zeros',
+    init([], () => ({ kind: 'zeros' })),
+  );
+  m.set(
+    'ones',
+    init([], () => ({ kind: 'ones' })),
+  );
+  m.set(
+    'constant',
+    init([req('value')], (g) => ({ kind: 'constant', value: g.float('value') })),
+  );
+  m.set(
+    'normal',
+    init([opt('mean', float(0)), opt('std', float(1))], (g) => ({ kind: 'normal', mean: g.float('mean'), std: positive(g, 'std') })),
+  );
+  m.set(
+    'uniform',
+    init([opt('low', float(0)), opt('high', float(1))], (g) => {
+      const low = g.float('low');
+      const high = g.float('high');
+      if (!(high > low)) g.el.error(g.a.callRange, `uniform(low, high) needs low < high, got ${low} and ${high}`);
+      return { kind: 'uniform', low, high };
+    }),
+  );
   for (const kind of ['kaiming_normal', 'kaiming_uniform'] as const) {
-    m.set(kind, init([opt('mode', { k: 'enum', v: 'fan_in', members: MODES }, MODES), opt('gain', float(Math.SQRT2))], (g) => ({
+    m.set(
       kind,
-      mode: g.enumOf('mode', MODES),
-      gain: positive(g, 'gain'),
-    })));
+      init([opt('mode', { k: 'enum', v: 'fan_in', members: MODES }, MODES), opt('gain', float(Math.SQRT2))], (g) => ({
+        kind,
+        mode: g.enumOf('mode', MODES),
+        gain: positive(g, 'gain'),
+      })),
+    );
   }
-  m.set('trunc_normal', init([opt('std', float(1))], (g) => ({ kind: 'trunc_normal', std: positive(g, 'std') })));
+  m.set(
+    'trunc_normal',
+    init([opt('std', float(1))], (g) => ({ kind: 'trunc_normal', std: positive(g, 'std') })),
+  );
   return m;
 }

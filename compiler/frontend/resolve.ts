@@ -172,7 +172,11 @@ export function loadProgram(source: { path: string; text?: string }, opts: LoadO
       break;
     }
     if (!found) {
-      if (escaped) fail(`import "${imp.path}" escapes the import roots (it resolves to ${displayPath(escaped)})`, `imports may only name files under ${roots.map(displayPath).join(', ')}`);
+      if (escaped)
+        fail(
+          `import "${imp.path}" escapes the import roots (it resolves to ${displayPath(escaped)})`,
+          `imports may only name files under ${roots.map(displayPath).join(', ')}`,
+        );
       else fail(`cannot find import "${imp.path}"`, `searched ${roots.map(displayPath).join(', ')}`);
       return;
     }

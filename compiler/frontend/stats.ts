@@ -8,7 +8,10 @@ import { OPS } from '../ops/index.ts';
 
 /** Floating-point operations of one node (multiply-add = 2): its op's count in the op table. */
 export function nodeFlops<P extends OpName>(g: Graph, n: NodeOf<P>): number {
-  return OPS[n.op].flops(n, n.inputs.map((i) => g.nodes[i].shape));
+  return OPS[n.op].flops(
+    n,
+    n.inputs.map((i) => g.nodes[i].shape),
+  );
 }
 
 export interface GraphStats {

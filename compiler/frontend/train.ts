@@ -47,17 +47,62 @@ interface Ctor {
 
 const SLOTS: Record<string, Record<string, Ctor>> = {
   optimizer: {
-    adamw: { fields: [['lr', 'lr'], ['betas', 'betas'], ['eps', 'lr'], ['weight_decay', 'nonneg']], defaults: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 1e-6 } },
-    adam: { fields: [['lr', 'lr'], ['betas', 'betas'], ['eps', 'lr'], ['weight_decay', 'nonneg']], defaults: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0 } },
-    sgd: { fields: [['lr', 'lr'], ['momentum', 'unit'], ['weight_decay', 'nonneg'], ['nesterov', 'bool']], defaults: { lr: 1e-2, momentum: 0, weight_decay: 0, nesterov: false } },
+    adamw: {
+      fields: [
+        ['lr', 'lr'],
+        ['betas', 'betas'],
+        ['eps', 'lr'],
+        ['weight_decay', 'nonneg'],
+      ],
+      defaults: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 1e-6 },
+    },
+    adam: {
+      fields: [
+        ['lr', 'lr'],
+        ['betas', 'betas'],
+        ['eps', 'lr'],
+        ['weight_decay', 'nonneg'],
+      ],
+      defaults: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0 },
+    },
+    sgd: {
+      fields: [
+        ['lr', 'lr'],
+        ['momentum', 'unit'],
+        ['weight_decay', 'nonneg'],
+        ['nesterov', 'bool'],
+      ],
+      defaults: { lr: 1e-2, momentum: 0, weight_decay: 0, nesterov: false },
+    },
   },
   schedule: {
     constant: { fields: [], defaults: {} },
-    cosine: { fields: [['period', 'period'], ['eta_min', 'nonneg'], ['warmup_steps', 'count']], defaults: { period: 'epoch', eta_min: 0, warmup_steps: 0 } },
-    plateau: { fields: [['patience', 'count'], ['factor', 'factor'], ['monitor', 'name'], ['min_lr', 'nonneg']], defaults: { patience: 10, factor: 0.5, monitor: 'val_total', min_lr: 0 } },
+    cosine: {
+      fields: [
+        ['period', 'period'],
+        ['eta_min', 'nonneg'],
+        ['warmup_steps', 'count'],
+      ],
+      defaults: { period: 'epoch', eta_min: 0, warmup_steps: 0 },
+    },
+    plateau: {
+      fields: [
+        ['patience', 'count'],
+        ['factor', 'factor'],
+        ['monitor', 'name'],
+        ['min_lr', 'nonneg'],
+      ],
+      defaults: { patience: 10, factor: 0.5, monitor: 'val_total', min_lr: 0 },
+    },
   },
   early_stopping: {
-    patience: { fields: [['patience', 'natural'], ['monitor', 'name']], defaults: { patience: 10, monitor: 'val_total' } },
+    patience: {
+      fields: [
+        ['patience', 'natural'],
+        ['monitor', 'name'],
+      ],
+      defaults: { patience: 10, monitor: 'val_total' },
+    },
     none: { fields: [], defaults: {} },
   },
 };
@@ -112,7 +157,11 @@ export function typeTrainSection(el: Elaborator, entries: TrainAssignment[], sco
   if (batch === undefined) batch = configBatch ?? 32;
   else if (configBatch !== undefined && batch !== configBatch) {
     const e = entries.find((x) => x.key[0].name === 'batch');
-    el.guard(() => el.error(e?.commandLine ? undefined : e?.range, `train.batch is ${batch} but the config batch (used by the input shapes) is ${configBatch}`, { hint: 'set the config batch instead' }));
+    el.guard(() =>
+      el.error(e?.commandLine ? undefined : e?.range, `train.batch is ${batch} but the config batch (used by the input shapes) is ${configBatch}`, {
+        hint: 'set the config batch instead',
+      }),
+    );
   }
   const o = st.slots.optimizer;
   const s = st.slots.schedule;
@@ -157,7 +206,10 @@ function applyEntry(el: Elaborator, st: ReturnType<typeof defaultTrain>, e: Trai
   const schema = ctors[slot.kind].fields.find(([n]) => n === field.name);
   if (!schema)
     el.error(field.range, `${slot.kind}(...) has no field '${field.name}'`, {
-      ...didYouMean(field.name, ctors[slot.kind].fields.map(([n]) => n)),
+      ...didYouMean(
+        field.name,
+        ctors[slot.kind].fields.map(([n]) => n),
+      ),
       notes: [`fields of ${slot.kind}: ${ctors[slot.kind].fields.map(([n]) => n).join(', ') || 'none'}`],
     });
   slot.fields[field.name] = fieldValue(el, schema[1], e.value, scope, `${key}.${field.name}`);
@@ -175,12 +227,22 @@ function construct(el: Elaborator, key: string, ctors: Record<string, Ctor>, val
     nameRange = value.callee.range;
     args = value.args;
   } else {
-    el.error(value.range, `train.${key} must be one of ${Object.keys(ctors).map((c) => `${c}(...)`).join(', ')}`);
+    el.error(
+      value.range,
+      `train.${key} must be one of ${Object.keys(ctors)
+        .map((c) => `${c}(...)`)
+        .join(', ')}`,
+    );
   }
   const ctor = ctors[name];
   if (!ctor) el.error(nameRange, `unknown ${key} '${name}'`, { ...didYouMean(name, Object.keys(ctors)), notes: [`choices: ${Object.keys(ctors).join(', ')}`] });
   const fields: Record<string, FieldValue> = { ...ctor.defaults };
-  const matched = el.matchArgs(ctor.fields.map(([n]) => ({ name: n })), args, value.range, `${name}(...)`);
+  const matched = el.matchArgs(
+    ctor.fields.map(([n]) => ({ name: n })),
+    args,
+    value.range,
+    `${name}(...)`,
+  );
   matched.forEach((a, i) => {
     if (!a) return;
     const [fname, ftype] = ctor.fields[i];

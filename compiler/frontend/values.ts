@@ -173,7 +173,10 @@ export function expectFloat(v: Value, range: Range, what: string): number {
 
 export function expectBool(v: Value, range: Range, what: string): boolean {
   if (v.k === 'bool') return v.v;
-  if (v.k === 'tensor') throw new CompileError(range, `${what} must be a compile-time bool, got tensor ${describe(v)}`, { hint: 'use where(mask, a, b) to select between tensors' });
+  if (v.k === 'tensor')
+    throw new CompileError(range, `${what} must be a compile-time bool, got tensor ${describe(v)}`, {
+      hint: 'use where(mask, a, b) to select between tensors',
+    });
   throw new CompileError(range, `${what} must be a bool, got ${kindName(v)}`);
 }
 

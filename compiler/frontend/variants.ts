@@ -31,13 +31,29 @@ export interface FlatModel {
 }
 
 const NAMESPACE: Record<ItemKind, string> = {
-  config: 'value', input: 'value', module: 'value', state: 'value', let: 'value',
-  loss: 'loss', output: 'output', freeze: '', expr: '', train: '',
+  config: 'value',
+  input: 'value',
+  module: 'value',
+  state: 'value',
+  let: 'value',
+  loss: 'loss',
+  output: 'output',
+  freeze: '',
+  expr: '',
+  train: '',
 };
 
 const KIND_WORD: Record<ItemKind, string> = {
-  config: 'config', input: 'input', module: 'module', state: 'param/buffer', let: 'let', loss: 'loss', output: 'output',
-  freeze: 'freeze', expr: 'expression', train: 'train section',
+  config: 'config',
+  input: 'input',
+  module: 'module',
+  state: 'param/buffer',
+  let: 'let',
+  loss: 'loss',
+  output: 'output',
+  freeze: 'freeze',
+  expr: 'expression',
+  train: 'train section',
 };
 
 function classify(s: Stmt, diags: Diagnostic[]): { kind: ItemKind; names: Name[] } | undefined {
@@ -71,7 +87,11 @@ function classify(s: Stmt, diags: Diagnostic[]): { kind: ItemKind; names: Name[]
       return undefined;
     case 'If':
     case 'For':
-      diags.push(makeDiagnostic(s.range, `'${s.kind === 'If' ? 'if' : 'for'}' statements are not allowed in a model body`, { hint: 'use a conditional expression (if c then a else b), or move the logic into a fn or block' }));
+      diags.push(
+        makeDiagnostic(s.range, `'${s.kind === 'If' ? 'if' : 'for'}' statements are not allowed in a model body`, {
+          hint: 'use a conditional expression (if c then a else b), or move the logic into a fn or block',
+        }),
+      );
       return undefined;
     case 'Return':
       diags.push(makeDiagnostic(s.range, "'return' is only allowed inside a fn"));
@@ -88,7 +108,7 @@ function classify(s: Stmt, diags: Diagnostic[]): { kind: ItemKind; names: Name[]
 export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnostic[]): FlatModel {
   const chain: ModelDecl[] = [];
   const seen = new Set<string>();
-  for (let m: ModelDecl | undefined = decl; m; ) {
+  for (let m: ModelDecl | undefined = decl; m;) {
     if (seen.has(m.name.name)) {
       const names = [...chain.map((c) => c.name.name).reverse(), m.name.name];
       diags.push(makeDiagnostic(decl.name.range, `cyclic extends: ${names.join(' extends ')}`));
@@ -145,12 +165,28 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
       }
       if (at < 0) {
         if (s.kind === 'Config' && !s.type) {
-          diags.push(makeDiagnostic(s.name.range, `config '${s.name.name}' needs a type`, isVariant ? { hint: `no parent of ${owner} has a config '${s.name.name}' to override`, ...didYouMeanKind(live(), 'config', s.name.name) } : { hint: `write config ${s.name.name}: int = ...` }));
+          diags.push(
+            makeDiagnostic(
+              s.name.range,
+              `config '${s.name.name}' needs a type`,
+              isVariant
+                ? { hint: `no parent of ${owner} has a config '${s.name.name}' to override`, ...didYouMeanKind(live(), 'config', s.name.name) }
+                : { hint: `write config ${s.name.name}: int = ...` },
+            ),
+          );
           continue;
         }
         if (s.kind === 'Loss' && !s.value) {
           const extra = didYouMeanKind(live(), 'loss', s.name.name);
-          diags.push(makeDiagnostic(s.name.range, isVariant ? `loss '${s.name.name}' has no expression and no parent of ${owner} defines it` : `loss '${s.name.name}' needs an expression: loss ${s.name.name}(weight: w) = ...`, extra));
+          diags.push(
+            makeDiagnostic(
+              s.name.range,
+              isVariant
+                ? `loss '${s.name.name}' has no expression and no parent of ${owner} defines it`
+                : `loss '${s.name.name}' needs an expression: loss ${s.name.name}(weight: w) = ...`,
+              extra,
+            ),
+          );
           continue;
         }
         push({ kind: c.kind, names: c.names.map((n) => n.name), stmt: s, owner });
@@ -158,12 +194,17 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
       }
       const prev = slots[at]!;
       if (prev.owner === owner) {
-        diags.push(makeDiagnostic(c.names[0].range, `duplicate definition of '${c.names[0].name}' (first defined at ${formatLoc(rangeOfName(prev, c.names[0].name))})`));
+        diags.push(
+          makeDiagnostic(c.names[0].range, `duplicate definition of '${c.names[0].name}' (first defined at ${formatLoc(rangeOfName(prev, c.names[0].name))})`),
+        );
         continue;
       }
       if (prev.kind !== c.kind) {
         diags.push(
-          makeDiagnostic(c.names[0].range, `bad override: '${c.names[0].name}' is a ${KIND_WORD[prev.kind]} in ${prev.owner} (${formatLoc(rangeOfName(prev, c.names[0].name))}) and cannot be redefined as a ${KIND_WORD[c.kind]}`),
+          makeDiagnostic(
+            c.names[0].range,
+            `bad override: '${c.names[0].name}' is a ${KIND_WORD[prev.kind]} in ${prev.owner} (${formatLoc(rangeOfName(prev, c.names[0].name))}) and cannot be redefined as a ${KIND_WORD[c.kind]}`,
+          ),
         );
         continue;
       }
@@ -181,7 +222,12 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
         continue;
       }
       if (s.kind === 'Let' && prev.stmt.kind === 'Let' && prev.names.join(',') !== c.names.map((n) => n.name).join(',')) {
-        diags.push(makeDiagnostic(s.range, `bad override: '${c.names[0].name}' is defined together with ${prev.names.join(', ')} in ${prev.owner}; override them together`));
+        diags.push(
+          makeDiagnostic(
+            s.range,
+            `bad override: '${c.names[0].name}' is defined together with ${prev.names.join(', ')} in ${prev.owner}; override them together`,
+          ),
+        );
         continue;
       }
       slots[at] = { kind: c.kind, names: c.names.map((n) => n.name), stmt: s, owner };
@@ -191,7 +237,10 @@ export function flattenModel(decl: ModelDecl, globals: Globals, diags: Diagnosti
 }
 
 function didYouMeanKind(items: ModelItem[], kind: ItemKind, name: string) {
-  return didYouMean(name, items.filter((it) => it.kind === kind).flatMap((it) => it.names));
+  return didYouMean(
+    name,
+    items.filter((it) => it.kind === kind).flatMap((it) => it.names),
+  );
 }
 
 function rangeOfName(item: ModelItem, name: string): Range {

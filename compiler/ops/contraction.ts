@@ -10,10 +10,21 @@ const CONV_ATTRS = ['stride', 'padding', 'dilation', 'groups'] as const;
 
 /** Every size of a direct convolution, from x, w and y whichever op it is. */
 interface ConvGeometry {
-  N: number; C: number; H: number; W: number; // input
-  O: number; kh: number; kw: number; // weight [O, C/groups, kh, kw]
-  OH: number; OW: number; // output
-  sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+  N: number;
+  C: number;
+  H: number;
+  W: number; // input
+  O: number;
+  kh: number;
+  kw: number; // weight [O, C/groups, kh, kw]
+  OH: number;
+  OW: number; // output
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
+  dh: number;
+  dw: number;
   groups: number;
 }
 
@@ -26,7 +37,9 @@ function convGeometry(attrs: ConvAttrs, x: Shape, w: Shape, y: Shape): ConvGeome
   const oh = convOut(g.H, g.kh, sh, ph, dh);
   const ow = convOut(g.W, g.kw, sw, pw, dw);
   if (oh !== g.OH || ow !== g.OW)
-    throw new Error(`input ${shapeStr(x)} with kernel ${g.kh}x${g.kw}, stride ${sh},${sw}, padding ${ph},${pw}, dilation ${dh},${dw} gives output ${oh}x${ow}, not ${g.OH}x${g.OW}`);
+    throw new Error(
+      `input ${shapeStr(x)} with kernel ${g.kh}x${g.kw}, stride ${sh},${sw}, padding ${ph},${pw}, dilation ${dh},${dw} gives output ${oh}x${ow}, not ${g.OH}x${g.OW}`,
+    );
   if (w[1] * groups !== g.C) throw new Error(`weight ${shapeStr(w)} with groups ${groups} does not match ${g.C} input channels`);
   return g;
 }

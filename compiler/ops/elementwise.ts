@@ -5,10 +5,23 @@
 
 import { type NodeOf, type OpName, type Shape, numel } from '../ir.ts';
 import { dropoutStreamKey, dropoutUniform } from '../random.ts';
-import { type EvalContext, type Gradient, type OpDef, type OpTablePart, type TypedValue, type VjpContext, NO_FLOPS, broadcastShapes, f32, need, unbroadcast } from './def.ts';
+import {
+  type EvalContext,
+  type Gradient,
+  type OpDef,
+  type OpTablePart,
+  type TypedValue,
+  type VjpContext,
+  NO_FLOPS,
+  broadcastShapes,
+  f32,
+  need,
+  unbroadcast,
+} from './def.ts';
 import { broadcastOffsets, castToI32, erf, gelu, wrapI32 } from './float64.ts';
 
-export type Unary = 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'gelu' | 'erf' | 'recip' | 'square' | 'sign' | 'isfinite' | 'stop_gradient';
+export type Unary =
+  'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'relu' | 'sigmoid' | 'tanh' | 'gelu' | 'erf' | 'recip' | 'square' | 'sign' | 'isfinite' | 'stop_gradient';
 export type Binary = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum';
 export type Compare = 'gt' | 'ge' | 'lt' | 'le' | 'eq' | 'ne';
 
@@ -47,7 +60,12 @@ function broadcastEval(node: NodeOf<OpName>, ins: Float64Array[], shapes: Shape[
 }
 
 /** A binary arithmetic op (both inputs one dtype). `i32` as in unary(). */
-function binary<P extends Binary>(op: P, f: (a: number, b: number) => number, vjp: (c: VjpContext<P>) => (number | null)[], extra: { commutative?: boolean; i32?: (a: number, b: number) => number } = {}): OpDef<P> {
+function binary<P extends Binary>(
+  op: P,
+  f: (a: number, b: number) => number,
+  vjp: (c: VjpContext<P>) => (number | null)[],
+  extra: { commutative?: boolean; i32?: (a: number, b: number) => number } = {},
+): OpDef<P> {
   const def: OpDef<P> = {
     kind: 'elementwise',
     arity: 2,
@@ -124,7 +142,11 @@ export const ELEMENTWISE_DEFS = {
   }),
   erf: unary(erf, { vjp: ({ b, g, x }) => [b.mul(g, b.mul(b.scalar(2 / Math.sqrt(Math.PI)), b.emit('exp', [b.neg(b.emit('square', [x[0]]))])))] }),
   recip: unary((x) => 1 / x, { vjp: ({ b, g, y }) => [b.neg(b.mul(g, b.emit('square', [y])))] }),
-  square: unary((x) => x * x, { vjp: ({ b, g, x }) => [b.mul(g, b.mul(x[0], b.scalar(2)))] }, (x) => Math.imul(x, x)),
+  square: unary(
+    (x) => x * x,
+    { vjp: ({ b, g, x }) => [b.mul(g, b.mul(x[0], b.scalar(2)))] },
+    (x) => Math.imul(x, x),
+  ),
   sign: unary((x) => (x > 0 ? 1 : x < 0 ? -1 : 0), PIECEWISE_CONSTANT),
   // 1.0 where finite, 0.0 for NaN and ±inf: the training programs' finite-or-stop flags.
   isfinite: {
@@ -154,12 +176,51 @@ export const ELEMENTWISE_DEFS = {
     flops: perElement,
   },
 
-  add: binary('add', (a, b) => a + b, (c) => binaryGrads(c, () => c.g, () => c.g), { commutative: true }),
-  sub: binary('sub', (a, b) => a - b, (c) => binaryGrads(c, () => c.g, () => c.b.neg(c.g))),
-  mul: binary('mul', (a, b) => a * b, (c) => binaryGrads(c, () => c.b.mul(c.g, c.x[1]), () => c.b.mul(c.g, c.x[0])), { commutative: true, i32: (a, b) => Math.imul(a, b) }),
-  div: binary('div', (a, b) => a / b, (c) => binaryGrads(c, () => c.b.div(c.g, c.x[1]), () => c.b.neg(c.b.div(c.b.mul(c.g, c.y), c.x[1]))), {
-    i32: (a, b) => (b === 0 ? a : a === -2147483648 && b === -1 ? a : Math.trunc(a / b)),
-  }),
+  add: binary(
+    'add',
+    (a, b) => a + b,
+    (c) =>
+      binaryGrads(
+        c,
+        () => c.g,
+        () => c.g,
+      ),
+    { commutative: true },
+  ),
+  sub: binary(
+    'sub',
+    (a, b) => a - b,
+    (c) =>
+      binaryGrads(
+        c,
+        () => c.g,
+        () => c.b.neg(c.g),
+      ),
+  ),
+  mul: binary(
+    'mul',
+    (a, b) => a * b,
+    (c) =>
+      binaryGrads(
+        c,
+        () => c.b.mul(c.g, c.x[1]),
+        () => c.b.mul(c.g, c.x[0]),
+      ),
+    { commutative: true, i32: (a, b) => Math.imul(a, b) },
+  ),
+  div: binary(
+    'div',
+    (a, b) => a / b,
+    (c) =>
+      binaryGrads(
+        c,
+        () => c.b.div(c.g, c.x[1]),
+        () => c.b.neg(c.b.div(c.b.mul(c.g, c.y), c.x[1])),
+      ),
+    {
+      i32: (a, b) => (b === 0 ? a : a === -2147483648 && b === -1 ? a : Math.trunc(a / b)),
+    },
+  ),
   pow: binary(
     'pow',
     Math.pow,
@@ -174,8 +235,18 @@ export const ELEMENTWISE_DEFS = {
     { i32: (a, b) => wrapI32(Math.pow(a, b)) },
   ),
   // NaN propagates (PyTorch's maximum/minimum).
-  maximum: binary('maximum', (a, b) => (a >= b || Number.isNaN(a) ? a : b), (c) => tieSplit(c, 'gt', 'ge'), { commutative: true }),
-  minimum: binary('minimum', (a, b) => (a <= b || Number.isNaN(a) ? a : b), (c) => tieSplit(c, 'lt', 'le'), { commutative: true }),
+  maximum: binary(
+    'maximum',
+    (a, b) => (a >= b || Number.isNaN(a) ? a : b),
+    (c) => tieSplit(c, 'gt', 'ge'),
+    { commutative: true },
+  ),
+  minimum: binary(
+    'minimum',
+    (a, b) => (a <= b || Number.isNaN(a) ? a : b),
+    (c) => tieSplit(c, 'lt', 'le'),
+    { commutative: true },
+  ),
 
   gt: compare((a, b) => a > b),
   ge: compare((a, b) => a >= b),

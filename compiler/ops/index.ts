@@ -72,7 +72,12 @@ export function validateGraph(g: Graph): void {
     for (const x of n.inputs) if (!seen.has(x)) throw new Error(`IR: node ${i} (${n.op}) uses %${x} before it is defined`);
     let t: TypedValue;
     try {
-      t = inferType(n.op, n.inputs.map((x) => g.nodes[x]), n.attrs, n);
+      t = inferType(
+        n.op,
+        n.inputs.map((x) => g.nodes[x]),
+        n.attrs,
+        n,
+      );
     } catch (e) {
       throw new Error(`IR: node ${i} (${n.op}${n.name ? ' ' + n.name : ''}): ${(e as Error).message}`);
     }

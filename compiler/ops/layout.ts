@@ -12,7 +12,10 @@ export const LAYOUT_DEFS = {
     arity: 1,
     view: true,
     type: (ins, a) => {
-      need(numel(a.shape) === numel(ins[0].shape), `cannot reshape ${shapeStr(ins[0].shape)} (${numel(ins[0].shape)} elements) to ${shapeStr(a.shape)} (${numel(a.shape)} elements)`);
+      need(
+        numel(a.shape) === numel(ins[0].shape),
+        `cannot reshape ${shapeStr(ins[0].shape)} (${numel(ins[0].shape)} elements) to ${shapeStr(a.shape)} (${numel(a.shape)} elements)`,
+      );
       return { shape: a.shape, dtype: ins[0].dtype };
     },
     grad: { vjp: ({ b, g, x }) => [b.reshape(g, b.node(x[0]).shape)] },
@@ -38,7 +41,13 @@ export const LAYOUT_DEFS = {
     },
     eval: ({ node, ins, shapes }) => {
       const xs = stridesOf(shapes[0]);
-      return gatherAt(ins[0], stridedOffsets(node.shape, node.attrs.perm.map((p) => xs[p])));
+      return gatherAt(
+        ins[0],
+        stridedOffsets(
+          node.shape,
+          node.attrs.perm.map((p) => xs[p]),
+        ),
+      );
     },
     flops: NO_FLOPS,
   },
@@ -91,7 +100,10 @@ export const LAYOUT_DEFS = {
       const axis = normAxis(a.axis, ins[0].shape.length);
       const out = [...ins[0].shape];
       for (const v of ins.slice(1)) {
-        need(v.shape.length === out.length && v.shape.every((d, i) => i === axis || d === out[i]), `concat along axis ${axis}: ${shapeStr(ins[0].shape)} and ${shapeStr(v.shape)} differ off that axis`);
+        need(
+          v.shape.length === out.length && v.shape.every((d, i) => i === axis || d === out[i]),
+          `concat along axis ${axis}: ${shapeStr(ins[0].shape)} and ${shapeStr(v.shape)} differ off that axis`,
+        );
         need(v.dtype === ins[0].dtype, `concat of ${ins[0].dtype} and ${v.dtype}`);
         out[axis] += v.shape[axis];
       }
@@ -138,8 +150,7 @@ export const LAYOUT_DEFS = {
       vjp: ({ b, g, x, node }) => {
         const xs = b.node(x[0]).shape;
         const pads = node.attrs.pads;
-        if (pads.every((p) => p >= 0))
-          return [b.emit('slice', [g], { starts: xs.map((_, k) => pads[2 * k]), ends: xs.map((d, k) => pads[2 * k] + d) })];
+        if (pads.every((p) => p >= 0)) return [b.emit('slice', [g], { starts: xs.map((_, k) => pads[2 * k]), ends: xs.map((d, k) => pads[2 * k] + d) })];
         return [b.emit('pad', [g], { pads: pads.map((p) => -p), value: 0 })];
       },
     },
@@ -163,4 +174,3 @@ export const LAYOUT_DEFS = {
     flops: NO_FLOPS,
   },
 } satisfies OpTablePart;
-

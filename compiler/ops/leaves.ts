@@ -39,7 +39,10 @@ export const LEAF_DEFS = {
     kind: 'constant',
     arity: 0,
     type: (_ins, a, self) => {
-      need(Array.isArray(a.data) && a.data.length === numel(self.shape), `tensor data has ${a.data?.length} values, shape ${shapeStr(self.shape)} needs ${numel(self.shape)}`);
+      need(
+        Array.isArray(a.data) && a.data.length === numel(self.shape),
+        `tensor data has ${a.data?.length} values, shape ${shapeStr(self.shape)} needs ${numel(self.shape)}`,
+      );
       return self;
     },
     grad: CONSTANT,

@@ -11,9 +11,13 @@ import { beats } from './float64.ts';
 const POOL_ATTRS = ['kernel', 'stride', 'padding'] as const;
 const UPSAMPLE_ATTRS = ['mode', 'alignCorners'] as const;
 
-const unsupportedSecondOrder = (op: 'max_pool2d_grad' | 'segment_max_grad'): VjpRule<OpName> => () => {
-  throw new Error(`autodiff: the gradient of ${op} with respect to its incoming gradient is not supported (second-order differentiation through ${op.replace('_grad', '')})`);
-};
+const unsupportedSecondOrder =
+  (op: 'max_pool2d_grad' | 'segment_max_grad'): VjpRule<OpName> =>
+  () => {
+    throw new Error(
+      `autodiff: the gradient of ${op} with respect to its incoming gradient is not supported (second-order differentiation through ${op.replace('_grad', '')})`,
+    );
+  };
 
 // ---------------------------------------------------------------------------
 // Pooling
@@ -28,8 +32,18 @@ function poolType(ins: TypedValue[], a: PoolAttrs, op: string): TypedValue {
 }
 
 interface PoolGeometry {
-  N: number; C: number; H: number; W: number; OH: number; OW: number;
-  kh: number; kw: number; sh: number; sw: number; ph: number; pw: number;
+  N: number;
+  C: number;
+  H: number;
+  W: number;
+  OH: number;
+  OW: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
 }
 
 function poolGeometry(attrs: PoolAttrs, x: Shape, y: Shape): PoolGeometry {
@@ -39,7 +53,8 @@ function poolGeometry(attrs: PoolAttrs, x: Shape, y: Shape): PoolGeometry {
   const g = { N: x[0], C: x[1], H: x[2], W: x[3], OH: y[2], OW: y[3], kh, kw, sh, sw, ph, pw };
   const oh = convOut(g.H, kh, sh, ph, 1);
   const ow = convOut(g.W, kw, sw, pw, 1);
-  if (oh !== g.OH || ow !== g.OW) throw new Error(`pooling ${shapeStr(x)} with kernel ${kh}x${kw}, stride ${sh},${sw}, padding ${ph},${pw} gives ${oh}x${ow}, not ${g.OH}x${g.OW}`);
+  if (oh !== g.OH || ow !== g.OW)
+    throw new Error(`pooling ${shapeStr(x)} with kernel ${kh}x${kw}, stride ${sh},${sw}, padding ${ph},${pw} gives ${oh}x${ow}, not ${g.OH}x${g.OW}`);
   return g;
 }
 
@@ -95,9 +110,7 @@ export function upsampleAxis(inSize: number, outSize: number, mode: string, alig
       continue;
     }
     if (mode !== 'bilinear') throw new Error(`upsample2d mode must be 'nearest' or 'bilinear', got ${JSON.stringify(mode)}`);
-    const src = alignCorners
-      ? outSize > 1 ? (d * (inSize - 1)) / (outSize - 1) : 0
-      : Math.max(((d + 0.5) * inSize) / outSize - 0.5, 0);
+    const src = alignCorners ? (outSize > 1 ? (d * (inSize - 1)) / (outSize - 1) : 0) : Math.max(((d + 0.5) * inSize) / outSize - 0.5, 0);
     const i0 = Math.min(Math.floor(src), inSize - 1);
     t.i0[d] = i0;
     t.i1[d] = Math.min(i0 + 1, inSize - 1);
@@ -311,7 +324,10 @@ export const NN_DEFS = {
     epilogue: true,
     type: (ins, a) => {
       const [x, s] = [ins[0].shape, ins[1].shape];
-      need(x.length === 3 && s.length === 2 && x[0] === s[0] && x[1] === s[1], `segment_max needs x [B, T, D] and segment ids [B, T], got ${shapeStr(x)} and ${shapeStr(s)}`);
+      need(
+        x.length === 3 && s.length === 2 && x[0] === s[0] && x[1] === s[1],
+        `segment_max needs x [B, T, D] and segment ids [B, T], got ${shapeStr(x)} and ${shapeStr(s)}`,
+      );
       need(ins[1].dtype === 'i32', 'segment ids must be i32');
       return f32([x[0], a.numSegments, x[2]]);
     },
@@ -351,4 +367,3 @@ export const NN_DEFS = {
     flops: (_n, ins) => numel(ins[0]),
   },
 } satisfies OpTablePart;
-

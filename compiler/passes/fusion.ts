@@ -22,7 +22,18 @@
 
 import type { Graph, Node, OpName } from '../ir.ts';
 import { numel } from '../ir.ts';
-import { CONSTANT_LEAVES, CONTRACTION_OPS, ELEMENTWISE, EPILOGUE_ANCHORS, EXTERNAL_LEAVES, INLINE_LEAVES, LAYOUT_OPS, NN_OPS, REDUCE_OPS, VIEW_OPS } from '../ops/index.ts';
+import {
+  CONSTANT_LEAVES,
+  CONTRACTION_OPS,
+  ELEMENTWISE,
+  EPILOGUE_ANCHORS,
+  EXTERNAL_LEAVES,
+  INLINE_LEAVES,
+  LAYOUT_OPS,
+  NN_OPS,
+  REDUCE_OPS,
+  VIEW_OPS,
+} from '../ops/index.ts';
 
 export type GroupKind = 'elementwise' | 'reduce' | 'contraction' | 'nn';
 
@@ -160,7 +171,7 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
           const s = joinSignature(r);
           if (s !== undefined) pending.set(r, s);
         }
-      for (let grew = true; grew; ) {
+      for (let grew = true; grew;) {
         grew = false;
         const inputs = new Set([...pending.keys()].flatMap((q) => nodes[q].inputs));
         // Consumers have larger ids: visiting in descending order gives each node's readers their signatures first.
@@ -193,7 +204,15 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
             signature.set(q, s);
             work.push(q);
           }
-        } else if (group.kind === 'elementwise' && group.anchor === undefined && sig === 'root' && consumers[p].length === 1 && EPILOGUE_ANCHORS.has(pn.op) && pn.dtype === 'f32' && nodes[group.root].dtype === 'f32') {
+        } else if (
+          group.kind === 'elementwise' &&
+          group.anchor === undefined &&
+          sig === 'root' &&
+          consumers[p].length === 1 &&
+          EPILOGUE_ANCHORS.has(pn.op) &&
+          pn.dtype === 'f32' &&
+          nodes[group.root].dtype === 'f32'
+        ) {
           // p becomes the anchor and the group so far its epilogue.
           const kind = groupKind(pn.op)!;
           if (!fitsBindings({ ...group, kind, anchor: p }, [])) continue;
@@ -222,8 +241,9 @@ export function fuseGraph(graph: Graph, opts: FusionOptions): FusionResult {
       inline.add(group.anchor);
       const a = nodes[group.anchor];
       // A reduction loads its input through the prologue; other anchors bind their inputs directly.
-      for (const x of a.inputs) if (group.kind === 'reduce') readOf(x);
-      else reads.add(x);
+      for (const x of a.inputs)
+        if (group.kind === 'reduce') readOf(x);
+        else reads.add(x);
       reads.delete(group.anchor);
     }
     // Scatter-add's sorted path binds two scratch buffers on top of its own.
@@ -283,4 +303,3 @@ export function flatReadInputs(graph: Graph, group: Group, consumers: number[][]
   }
   return new Set([...ok].filter(([, fine]) => fine).map(([x]) => x));
 }
-

@@ -33,7 +33,9 @@ async function main(): Promise<void> {
   const compiled = checkCompiledTraining(spec.compiled, 'training.json');
   const batches = decodeBatches(new Uint8Array(await (await download('./batches.safetensors')).arrayBuffer()));
   const state = { ...initState(compiled.step, spec.seed), ...initState(compiled.apply, spec.seed) };
-  log(`model: ${compiled.step.nodes.length} step nodes, ${Object.values(compiled.step.state).filter((s) => s.trainable).length} parameter tensors, ${batches.length} batches`);
+  log(
+    `model: ${compiled.step.nodes.length} step nodes, ${Object.values(compiled.step.state).filter((s) => s.trainable).length} parameter tensors, ${batches.length} batches`,
+  );
 
   const dev = await getBrowserDevice();
   log(`WebGPU device: ${dev.description}`);

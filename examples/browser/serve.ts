@@ -39,7 +39,12 @@ async function build(epochs: number): Promise<void> {
   console.log(`built ${path.relative(process.cwd(), outDir)}/`);
 }
 
-const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.json': 'application/json', '.safetensors': 'application/octet-stream' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.json': 'application/json',
+  '.safetensors': 'application/octet-stream',
+};
 
 function serve(port: number): void {
   const server = http.createServer(async (req, res) => {

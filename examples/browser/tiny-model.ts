@@ -73,7 +73,10 @@ export function buildTinyContrastive(cfg: TinyModelConfig = TINY_CONFIG): Graph 
 
   // Symmetric InfoNCE: mean over both directions of logsumexp(row) - diagonal.
   const logits = b.mul(linearNoBias(imageEmb, textEmb), b.scalar(1 / cfg.temperature)); // [B, B]
-  const eye = b.emit('eq', [b.emit('iota', [], { axis: 0 }, { shape: [B, B], dtype: 'i32' }), b.emit('iota', [], { axis: 1 }, { shape: [B, B], dtype: 'i32' })]);
+  const eye = b.emit('eq', [
+    b.emit('iota', [], { axis: 0 }, { shape: [B, B], dtype: 'i32' }),
+    b.emit('iota', [], { axis: 1 }, { shape: [B, B], dtype: 'i32' }),
+  ]);
   const diagonal = b.sum(b.mul(logits, eye), [1]); // [B]
   const imageToText = b.sub(b.emit('logsumexp', [logits], { axis: 1 }), diagonal);
   const textToImage = b.sub(b.emit('logsumexp', [logits], { axis: 0 }), diagonal);

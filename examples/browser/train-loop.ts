@@ -143,7 +143,8 @@ export async function trainSteps(
       losses.push(loss);
       outputs.push(out);
       const scalars: Record<string, HostTensor> = {};
-      for (const [name, v] of Object.entries(optimizerScalars(t, opts.lr, compiled.optimizer))) if (name in compiled.apply.inputs) scalars[name] = Float32Array.of(v);
+      for (const [name, v] of Object.entries(optimizerScalars(t, opts.lr, compiled.optimizer)))
+        if (name in compiled.apply.inputs) scalars[name] = Float32Array.of(v);
       await apply.run(scalars, []);
       opts.onStep?.(t, loss);
     }

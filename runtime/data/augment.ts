@@ -18,18 +18,18 @@ export interface Normalization {
 }
 
 export interface TrainAugmentOptions {
-  size?: number;                     // output side, default 224
-  cropScale?: [number, number];      // default [0.6, 1.0]
-  cropRatio?: [number, number];      // default [3/4, 4/3]
-  flipProbability?: number;          // default 0.5
-  rotationDegrees?: number;          // default 20 (uniform in ±)
-  translate?: number;                // default 0.1 (fraction of the side, per axis)
-  affineScale?: [number, number];    // default [0.95, 1.05]
+  size?: number; // output side, default 224
+  cropScale?: [number, number]; // default [0.6, 1.0]
+  cropRatio?: [number, number]; // default [3/4, 4/3]
+  flipProbability?: number; // default 0.5
+  rotationDegrees?: number; // default 20 (uniform in ±)
+  translate?: number; // default 0.1 (fraction of the side, per axis)
+  affineScale?: [number, number]; // default [0.95, 1.05]
   affineInterpolation?: 'nearest' | 'bilinear'; // default 'nearest' (torchvision default)
-  brightness?: [number, number];     // default [0.6, 1.4]
-  contrast?: [number, number];       // default [0.6, 1.4]
-  blurKernel?: number;               // default 23 (odd)
-  blurSigma?: [number, number];      // default [0.1, 3.0]
+  brightness?: [number, number]; // default [0.6, 1.4]
+  contrast?: [number, number]; // default [0.6, 1.4]
+  blurKernel?: number; // default 23 (odd)
+  blurSigma?: [number, number]; // default [0.1, 3.0]
 }
 
 export const DEFAULT_TRAIN_AUGMENT: Required<TrainAugmentOptions> = {
@@ -58,12 +58,15 @@ export interface TrainAugmentParams {
   blurSigma: number;
 }
 
-export interface CropBox { x: number; y: number; width: number; height: number }
+export interface CropBox {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
 
 /** torchvision RandomResizedCrop.get_params (10 attempts, then a centre crop). */
-export function randomResizedCropBox(
-  width: number, height: number, rng: Rng, scale: [number, number], ratio: [number, number],
-): CropBox {
+export function randomResizedCropBox(width: number, height: number, rng: Rng, scale: [number, number], ratio: [number, number]): CropBox {
   const area = width * height;
   const logLo = Math.log(ratio[0]);
   const logHi = Math.log(ratio[1]);
@@ -113,9 +116,7 @@ export interface AffineParams {
 }
 
 /** torchvision RandomAffine.get_params without shear. */
-export function randomAffineParams(
-  width: number, height: number, rng: Rng, degrees: number, translate: number, scale: [number, number],
-): AffineParams {
+export function randomAffineParams(width: number, height: number, rng: Rng, degrees: number, translate: number, scale: [number, number]): AffineParams {
   const angle = rng.uniform(-degrees, degrees);
   const maxDx = translate * width;
   const maxDy = translate * height;
@@ -129,9 +130,7 @@ export function randomAffineParams(
  * Rotation about the image centre, scaling and translation; pixels mapped from outside the
  * image are `fill`. Each output pixel centre is mapped back through the inverse transform.
  */
-export function affineTransform(
-  image: GrayImage, params: AffineParams, interpolation: 'nearest' | 'bilinear' = 'nearest', fill = 0,
-): GrayImage {
+export function affineTransform(image: GrayImage, params: AffineParams, interpolation: 'nearest' | 'bilinear' = 'nearest', fill = 0): GrayImage {
   const { width, height } = image;
   const out = makeImage(width, height);
   const cx = width / 2;
@@ -253,9 +252,7 @@ export function normalizeImage(image: GrayImage, norm: Normalization): GrayImage
 }
 
 /** Draws every random parameter of the training transform, in the order they are applied. */
-export function drawTrainAugmentParams(
-  width: number, height: number, rng: Rng, options: TrainAugmentOptions = {},
-): TrainAugmentParams {
+export function drawTrainAugmentParams(width: number, height: number, rng: Rng, options: TrainAugmentOptions = {}): TrainAugmentParams {
   const o = { ...DEFAULT_TRAIN_AUGMENT, ...options };
   const crop = randomResizedCropBox(width, height, rng, o.cropScale, o.cropRatio);
   const flip = rng.bernoulli(o.flipProbability);

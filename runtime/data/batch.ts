@@ -60,7 +60,11 @@ export function collateBatch(samples: readonly PreparedSample[], opts: CollateOp
     const plane = H * W;
     for (let c = 0; c < 3; c++) image.set(sample.image.data, (b * 3 + c) * plane);
     const packed = packSentences(sample.sentenceTokens, {
-      maxLength: T, maxSentences: opts.maxSentences, clsId: opts.clsId, sepId: opts.sepId, padId: opts.padId,
+      maxLength: T,
+      maxSentences: opts.maxSentences,
+      clsId: opts.clsId,
+      sepId: opts.sepId,
+      padId: opts.padId,
     });
     inputIds.set(packed.inputIds, b * T);
     attentionMask.set(packed.attentionMask, b * T);

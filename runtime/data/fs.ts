@@ -21,10 +21,7 @@ export interface FileSource {
  * knows them), nothing, or something that cannot be read as a file (a directory, a symlink
  * loop, a FIFO: `detail` says which).
  */
-export type FileStatus =
-  | { kind: 'file'; size?: number; mtimeMs?: number }
-  | { kind: 'missing' }
-  | { kind: 'unreadable'; detail: string };
+export type FileStatus = { kind: 'file'; size?: number; mtimeMs?: number } | { kind: 'missing' } | { kind: 'unreadable'; detail: string };
 
 export async function fileStatus(source: FileSource, path: string): Promise<FileStatus> {
   if (source.status) return source.status(path);
@@ -119,7 +116,10 @@ export async function readText(source: FileSource, path: string): Promise<string
 export class SubdirFileSource implements WritableFileSource {
   readonly description: string;
 
-  constructor(readonly base: WritableFileSource, readonly dir: string) {
+  constructor(
+    readonly base: WritableFileSource,
+    readonly dir: string,
+  ) {
     this.dir = normalizePath(dir);
     this.description = `${base.description}/${this.dir}`;
   }

@@ -110,7 +110,10 @@ export async function readImage(source: FileSource, path: string): Promise<{ ima
  * is undefined) and going round; null when none does. Every failure met is returned.
  */
 export async function drawImage(
-  source: FileSource, paths: readonly string[], knownUndecodable: Readonly<Record<string, string>>, rng?: Rng,
+  source: FileSource,
+  paths: readonly string[],
+  knownUndecodable: Readonly<Record<string, string>>,
+  rng?: Rng,
 ): Promise<{ loaded: { image: GrayImage; path: string } | null; failures: ImageFailure[] }> {
   const n = paths.length;
   const first = rng ? rng.int(n) : 0;
@@ -147,9 +150,7 @@ async function runAnyImageJob(source: FileSource, job: ImageJob): Promise<ImageJ
       const { loaded, failures } = await drawImage(source, job.paths, job.knownUndecodable, rng);
       if (!loaded) return { image: null, failures };
       const t = job.transform;
-      const image = t.train
-        ? trainTransform(loaded.image, rng, t.norm, { ...t.augment, size: t.size })
-        : evalTransform(loaded.image, t.norm, t.size);
+      const image = t.train ? trainTransform(loaded.image, rng, t.norm, { ...t.augment, size: t.size }) : evalTransform(loaded.image, t.norm, t.size);
       return { image, failures };
     }
     case 'resize': {
@@ -170,7 +171,8 @@ async function runAnyImageJob(source: FileSource, job: ImageJob): Promise<ImageJ
  * item order (so that what consume records does not depend on which job finished first).
  */
 export async function forEachInOrder<T, R>(
-  items: readonly T[], limit: number,
+  items: readonly T[],
+  limit: number,
   start: (item: T, index: number) => Promise<R>,
   consume: (result: R, item: T, index: number) => void | Promise<void>,
 ): Promise<void> {

@@ -60,7 +60,10 @@ export function decodeJpegGray(bytes: Uint8Array, what: string): GrayImage {
   // Some writers append padding after EOI; look for FF D9 within the last 64 bytes.
   let hasEoi = false;
   for (let i = bytes.length - 2; i >= Math.max(2, bytes.length - 64); i--) {
-    if (bytes[i] === 0xff && bytes[i + 1] === 0xd9) { hasEoi = true; break; }
+    if (bytes[i] === 0xff && bytes[i + 1] === 0xd9) {
+      hasEoi = true;
+      break;
+    }
   }
   if (!hasEoi) throw new ImageDecodeError(what, 'truncated JPEG: no end-of-image marker');
   let decoded: { width: number; height: number; data: Uint8Array };
@@ -73,7 +76,9 @@ export function decodeJpegGray(bytes: Uint8Array, what: string): GrayImage {
   if (!(width > 0 && height > 0)) throw new ImageDecodeError(what, `bad size ${width}×${height}`);
   const out = new Float32Array(width * height);
   for (let i = 0, j = 0; i < out.length; i++, j += 3) {
-    const r = data[j], g = data[j + 1], b = data[j + 2];
+    const r = data[j],
+      g = data[j + 1],
+      b = data[j + 2];
     // Grayscale JPEGs decode to r = g = b; avoid the luma weights' rounding for them.
     out[i] = (r === g && g === b ? r : luma(r, g, b)) / 255;
   }
@@ -212,9 +217,7 @@ function axisWeights(inSize: number, regionStart: number, regionSize: number, ou
  * outWidth × outHeight with antialiased bilinear filtering, using only pixels inside the
  * rectangle (crop, then resize).
  */
-export function resampleRegion(
-  image: GrayImage, x0: number, y0: number, w: number, h: number, outWidth: number, outHeight: number,
-): GrayImage {
+export function resampleRegion(image: GrayImage, x0: number, y0: number, w: number, h: number, outWidth: number, outHeight: number): GrayImage {
   if (!(w > 0 && h > 0)) throw new Error(`resampleRegion: empty region ${w}×${h}`);
   const xw = axisWeights(image.width, x0, w, outWidth);
   const yw = axisWeights(image.height, y0, h, outHeight);

@@ -95,7 +95,13 @@ export class BatchLoader {
     this.studies = studies;
     this.ids = ids;
     this.options = {
-      imageSize: 224, maxLength: 512, reportText: 'all_sentences', sentenceSwapP: 0.4, shuffle: options.train, prefetch: 2, imageWorkers: IN_PROCESS,
+      imageSize: 224,
+      maxLength: 512,
+      reportText: 'all_sentences',
+      sentenceSwapP: 0.4,
+      shuffle: options.train,
+      prefetch: 2,
+      imageWorkers: IN_PROCESS,
       ...options,
     };
     parseReportText(this.options.reportText);
@@ -119,8 +125,10 @@ export class BatchLoader {
     // across epochs.
     const sampleEpoch = o.train ? epoch : 0;
     const image = await this.dataset.loadSampleImage(
-      study, deriveSeed(o.seed, sampleEpoch, study.index, 1),
-      { train: o.train, norm: o.norm, size: o.imageSize, augment: o.augment }, o.imageWorkers,
+      study,
+      deriveSeed(o.seed, sampleEpoch, study.index, 1),
+      { train: o.train, norm: o.norm, size: o.imageSize, augment: o.augment },
+      o.imageWorkers,
     );
     if (!image) return null;
     return { id: `p${study.subjectId}/s${study.studyId}`, image, sentenceTokens: this.sentences(study, sampleEpoch) };

@@ -15,7 +15,16 @@
 import { readCsv, requireColumns, type CsvTable } from './csv.ts';
 import { fileStatus, readText, type FileSource, type WritableFileSource } from './fs.ts';
 import type { GrayImage } from './image.ts';
-import { drawImage, forEachInOrder, IN_PROCESS, jobsInFlight, type ImageFailure, type ImageJobResults, type ImageWorkers, type SampleTransform } from './image-jobs.ts';
+import {
+  drawImage,
+  forEachInOrder,
+  IN_PROCESS,
+  jobsInFlight,
+  type ImageFailure,
+  type ImageJobResults,
+  type ImageWorkers,
+  type SampleTransform,
+} from './image-jobs.ts';
 import { reportSentences, type SentenceOptions } from './report.ts';
 import type { Rng } from './random.ts';
 import type { ReportTokenizer } from './tokenizer.ts';
@@ -121,7 +130,8 @@ export function reportPath(subjectId: string, studyId: string): string {
 async function findCsv(source: FileSource, explicit: string | undefined, base: string): Promise<string> {
   if (explicit) return explicit;
   for (const candidate of [`${base}.gz`, base]) if (await source.exists(candidate)) return candidate;
-  if ((await source.list('')).length === 0) throw new Error(`${source.description}: no such directory, or it is empty (expected a MIMIC-CXR-JPG root with ${base}.gz)`);
+  if ((await source.list('')).length === 0)
+    throw new Error(`${source.description}: no such directory, or it is empty (expected a MIMIC-CXR-JPG root with ${base}.gz)`);
   throw new Error(`${source.description}: neither ${base}.gz nor ${base} found (is this a MIMIC-CXR-JPG root?)`);
 }
 
@@ -170,7 +180,13 @@ async function readReport(source: FileSource, path: string): Promise<{ text: str
   return { text };
 }
 
-interface ImageRow { dicomId: string; subjectId: string; studyId: string; split: Split; line: number }
+interface ImageRow {
+  dicomId: string;
+  subjectId: string;
+  studyId: string;
+  split: Split;
+  line: number;
+}
 
 export class MimicCxrDataset {
   /** The images the studies were checked against at open time. */
@@ -273,20 +289,25 @@ export class MimicCxrDataset {
 
     // Check image files and read reports.
     const groups = [...studyRows.values()];
-    const candidates = await mapLimit(groups, concurrency, async (rows) => {
-      const { subjectId, studyId, split } = rows[0];
-      const paths = rows.map((r) => imagePath(subjectId, studyId, r.dicomId)).sort();
-      const present: string[] = [];
-      const localProblems: DataProblem[] = [];
-      for (const p of paths) {
-        const st = await fileStatus(imageSource, p);
-        if (st.kind === 'file') present.push(p);
-        else if (st.kind === 'missing') localProblems.push({ kind: 'missing-image', path: p, detail: `listed in ${splitPath} but the file does not exist` });
-        else localProblems.push({ kind: 'unreadable-image', path: p, detail: `listed in ${splitPath} but ${st.detail}` });
-      }
-      const rPath = reportPath(subjectId, studyId);
-      return { subjectId, studyId, split, paths: present, reportPath: rPath, report: await readReport(reportSource, rPath), localProblems };
-    }, (done) => opts.onProgress?.('reading reports', done, groups.length));
+    const candidates = await mapLimit(
+      groups,
+      concurrency,
+      async (rows) => {
+        const { subjectId, studyId, split } = rows[0];
+        const paths = rows.map((r) => imagePath(subjectId, studyId, r.dicomId)).sort();
+        const present: string[] = [];
+        const localProblems: DataProblem[] = [];
+        for (const p of paths) {
+          const st = await fileStatus(imageSource, p);
+          if (st.kind === 'file') present.push(p);
+          else if (st.kind === 'missing') localProblems.push({ kind: 'missing-image', path: p, detail: `listed in ${splitPath} but the file does not exist` });
+          else localProblems.push({ kind: 'unreadable-image', path: p, detail: `listed in ${splitPath} but ${st.detail}` });
+        }
+        const rPath = reportPath(subjectId, studyId);
+        return { subjectId, studyId, split, paths: present, reportPath: rPath, report: await readReport(reportSource, rPath), localProblems };
+      },
+      (done) => opts.onProgress?.('reading reports', done, groups.length),
+    );
 
     for (const c of candidates) {
       problems.push(...c.localProblems);
@@ -295,10 +316,19 @@ export class MimicCxrDataset {
         skip('no-frontal-image', studyDir(c.subjectId, c.studyId), 'no PA/AP image file exists for this study');
         continue;
       }
-      if ('problem' in c.report) { skip(c.report.problem, c.reportPath, c.report.detail); continue; }
-      if (c.report.text.trim() === '') { skip('empty-report', c.reportPath, 'report is empty'); continue; }
+      if ('problem' in c.report) {
+        skip(c.report.problem, c.reportPath, c.report.detail);
+        continue;
+      }
+      if (c.report.text.trim() === '') {
+        skip('empty-report', c.reportPath, 'report is empty');
+        continue;
+      }
       const parsed = reportSentences(c.report.text, opts.sentenceOptions);
-      if (!parsed.hasFindings && !parsed.hasImpression) { skip('no-sections', c.reportPath, 'no FINDINGS or IMPRESSION section'); continue; }
+      if (!parsed.hasFindings && !parsed.hasImpression) {
+        skip('no-sections', c.reportPath, 'no FINDINGS or IMPRESSION section');
+        continue;
+      }
       const sentences: string[] = [];
       const sentenceTokens: Int32Array[] = [];
       for (const s of parsed.sentences) {
@@ -307,12 +337,24 @@ export class MimicCxrDataset {
         sentences.push(s);
         sentenceTokens.push(ids);
       }
-      if (sentences.length === 0) { skip('no-sentences', c.reportPath, 'FINDINGS/IMPRESSION hold no sentence'); continue; }
+      if (sentences.length === 0) {
+        skip('no-sentences', c.reportPath, 'FINDINGS/IMPRESSION hold no sentence');
+        continue;
+      }
       const tokens = sentenceTokens.reduce((n, t) => n + t.length, 0);
-      if (tokens < minTokens) { skip('too-few-tokens', c.reportPath, `${tokens} token(s), fewer than ${minTokens}`); continue; }
+      if (tokens < minTokens) {
+        skip('too-few-tokens', c.reportPath, `${tokens} token(s), fewer than ${minTokens}`);
+        continue;
+      }
       dataset.studies.push({
-        index: dataset.studies.length, subjectId: c.subjectId, studyId: c.studyId, split: c.split,
-        reportPath: c.reportPath, imagePaths: c.paths, sentences, sentenceTokens,
+        index: dataset.studies.length,
+        subjectId: c.subjectId,
+        studyId: c.studyId,
+        split: c.split,
+        reportPath: c.reportPath,
+        imagePaths: c.paths,
+        sentences,
+        sentenceTokens,
       });
     }
     return dataset;
@@ -326,7 +368,11 @@ export class MimicCxrDataset {
       const studyId = row.study_id.trim();
       if (!DICOM_ID_PATTERN.test(dicomId) || !ID_PATTERN.test(subjectId) || !ID_PATTERN.test(studyId)) {
         out.badDicomIds.add(dicomId);
-        this.problems.push({ kind: 'bad-csv-row', path: `${path}:${table.lines[r]}`, detail: `bad id(s): dicom_id ${quote(row.dicom_id)}, subject_id ${quote(row.subject_id)}, study_id ${quote(row.study_id)}` });
+        this.problems.push({
+          kind: 'bad-csv-row',
+          path: `${path}:${table.lines[r]}`,
+          detail: `bad id(s): dicom_id ${quote(row.dicom_id)}, subject_id ${quote(row.subject_id)}, study_id ${quote(row.study_id)}`,
+        });
         return;
       }
       out.set(dicomId, { subjectId, studyId, view: row.ViewPosition.trim() });
@@ -362,12 +408,18 @@ export class MimicCxrDataset {
    */
   dropSummary(): string {
     const counts = this.problemCounts();
-    const units: [DropUnit, string][] = [['study', 'studies'], ['image', 'images'], ['CSV row', 'CSV rows']];
-    return `dropped: ${units.map(([unit, plural]) => {
-      const kinds = PROBLEM_KINDS.filter((k) => PROBLEM_INFO[k].unit === unit && counts[k] > 0);
-      const n = kinds.reduce((sum, k) => sum + counts[k], 0);
-      return `${n} ${n === 1 ? unit : plural}${kinds.length ? ` (${kinds.map((k) => `${k} ${counts[k]}`).join(', ')})` : ''}`;
-    }).join(', ')}`;
+    const units: [DropUnit, string][] = [
+      ['study', 'studies'],
+      ['image', 'images'],
+      ['CSV row', 'CSV rows'],
+    ];
+    return `dropped: ${units
+      .map(([unit, plural]) => {
+        const kinds = PROBLEM_KINDS.filter((k) => PROBLEM_INFO[k].unit === unit && counts[k] > 0);
+        const n = kinds.reduce((sum, k) => sum + counts[k], 0);
+        return `${n} ${n === 1 ? unit : plural}${kinds.length ? ` (${kinds.map((k) => `${k} ${counts[k]}`).join(', ')})` : ''}`;
+      })
+      .join(', ')}`;
   }
 
   /** Every reason with its count (0 included) and the first few paths, for the run's report. */
@@ -375,8 +427,13 @@ export class MimicCxrDataset {
     const counts = this.problemCounts();
     return {
       reasons: PROBLEM_KINDS.map((kind) => ({
-        kind, ...PROBLEM_INFO[kind], count: counts[kind],
-        examples: this.problems.filter((p) => p.kind === kind).slice(0, examples).map((p) => p.path),
+        kind,
+        ...PROBLEM_INFO[kind],
+        count: counts[kind],
+        examples: this.problems
+          .filter((p) => p.kind === kind)
+          .slice(0, examples)
+          .map((p) => p.path),
       })),
       droppedViews: { ...this.droppedViews },
     };
@@ -402,7 +459,11 @@ export class MimicCxrDataset {
    */
   loadSampleImage(study: Study, seed: number, transform: SampleTransform, workers: ImageWorkers = IN_PROCESS): Promise<GrayImage | null> {
     const job = workers.run(this.imageSource, {
-      kind: 'sample', paths: study.imagePaths, knownUndecodable: this.knownUndecodableOf(study.imagePaths), seed, transform,
+      kind: 'sample',
+      paths: study.imagePaths,
+      knownUndecodable: this.knownUndecodableOf(study.imagePaths),
+      seed,
+      transform,
     });
     const recorded = this.sampleFailuresRecorded.then(async () => {
       const { image, failures } = await job;
@@ -410,7 +471,10 @@ export class MimicCxrDataset {
       if (!image) this.recordUnloadable(study);
       return image;
     });
-    this.sampleFailuresRecorded = recorded.then(() => undefined, () => undefined);
+    this.sampleFailuresRecorded = recorded.then(
+      () => undefined,
+      () => undefined,
+    );
     return recorded;
   }
 
@@ -439,7 +503,11 @@ export class MimicCxrDataset {
   private recordUnloadable(study: Study): void {
     if (this.unloadableStudies.has(study.index)) return;
     this.unloadableStudies.add(study.index);
-    this.problems.push({ kind: 'no-loadable-image', path: studyDir(study.subjectId, study.studyId), detail: `none of its ${study.imagePaths.length} frontal image(s) loads; the study is skipped` });
+    this.problems.push({
+      kind: 'no-loadable-image',
+      path: studyDir(study.subjectId, study.studyId),
+      detail: `none of its ${study.imagePaths.length} frontal image(s) loads; the study is skipped`,
+    });
   }
 
   private recordImageProblem(kind: ProblemKind, path: string, detail: string): void {
@@ -528,7 +596,10 @@ async function readResizeManifest(target: FileSource): Promise<ResizeManifest | 
  * another size is an error (keep one target per size).
  */
 export async function writeResizedImages(
-  dataset: MimicCxrDataset, studies: readonly Study[], target: WritableFileSource, opts: ResizeOptions = {},
+  dataset: MimicCxrDataset,
+  studies: readonly Study[],
+  target: WritableFileSource,
+  opts: ResizeOptions = {},
 ): Promise<ResizeResult> {
   const maxSide = opts.maxSide ?? 512;
   const quality = opts.quality ?? 95;
@@ -547,7 +618,9 @@ export async function writeResizedImages(
   let sinceSaved = 0;
   const save = async () => {
     const record: ResizeManifest = {
-      version: 2, maxSide, quality,
+      version: 2,
+      maxSide,
+      quality,
       undecodable: Object.fromEntries([...undecodable].sort()),
       originals: Object.fromEntries([...originals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
     };
@@ -561,48 +634,54 @@ export async function writeResizedImages(
     | { kind: 'resized'; key: OriginalKey | null; result: ImageJobResults['resize'] };
   // Decoding and resizing run on the workers; the copies are written and the failures
   // recorded here, in path order.
-  await forEachInOrder(paths, jobsInFlight(workers), async (path): Promise<Outcome> => {
-    const original = await fileStatus(dataset.originalSource, path);
-    const key: OriginalKey | null = original.kind === 'file' && original.size !== undefined && original.mtimeMs !== undefined ? [original.size, original.mtimeMs] : null;
-    const recorded = originals.get(path);
-    // Without stats (a browser's files) a copy or verdict can only be trusted by path.
-    const unchanged = key === null || sameKey(recorded, key);
-    if (undecodable.has(path)) {
-      if (unchanged) return { kind: 'known-undecodable', key };
-    } else {
-      const copy = await fileStatus(target, path);
-      if (copy.kind === 'file') {
-        if (unchanged) return { kind: 'kept', key };
-        // Unrecorded (written after the last manifest update, or by an older lovt): kept if made after the original last changed.
-        if (!recorded && copy.mtimeMs !== undefined && copy.mtimeMs >= key![1]) return { kind: 'kept', key };
+  await forEachInOrder(
+    paths,
+    jobsInFlight(workers),
+    async (path): Promise<Outcome> => {
+      const original = await fileStatus(dataset.originalSource, path);
+      const key: OriginalKey | null =
+        original.kind === 'file' && original.size !== undefined && original.mtimeMs !== undefined ? [original.size, original.mtimeMs] : null;
+      const recorded = originals.get(path);
+      // Without stats (a browser's files) a copy or verdict can only be trusted by path.
+      const unchanged = key === null || sameKey(recorded, key);
+      if (undecodable.has(path)) {
+        if (unchanged) return { kind: 'known-undecodable', key };
+      } else {
+        const copy = await fileStatus(target, path);
+        if (copy.kind === 'file') {
+          if (unchanged) return { kind: 'kept', key };
+          // Unrecorded (written after the last manifest update, or by an older lovt): kept if made after the original last changed.
+          if (!recorded && copy.mtimeMs !== undefined && copy.mtimeMs >= key![1]) return { kind: 'kept', key };
+        }
       }
-    }
-    return { kind: 'resized', key, result: await workers.run(dataset.originalSource, { kind: 'resize', path, maxSide, quality }) };
-  }, async (outcome, path, i) => {
-    const { key } = outcome;
-    if (key && !sameKey(originals.get(path), key)) {
-      originals.set(path, key);
-      changed = true;
-    }
-    if (outcome.kind === 'kept') {
-      kept++;
-    } else if (outcome.kind === 'known-undecodable') {
-      failed++;
-    } else if (outcome.result.jpeg) {
-      await target.writeFile(path, outcome.result.jpeg);
-      if (undecodable.delete(path)) changed = true;
-      written++;
-      sinceSaved++;
-    } else {
-      failed++;
-      dataset.recordImageFailures(outcome.result.failures);
-      for (const f of outcome.result.failures) if (f.kind === 'undecodable-image') undecodable.set(f.path, f.detail);
-      changed = true;
-      sinceSaved++;
-    }
-    if (changed && sinceSaved >= Math.max(MANIFEST_EVERY, paths.length / 20)) await save();
-    opts.onProgress?.(i + 1, paths.length);
-  });
+      return { kind: 'resized', key, result: await workers.run(dataset.originalSource, { kind: 'resize', path, maxSide, quality }) };
+    },
+    async (outcome, path, i) => {
+      const { key } = outcome;
+      if (key && !sameKey(originals.get(path), key)) {
+        originals.set(path, key);
+        changed = true;
+      }
+      if (outcome.kind === 'kept') {
+        kept++;
+      } else if (outcome.kind === 'known-undecodable') {
+        failed++;
+      } else if (outcome.result.jpeg) {
+        await target.writeFile(path, outcome.result.jpeg);
+        if (undecodable.delete(path)) changed = true;
+        written++;
+        sinceSaved++;
+      } else {
+        failed++;
+        dataset.recordImageFailures(outcome.result.failures);
+        for (const f of outcome.result.failures) if (f.kind === 'undecodable-image') undecodable.set(f.path, f.detail);
+        changed = true;
+        sinceSaved++;
+      }
+      if (changed && sinceSaved >= Math.max(MANIFEST_EVERY, paths.length / 20)) await save();
+      opts.onProgress?.(i + 1, paths.length);
+    },
+  );
   if (changed) await save();
   return { written, kept, failed, undecodable };
 }
@@ -621,6 +700,9 @@ export function selectSubset<T>(items: readonly T[], fraction: number, mode: 'fi
   const count = Math.ceil(fraction * items.length);
   if (mode === 'first') return items.slice(0, count);
   if (!rng) throw new Error('a random subset needs an Rng');
-  const chosen = rng.shuffle(items.map((_, i) => i)).slice(0, count).sort((a, b) => a - b);
+  const chosen = rng
+    .shuffle(items.map((_, i) => i))
+    .slice(0, count)
+    .sort((a, b) => a - b);
   return chosen.map((i) => items[i]);
 }

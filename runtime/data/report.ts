@@ -8,36 +8,88 @@ import sbd from 'sbd';
 
 /** Canonical section names used here. */
 export type SectionName =
-  | 'findings' | 'impression' | 'examination' | 'indication' | 'history' | 'technique'
-  | 'comparison' | 'notification' | 'recommendations' | 'addendum' | 'wet read' | 'date'
-  | 'comment' | 'final report' | 'other';
+  | 'findings'
+  | 'impression'
+  | 'examination'
+  | 'indication'
+  | 'history'
+  | 'technique'
+  | 'comparison'
+  | 'notification'
+  | 'recommendations'
+  | 'addendum'
+  | 'wet read'
+  | 'date'
+  | 'comment'
+  | 'final report'
+  | 'other';
 
 // Header text (lower-cased, inner whitespace collapsed) → canonical section. From the
 // MIMIC-CXR section parser's frequent headers; "findings and impression" style combined
 // headers count as impression there, and so here.
 const SECTION_ALIASES: Record<string, SectionName> = {
-  'findings': 'findings', 'finding': 'findings', 'findins': 'findings', 'findindgs': 'findings',
-  'findgings': 'findings', 'findngs': 'findings', 'findnings': 'findings', 'finidngs': 'findings',
-  'reference findings': 'findings', 'chest, two views': 'findings',
-  'impression': 'impression', 'impressions': 'impression', 'conclusion': 'impression',
-  'conclusions': 'impression', 'findings and impression': 'impression',
-  'findings/impression': 'impression', 'findings / impression': 'impression', 'findings/ impression': 'impression',
-  'impresson': 'impression', 'imprression': 'impression', 'imoression': 'impression',
-  'impressoin': 'impression', 'imprssion': 'impression', 'impresion': 'impression',
-  'imperssion': 'impression', 'mpression': 'impression', 'impession': 'impression',
-  'examination': 'examination', 'exam': 'examination', 'type of examination': 'examination',
-  'indication': 'indication', 'indications': 'indication', 'reason for examination': 'indication',
-  'reason for exam': 'indication', 'clinical indication': 'indication', 'idication': 'indication',
-  'history': 'history', 'clinical history': 'history', 'clinical information': 'history',
-  'patient history': 'history', 'pfi': 'history',
-  'technique': 'technique',
-  'comparison': 'comparison', 'comparisons': 'comparison', 'reference exam': 'comparison',
-  'comparison exam': 'comparison', 'comparison film': 'comparison', 'comparision': 'comparison',
-  'comparsion': 'comparison', 'comparrison': 'comparison', 'comparisions': 'comparison',
-  'notification': 'notification',
-  'recommendation': 'recommendations', 'recommendations': 'recommendations', 'recommendation(s)': 'recommendations',
-  'addendum': 'addendum', 'wet read': 'wet read', 'wetread': 'wet read', 'date': 'date',
-  'comment': 'comment', 'comments': 'comment', 'final report': 'final report',
+  findings: 'findings',
+  finding: 'findings',
+  findins: 'findings',
+  findindgs: 'findings',
+  findgings: 'findings',
+  findngs: 'findings',
+  findnings: 'findings',
+  finidngs: 'findings',
+  'reference findings': 'findings',
+  'chest, two views': 'findings',
+  impression: 'impression',
+  impressions: 'impression',
+  conclusion: 'impression',
+  conclusions: 'impression',
+  'findings and impression': 'impression',
+  'findings/impression': 'impression',
+  'findings / impression': 'impression',
+  'findings/ impression': 'impression',
+  impresson: 'impression',
+  imprression: 'impression',
+  imoression: 'impression',
+  impressoin: 'impression',
+  imprssion: 'impression',
+  impresion: 'impression',
+  imperssion: 'impression',
+  mpression: 'impression',
+  impession: 'impression',
+  examination: 'examination',
+  exam: 'examination',
+  'type of examination': 'examination',
+  indication: 'indication',
+  indications: 'indication',
+  'reason for examination': 'indication',
+  'reason for exam': 'indication',
+  'clinical indication': 'indication',
+  idication: 'indication',
+  history: 'history',
+  'clinical history': 'history',
+  'clinical information': 'history',
+  'patient history': 'history',
+  pfi: 'history',
+  technique: 'technique',
+  comparison: 'comparison',
+  comparisons: 'comparison',
+  'reference exam': 'comparison',
+  'comparison exam': 'comparison',
+  'comparison film': 'comparison',
+  comparision: 'comparison',
+  comparsion: 'comparison',
+  comparrison: 'comparison',
+  comparisions: 'comparison',
+  notification: 'notification',
+  recommendation: 'recommendations',
+  recommendations: 'recommendations',
+  'recommendation(s)': 'recommendations',
+  addendum: 'addendum',
+  'wet read': 'wet read',
+  wetread: 'wet read',
+  date: 'date',
+  comment: 'comment',
+  comments: 'comment',
+  'final report': 'final report',
 };
 
 export interface ReportSections {
@@ -78,7 +130,10 @@ export function extractSections(text: string): ReportSections {
   const join = (name: SectionName): string | null => {
     const parts = all.filter((s) => s.name === name);
     if (parts.length === 0) return null;
-    return parts.map((s) => s.text).filter((t) => t !== '').join('\n');
+    return parts
+      .map((s) => s.text)
+      .filter((t) => t !== '')
+      .join('\n');
   };
   return { findings: join('findings'), impression: join('impression'), all };
 }

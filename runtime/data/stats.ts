@@ -89,12 +89,11 @@ export interface PixelStatsOptions {
  * split), from the cache when the same image list was seen before. Unreadable images are
  * skipped and listed.
  */
-export async function computePixelStats(
-  source: FileSource, imagePaths: readonly string[], opts: PixelStatsOptions = {},
-): Promise<PixelStatsResult> {
+export async function computePixelStats(source: FileSource, imagePaths: readonly string[], opts: PixelStatsOptions = {}): Promise<PixelStatsResult> {
   const cacheFile = opts.cacheFile ?? PIXEL_STATS_FILE;
   if (opts.sampleSize !== undefined && opts.sampleSize < imagePaths.length) {
-    if (!(Number.isInteger(opts.sampleSize) && opts.sampleSize > 0)) throw new Error(`pixel statistics: sampleSize must be a positive integer, got ${opts.sampleSize}`);
+    if (!(Number.isInteger(opts.sampleSize) && opts.sampleSize > 0))
+      throw new Error(`pixel statistics: sampleSize must be a positive integer, got ${opts.sampleSize}`);
     // The subset depends only on the (sorted) list, so the cache key stays stable.
     const sorted = [...imagePaths].sort();
     const order = permutation(sorted.length, new Rng(deriveSeed(0x57a75, sorted.length)));
@@ -110,11 +109,16 @@ export async function computePixelStats(
   const moments: { mean: number; variance: number }[] = [];
   const skipped: { path: string; reason: string }[] = [];
   // Combined in list order, so the sums (and the statistics) do not depend on the workers.
-  await forEachInOrder(imagePaths, jobsInFlight(workers), (path) => workers.run(source, { kind: 'moments', path }), (result, path, i) => {
-    if (result.moments) moments.push(result.moments);
-    else skipped.push({ path, reason: result.failures[0].detail });
-    opts.onProgress?.(i + 1, imagePaths.length);
-  });
+  await forEachInOrder(
+    imagePaths,
+    jobsInFlight(workers),
+    (path) => workers.run(source, { kind: 'moments', path }),
+    (result, path, i) => {
+      if (result.moments) moments.push(result.moments);
+      else skipped.push({ path, reason: result.failures[0].detail });
+      opts.onProgress?.(i + 1, imagePaths.length);
+    },
+  );
   if (moments.length === 0) throw new Error(`pixel statistics: none of the ${imagePaths.length} images could be decoded`);
   const stats = combineImageMoments(moments);
   if (!(stats.std > 0)) throw new Error(`pixel statistics: the images have zero variance (std ${stats.std})`);
@@ -124,4 +128,3 @@ export async function computePixelStats(
   }
   return { ...stats, key, fromCache: false, skipped };
 }
-

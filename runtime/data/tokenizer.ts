@@ -67,12 +67,20 @@ export function bertTokenizerJson(vocab: string[], lowercase: boolean): Record<s
     truncation: null,
     padding: null,
     added_tokens: SPECIAL_TOKENS.filter((t) => t in ids).map((t) => ({
-      id: ids[t], content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+      id: ids[t],
+      content: t,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
     })),
     normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase },
     pre_tokenizer: { type: 'BertPreTokenizer' },
     post_processor: {
-      type: 'BertProcessing', sep: ['[SEP]', ids['[SEP]']], cls: ['[CLS]', ids['[CLS]']],
+      type: 'BertProcessing',
+      sep: ['[SEP]', ids['[SEP]']],
+      cls: ['[CLS]', ids['[CLS]']],
     },
     decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
     model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: ids },
@@ -168,9 +176,9 @@ export interface PackOptions {
 }
 
 export interface PackedReport {
-  inputIds: Int32Array;        // [T]
-  attentionMask: Int32Array;   // [T]: 1 for [CLS], tokens and [SEP]
-  tokenSentence: Int32Array;   // [T]: sentence index, −1 for [CLS]/[SEP]/padding
+  inputIds: Int32Array; // [T]
+  attentionMask: Int32Array; // [T]: 1 for [CLS], tokens and [SEP]
+  tokenSentence: Int32Array; // [T]: sentence index, −1 for [CLS]/[SEP]/padding
   /** Number of sentences kept (sentence indices 0..sentenceCount−1 appear in tokenSentence). */
   sentenceCount: number;
   /** Number of content tokens kept (without [CLS]/[SEP]). */
@@ -197,12 +205,15 @@ export function packSentences(sentences: readonly Int32Array[], opts: PackOption
   for (let s = 0; s < sentences.length; s++) {
     const ids = sentences[s];
     if (ids.length === 0) throw new Error(`packSentences: sentence ${s} has no tokens (drop empty sentences first)`);
-    if (s >= maxSentences) { truncated = true; break; }
+    if (s >= maxSentences) {
+      truncated = true;
+      break;
+    }
     let take = ids.length;
     if (used + take > budget) {
       truncated = true;
-      if (s !== 0) break;          // first overflowing sentence and all later ones are dropped
-      take = budget;               // a single first sentence longer than the budget is truncated
+      if (s !== 0) break; // first overflowing sentence and all later ones are dropped
+      take = budget; // a single first sentence longer than the budget is truncated
     }
     for (let k = 0; k < take; k++) {
       inputIds[1 + used + k] = ids[k];

@@ -26,10 +26,13 @@ export type PixelOffset = 0 | 1;
 export function checkBox(box: Box, where: string): void {
   if (box == null || box.length !== 4) throw new Error(`${where}: a box must be [x1, y1, x2, y2], got ${JSON.stringify(box)}`);
   for (let i = 0; i < 4; i++) {
-    if (typeof box[i] !== 'number' || !Number.isFinite(box[i])) throw new Error(`${where}: box coordinate ${i} is ${box[i]} in [${box.join(', ')}]; coordinates must be finite`);
+    if (typeof box[i] !== 'number' || !Number.isFinite(box[i]))
+      throw new Error(`${where}: box coordinate ${i} is ${box[i]} in [${box.join(', ')}]; coordinates must be finite`);
   }
-  if (box[2] < box[0]) throw new Error(`${where}: negative width in [${box.join(', ')}] (x2 < x1); boxes are [x1, y1, x2, y2], convert [x, y, w, h] with xywhToXyxy`);
-  if (box[3] < box[1]) throw new Error(`${where}: negative height in [${box.join(', ')}] (y2 < y1); boxes are [x1, y1, x2, y2], convert [x, y, w, h] with xywhToXyxy`);
+  if (box[2] < box[0])
+    throw new Error(`${where}: negative width in [${box.join(', ')}] (x2 < x1); boxes are [x1, y1, x2, y2], convert [x, y, w, h] with xywhToXyxy`);
+  if (box[3] < box[1])
+    throw new Error(`${where}: negative height in [${box.join(', ')}] (y2 < y1); boxes are [x1, y1, x2, y2], convert [x, y, w, h] with xywhToXyxy`);
 }
 
 function checkSize(w: number, h: number, given: readonly number[], format: string): void {

@@ -3,7 +3,18 @@
 // Object-CXR FROC (mean sensitivity at 0.125 … 8 false positives per image). Exact
 // definitions, tie-breaking and where the LoVT reference differs: docs/evaluation.md.
 
-import { boxCentre, boxIoU, checkBox, checkLabel, checkScoredBox, pointInBox, rankByScore, type LabelledBox, type PixelOffset, type ScoredBox } from './boxes.ts';
+import {
+  boxCentre,
+  boxIoU,
+  checkBox,
+  checkLabel,
+  checkScoredBox,
+  pointInBox,
+  rankByScore,
+  type LabelledBox,
+  type PixelOffset,
+  type ScoredBox,
+} from './boxes.ts';
 
 /** One test image: its predicted boxes (after NMS) and its ground truth (possibly none). */
 export interface DetectionImage {

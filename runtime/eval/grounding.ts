@@ -16,7 +16,12 @@ export interface GroundingSample {
 }
 
 function checkSample(s: GroundingSample, where: string): void {
-  for (const [name, v] of [['gridHeight', s.gridHeight], ['gridWidth', s.gridWidth], ['maskHeight', s.maskHeight], ['maskWidth', s.maskWidth]] as const) {
+  for (const [name, v] of [
+    ['gridHeight', s.gridHeight],
+    ['gridWidth', s.gridWidth],
+    ['maskHeight', s.maskHeight],
+    ['maskWidth', s.maskWidth],
+  ] as const) {
     if (!(Number.isInteger(v) && v >= 1)) throw new Error(`${where}: ${name} must be a whole number ≥ 1, got ${v}`);
   }
   if (s.attention.length !== s.gridHeight * s.gridWidth) {
@@ -102,7 +107,9 @@ export function contrastToNoiseRatio(values: ArrayLike<number>, inside: ArrayLik
   });
   const [out, ins] = stats;
   if (ins.n === 0 || out.n === 0) {
-    throw new Error(`CNR: the mask covers ${ins.n} of ${values.length} values; both inside and outside must be non-empty (a mask with no cell centre inside needs a finer map)`);
+    throw new Error(
+      `CNR: the mask covers ${ins.n} of ${values.length} values; both inside and outside must be non-empty (a mask with no cell centre inside needs a finer map)`,
+    );
   }
   const diff = Math.abs(ins.mean - out.mean);
   const noise = Math.sqrt(ins.variance + out.variance);

@@ -60,8 +60,14 @@ export function checkSettings(s: ProtocolSettings): void {
       seen.add(n);
     }
   };
-  dup(s.tasks.map((t) => t.name), 'task');
-  dup(s.encoders.map((e) => e.name), 'encoder');
+  dup(
+    s.tasks.map((t) => t.name),
+    'task',
+  );
+  dup(
+    s.encoders.map((e) => e.name),
+    'encoder',
+  );
   const checkLr = (lr: number, where: string) => {
     if (!(Number.isFinite(lr) && lr > 0)) throw new Error(`${where}: learning rates must be positive numbers, got ${lr}`);
   };
@@ -93,7 +99,8 @@ export function settingsDifference(before: ProtocolSettings, now: ProtocolSettin
     const a = before.tasks[i];
     const b = now.tasks[i];
     if (a.metric !== b.metric) return `task ${b.name}: metric was ${a.metric}, now ${b.metric}`;
-    if (now.lr == null && a.lrGrid.join(',') !== b.lrGrid.join(',')) return `task ${b.name}: learning-rate grid was ${a.lrGrid.join(', ')}, now ${b.lrGrid.join(', ')}`;
+    if (now.lr == null && a.lrGrid.join(',') !== b.lrGrid.join(','))
+      return `task ${b.name}: learning-rate grid was ${a.lrGrid.join(', ')}, now ${b.lrGrid.join(', ')}`;
   }
   const ca = before.context ?? {};
   const cb = now.context ?? {};
@@ -144,7 +151,11 @@ function finiteOrNull(result: RunResult): Record<string, unknown> {
 export class RunLog {
   private readonly runs = new Map<string, RecordedRun>();
 
-  private constructor(private readonly storage: Storage, private text: string, readonly settings: ProtocolSettings) {}
+  private constructor(
+    private readonly storage: Storage,
+    private text: string,
+    readonly settings: ProtocolSettings,
+  ) {}
 
   /**
    * Starts a new log (`resume` false: the directory must not hold one) or reopens one
@@ -155,7 +166,9 @@ export class RunLog {
     const exists = await storage.exists(PROTOCOL_LOG);
     if (!resume) {
       if (exists) {
-        throw new Error(`${where} already exists: ${storage.description} holds an evaluation suite; resume it with --resume ${storage.description}, or choose another --out`);
+        throw new Error(
+          `${where} already exists: ${storage.description} holds an evaluation suite; resume it with --resume ${storage.description}, or choose another --out`,
+        );
       }
       const log = new RunLog(storage, '', settings);
       await log.write({ kind: 'settings', version: 1, settings });
@@ -176,7 +189,8 @@ export class RunLog {
         throw new Error(`${where}:${i + 1}: not a JSON record (${(err as Error).message}); the file was edited or damaged — delete that line to redo its run`);
       }
       if (i === 0) {
-        if (parsed.kind !== 'settings' || parsed.version !== 1) throw new Error(`${where}:1: expected the suite's settings (version 1), found ${line.slice(0, 80)}`);
+        if (parsed.kind !== 'settings' || parsed.version !== 1)
+          throw new Error(`${where}:1: expected the suite's settings (version 1), found ${line.slice(0, 80)}`);
         started = parsed.settings;
         return;
       }
@@ -188,7 +202,9 @@ export class RunLog {
     if (started === null) throw new Error(`${where} is empty: nothing to resume`);
     const diff = settingsDifference(started, settings);
     if (diff !== null) {
-      throw new Error(`cannot resume ${storage.description} with other settings: ${diff}. Resume with the settings it was started with, or start a new suite with --out DIR`);
+      throw new Error(
+        `cannot resume ${storage.description} with other settings: ${diff}. Resume with the settings it was started with, or start a new suite with --out DIR`,
+      );
     }
     return log;
   }
@@ -303,7 +319,8 @@ export async function runProtocol(opts: ProtocolOptions): Promise<ProtocolOutcom
     opts.onEvent?.({ kind: 'start', run: request, index, total });
     const result = await opts.trainOne(request);
     for (const k of ['valMetric', 'testMetric', 'wallSeconds'] as const) {
-      if (typeof result[k] !== 'number') throw new Error(`task ${request.task}, encoder ${request.encoder}, lr ${request.lr}, seed ${request.seed}: the trainer returned no numeric ${k}`);
+      if (typeof result[k] !== 'number')
+        throw new Error(`task ${request.task}, encoder ${request.encoder}, lr ${request.lr}, seed ${request.seed}: the trainer returned no numeric ${k}`);
     }
     const finished: RecordedRun = { ...request, result };
     await log.add(finished);
@@ -341,8 +358,14 @@ export async function runProtocol(opts: ProtocolOptions): Promise<ProtocolOutcom
       // The grid's run at the chosen LR is also seed 0: count its time once.
       const counted = new Map([...gridRuns, ...runs].map((r) => [keyOf(r), r.result.wallSeconds]));
       cells.push({
-        task: task.name, metric: task.metric, encoder, grid, chosenLr, runs,
-        test: interval('testMetric'), val: interval('valMetric'),
+        task: task.name,
+        metric: task.metric,
+        encoder,
+        grid,
+        chosenLr,
+        runs,
+        test: interval('testMetric'),
+        val: interval('valMetric'),
         wallSeconds: [...counted.values()].reduce((a, b) => a + b, 0),
       });
     }
@@ -415,9 +438,11 @@ export class ValidationControl {
       this.bestEpoch = epoch;
     }
     // The reason is written here: EarlyStopping's would show the negated metric.
-    const reason = !d.stop ? undefined
-      : !Number.isFinite(valMetric) ? `${this.metric} is ${valMetric} at epoch ${epoch + 1}`
-      : `${this.metric} did not improve for ${epoch - this.bestEpoch} epochs (best ${this.best.toPrecision(6)} at epoch ${this.bestEpoch + 1})`;
+    const reason = !d.stop
+      ? undefined
+      : !Number.isFinite(valMetric)
+        ? `${this.metric} is ${valMetric} at epoch ${epoch + 1}`
+        : `${this.metric} did not improve for ${epoch - this.bestEpoch} epochs (best ${this.best.toPrecision(6)} at epoch ${this.bestEpoch + 1})`;
     return { lr: this.lr, improved: d.improved, stop: d.stop, ...(reason ? { reason } : {}) };
   }
 }

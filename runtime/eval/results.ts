@@ -64,26 +64,29 @@ export function differencesLine(task: string, encoders: readonly EncoderResult[]
       differences.push(a.mean > b.mean ? { better: a.encoder, worse: b.encoder } : { better: b.encoder, worse: a.encoder });
     }
   }
-  const summary = differences.length === 0
-    ? `${task}: no two encoders differ beyond their 95% intervals.`
-    : `${task}: ${differences.map((d) => `${d.better} > ${d.worse}`).join('; ')} (95% intervals disjoint)` +
-      (differences.length < (encoders.length * (encoders.length - 1)) / 2 ? '; the other pairs overlap.' : '.');
+  const summary =
+    differences.length === 0
+      ? `${task}: no two encoders differ beyond their 95% intervals.`
+      : `${task}: ${differences.map((d) => `${d.better} > ${d.worse}`).join('; ')} (95% intervals disjoint)` +
+        (differences.length < (encoders.length * (encoders.length - 1)) / 2 ? '; the other pairs overlap.' : '.');
   return { differences, summary };
 }
 
 export function buildResults(outcome: ProtocolOutcome): SuiteResults {
   const tasks: TaskResult[] = outcome.settings.tasks.map((t) => {
-    const encoders: EncoderResult[] = outcome.cells.filter((c) => c.task === t.name).map((c) => ({
-      encoder: c.encoder.name,
-      hash: c.encoder.hash,
-      chosenLr: c.chosenLr,
-      grid: c.grid,
-      seeds: c.runs.map((r) => r.seed),
-      testMetrics: c.runs.map((r) => r.result.testMetric),
-      valMetrics: c.runs.map((r) => r.result.valMetric),
-      ...c.test,
-      wallSeconds: c.wallSeconds,
-    }));
+    const encoders: EncoderResult[] = outcome.cells
+      .filter((c) => c.task === t.name)
+      .map((c) => ({
+        encoder: c.encoder.name,
+        hash: c.encoder.hash,
+        chosenLr: c.chosenLr,
+        grid: c.grid,
+        seeds: c.runs.map((r) => r.seed),
+        testMetrics: c.runs.map((r) => r.result.testMetric),
+        valMetrics: c.runs.map((r) => r.result.valMetric),
+        ...c.test,
+        wallSeconds: c.wallSeconds,
+      }));
     return { task: t.name, metric: t.metric, encoders, ...differencesLine(t.name, encoders), chart: `figures/${safeName(t.name)}.png` };
   });
   return { format: RESULTS_FORMAT, settings: outcome.settings, tasks, trained: outcome.trained, reused: outcome.reused };
@@ -127,19 +130,35 @@ export function resultsMarkdown(results: SuiteResults): string {
   );
   for (const t of results.tasks) {
     lines.push(`## ${t.task} (${t.metric})`, '', t.summary, '');
-    lines.push('| Encoder | Test % (mean ± CI) | 95% interval | Validation % | LR | Grid: LR → validation % | Seeds | Wall time |', '|---|---|---|---|---|---|---|---|');
+    lines.push(
+      '| Encoder | Test % (mean ± CI) | 95% interval | Validation % | LR | Grid: LR → validation % | Seeds | Wall time |',
+      '|---|---|---|---|---|---|---|---|',
+    );
     for (const e of t.encoders) {
       const val = e.valMetrics.reduce((a, b) => a + b, 0) / e.valMetrics.length;
       const grid = e.grid ? e.grid.map((g) => `${formatNumber(g.lr)} → ${percent(g.valMetric)}`).join(', ') : 'fixed';
-      lines.push(`| ${e.encoder} | ${meanCi(e)} | [${percent(e.low)}, ${percent(e.high)}] | ${percent(val)} | ${formatNumber(e.chosenLr)} | ${grid} | ${seedList(e.seeds)} | ${formatDuration(e.wallSeconds)} |`);
+      lines.push(
+        `| ${e.encoder} | ${meanCi(e)} | [${percent(e.low)}, ${percent(e.high)}] | ${percent(val)} | ${formatNumber(e.chosenLr)} | ${grid} | ${seedList(e.seeds)} | ${formatDuration(e.wallSeconds)} |`,
+      );
     }
     lines.push('', `![${t.task}](${t.chart})`, '');
   }
   lines.push('Encoders: ' + s.encoders.map((e) => `${e.name} (\`${e.hash}\`)`).join(', ') + '.');
   if (s.context && Object.keys(s.context).length > 0) {
-    lines.push('', 'Settings: ' + Object.entries(s.context).map(([k, v]) => `${k} ${v}`).join(', ') + '.');
+    lines.push(
+      '',
+      'Settings: ' +
+        Object.entries(s.context)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ') +
+        '.',
+    );
   }
-  lines.push('', `Every run: \`runs.jsonl\`; every number: \`${RESULTS_JSON}\`. This command trained ${results.trained} runs and reused ${results.reused} recorded ones.`, '');
+  lines.push(
+    '',
+    `Every run: \`runs.jsonl\`; every number: \`${RESULTS_JSON}\`. This command trained ${results.trained} runs and reused ${results.reused} recorded ones.`,
+    '',
+  );
   return lines.join('\n');
 }
 

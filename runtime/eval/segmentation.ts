@@ -37,7 +37,10 @@ export class DiceAccumulator {
   readonly fp: Float64Array;
   readonly fn: Float64Array;
 
-  constructor(readonly classes = 1, readonly threshold = DICE_THRESHOLD) {
+  constructor(
+    readonly classes = 1,
+    readonly threshold = DICE_THRESHOLD,
+  ) {
     if (!(Number.isInteger(classes) && classes >= 1)) throw new Error(`Dice: classes must be a whole number ≥ 1, got ${classes}`);
     if (!Number.isFinite(threshold)) throw new Error(`Dice: threshold must be finite, got ${threshold}`);
     this.tp = new Float64Array(classes);

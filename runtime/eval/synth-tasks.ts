@@ -94,7 +94,9 @@ export interface TaskSample {
  * to test, the rest to train. Each split keeps its samples sorted by id.
  */
 export function splitBySubject<T extends { id: string; subjectId: string }>(
-  samples: readonly T[], proportions: readonly [number, number, number], seed: number,
+  samples: readonly T[],
+  proportions: readonly [number, number, number],
+  seed: number,
 ): Record<Split, T[]> {
   const sum = proportions[0] + proportions[1] + proportions[2];
   if (!proportions.every((p) => Number.isFinite(p) && p > 0) || Math.abs(sum - 1) > 1e-9) {
@@ -184,8 +186,14 @@ export async function readTaskSamples(source: FileSource, spec: SynthTaskSpec): 
         findings.push({ type, classId, box: f.bbox ? xywhToXyxy(f.bbox) : null, maskPath: f.mask });
       }
       samples.push({
-        id, subjectId: study.subject_id, studyId: study.study_id, dicomId: image.dicom_id,
-        imagePath: image.path, width: image.width, height: image.height, findings,
+        id,
+        subjectId: study.subject_id,
+        studyId: study.study_id,
+        dicomId: image.dicom_id,
+        imagePath: image.path,
+        width: image.width,
+        height: image.height,
+        findings,
       });
     }
   }
@@ -260,7 +268,8 @@ export async function openSynthTask(source: FileSource, spec: SynthTaskSpec, opt
     // Without a single finding there is nothing to learn, and Dice or mAP says nothing (mAP is undefined).
     if (positives(splits[name]) === 0) {
       throw new Error(
-        `${source.description}: task ${spec.name}: no image of the ${name} split` + (name === 'train' && fraction < 100 ? ` (${fraction}% of it)` : '') +
+        `${source.description}: task ${spec.name}: no image of the ${name} split` +
+          (name === 'train' && fraction < 100 ? ` (${fraction}% of it)` : '') +
           ` shows a finding of the task (${spec.findings.join(', ')}) among its ${splits[name].length} images; use a larger data set (lovt-run synth --studies N)` +
           (name === 'train' && fraction < 100 ? ' or a larger --fraction' : ''),
       );
@@ -269,17 +278,32 @@ export async function openSynthTask(source: FileSource, spec: SynthTaskSpec, opt
   await checkFilesExist(source, spec, splits);
   const workers = opts.workers ?? IN_PROCESS;
   // Statistics of the whole training split, so that 1 %, 10 % and 100 % share one normalisation.
-  const pixelStats = await computePixelStats(source, split.train.map((s) => s.imagePath), {
-    sampleSize: opts.statsSampleSize, workers, onProgress: (d, t) => opts.onProgress?.('pixel statistics', d, t),
-  });
+  const pixelStats = await computePixelStats(
+    source,
+    split.train.map((s) => s.imagePath),
+    {
+      sampleSize: opts.statsSampleSize,
+      workers,
+      onProgress: (d, t) => opts.onProgress?.('pixel statistics', d, t),
+    },
+  );
   const description =
     `task ${spec.name} (${spec.kind} of ${spec.findings.join(', ')}) on ${source.description}: ` +
     SPLITS.map((n) => `${n} ${splits[n].length} images (${positives(splits[n])} with findings)`).join(', ') +
     (fraction < 100 ? `; training fraction ${fraction}% of ${split.train.length}` : '') +
     `; ${imageSize}×${imageSize}, pixel mean ${pixelStats.mean.toFixed(4)} std ${pixelStats.std.toFixed(4)}`;
   return {
-    spec, source, imageSize, channels, fraction, fullTrain: split.train, splits,
-    norm: { mean: pixelStats.mean, std: pixelStats.std }, pixelStats, workers, description,
+    spec,
+    source,
+    imageSize,
+    channels,
+    fraction,
+    fullTrain: split.train,
+    splits,
+    norm: { mean: pixelStats.mean, std: pixelStats.std },
+    pixelStats,
+    workers,
+    description,
   };
 }
 
@@ -336,7 +360,10 @@ export function boxToEval(box: Box, width: number, height: number, size: number)
 /** Loads one sample: its normalised eval image and its mask or boxes. */
 export async function loadTaskSample(data: SynthTaskData, sample: TaskSample): Promise<LoadedTaskSample> {
   const result = await data.workers.run(data.source, {
-    kind: 'sample', paths: [sample.imagePath], knownUndecodable: {}, seed: 0,
+    kind: 'sample',
+    paths: [sample.imagePath],
+    knownUndecodable: {},
+    seed: 0,
     transform: { train: false, norm: data.norm, size: data.imageSize },
   });
   if (!result.image) {
@@ -346,7 +373,8 @@ export async function loadTaskSample(data: SynthTaskData, sample: TaskSample): P
   const out: LoadedTaskSample = { sample, image: result.image.data };
   if (data.spec.kind === 'segmentation') out.mask = await loadUnionMask(data, sample);
   else {
-    out.boxes = sample.findings.filter((f) => f.box !== null)
+    out.boxes = sample.findings
+      .filter((f) => f.box !== null)
       .map((f) => ({ box: boxToEval(f.box!, sample.width, sample.height, data.imageSize), label: f.classId }));
   }
   return out;
@@ -365,7 +393,9 @@ async function loadUnionMask(data: SynthTaskData, sample: TaskSample): Promise<F
     }
     const mask = decodeImage(bytes, f.maskPath);
     if (mask.width !== sample.width || mask.height !== sample.height) {
-      throw new Error(`task ${data.spec.name}: mask ${f.maskPath} is ${mask.width}×${mask.height} but its image ${sample.imagePath} is ${sample.width}×${sample.height}`);
+      throw new Error(
+        `task ${data.spec.name}: mask ${f.maskPath} is ${mask.width}×${mask.height} but its image ${sample.imagePath} is ${sample.width}×${sample.height}`,
+      );
     }
     for (let i = 0; i < mask.data.length; i++) if (mask.data[i] > 0) union.data[i] = 1;
   }
@@ -402,7 +432,8 @@ export function collateTaskBatch(loaded: readonly LoadedTaskSample[], channels: 
     if (masks) masks.set(l.mask!, b * plane);
   });
   const batch: TaskBatch = {
-    ids: loaded.map((l) => l.sample.id), valid,
+    ids: loaded.map((l) => l.sample.id),
+    valid,
     images: { dtype: 'f32', shape: [B, channels, side, side], data: images },
   };
   if (masks) batch.masks = { dtype: 'f32', shape: [B, 1, side, side], data: masks };

@@ -76,9 +76,20 @@ export async function writeSynthDataset(outDir: string, opts: SynthOptions): Pro
 
 /** Linux statfs magic numbers of kernel file systems that hold no user files. */
 const SPECIAL_FILE_SYSTEMS = new Map<number, string>([
-  [0x9fa0, 'proc'], [0x62656572, 'sysfs'], [0x1cd1, 'devpts'], [0x64626720, 'debugfs'], [0x74726163, 'tracefs'],
-  [0x27e0eb, 'cgroup'], [0x63677270, 'cgroup2'], [0x73636673, 'securityfs'], [0xcafe4a11, 'bpf'], [0x62656570, 'configfs'],
-  [0x6165676c, 'pstore'], [0xde5e81e4, 'efivarfs'], [0x42494e4d, 'binfmt_misc'], [0x19800202, 'mqueue'],
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x1cd1, 'devpts'],
+  [0x64626720, 'debugfs'],
+  [0x74726163, 'tracefs'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x73636673, 'securityfs'],
+  [0xcafe4a11, 'bpf'],
+  [0x62656570, 'configfs'],
+  [0x6165676c, 'pstore'],
+  [0xde5e81e4, 'efivarfs'],
+  [0x42494e4d, 'binfmt_misc'],
+  [0x19800202, 'mqueue'],
 ]);
 
 /**
@@ -133,7 +144,7 @@ export async function makeDirectory(dir: string, what: string): Promise<boolean>
 function fsErrorText(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   const m = /^(\w+): (.*?), \w+ '.*'$/s.exec(e.message);
-  return m ? `${m[1]}: ${m[2]}` : e.code ?? e.message;
+  return m ? `${m[1]}: ${m[2]}` : (e.code ?? e.message);
 }
 
 /**
@@ -152,7 +163,8 @@ export async function openRegularFile(path: string, label = path): Promise<{ han
   try {
     const st = await handle.stat();
     if (!st.isFile()) throw new Error(`cannot read ${label}: it is ${fileKind(st)}, not a regular file`);
-    if (st.size > bufferConstants.MAX_LENGTH) throw new Error(`cannot read ${label}: it is ${st.size} bytes, more than the ${bufferConstants.MAX_LENGTH} bytes lovt reads at once`);
+    if (st.size > bufferConstants.MAX_LENGTH)
+      throw new Error(`cannot read ${label}: it is ${st.size} bytes, more than the ${bufferConstants.MAX_LENGTH} bytes lovt reads at once`);
     return { handle, size: st.size };
   } catch (err) {
     await handle.close();
@@ -163,7 +175,7 @@ export async function openRegularFile(path: string, label = path): Promise<{ han
 /** Reads bytes [0, n) of an open file; a file that shrank meanwhile is an error. */
 async function readPrefix(handle: fsp.FileHandle, n: number, label: string): Promise<Uint8Array> {
   const out = new Uint8Array(n);
-  for (let at = 0; at < n; ) {
+  for (let at = 0; at < n;) {
     const { bytesRead } = await handle.read(out, at, n - at, at);
     if (bytesRead === 0) throw new Error(`cannot read ${label}: it ended after ${at} of ${n} bytes (changed while being read?)`);
     at += bytesRead;

@@ -55,7 +55,9 @@ function artifactSource(shown: string, dir: string, opts: OpenModelOptions): Mod
   const { artifact, sha256, file } = readArtifact(dir);
   const recompile = (set: Record<string, string> = {}) => recompileCommand(artifact, dir, set, 'train');
   if (artifact.model.mode !== 'train') {
-    throw new Error(`${file} was compiled with --mode ${artifact.model.mode}; lovt-run train and loss need a train-mode artifact: recompile with \`${recompile()}\``);
+    throw new Error(
+      `${file} was compiled with --mode ${artifact.model.mode}; lovt-run train and loss need a train-mode artifact: recompile with \`${recompile()}\``,
+    );
   }
   if (opts.needsEval && !artifact.eval) {
     throw new Error(`${file} has no eval-mode graph (an older lovtc wrote it), which training validates with: recompile with \`${recompile()}\``);

@@ -149,7 +149,12 @@ export async function acquireLock(dir: string, command?: string): Promise<Lock> 
         );
       }
       const aside = `${file}.stale-${process.pid}`;
-      if (await fsp.rename(file, aside).then(() => true, () => false)) {
+      if (
+        await fsp.rename(file, aside).then(
+          () => true,
+          () => false,
+        )
+      ) {
         // Another process may have replaced the stale lock since we read it: put a live one back.
         if ((await fsp.readFile(aside, 'utf8').catch(() => '')) !== read.text) await fsp.link(aside, file).catch(() => undefined);
         await fsp.rm(aside, { force: true });

@@ -16,8 +16,18 @@ import { loadCheckpoint, readManifest, type CheckpointTag, type LoadedCheckpoint
 import { DEFAULT_RESIZE_MAX_SIDE, DEFAULT_STATS_SAMPLE_SIZE, DEFAULT_VOCAB, openTrainingData } from '../train/data-setup.ts';
 import { evaluateLosses } from '../train/evaluate.ts';
 import {
-  checkDataFits, checkResumeModel, exportImageEncoder, fitVocabulary, formatLoss, formatLosses, intConfig, resumeData, resumeSet,
-  writeRunReport, type DataRequest, type ModelSource,
+  checkDataFits,
+  checkResumeModel,
+  exportImageEncoder,
+  fitVocabulary,
+  formatLoss,
+  formatLosses,
+  intConfig,
+  resumeData,
+  resumeSet,
+  writeRunReport,
+  type DataRequest,
+  type ModelSource,
 } from '../train/run-setup.ts';
 import { Trainer, type CompiledModel, type TrainEvent, type TrainResult } from '../train/trainer.ts';
 import { matchInitWeights, parseInitArg } from '../train/weights.ts';
@@ -102,9 +112,15 @@ async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number,
   let dir: string;
   let imageCache: NodeFileSource | undefined;
   if (data.kind === 'synth') {
-    if (o.imageCache || o.explicit?.has('resize')) throw new Error('--image-cache and --resize apply to --data mimic:DIR (SynthCXR images are generated at the model\'s size)');
+    if (o.imageCache || o.explicit?.has('resize'))
+      throw new Error("--image-cache and --resize apply to --data mimic:DIR (SynthCXR images are generated at the model's size)");
     out.say(`SynthCXR: ${o.studies} studies, seed ${o.synthSeed}, ${imageSize} px (cached under ${cacheRoot()})`);
-    const r = await ensureSynthDataset(cacheRoot(), { studies: o.studies, seed: o.synthSeed, imageSize, onProgress: (d, t) => out.stage?.('generating SynthCXR', d, t) });
+    const r = await ensureSynthDataset(cacheRoot(), {
+      studies: o.studies,
+      seed: o.synthSeed,
+      imageSize,
+      onProgress: (d, t) => out.stage?.('generating SynthCXR', d, t),
+    });
     out.stagesDone?.();
     dir = r.dir;
     Object.assign(info, { kind: 'synth', studies: o.studies, seed: o.synthSeed, imageSize, dir });
@@ -154,7 +170,8 @@ async function loadInitWeights(args: string[], model: CompiledModel, out: RunOut
 /** `lovt-run train MODEL`: a new run, or a resume; returns when training stopped. */
 export async function trainCommand(modelPath: string, o: TrainOptions, out: RunOutput): Promise<TrainResult> {
   if (o.steps !== undefined && o.epochs !== undefined) throw new Error('give --steps or --epochs, not both');
-  if (o.resume && o.out && nodePath.resolve(o.out) !== nodePath.resolve(o.resume)) throw new Error(`--resume ${o.resume} continues in that directory; drop --out ${o.out}`);
+  if (o.resume && o.out && nodePath.resolve(o.out) !== nodePath.resolve(o.resume))
+    throw new Error(`--resume ${o.resume} continues in that directory; drop --out ${o.out}`);
   if (o.resume && o.overwrite) throw new Error('--overwrite starts a new run and --resume continues one: give one of them');
   const requested = requestedSet(o);
   if (o.data !== undefined) parseDataSpec(o.data);
@@ -162,7 +179,11 @@ export async function trainCommand(modelPath: string, o: TrainOptions, out: RunO
   const workers = imageWorkerThreads(o.dataWorkers);
   if (workers.note) out.say(workers.note);
   const name = nodePath.basename(nodePath.resolve(modelPath)).replace(/\.lovt$/, '');
-  const run = await openRunDirectory(o.resume ?? o.out ?? nodePath.join('runs', `${name}-${timestamp()}`), { resume: !!o.resume, overwrite: o.overwrite, command: o.command });
+  const run = await openRunDirectory(o.resume ?? o.out ?? nodePath.join('runs', `${name}-${timestamp()}`), {
+    resume: !!o.resume,
+    overwrite: o.overwrite,
+    command: o.command,
+  });
   try {
     for (const note of run.notes) out.say(note);
     return await trainInRun(source, o, requested, run.dir, run.storage, workers, out);
@@ -172,8 +193,13 @@ export async function trainCommand(modelPath: string, o: TrainOptions, out: RunO
 }
 
 async function trainInRun(
-  source: ModelSource, options: TrainOptions, requested: Record<string, string>, runDir: string,
-  storage: NodeStorage, workers: { threads: number }, out: RunOutput,
+  source: ModelSource,
+  options: TrainOptions,
+  requested: Record<string, string>,
+  runDir: string,
+  storage: NodeStorage,
+  workers: { threads: number },
+  out: RunOutput,
 ): Promise<TrainResult> {
   let o = options;
   let set = requested;
@@ -194,40 +220,83 @@ async function trainInRun(
     trainModel = source.compile(set, 'train');
   }
   if (source.artifact) set = { ...source.artifact.set };
-  const { source: files, tokenizer, vocabWhere, info: dataInfo, imageCache, resize, statsSample } = await prepareData(dataSpec, o, intConfig(trainModel, 'image_size'), out);
+  const {
+    source: files,
+    tokenizer,
+    vocabWhere,
+    info: dataInfo,
+    imageCache,
+    resize,
+    statsSample,
+  } = await prepareData(dataSpec, o, intConfig(trainModel, 'image_size'), out);
   ({ model: trainModel, set } = fitVocabulary(source, set, trainModel, { size: tokenizer.vocabSize, where: vocabWhere }));
   checkDataFits(source, trainModel);
   const evalModel = source.compile(set, 'eval');
   const spec = trainModel.model.train;
   // The batches do not depend on the thread count, so a resume may use another one.
   const imageWorkers = createImageWorkers(workers.threads);
-  out.say(`images decoded, resized and augmented ${imageWorkers.threads > 0 ? `on ${imageWorkers.threads} worker thread${imageWorkers.threads > 1 ? 's' : ''}` : 'in the main thread'} (--data-workers)`);
+  out.say(
+    `images decoded, resized and augmented ${imageWorkers.threads > 0 ? `on ${imageWorkers.threads} worker thread${imageWorkers.threads > 1 ? 's' : ''}` : 'in the main thread'} (--data-workers)`,
+  );
   const training = await openTrainingData(files, {
-    batch: intConfig(trainModel, 'batch'), seed: spec.seed, imageSize: intConfig(trainModel, 'image_size'), maxTokens: intConfig(trainModel, 'max_tokens'),
-    maxSentences: intConfig(trainModel, 'max_sentences'), vocab: tokenizer, reportText: trainModel.model.configs.report_text?.value, imageCache,
-    resizeMaxSide: resize, statsSampleSize: statsSample, imageWorkers, onProgress: out.stage?.bind(out),
+    batch: intConfig(trainModel, 'batch'),
+    seed: spec.seed,
+    imageSize: intConfig(trainModel, 'image_size'),
+    maxTokens: intConfig(trainModel, 'max_tokens'),
+    maxSentences: intConfig(trainModel, 'max_sentences'),
+    vocab: tokenizer,
+    reportText: trainModel.model.configs.report_text?.value,
+    imageCache,
+    resizeMaxSide: resize,
+    statsSampleSize: statsSample,
+    imageWorkers,
+    onProgress: out.stage?.bind(out),
   }).finally(() => out.stagesDone?.());
   try {
     out.say(`data: ${training.description}`);
     const init = o.init.length ? await loadInitWeights(o.init, trainModel, out) : undefined;
     const device = await getNodeDevice();
     out.say(`run directory: ${runDir}`);
-    out.say(`model ${trainModel.model.name}${source.artifact ? ` (lovtc artifact ${source.path})` : ''}: ${trainModel.model.counts.trainable.toLocaleString('en-US')} trainable parameters, ` +
-      `batch ${spec.batch} × accumulate ${spec.accumulate}, ${spec.optimizer.kind} lr ${spec.optimizer.lr}, ${spec.schedule.kind} schedule, seed ${spec.seed}; device ${device.description}`);
+    out.say(
+      `model ${trainModel.model.name}${source.artifact ? ` (lovtc artifact ${source.path})` : ''}: ${trainModel.model.counts.trainable.toLocaleString('en-US')} trainable parameters, ` +
+        `batch ${spec.batch} × accumulate ${spec.accumulate}, ${spec.optimizer.kind} lr ${spec.optimizer.lr}, ${spec.schedule.kind} schedule, seed ${spec.seed}; device ${device.description}`,
+    );
     const trainer = await Trainer.create({
-      device, storage, train: trainModel, eval: evalModel, data: training, modelPath: source.path, set, dataInfo, artifact: source.artifact?.sha256,
-      maxSteps: o.steps, maxEpochs: o.epochs, maxSeconds: o.minutes !== undefined ? o.minutes * 60 : undefined,
-      checkpointEvery: o.checkpointEvery, maxValidationBatches: o.valBatches, resume: resumeFrom, init, onEvent: out.onEvent?.bind(out),
+      device,
+      storage,
+      train: trainModel,
+      eval: evalModel,
+      data: training,
+      modelPath: source.path,
+      set,
+      dataInfo,
+      artifact: source.artifact?.sha256,
+      maxSteps: o.steps,
+      maxEpochs: o.epochs,
+      maxSeconds: o.minutes !== undefined ? o.minutes * 60 : undefined,
+      checkpointEvery: o.checkpointEvery,
+      maxValidationBatches: o.valBatches,
+      resume: resumeFrom,
+      init,
+      onEvent: out.onEvent?.bind(out),
     });
     try {
       const result = await trainer.run();
-      out.say(`stopped: ${result.stopReason}. ${result.steps} optimizer steps, ${result.samplesSeen} samples in ${formatSeconds(result.wallSeconds)}; ` +
-        `last train losses: ${formatLosses(result.lastLosses)}`);
+      out.say(
+        `stopped: ${result.stopReason}. ${result.steps} optimizer steps, ${result.samplesSeen} samples in ${formatSeconds(result.wallSeconds)}; ` +
+          `last train losses: ${formatLosses(result.lastLosses)}`,
+      );
       if (result.bestValidation) out.say(`best validation total ${formatLoss(result.bestValidation.value)} at step ${result.bestValidation.step} (best.json)`);
       if (o.report) {
         await writeRunReport(storage, trainer, result, {
-          model: trainModel, modelPath: source.path, device: device.description, data: training.description, studyById: training.studyById,
-          heatmapStudies: o.heatmapStudies, command: o.command, dropped: training.dataset.dropReport(),
+          model: trainModel,
+          modelPath: source.path,
+          device: device.description,
+          data: training.description,
+          studyById: training.studyById,
+          heatmapStudies: o.heatmapStudies,
+          command: o.command,
+          dropped: training.dataset.dropReport(),
         });
         out.say(`report: ${nodePath.join(runDir, 'report.md')}`);
       }
@@ -245,7 +314,10 @@ export function formatSeconds(seconds: number): string {
 }
 
 /** `lovt-run loss MODEL --weights W --batch X [--grads G]`: every loss term (and the gradients written to G). */
-export async function lossCommand(modelPath: string, o: { model?: string; weights?: string; batch?: string; grads?: string; set: string[] }): Promise<Record<string, number>> {
+export async function lossCommand(
+  modelPath: string,
+  o: { model?: string; weights?: string; batch?: string; grads?: string; set: string[] },
+): Promise<Record<string, number>> {
   if (!o.weights) throw new Error('give --weights W.safetensors (every parameter and buffer of the model)');
   if (!o.batch) throw new Error('give --batch X.safetensors (the model inputs: image, input_ids, attention_mask, token_sentence)');
   const set = parseSetArgs(o.set);
@@ -253,9 +325,17 @@ export async function lossCommand(modelPath: string, o: { model?: string; weight
   const weights = await readSafetensorsFile(o.weights, '--weights');
   const batch = await readSafetensorsFile(o.batch, '--batch');
   const model = source.compile(set, 'train');
-  const r = await evaluateLosses(await getNodeDevice(), model, weights, batch, { grads: !!o.grads, weightsName: `--weights ${o.weights}`, batchName: `--batch ${o.batch}` }).catch((err: Error) => {
+  const r = await evaluateLosses(await getNodeDevice(), model, weights, batch, {
+    grads: !!o.grads,
+    weightsName: `--weights ${o.weights}`,
+    batchName: `--batch ${o.batch}`,
+  }).catch((err: Error) => {
     // An artifact's input shapes are fixed: say how to rebuild it for this batch.
-    throw source.artifact && /does not match the model's inputs/.test(err.message) ? new Error(`${err.message}; ${source.path} is compiled for fixed sizes: recompile it for this batch (\`${source.artifact.recompile()}\` with --set batch=..., image_size=..., max_tokens=...)`) : err;
+    throw source.artifact && /does not match the model's inputs/.test(err.message)
+      ? new Error(
+          `${err.message}; ${source.path} is compiled for fixed sizes: recompile it for this batch (\`${source.artifact.recompile()}\` with --set batch=..., image_size=..., max_tokens=...)`,
+        )
+      : err;
   });
   if (o.grads && r.grads) {
     await makeDirectory(nodePath.dirname(nodePath.resolve(o.grads)), '--grads');

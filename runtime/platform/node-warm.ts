@@ -69,7 +69,9 @@ class HelperWarmer implements PipelineWarmer {
     this.helpers[slot] ??= openDevice(this.gpu).then(
       (dev) => {
         const slots = dev.limits.maxStorageBuffersPerShaderStage;
-        const dummies = Array.from({ length: slots }, (_v, i) => dev.device.createBuffer({ label: `lovt warmer dummy ${i}`, size: DUMMY_BYTES, usage: GPUBufferUsage.STORAGE }));
+        const dummies = Array.from({ length: slots }, (_v, i) =>
+          dev.device.createBuffer({ label: `lovt warmer dummy ${i}`, size: DUMMY_BYTES, usage: GPUBufferUsage.STORAGE }),
+        );
         const params = dev.device.createBuffer({ label: 'lovt warmer params', size: DUMMY_BYTES, usage: GPUBufferUsage.UNIFORM });
         return { dev, dummies, params };
       },

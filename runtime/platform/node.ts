@@ -47,13 +47,14 @@ export async function doctorReport(): Promise<string[]> {
   if (!adapter) {
     throw new Error(
       'no WebGPU adapter. Dawn needs a Vulkan driver (Linux), Metal (macOS) or D3D12 (Windows). ' +
-        'On Debian/Ubuntu without a GPU run `bash scripts/setup-system.sh` (installs Mesa\'s lavapipe software Vulkan driver ' +
+        "On Debian/Ubuntu without a GPU run `bash scripts/setup-system.sh` (installs Mesa's lavapipe software Vulkan driver " +
         'from bookworm-backports), or install mesa-vulkan-drivers (Mesa >= 24) yourself; then run `lovt-run doctor` again.',
     );
   }
   const d = await openDevice(nodeGPU());
   lines.push(`adapter: ${d.description}`);
-  if (/llvmpipe|lavapipe|swiftshader|software/i.test(d.description)) lines.push('  (a CPU software rasteriser: correct but slow; expect minutes for the tiny models)');
+  if (/llvmpipe|lavapipe|swiftshader|software/i.test(d.description))
+    lines.push('  (a CPU software rasteriser: correct but slow; expect minutes for the tiny models)');
   const wanted = ['shader-f16', 'timestamp-query', 'subgroups'];
   lines.push(`features: ${wanted.map((f) => `${f} ${d.features.has(f) ? 'yes' : 'no'}`).join(', ')}`);
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;

@@ -18,14 +18,26 @@ export const AXIS: RGB = [60, 60, 60];
 
 /** Distinguishable line colours (matplotlib's tab10). */
 export const PALETTE: RGB[] = [
-  [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-  [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+  [31, 119, 180],
+  [255, 127, 14],
+  [44, 160, 44],
+  [214, 39, 40],
+  [148, 103, 189],
+  [140, 86, 75],
+  [227, 119, 194],
+  [127, 127, 127],
+  [188, 189, 34],
+  [23, 190, 207],
 ];
 
 export class Canvas {
   readonly data: Uint8Array;
 
-  constructor(readonly width: number, readonly height: number, background: RGB = WHITE) {
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    background: RGB = WHITE,
+  ) {
     if (!(width >= 1 && height >= 1 && Number.isInteger(width) && Number.isInteger(height))) {
       throw new Error(`canvas size must be positive integers, got ${width}×${height}`);
     }
@@ -148,7 +160,14 @@ export function formatTick(v: number): string {
 }
 
 /** Horizontal grid lines across the plot at the y ticks, labelled left of `left`; `py` maps a value to a canvas row. */
-export function drawYTicks(c: Canvas, ticks: number[], py: (v: number) => number, left: number, plotW: number, label: (v: number) => string = formatTick): void {
+export function drawYTicks(
+  c: Canvas,
+  ticks: number[],
+  py: (v: number) => number,
+  left: number,
+  plotW: number,
+  label: (v: number) => string = formatTick,
+): void {
   for (const t of ticks) {
     c.line(left, py(t), left + plotW, py(t), GRID);
     const text = label(t);
@@ -212,8 +231,14 @@ export function drawLinePlot(series: Series[], opts: LinePlotOptions = {}): Canv
   const yTicks = opts.logY ? logTicks(yLo, yHi) : niceTicks(yLo, yHi);
   [xLo, xHi] = extent([xLo, xHi, ...xTicks]);
   [yLo, yHi] = extent([yLo, yHi, ...yTicks]);
-  if (xHi === xLo) { xLo -= 0.5; xHi += 0.5; }
-  if (yHi === yLo) { yLo -= 0.5; yHi += 0.5; }
+  if (xHi === xLo) {
+    xLo -= 0.5;
+    xHi += 0.5;
+  }
+  if (yHi === yLo) {
+    yLo -= 0.5;
+    yHi += 0.5;
+  }
   const px = (x: number) => margin.left + ((x - xLo) / (xHi - xLo)) * plotW;
   const py = (y: number) => margin.top + plotH - ((y - yLo) / (yHi - yLo)) * plotH;
 
@@ -273,8 +298,15 @@ function logTicks(lo: number, hi: number): number[] {
 
 /** Viridis at 9 control points, interpolated linearly: perceptually uniform, colour-blind safe. */
 const VIRIDIS: RGB[] = [
-  [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
-  [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
+  [68, 1, 84],
+  [71, 44, 122],
+  [59, 81, 139],
+  [44, 113, 142],
+  [33, 144, 141],
+  [39, 173, 129],
+  [92, 200, 99],
+  [170, 220, 50],
+  [253, 231, 37],
 ];
 
 export function colormap(t: number): RGB {
@@ -324,7 +356,11 @@ export interface HeatmapPanel {
  * One figure per study: the plain image, then one panel per sentence with that
  * sentence's attention overlaid and the sentence wrapped underneath.
  */
-export function heatmapFigure(image: GrayImage, panels: HeatmapPanel[], opts: { title?: string; panelSize?: number; columns?: number; imageCaption?: string } = {}): Uint8Array {
+export function heatmapFigure(
+  image: GrayImage,
+  panels: HeatmapPanel[],
+  opts: { title?: string; panelSize?: number; columns?: number; imageCaption?: string } = {},
+): Uint8Array {
   const size = opts.panelSize ?? 192;
   const columns = Math.max(1, Math.min(opts.columns ?? 4, panels.length + 1));
   const pad = 10;

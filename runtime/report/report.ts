@@ -111,7 +111,8 @@ export async function writeReport(storage: Storage, input: ReportInput): Promise
   row('epochs', formatNumber(summary.epochs));
   row('samples seen', String(summary.samplesSeen));
   row('wall time', formatDuration(summary.wallSeconds));
-  if (summary.parameters) row('parameters', `${summary.parameters.trainable.toLocaleString('en-US')} trainable of ${summary.parameters.total.toLocaleString('en-US')}`);
+  if (summary.parameters)
+    row('parameters', `${summary.parameters.trainable.toLocaleString('en-US')} trainable of ${summary.parameters.total.toLocaleString('en-US')}`);
   row('stopped because', summary.stopReason);
   if (summary.bestValidation) {
     const b = summary.bestValidation;
@@ -143,7 +144,10 @@ export async function writeReport(storage: Storage, input: ReportInput): Promise
   lines.push('![total loss](figures/loss-total.png)', '');
   if (lossTerms.length > 0) {
     const terms: Series[] = lossTerms.map((t) => ({ name: t.name, ...metricSeries(records, 'train', `loss.${t.name}`) }));
-    await storage.writeFileAtomic(`${FIGURES}/loss-terms.png`, linePlot(terms, { title: 'Loss terms (train, unweighted)', xLabel: 'optimizer step', yLabel: 'loss' }));
+    await storage.writeFileAtomic(
+      `${FIGURES}/loss-terms.png`,
+      linePlot(terms, { title: 'Loss terms (train, unweighted)', xLabel: 'optimizer step', yLabel: 'loss' }),
+    );
     lines.push('![loss terms](figures/loss-terms.png)', '');
     for (const t of lossTerms) {
       const file = `${FIGURES}/loss-${safeName(t.name)}.png`;
@@ -151,14 +155,20 @@ export async function writeReport(storage: Storage, input: ReportInput): Promise
         { name: 'train', ...metricSeries(records, 'train', `loss.${t.name}`) },
         { name: 'validation', ...metricSeries(records, 'val', `loss.${t.name}`), markers: true },
       ];
-      await storage.writeFileAtomic(file, linePlot(series, { title: `${t.name} (weight ${formatNumber(t.weight)})`, xLabel: 'optimizer step', width: 480, height: 300 }));
+      await storage.writeFileAtomic(
+        file,
+        linePlot(series, { title: `${t.name} (weight ${formatNumber(t.weight)})`, xLabel: 'optimizer step', width: 480, height: 300 }),
+      );
       lines.push(`![${t.name}](${file})`);
     }
     lines.push('');
   }
   const lr = metricSeries(records, 'train', 'lr');
   if (lr.x.length > 0) {
-    await storage.writeFileAtomic(`${FIGURES}/lr.png`, linePlot([{ name: '', ...lr }], { title: 'Learning rate', xLabel: 'optimizer step', width: 480, height: 260 }));
+    await storage.writeFileAtomic(
+      `${FIGURES}/lr.png`,
+      linePlot([{ name: '', ...lr }], { title: 'Learning rate', xLabel: 'optimizer step', width: 480, height: 260 }),
+    );
     lines.push('![learning rate](figures/lr.png)', '');
   }
 
@@ -183,7 +193,12 @@ export async function writeReport(storage: Storage, input: ReportInput): Promise
 /** Every reason data can be dropped for, with its count (0 included) and the first paths. */
 function droppedSection(d: DropReport): string[] {
   const total = d.reasons.reduce((n, r) => n + r.count, 0);
-  const lines = ['## Dropped data', '', total === 0 ? 'Nothing was dropped.' : `${total} CSV rows, images or studies were dropped; the training used the rest.`, ''];
+  const lines = [
+    '## Dropped data',
+    '',
+    total === 0 ? 'Nothing was dropped.' : `${total} CSV rows, images or studies were dropped; the training used the rest.`,
+    '',
+  ];
   lines.push('| reason | drops a | count | meaning | first paths |', '|---|---|---|---|---|');
   const esc = (t: string) => t.replace(/\|/g, '\\|');
   for (const r of d.reasons) lines.push(`| ${r.kind} | ${r.unit} | ${r.count} | ${esc(r.what)} | ${r.examples.map((p) => `\`${esc(clip(p))}\``).join(', ')} |`);

@@ -101,7 +101,9 @@ async function openWith(source: FileSource, opts: TrainingDataOptions, workers: 
     const maxSide = opts.resizeMaxSide ?? DEFAULT_RESIZE_MAX_SIDE;
     const copies = new SubdirFileSource(opts.imageCache, `resized-${maxSide}`);
     resized = await writeResizedImages(dataset, dataset.studies, copies, {
-      maxSide, workers, onProgress: (done, total) => opts.onProgress?.(`resizing images to ${maxSide} px`, done, total),
+      maxSide,
+      workers,
+      onProgress: (done, total) => opts.onProgress?.(`resizing images to ${maxSide} px`, done, total),
     });
     dataset.useImageSource(copies, resized.undecodable);
     imageSource = copies;

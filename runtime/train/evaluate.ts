@@ -40,14 +40,15 @@ export async function evaluateLosses(
   const stateExpected: ExpectedTensor[] = Object.values(graph.state).map((s) => ({ name: s.name, shape: s.shape, dtype: s.dtype }));
   const w = diffTensors(stateExpected, weights);
   if (hasDifferences(w)) throw new Error(`${weightsName} does not match the model's state: ${describeDiff(w)}`);
-  refuseNonFinite([...w.matched].map(([name, m]) => [name, m.tensor]), weightsName);
+  refuseNonFinite(
+    [...w.matched].map(([name, m]) => [name, m.tensor]),
+    weightsName,
+  );
   const inputs = checkBatch(graph, batch, opts.batchName ?? 'batch', [DROPOUT_SEED_INPUT]);
   if (DROPOUT_SEED_INPUT in graph.inputs) inputs[DROPOUT_SEED_INPUT] = Int32Array.of(0);
 
   const lossOutputs = ['loss.total', ...compiled.model.losses.map((l) => l.output)];
-  const program = opts.grads
-    ? buildTrainingPrograms(graph, { loss: 'loss.total', optimizer: { kind: 'sgd' }, accumulate: 1 }).step
-    : optimize(graph);
+  const program = opts.grads ? buildTrainingPrograms(graph, { loss: 'loss.total', optimizer: { kind: 'sgd' }, accumulate: 1 }).step : optimize(graph);
   const store = new StateStore(device);
   let run: Program | undefined;
   try {

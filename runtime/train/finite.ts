@@ -19,7 +19,9 @@ export function countNonFinite(data: ArrayLike<number>): { count: number; first:
 /** `name[i, j, k]` for flat index `flat` of a row-major tensor of `shape`. */
 export function elementName(name: string, shape: Shape, flat: number): string {
   if (shape.length === 0) return name;
-  return `${name}[${stridesOf(shape).map((s, k) => Math.floor(flat / s) % shape[k]).join(', ')}]`;
+  return `${name}[${stridesOf(shape)
+    .map((s, k) => Math.floor(flat / s) % shape[k])
+    .join(', ')}]`;
 }
 
 /** "name (k of n values)" for each f32 tensor holding NaN or ±inf (integer tensors cannot). */

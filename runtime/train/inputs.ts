@@ -42,7 +42,8 @@ export function inputIndexBounds(graph: Graph): Map<string, IndexBound> {
         if (n.op === 'gather' && n.inputs[1] === v) {
           const table = graph.nodes[n.inputs[0]];
           bound = { rows: table.shape[0], table: table.name ?? `a table of ${table.shape[0]} rows` };
-        } else if (n.op === 'scatter_add' && n.inputs[0] === v) bound = { rows: n.attrs.numRows as number, table: `the ${n.attrs.numRows} rows of a scatter_add` };
+        } else if (n.op === 'scatter_add' && n.inputs[0] === v)
+          bound = { rows: n.attrs.numRows as number, table: `the ${n.attrs.numRows} rows of a scatter_add` };
         else if (VALUE_PRESERVING.has(n.op) && !seen.has(c)) {
           seen.add(c);
           work.push(c);
@@ -68,7 +69,10 @@ export function checkBatchValues(graph: Graph, inputs: Record<string, ArrayLike<
     const { shape, dtype } = graph.nodes[id];
     if (dtype === 'f32') {
       const { count, first } = countNonFinite(data);
-      if (count) throw new Error(`${what}: input '${name}' has ${count.toLocaleString('en-US')} NaN or infinite values (the first: ${elementName(name, shape, first)} = ${data[first]})`);
+      if (count)
+        throw new Error(
+          `${what}: input '${name}' has ${count.toLocaleString('en-US')} NaN or infinite values (the first: ${elementName(name, shape, first)} = ${data[first]})`,
+        );
       continue;
     }
     const bound = bounds.get(name);
@@ -97,7 +101,10 @@ export function checkBatch(graph: Graph, batch: Map<string, HostTensor>, what: s
     .filter(([name]) => !skip.includes(name))
     .map(([name, id]) => ({ name, shape: graph.nodes[id].shape, dtype: graph.nodes[id].dtype }));
   const d = diffTensors(expected, batch);
-  if (hasDifferences(d)) throw new Error(`${what} does not match the model's inputs: ${describeDiff(d, { missing: 'model inputs not in the file', unexpected: 'in the file, not a model input' })}`);
+  if (hasDifferences(d))
+    throw new Error(
+      `${what} does not match the model's inputs: ${describeDiff(d, { missing: 'model inputs not in the file', unexpected: 'in the file, not a model input' })}`,
+    );
   const inputs: Record<string, Float32Array | Int32Array> = {};
   for (const [name, m] of d.matched) inputs[name] = m.tensor.data;
   checkBatchValues(graph, inputs, what);

@@ -89,7 +89,10 @@ export function plateauSpec(opts: { patience?: number; factor?: number; threshol
 
 /** A schedule whose LR is a function of the step alone: nothing to save or restore but its kind. */
 abstract class StepFunctionSchedule implements LrSchedule {
-  constructor(readonly spec: ScheduleSpec, readonly baseLr: number) {}
+  constructor(
+    readonly spec: ScheduleSpec,
+    readonly baseLr: number,
+  ) {}
   abstract lrAt(step: number): number;
   onValidation(): void {}
   state(): ScheduleState {
@@ -107,7 +110,10 @@ class ConstantSchedule extends StepFunctionSchedule {
 }
 
 class CosineSchedule extends StepFunctionSchedule {
-  constructor(readonly spec: Extract<ScheduleSpec, { kind: 'cosine' }>, baseLr: number) {
+  constructor(
+    readonly spec: Extract<ScheduleSpec, { kind: 'cosine' }>,
+    baseLr: number,
+  ) {
     super(spec, baseLr);
   }
   lrAt(step: number): number {
@@ -125,7 +131,10 @@ class PlateauSchedule implements LrSchedule {
   private numBadEpochs = 0;
   private cooldownCounter = 0;
 
-  constructor(readonly spec: Extract<ScheduleSpec, { kind: 'plateau' }>, readonly baseLr: number) {
+  constructor(
+    readonly spec: Extract<ScheduleSpec, { kind: 'plateau' }>,
+    readonly baseLr: number,
+  ) {
     this.lr = baseLr;
   }
 

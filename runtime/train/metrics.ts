@@ -16,7 +16,10 @@ export type MetricsRecord = {
 };
 
 export class MetricsLog {
-  private constructor(private readonly storage: Storage, private readonly path: string) {}
+  private constructor(
+    private readonly storage: Storage,
+    private readonly path: string,
+  ) {}
 
   /**
    * Opens the log for appending. With `resumeAtStep`, records of steps after it

@@ -96,8 +96,11 @@ export function resumeData<R extends DataRequest>(manifest: CheckpointManifest, 
   const restored: Restored[] = [
     ['--stats-sample', 'statsSample', saved.statsSample],
     ...(saved.kind === 'synth'
-      ? [['--studies', 'studies', saved.studies], ['--synth-seed', 'synthSeed', saved.seed]] satisfies Restored[]
-      : [['--resize', 'resize', saved.resize]] satisfies Restored[]),
+      ? ([
+          ['--studies', 'studies', saved.studies],
+          ['--synth-seed', 'synthSeed', saved.seed],
+        ] satisfies Restored[])
+      : ([['--resize', 'resize', saved.resize]] satisfies Restored[])),
   ];
   let request = req;
   for (const [flag, key, value] of restored) {
@@ -204,7 +207,11 @@ export function checkDataFits(source: ModelSource, model: CompiledModel): void {
 export const ATTENTION_OUTPUT = 'attention_r2i';
 
 /** The report's heatmaps: the model's `attention_r2i` output on the first validation batch (if it has one). */
-export async function attentionHeatmaps(trainer: Trainer, studyById: Map<string, Study>, studies: number): Promise<{ heatmaps: StudyHeatmaps[]; heatmapSource?: string }> {
+export async function attentionHeatmaps(
+  trainer: Trainer,
+  studyById: Map<string, Study>,
+  studies: number,
+): Promise<{ heatmaps: StudyHeatmaps[]; heatmapSource?: string }> {
   const graph = trainer.evalGraph;
   if (!(ATTENTION_OUTPUT in graph.outputs) || studies <= 0) return { heatmaps: [] };
   const shape = graph.nodes[graph.outputs[ATTENTION_OUTPUT]].shape;
@@ -223,15 +230,33 @@ export async function writeRunReport(
   storage: Storage,
   trainer: Trainer,
   result: TrainResult,
-  run: { model: CompiledModel; modelPath: string; device: string; data: string; studyById: Map<string, Study>; heatmapStudies: number; command?: string; dropped?: DropReport },
+  run: {
+    model: CompiledModel;
+    modelPath: string;
+    device: string;
+    data: string;
+    studyById: Map<string, Study>;
+    heatmapStudies: number;
+    command?: string;
+    dropped?: DropReport;
+  },
 ): Promise<void> {
   const { model } = run.model;
   const { heatmaps, heatmapSource } = await attentionHeatmaps(trainer, run.studyById, run.heatmapStudies);
   await writeReport(storage, {
     summary: {
-      model: model.name, modelPath: run.modelPath, device: run.device, data: run.data, command: run.command,
-      seed: model.train.seed, steps: result.steps, epochs: result.epochs, samplesSeen: result.samplesSeen, wallSeconds: result.wallSeconds,
-      stopReason: result.stopReason, bestValidation: result.bestValidation,
+      model: model.name,
+      modelPath: run.modelPath,
+      device: run.device,
+      data: run.data,
+      command: run.command,
+      seed: model.train.seed,
+      steps: result.steps,
+      epochs: result.epochs,
+      samplesSeen: result.samplesSeen,
+      wallSeconds: result.wallSeconds,
+      stopReason: result.stopReason,
+      bestValidation: result.bestValidation,
       parameters: { trainable: model.counts.trainable, total: model.counts.params },
     },
     lossTerms: trainer.lossTerms,

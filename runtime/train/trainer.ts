@@ -20,7 +20,15 @@
 
 import { numel, type DType, type Graph } from '../../compiler/ir.ts';
 import type { ModelInfo, TrainSpec } from '../../compiler/frontend/index.ts';
-import { buildTrainingPrograms, gradAccName, NONFINITE_OUTPUT, optimizerOptions, optimizerScalars, type FiniteCheck, type TrainingPrograms } from '../../compiler/train-program.ts';
+import {
+  buildTrainingPrograms,
+  gradAccName,
+  NONFINITE_OUTPUT,
+  optimizerOptions,
+  optimizerScalars,
+  type FiniteCheck,
+  type TrainingPrograms,
+} from '../../compiler/train-program.ts';
 import { optimize } from '../../compiler/passes/index.ts';
 import type { LovtDevice } from '../device.ts';
 import { Program } from '../executor.ts';
@@ -111,7 +119,11 @@ export interface TrainResult {
  * the last good checkpoint stays. `tensor` names the first non-finite value.
  */
 export class NonFiniteError extends Error {
-  constructor(readonly step: number, readonly tensor: string, message: string) {
+  constructor(
+    readonly step: number,
+    readonly tensor: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'NonFiniteError';
   }
@@ -176,7 +188,11 @@ export function withoutDropout(graph: Graph): Graph {
 }
 
 /** The inputs a program needs, taken from a collated batch (error naming any the batch lacks). */
-export function programInputs(graph: Graph, batch: ModelBatch, extra: Record<string, Float32Array | Int32Array> = {}): Record<string, Float32Array | Int32Array> {
+export function programInputs(
+  graph: Graph,
+  batch: ModelBatch,
+  extra: Record<string, Float32Array | Int32Array> = {},
+): Record<string, Float32Array | Int32Array> {
   const out: Record<string, Float32Array | Int32Array> = {};
   const available = batch.inputs as unknown as Record<string, HostTensor>;
   for (const name of Object.keys(graph.inputs)) {
@@ -229,7 +245,10 @@ export class Trainer {
     this.seed = this.spec.seed;
     const batches = opts.data.train.batchesPerEpoch();
     this.stepsPerEpoch = Math.max(1, Math.ceil(batches / this.accumulate));
-    this.monitor = monitorKey(this.spec.early_stopping?.monitor ?? (this.spec.schedule.kind === 'plateau' ? this.spec.schedule.monitor : 'val_total'), this.terms);
+    this.monitor = monitorKey(
+      this.spec.early_stopping?.monitor ?? (this.spec.schedule.kind === 'plateau' ? this.spec.schedule.monitor : 'val_total'),
+      this.terms,
+    );
   }
 
   /** Compiles the programs, creates the state and restores or initialises it. */
@@ -255,7 +274,10 @@ export class Trainer {
     });
     this.checks = checks;
     this.store = new StateStore(device);
-    this.emit({ kind: 'message', text: 'compiling the GPU programs (step, apply, eval) and their kernels (minutes on a software rasteriser with a cold shader cache)…' });
+    this.emit({
+      kind: 'message',
+      text: 'compiling the GPU programs (step, apply, eval) and their kernels (minutes on a software rasteriser with a cold shader cache)…',
+    });
     this.stepProgram = await Program.create(device, step, this.store, { label: 'train step' });
     this.applyProgram = await Program.create(device, apply, this.store, { label: 'optimizer apply' });
     this.evalProgram = await Program.create(device, optimize(evalModel.graph), this.store, { label: 'eval forward' });
@@ -312,7 +334,9 @@ export class Trainer {
     const expected = this.checkpointedStateNames().map((name) => ({ name, ...this.store.info(name) }));
     const d = diffTensors(expected, ckpt.tensors);
     if (hasDifferences(d)) {
-      throw new Error(`the checkpoint does not fit the compiled model: ${describeDiff(d, { missing: 'in the model, not in the checkpoint', unexpected: 'in the checkpoint, not in the model' })}`);
+      throw new Error(
+        `the checkpoint does not fit the compiled model: ${describeDiff(d, { missing: 'in the model, not in the checkpoint', unexpected: 'in the checkpoint, not in the model' })}`,
+      );
     }
     for (const [name, t] of d.matched) this.store.upload(name, t.tensor.data);
     this.step = m.step;
@@ -329,7 +353,10 @@ export class Trainer {
 
   /** Every state tensor except the gradient accumulators (zero at every step boundary). */
   private checkpointedStateNames(): string[] {
-    return this.store.names().filter((n) => !n.startsWith('grad_acc.')).sort();
+    return this.store
+      .names()
+      .filter((n) => !n.startsWith('grad_acc.'))
+      .sort();
   }
 
   /** Downloads the whole state (parameters, buffers, optimizer moments). */
@@ -386,7 +413,15 @@ export class Trainer {
     const maxEpochs = o.maxEpochs ?? this.spec.epochs;
     const totalSteps = o.maxSteps ?? maxEpochs * this.stepsPerEpoch;
     const throughput = new Throughput();
-    this.emit({ kind: 'start', step: this.step, totalSteps, maxSeconds: o.maxSeconds ?? null, stepsPerEpoch: this.stepsPerEpoch, epoch: this.position.epoch, resumed: !!o.resume });
+    this.emit({
+      kind: 'start',
+      step: this.step,
+      totalSteps,
+      maxSeconds: o.maxSeconds ?? null,
+      stepsPerEpoch: this.stepsPerEpoch,
+      epoch: this.position.epoch,
+      resumed: !!o.resume,
+    });
 
     let stopReason = '';
     const limitReached = (): string => {
@@ -461,9 +496,16 @@ export class Trainer {
     const bad = firstNonFinite(out[NONFINITE_OUTPUT], this.checks.step);
     if (bad) {
       const value = bad.check.kind === 'output' ? ` is ${out[bad.check.name][0]}` : '';
-      await this.diverged(this.step + 1, loaded.epoch, bad.check, bad.count, value, bad.others,
+      await this.diverged(
+        this.step + 1,
+        loaded.epoch,
+        bad.check,
+        bad.count,
+        value,
+        bad.others,
         `at optimizer step ${this.step + 1} (epoch ${loaded.epoch + 1}, micro-batch ${micro + 1} of ${this.accumulate}, samples ${sampleList(loaded)}): `,
-        'nothing of this step was applied');
+        'nothing of this step was applied',
+      );
     }
     return losses;
   }
@@ -476,17 +518,37 @@ export class Trainer {
     const counts = (await pending.counts)[NONFINITE_OUTPUT];
     const bad = firstNonFinite(counts, this.checks.apply);
     if (bad) {
-      await this.diverged(pending.step, pending.epoch, bad.check, bad.count, '', bad.others, `at optimizer step ${pending.step} (epoch ${pending.epoch + 1}): `, 'the update was not applied');
+      await this.diverged(
+        pending.step,
+        pending.epoch,
+        bad.check,
+        bad.count,
+        '',
+        bad.others,
+        `at optimizer step ${pending.step} (epoch ${pending.epoch + 1}): `,
+        'the update was not applied',
+      );
     }
   }
 
-  private async diverged(step: number, epoch: number, check: FiniteCheck, count: number, value: string, others: FiniteCheck[], where: string, applied: string): Promise<never> {
+  private async diverged(
+    step: number,
+    epoch: number,
+    check: FiniteCheck,
+    count: number,
+    value: string,
+    others: FiniteCheck[],
+    where: string,
+    applied: string,
+  ): Promise<never> {
     const tensor = describeCheck(check);
     await this.metrics.append({ kind: 'event', step, epoch, event: 'non-finite', tensor, count });
     // Of how many: a gradient or an update has its state tensor's size; an optimizer check counts the parameter and its moments together.
     const of = check.kind === 'gradient' || check.kind === 'update' ? ` of ${numel(this.store.info(check.name).shape).toLocaleString('en-US')}` : '';
     const what = value ? `${tensor}${value}` : `${tensor} has ${count.toLocaleString('en-US')}${of} values NaN or infinite`;
-    const also = others.length ? ` (so do ${others.length} later value${others.length === 1 ? '' : 's'}, e.g. ${others.slice(0, 2).map(describeCheck).join(', ')})` : '';
+    const also = others.length
+      ? ` (so do ${others.length} later value${others.length === 1 ? '' : 's'}, e.g. ${others.slice(0, 2).map(describeCheck).join(', ')})`
+      : '';
     throw new NonFiniteError(step, tensor, `${where}${what}${also}; ${applied} and training stopped.${this.lastGoodCheckpoint()}`);
   }
 
@@ -494,7 +556,14 @@ export class Trainer {
     return this.lastCheckpointStep >= 0 ? ` The last good checkpoint is step ${this.lastCheckpointStep} (${this.opts.storage.description}/last.json).` : '';
   }
 
-  private async optimizerStep(sums: Record<string, number>, micro: number, epoch: number, throughput: Throughput, stepStarted: number, elapsedSeconds: number): Promise<void> {
+  private async optimizerStep(
+    sums: Record<string, number>,
+    micro: number,
+    epoch: number,
+    throughput: Throughput,
+    stepStarted: number,
+    elapsedSeconds: number,
+  ): Promise<void> {
     const lr = this.schedule.lrAt(this.step);
     const scalars = optimizerScalars(this.step + 1, lr, optimizerOptions(this.spec.optimizer));
     const counts = this.applyProgram.run(Object.fromEntries(Object.entries(scalars).map(([k, v]) => [k, Float32Array.of(v)])), [NONFINITE_OUTPUT]);
@@ -524,7 +593,11 @@ export class Trainer {
     if (bad) {
       const name = `val_${bad[0].replace(/^loss\./, '')}`;
       await this.metrics.append({ kind: 'event', step: this.step, epoch, event: 'non-finite', tensor: name, count: 1 });
-      throw new NonFiniteError(this.step, name, `validation at the end of epoch ${epoch + 1} (step ${this.step}): ${name} is ${bad[1]}; training stopped.${this.lastGoodCheckpoint()}`);
+      throw new NonFiniteError(
+        this.step,
+        name,
+        `validation at the end of epoch ${epoch + 1} (step ${this.step}): ${name} is ${bad[1]}; training stopped.${this.lastGoodCheckpoint()}`,
+      );
     }
     const value = losses[this.monitor];
     let improved = this.bestValidation === null || value < this.bestValidation.value;

@@ -123,12 +123,7 @@ export function hasDifferences(d: TensorDiff): boolean {
  * Matches the tensors of a pretrained file to the model state under `prefix`.
  * Throws WeightsMismatchError listing every problem at once.
  */
-export function matchInitWeights(
-  state: Record<string, StateInfo>,
-  prefix: string,
-  file: Map<string, HostTensor>,
-  sourceDescription: string,
-): InitResult {
+export function matchInitWeights(state: Record<string, StateInfo>, prefix: string, file: Map<string, HostTensor>, sourceDescription: string): InitResult {
   const dotted = prefix.endsWith('.') ? prefix : `${prefix}.`;
   const expected: ExpectedTensor[] = Object.values(state)
     .filter((info) => info.name.startsWith(dotted))
@@ -142,7 +137,10 @@ export function matchInitWeights(
     ignorable: (n) => IGNORABLE_SOURCE_TENSORS.some((re) => re.test(n.slice(dotted.length))),
   });
   if (hasDifferences(d)) throw new WeightsMismatchError(sourceDescription, prefix.replace(/\.$/, ''), d.missing, d.unexpected, d.misshaped);
-  refuseNonFinite([...d.matched.values()].map((m) => [m.given, m.tensor]), `--init ${prefix.replace(/\.$/, '')}=${sourceDescription}`);
+  refuseNonFinite(
+    [...d.matched.values()].map((m) => [m.given, m.tensor]),
+    `--init ${prefix.replace(/\.$/, '')}=${sourceDescription}`,
+  );
   return { tensors: new Map([...d.matched].map(([name, m]) => [name, m.tensor])), ignored: d.ignored };
 }
 
@@ -177,7 +175,10 @@ export function exportPrefixed(tensors: Map<string, HostTensor>, prefix: string,
     const modules = [...new Set([...tensors.keys()].map((n) => n.split('.')[0]))];
     throw new Error(`nothing to export: no state under '${dotted}' (the checkpoint has: ${modules.join(', ')})`);
   }
-  refuseNonFinite([...tensors].filter(([name]) => name.startsWith(dotted)), `refusing to export: the checkpoint's ${dotted}* state`);
+  refuseNonFinite(
+    [...tensors].filter(([name]) => name.startsWith(dotted)),
+    `refusing to export: the checkpoint's ${dotted}* state`,
+  );
   // 'pt' marks a PyTorch state dict for Hugging Face tooling.
   return writeSafetensors(out, { format: 'pt', ...metadata });
 }

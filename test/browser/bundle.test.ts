@@ -11,10 +11,24 @@ import { bundleApp, bundleRuntime, checkRuntimeIsPlatformNeutral, ROOT } from '.
 
 test('the runtime bundle builds without Node-only modules and exports the browser API', async () => {
   const { code, modules } = await bundleRuntime();
-  assert.ok(modules.includes('runtime/index.ts') && modules.includes('runtime/platform/browser.ts') && modules.includes('runtime/executor.ts'), modules.join(', '));
+  assert.ok(
+    modules.includes('runtime/index.ts') && modules.includes('runtime/platform/browser.ts') && modules.includes('runtime/executor.ts'),
+    modules.join(', '),
+  );
   for (const m of modules) assert.not.ok(/platform\/node|^node:|node_modules\/webgpu\//.test(m), `bundled a Node-only module: ${m}`);
   const exported = /export\s*\{([^}]*)\}\s*;?\s*$/.exec(code)?.[1] ?? '';
-  for (const name of ['getBrowserDevice', 'openDevice', 'Program', 'StateStore', 'initState', 'evaluate', 'planFromJSON', 'readSafetensors', 'buildTrainingPrograms', 'optimizerScalars'])
+  for (const name of [
+    'getBrowserDevice',
+    'openDevice',
+    'Program',
+    'StateStore',
+    'initState',
+    'evaluate',
+    'planFromJSON',
+    'readSafetensors',
+    'buildTrainingPrograms',
+    'optimizerScalars',
+  ])
     assert.ok(new RegExp(`\\b${name}\\b`).test(exported), `the bundle does not export ${name}`);
 });
 

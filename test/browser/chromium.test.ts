@@ -121,7 +121,9 @@ type PageResult = Omit<TrainRunResult, 'outputs' | 'state'> & {
 /** Launches Chromium on a fresh profile, opens the page and trains there. */
 async function runInChromium(url: string): Promise<PageResult> {
   if (!existsSync(CHROMIUM))
-    throw new Error(`Chromium is not installed at ${CHROMIUM}: run 'bash scripts/setup-system.sh' (Debian package chromium) or set LOVT_CHROMIUM to a Chromium binary`);
+    throw new Error(
+      `Chromium is not installed at ${CHROMIUM}: run 'bash scripts/setup-system.sh' (Debian package chromium) or set LOVT_CHROMIUM to a Chromium binary`,
+    );
   const profile = mkdtempSync(path.join(os.tmpdir(), 'lovt-chromium-'));
   let context: BrowserContext | undefined;
   const pageErrors: string[] = [];

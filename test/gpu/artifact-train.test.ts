@@ -28,19 +28,35 @@ test.before(async () => {
 
 test.after(() => rmSync(work, { recursive: true, force: true }));
 
-test('lovt-tiny: training the lovtc artifact gives the source run\'s losses at every step and its weights, bit for bit', async () => {
+test("lovt-tiny: training the lovtc artifact gives the source run's losses at every step and its weights, bit for bit", async () => {
   const art = path.join(work, 'lovt-tiny');
   let err = '';
-  const code = await runLovtc([LOVT_TINY, '-o', art, '--set', `vocab_size=${vocabSize}`, '--set', 'train.accumulate=1'], { stdout: () => {}, stderr: (s) => (err += s) });
+  const code = await runLovtc([LOVT_TINY, '-o', art, '--set', `vocab_size=${vocabSize}`, '--set', 'train.accumulate=1'], {
+    stdout: () => {},
+    stderr: (s) => (err += s),
+  });
   assert.is(code, 0, err);
   const lines: string[] = [];
   const out = { say: (t: string) => lines.push(t) };
-  const common: TrainOptions = { data: `mimic:${dataDir}`, studies: 200, synthSeed: 0, set: [], init: [], steps: 2, valBatches: 1, report: false, heatmapStudies: 0 };
+  const common: TrainOptions = {
+    data: `mimic:${dataDir}`,
+    studies: 200,
+    synthSeed: 0,
+    set: [],
+    init: [],
+    steps: 2,
+    valBatches: 1,
+    report: false,
+    heatmapStudies: 0,
+  };
   const fromSource = path.join(work, 'run-source');
   const fromArtifact = path.join(work, 'run-artifact');
   await trainCommand(LOVT_TINY, { ...common, accumulate: 1, out: fromSource }, out);
   await trainCommand(art, { ...common, out: fromArtifact }, out);
-  assert.ok(lines.some((l) => l.startsWith(`model LoVT_Tiny (lovtc artifact ${art})`)), lines.join('\n'));
+  assert.ok(
+    lines.some((l) => l.startsWith(`model LoVT_Tiny (lovtc artifact ${art})`)),
+    lines.join('\n'),
+  );
 
   const losses = async (dir: string) => (await readMetrics(nodeStorage(dir))).filter((r) => r.kind !== 'event').map(({ samples_per_s: _, ...r }) => r);
   const a = await losses(fromSource);

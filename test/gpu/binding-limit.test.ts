@@ -35,7 +35,10 @@ function concatGraph(count: number, shape: Shape, axis: number, extras: boolean)
   const y = b.emit('concat', parts, { axis });
   b.output('y', y);
   const cot = b.input('cotangent', b.node(y).shape);
-  const loss = b.sum(b.mul(y, cot), b.node(y).shape.map((_, i) => i));
+  const loss = b.sum(
+    b.mul(y, cot),
+    b.node(y).shape.map((_, i) => i),
+  );
   const grads = gradients(b, loss, params);
   for (const p of params) b.output(`grad.${b.node(p).name}`, grads.get(p)!);
   return b.graph;

@@ -136,7 +136,10 @@ test('the float64 reference gradients match finite differences of the float64 co
   };
   const ref = references(c, Float32Array.from(x), Float32Array.from(w), dy);
   const h = 1e-4;
-  for (const [arr, grad] of [[x, ref.dx.v], [w, ref.dw.v]] as const)
+  for (const [arr, grad] of [
+    [x, ref.dx.v],
+    [w, ref.dw.v],
+  ] as const)
     for (const i of [0, 7, arr.length - 1]) {
       const keep = arr[i];
       arr[i] = keep + h;

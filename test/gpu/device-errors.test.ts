@@ -40,7 +40,14 @@ async function ownDevice() {
 
 /** The error `p` rejects with (undefined if it resolves); fails the test if it hangs. */
 function rejectionOf(p: Promise<unknown>, what: string): Promise<Error | undefined> {
-  return settlesWithin(p.then(() => undefined, (e: Error) => e), 10_000, what);
+  return settlesWithin(
+    p.then(
+      () => undefined,
+      (e: Error) => e,
+    ),
+    10_000,
+    what,
+  );
 }
 
 /** Asserts `e` reports the device loss, starting with `prefix` (what was running). */
@@ -59,12 +66,23 @@ test('device loss while a run is in flight, and before the next run and program:
   const inFlight = program.run(chainInputs);
   await new Promise((resolve) => setTimeout(resolve, 2)); // the submission is made, its work not finished
   dev.device.destroy();
-  const outcome = await settlesWithin(inFlight.then(() => 'finished' as const, (e: Error) => e), 10_000, 'the in-flight run');
+  const outcome = await settlesWithin(
+    inFlight.then(
+      () => 'finished' as const,
+      (e: Error) => e,
+    ),
+    10_000,
+    'the in-flight run',
+  );
   // On a fast GPU the work may finish before the loss lands; lavapipe is still computing.
   if (outcome !== 'finished') assertLoss(outcome, /^running chain \(8 dispatches, reading y\): /, 'the in-flight run');
 
   assertLoss(await rejectionOf(program.run(chainInputs), 'a run after the loss'), /^running chain/, 'a run after the loss');
-  assertLoss(await rejectionOf(Program.create(dev, matmulChain(), store, { label: 'late' }), 'a later create'), /^creating late: /, 'creating a program on a lost device');
+  assertLoss(
+    await rejectionOf(Program.create(dev, matmulChain(), store, { label: 'late' }), 'a later create'),
+    /^creating late: /,
+    'creating a program on a lost device',
+  );
   program.destroy();
   store.destroy();
 });
@@ -83,7 +101,14 @@ test('device destroyed while a program is being created: create (or at the lates
   const { dev, store } = await ownDevice();
   const creating = Program.create(dev, matmulChain(), store, { label: 'chain3' });
   setTimeout(() => dev.device.destroy(), 1); // while buffers are made and pipelines compile
-  const created = await settlesWithin(creating.then((p) => p, (e: Error) => e), 10_000, 'Program.create');
+  const created = await settlesWithin(
+    creating.then(
+      (p) => p,
+      (e: Error) => e,
+    ),
+    10_000,
+    'Program.create',
+  );
   if (created instanceof Error) assertLoss(created, /^creating chain3: /, 'Program.create');
   else {
     assertLoss(await rejectionOf(created.run(chainInputs), 'the first run'), /^running chain3/, 'the first run');

@@ -16,7 +16,7 @@ import { assertClose, checkAgainstReference, randomFeeds, randomTensor } from '.
 
 const f32 = (...v: number[]) => Float32Array.from(v);
 
-test('updates apply after the run; the next run sees them; outputs are this run\'s values', async () => {
+test("updates apply after the run; the next run sees them; outputs are this run's values", async () => {
   const dev = await getNodeDevice();
   const b = new GraphBuilder();
   const x = b.input('x', [5]);
@@ -71,7 +71,11 @@ test('two programs share a StateStore: a step accumulates, an apply consumes and
   await step.run({ x: x2 });
   await apply.run({ lr: f32(0.1) });
   const w = await store.download('w');
-  assertClose('w', w, Array.from(w0, (v, i) => v - 0.1 * 2 * (x1[i] + x2[i])));
+  assertClose(
+    'w',
+    w,
+    Array.from(w0, (v, i) => v - 0.1 * 2 * (x1[i] + x2[i])),
+  );
   assertClose('acc', await store.download('acc'), new Array(12).fill(0));
   // A program declaring a state with another type is refused.
   const bad = new GraphBuilder();
@@ -121,7 +125,10 @@ test('in-place updates (four-lane elementwise, reduction epilogue, read earlier)
   b.update('zeroed', b.full(0, [136, 128]));
   const plan = planGraph(b.graph, dev.limits);
   assert.is(plan.stats.inPlaceUpdates, 2);
-  assert.ok(plan.kernels.some((k) => /let vec_state = out0\[i\];/.test(k.wgsl)), 'an in-place update loads its state as vec4 before overwriting it');
+  assert.ok(
+    plan.kernels.some((k) => /let vec_state = out0\[i\];/.test(k.wgsl)),
+    'an in-place update loads its state as vec4 before overwriting it',
+  );
   assert.ok(plan.updates.zeroed.zero);
   const store = new StateStore(dev);
   const rng = new Rng(5);
@@ -214,7 +221,8 @@ test('autodiff training programs (step + AdamW apply) track the reference over s
   const applyProgram = await Program.create(dev, apply, store, { label: 'apply' });
   // Host mirror of the state, advanced by the reference interpreter.
   const host: Record<string, ArrayLike<number>> = {};
-  for (const s of [...Object.values(step.state), ...Object.values(apply.state)]) host[s.name] ??= s.name === 'W' || s.name === 'b' ? randomTensor(rng, s.shape) : new Float32Array(s.shape.reduce((a, c) => a * c, 1));
+  for (const s of [...Object.values(step.state), ...Object.values(apply.state)])
+    host[s.name] ??= s.name === 'W' || s.name === 'b' ? randomTensor(rng, s.shape) : new Float32Array(s.shape.reduce((a, c) => a * c, 1));
   for (const [name, v] of Object.entries(host)) store.upload(name, v as Float32Array);
   const advance = (graph: typeof step, inputs: Record<string, Float32Array>) => {
     const ref = evaluate(graph, { inputs, state: host });
@@ -223,7 +231,10 @@ test('autodiff training programs (step + AdamW apply) track the reference over s
   };
   for (let t = 1; t <= 2; t++) {
     for (let micro = 0; micro < 2; micro++) {
-      const inputs = { x: randomTensor(rng, [6, 5]) as Float32Array, onehot: Float32Array.from({ length: 18 }, (_, i) => (i % 3 === (Math.floor(i / 3) + micro) % 3 ? 1 : 0)) };
+      const inputs = {
+        x: randomTensor(rng, [6, 5]) as Float32Array,
+        onehot: Float32Array.from({ length: 18 }, (_, i) => (i % 3 === (Math.floor(i / 3) + micro) % 3 ? 1 : 0)),
+      };
       const got = await stepProgram.run(inputs, ['loss']);
       const ref = advance(step, inputs);
       assertClose(`step ${t}.${micro} loss`, got.loss, ref.outputs.loss, { rtol: 1e-5, atol: 1e-6 });

@@ -59,9 +59,20 @@ const SEG = [0, 0, 1, 1, 1, -1, 2, /**/ 2, 0, 5, 0, 0, 0, 1];
  * first test checks the same at run time against the op table.
  */
 const COVERAGE: { [P in OpName]: GradCase<P>[] | string } = {
-  input: 'a leaf', param: 'a leaf', buffer: 'a leaf', full: 'a constant leaf', tensor: 'a constant leaf', iota: 'a constant leaf',
-  gt: 'piecewise constant', ge: 'piecewise constant', lt: 'piecewise constant', le: 'piecewise constant', eq: 'piecewise constant', ne: 'piecewise constant',
-  sign: 'piecewise constant', isfinite: 'piecewise constant (a 1/0 mask)',
+  input: 'a leaf',
+  param: 'a leaf',
+  buffer: 'a leaf',
+  full: 'a constant leaf',
+  tensor: 'a constant leaf',
+  iota: 'a constant leaf',
+  gt: 'piecewise constant',
+  ge: 'piecewise constant',
+  lt: 'piecewise constant',
+  le: 'piecewise constant',
+  eq: 'piecewise constant',
+  ne: 'piecewise constant',
+  sign: 'piecewise constant',
+  isfinite: 'piecewise constant (a 1/0 mask)',
   stop_gradient: 'blocks the gradient by definition',
   max_pool2d_grad: 'second-order max pooling is unsupported (autodiff refuses it)',
   segment_max_grad: 'second-order segment max is unsupported (autodiff refuses it)',
@@ -91,18 +102,39 @@ const COVERAGE: { [P in OpName]: GradCase<P>[] | string } = {
   minimum: [{ leaves: [f(3, 1, 5), f(7, 1)] }],
   where: [{ leaves: [fixed([3, 1], [1, 0, 1]), f(3, 5), f(5)] }],
 
-  sum: [{ leaves: [f(3, 5, 7)], attrs: { axes: [0, 2], keepdims: false } }, { leaves: [f(3, 5, 7)], attrs: { axes: [-2], keepdims: true } }],
-  max: [{ leaves: [f(3, 5, 7)], attrs: { axes: [1], keepdims: false } }, { leaves: [f(3, 5, 7)], attrs: { axes: [0, 2], keepdims: true } }],
-  logsumexp: [{ leaves: [f(3, 5, 7)], attrs: { axis: 1, keepdims: false }, ulps: 4 }, { leaves: [f(3, 5, 7)], attrs: { axis: -1, keepdims: true }, ulps: 4 }],
-  softmax: [{ leaves: [f(3, 5, 7)], attrs: { axis: 0 }, ulps: 4 }, { leaves: [f(3, 5, 7)], attrs: { axis: 2 }, ulps: 4 }],
-  log_softmax: [{ leaves: [f(3, 5, 7)], attrs: { axis: 1 }, ulps: 4 }, { leaves: [{ shape: [3, 5, 7], range: [-8, 8] }], attrs: { axis: -1 }, ulps: 4 }],
+  sum: [
+    { leaves: [f(3, 5, 7)], attrs: { axes: [0, 2], keepdims: false } },
+    { leaves: [f(3, 5, 7)], attrs: { axes: [-2], keepdims: true } },
+  ],
+  max: [
+    { leaves: [f(3, 5, 7)], attrs: { axes: [1], keepdims: false } },
+    { leaves: [f(3, 5, 7)], attrs: { axes: [0, 2], keepdims: true } },
+  ],
+  logsumexp: [
+    { leaves: [f(3, 5, 7)], attrs: { axis: 1, keepdims: false }, ulps: 4 },
+    { leaves: [f(3, 5, 7)], attrs: { axis: -1, keepdims: true }, ulps: 4 },
+  ],
+  softmax: [
+    { leaves: [f(3, 5, 7)], attrs: { axis: 0 }, ulps: 4 },
+    { leaves: [f(3, 5, 7)], attrs: { axis: 2 }, ulps: 4 },
+  ],
+  log_softmax: [
+    { leaves: [f(3, 5, 7)], attrs: { axis: 1 }, ulps: 4 },
+    { leaves: [{ shape: [3, 5, 7], range: [-8, 8] }], attrs: { axis: -1 }, ulps: 4 },
+  ],
 
   reshape: [{ leaves: [f(3, 5, 7)], attrs: { shape: [15, 7] } }],
   transpose: [{ leaves: [f(3, 5, 7)], attrs: { perm: [2, 0, 1] } }],
   expand: [{ leaves: [f(3, 1)], attrs: { shape: [5, 3, 7] } }],
   slice: [{ leaves: [f(3, 5, 7)], attrs: { starts: [1, 0, 2], ends: [3, 5, 5] } }],
-  concat: [{ leaves: [f(3, 2), f(3, 5), f(3, 1)], attrs: { axis: 1 } }, { leaves: [f(1, 3), f(2, 3)], attrs: { axis: 0 } }],
-  pad: [{ leaves: [f(3, 5)], attrs: { pads: [1, 2, 0, 3], value: 1.5 } }, { leaves: [f(5, 5)], attrs: { pads: [-1, 2, 1, -3], value: 0 } }],
+  concat: [
+    { leaves: [f(3, 2), f(3, 5), f(3, 1)], attrs: { axis: 1 } },
+    { leaves: [f(1, 3), f(2, 3)], attrs: { axis: 0 } },
+  ],
+  pad: [
+    { leaves: [f(3, 5)], attrs: { pads: [1, 2, 0, 3], value: 1.5 } },
+    { leaves: [f(5, 5)], attrs: { pads: [-1, 2, 1, -3], value: 0 } },
+  ],
 
   matmul: [
     { leaves: [f(3, 5), f(5, 7)] },
@@ -110,7 +142,10 @@ const COVERAGE: { [P in OpName]: GradCase<P>[] | string } = {
     { leaves: [f(2, 1, 3, 5), f(3, 5, 2)] },
     { leaves: [f(3, 5), f(2, 7, 5)], attrs: { transB: true } },
   ],
-  conv2d: [{ leaves: [f(2, 3, 7, 5), f(5, 3, 3, 2)], attrs: CONV }, { leaves: [f(1, 3, 5, 5), f(3, 1, 3, 3)], attrs: GROUPED }],
+  conv2d: [
+    { leaves: [f(2, 3, 7, 5), f(5, 3, 3, 2)], attrs: CONV },
+    { leaves: [f(1, 3, 5, 5), f(3, 1, 3, 3)], attrs: GROUPED },
+  ],
   conv2d_grad_input: [{ leaves: [f(2, 5, 4, 7), f(5, 3, 3, 2)], attrs: { ...CONV, inputSize: [7, 5] } }],
   conv2d_grad_weight: [{ leaves: [f(2, 3, 7, 5), f(2, 5, 4, 7)], attrs: { ...CONV, kernelSize: [3, 2] } }],
 
@@ -173,7 +208,9 @@ function assertVjpWithinF32Bound(what: string, got: HostTensor, column: (i: numb
     }
     const tol = ulps * (terms + 2) * 2 ** -24 * (mag + cmag) + fd;
     if (!(Math.abs(got[i] - want) <= tol))
-      assert.unreachable(`${what}: element ${i} is ${got[i]}, finite differences give ${want} (|diff| ${Math.abs(got[i] - want).toExponential(2)}, tolerance ${tol.toExponential(2)})`);
+      assert.unreachable(
+        `${what}: element ${i} is ${got[i]}, finite differences give ${want} (|diff| ${Math.abs(got[i] - want).toExponential(2)}, tolerance ${tol.toExponential(2)})`,
+      );
   }
 }
 
@@ -204,8 +241,15 @@ async function checkDeviceVjp<P extends OpName>(op: P, c: GradCase<P>, seed: num
   inputs.cotangent = cot;
   const forward: Graph = structuredClone(b.graph);
   forward.outputs = { y };
-  const loss = b.sum(b.mul(y, b.input('cotangent', yShape)), yShape.map((_, i) => i));
-  const grads = gradients(b, loss, wrt.map((w) => w.id));
+  const loss = b.sum(
+    b.mul(y, b.input('cotangent', yShape)),
+    yShape.map((_, i) => i),
+  );
+  const grads = gradients(
+    b,
+    loss,
+    wrt.map((w) => w.id),
+  );
   for (const w of wrt) b.output(`grad.${w.name}`, grads.get(w.id)!);
 
   const dev = await getNodeDevice();
@@ -251,7 +295,10 @@ test('ops listed as having no gradient get none from autodiff (zeros, or a refus
     const p = b.state('p', shape, { kind: 'zeros' }, true);
     const ins = inputsOf[op]?.(b, p) ?? (op === 'sign' || op === 'isfinite' || op === 'stop_gradient' ? [p] : [p, b.input('q', shape)]);
     const y = b.emit(op, ins, attrsOf[op] ?? {});
-    const loss = b.sum(y, b.node(y).shape.map((_, i) => i));
+    const loss = b.sum(
+      y,
+      b.node(y).shape.map((_, i) => i),
+    );
     if (/unsupported/.test(entry)) {
       assert.throws(() => gradients(b, loss, [p]), /not supported/, `${op}: autodiff refuses`);
       continue;

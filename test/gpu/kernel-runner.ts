@@ -135,7 +135,6 @@ export function assertWithinF32Bound(got: Float32Array, want: ArrayLike<number>,
   assert.is(got.length, want.length, `${what}: output length`);
   for (let i = 0; i < got.length; i++) {
     const tol = f32SumTolerance(terms, mag[i]);
-    if (!(Math.abs(got[i] - want[i]) <= tol))
-      assert.unreachable(`${what}: element ${i} is ${got[i]}, expected ${want[i]} (tolerance ${tol.toExponential(2)})`);
+    if (!(Math.abs(got[i] - want[i]) <= tol)) assert.unreachable(`${what}: element ${i} is ${got[i]}, expected ${want[i]} (tolerance ${tol.toExponential(2)})`);
   }
 }

@@ -200,7 +200,11 @@ test('epilogue: relu(v + bias[n]) with the bias bound after the inputs', async (
   }
   for (const [name, opts] of TEMPLATES) {
     const kernel = renderMatmul(graph, node, { ...opts, epilogue });
-    assert.equal(kernel.bindings.map((x) => x.tensor), [node.inputs[0], node.inputs[1], biasId, node.id], name);
+    assert.equal(
+      kernel.bindings.map((x) => x.tensor),
+      [node.inputs[0], node.inputs[1], biasId, node.id],
+      name,
+    );
     assertClose(await runKernel(device, kernel, [a, b, bias], M * N), want, `${name} epilogue`);
   }
 });

@@ -23,16 +23,69 @@ const unfused = { fuse: false };
  * The last test checks that every 'here' op ran in some graph of this file.
  */
 const FORWARD: { [P in OpName]: 'here' | `${string}.test.ts` } = {
-  input: 'here', param: 'executor.test.ts', buffer: 'executor.test.ts', full: 'here', tensor: 'here', iota: 'here',
-  neg: 'here', exp: 'here', log: 'here', sqrt: 'here', rsqrt: 'here', abs: 'here', relu: 'here', sigmoid: 'here', tanh: 'here', gelu: 'here', erf: 'here',
-  recip: 'here', square: 'here', sign: 'here', isfinite: 'here', cast: 'here', stop_gradient: 'here', dropout: 'here',
-  add: 'here', sub: 'here', mul: 'here', div: 'here', pow: 'here', maximum: 'here', minimum: 'here',
-  gt: 'here', ge: 'here', lt: 'here', le: 'here', eq: 'here', ne: 'here', where: 'here',
-  sum: 'here', max: 'here', logsumexp: 'here', softmax: 'here', log_softmax: 'here',
-  reshape: 'here', transpose: 'here', expand: 'here', slice: 'here', concat: 'here', pad: 'here',
-  matmul: 'matmul.test.ts', conv2d: 'conv.test.ts', conv2d_grad_input: 'conv.test.ts', conv2d_grad_weight: 'conv.test.ts',
-  max_pool2d: 'here', max_pool2d_grad: 'here', avg_pool2d: 'here', avg_pool2d_grad: 'here', upsample2d: 'here', upsample2d_grad: 'here',
-  gather: 'here', scatter_add: 'here', segment_max: 'here', segment_max_grad: 'here',
+  input: 'here',
+  param: 'executor.test.ts',
+  buffer: 'executor.test.ts',
+  full: 'here',
+  tensor: 'here',
+  iota: 'here',
+  neg: 'here',
+  exp: 'here',
+  log: 'here',
+  sqrt: 'here',
+  rsqrt: 'here',
+  abs: 'here',
+  relu: 'here',
+  sigmoid: 'here',
+  tanh: 'here',
+  gelu: 'here',
+  erf: 'here',
+  recip: 'here',
+  square: 'here',
+  sign: 'here',
+  isfinite: 'here',
+  cast: 'here',
+  stop_gradient: 'here',
+  dropout: 'here',
+  add: 'here',
+  sub: 'here',
+  mul: 'here',
+  div: 'here',
+  pow: 'here',
+  maximum: 'here',
+  minimum: 'here',
+  gt: 'here',
+  ge: 'here',
+  lt: 'here',
+  le: 'here',
+  eq: 'here',
+  ne: 'here',
+  where: 'here',
+  sum: 'here',
+  max: 'here',
+  logsumexp: 'here',
+  softmax: 'here',
+  log_softmax: 'here',
+  reshape: 'here',
+  transpose: 'here',
+  expand: 'here',
+  slice: 'here',
+  concat: 'here',
+  pad: 'here',
+  matmul: 'matmul.test.ts',
+  conv2d: 'conv.test.ts',
+  conv2d_grad_input: 'conv.test.ts',
+  conv2d_grad_weight: 'conv.test.ts',
+  max_pool2d: 'here',
+  max_pool2d_grad: 'here',
+  avg_pool2d: 'here',
+  avg_pool2d_grad: 'here',
+  upsample2d: 'here',
+  upsample2d_grad: 'here',
+  gather: 'here',
+  scatter_add: 'here',
+  segment_max: 'here',
+  segment_max_grad: 'here',
 };
 
 /** The ops of every graph this file checked. */
@@ -209,17 +262,34 @@ test('whole-tensor reductions of any size share one pipeline (the length is read
   const sizes = [[5, 7], [300], [2, 3, 70], [3]];
   sizes.forEach((shape, k) => {
     const x = b.input(`x${k}`, shape);
-    b.output(`count${k}`, b.sum(b.sub(b.scalar(1), b.emit('isfinite', [x])), shape.map((_, i) => i)));
-    b.output(`sumsq${k}`, b.sum(b.mul(x, x), shape.map((_, i) => i)));
+    b.output(
+      `count${k}`,
+      b.sum(
+        b.sub(b.scalar(1), b.emit('isfinite', [x])),
+        shape.map((_, i) => i),
+      ),
+    );
+    b.output(
+      `sumsq${k}`,
+      b.sum(
+        b.mul(x, x),
+        shape.map((_, i) => i),
+      ),
+    );
   });
   const rng = new Rng(12);
-  const overrides = Object.fromEntries(sizes.map((shape, k) => {
-    const t = randomTensor(rng, shape, 'f32', -3, 3) as Float32Array;
-    t[k] = [NaN, Infinity, -Infinity, 1][k];
-    return [`x${k}`, t];
-  }));
+  const overrides = Object.fromEntries(
+    sizes.map((shape, k) => {
+      const t = randomTensor(rng, shape, 'f32', -3, 3) as Float32Array;
+      t[k] = [NaN, Infinity, -Infinity, 1][k];
+      return [`x${k}`, t];
+    }),
+  );
   const r = await checkAgainstReference(b.graph, randomFeeds(b.graph, 12, overrides), { rtol: 1e-5 });
-  assert.equal(sizes.map((_, k) => r.outputs[`count${k}`][0]), [1, 1, 1, 0]);
+  assert.equal(
+    sizes.map((_, k) => r.outputs[`count${k}`][0]),
+    [1, 1, 1, 0],
+  );
   const plan = planGraph(b.graph, {}, { target: PORTABLE_TARGET });
   const counts = new Set(plan.kernels.filter((k) => /isfinite/.test(k.wgsl)).map((k) => k.wgsl));
   // Sizes above and below the tree kernel's width: one pipeline each, not one per size.
@@ -233,7 +303,13 @@ test('layout: transpose, expand, slice, concat, pad (with crop) and reshape view
   const z = b.input('z', [3, 1, 7]);
   const v = b.input('v', [5, 1]);
   const k = b.input('k', [6], 'i32');
-  for (const perm of [[2, 0, 1], [1, 0, 2], [0, 2, 1], [2, 1, 0]]) b.output(`transpose_${perm.join('')}`, b.transpose(x, perm));
+  for (const perm of [
+    [2, 0, 1],
+    [1, 0, 2],
+    [0, 2, 1],
+    [2, 1, 0],
+  ])
+    b.output(`transpose_${perm.join('')}`, b.transpose(x, perm));
   b.output('expand', b.expand(v, [3, 5, 4]));
   b.output('expand_scalar', b.expand(b.reshape(v, [5, 1, 1]), [5, 2, 3]));
   b.output('slice', b.emit('slice', [x], { starts: [1, 0, 2], ends: [3, 4, 7] }));
@@ -256,7 +332,13 @@ test('pooling and its gradients (padding, overlapping windows, ties)', async () 
     { kernel: [2, 3], stride: [1, 2], padding: [0, 1] },
   ];
   geoms.forEach((attrs, i) => {
-    const sources = i === 0 ? ([['x', x, [7, 9]], ['ties', ties, [5, 6]]] as const) : ([['x', x, [7, 9]]] as const);
+    const sources =
+      i === 0
+        ? ([
+            ['x', x, [7, 9]],
+            ['ties', ties, [5, 6]],
+          ] as const)
+        : ([['x', x, [7, 9]]] as const);
     for (const [name, src, size] of sources) {
       const mp = b.emit('max_pool2d', [src], attrs);
       const ap = b.emit('avg_pool2d', [src], attrs);
@@ -275,8 +357,16 @@ test('pooling and its gradients (padding, overlapping windows, ties)', async () 
 test('upsample2d (nearest, bilinear with and without align_corners) and its gradient', async () => {
   const b = new GraphBuilder();
   const x = b.input('x', [2, 3, 5, 7]);
-  const sizes = [[12, 9], [3, 4], [1, 1]];
-  const modes = [['nearest', false], ['bilinear', false], ['bilinear', true]] as const;
+  const sizes = [
+    [12, 9],
+    [3, 4],
+    [1, 1],
+  ];
+  const modes = [
+    ['nearest', false],
+    ['bilinear', false],
+    ['bilinear', true],
+  ] as const;
   for (const [oh, ow] of sizes)
     for (const [mode, alignCorners] of modes) {
       const tag = `${mode}${alignCorners ? '_align' : ''}_${oh}x${ow}`;
@@ -346,7 +436,10 @@ test('dispatches over maxComputeWorkgroupsPerDimension fold into a 2-D grid', as
   const dev = await getNodeDevice();
   const plan = planGraph(b.graph, { ...dev.limits, maxComputeWorkgroupsPerDimension: 7 }, { fuse: false });
   for (const k of plan.kernels) assert.ok(k.workgroups[0] <= 7 && k.workgroups[1] <= 7, `${k.name} ${k.workgroups}`);
-  assert.ok(plan.kernels.some((k) => k.workgroups[1] > 1), 'some dispatch folded');
+  assert.ok(
+    plan.kernels.some((k) => k.workgroups[1] > 1),
+    'some dispatch folded',
+  );
   const rng = new Rng(12);
   await check(b.graph, randomFeeds(b.graph, 12, { idx: randomTensor(rng, [300], 'i32', 0, 500) }), { rtol: 1e-5, atol: 1e-6 }, { plan });
 });

@@ -58,7 +58,11 @@ export function randomTensor(rng: Rng, shape: Shape, dtype: DType = 'f32', low =
 }
 
 /** Random values for every input and state tensor of `graph` (override any by name). */
-export function randomFeeds(graph: Graph, seed: number, overrides: Record<string, HostTensor> = {}): { inputs: Record<string, HostTensor>; state: Record<string, HostTensor> } {
+export function randomFeeds(
+  graph: Graph,
+  seed: number,
+  overrides: Record<string, HostTensor> = {},
+): { inputs: Record<string, HostTensor>; state: Record<string, HostTensor> } {
   const rng = new Rng(seed);
   const inputs: Record<string, HostTensor> = {};
   const state: Record<string, HostTensor> = {};

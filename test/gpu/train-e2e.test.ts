@@ -57,8 +57,17 @@ const STEPS = 2;
 // and its backward pass cancels to f32 noise), reports of up to 4 sentences, a narrow
 // ResNet-18 and BERT, 2 micro-batches per optimizer step.
 const SET = {
-  batch: 4, image_size: 64, max_tokens: 32, max_sentences: 4, bert_max_position: 32, resnet_width: 8,
-  bert_hidden: 32, bert_intermediate: 64, projection_hidden: 32, projection_dim: 16, 'train.accumulate': 2,
+  batch: 4,
+  image_size: 64,
+  max_tokens: 32,
+  max_sentences: 4,
+  bert_max_position: 32,
+  resnet_width: 8,
+  bert_hidden: 32,
+  bert_intermediate: 64,
+  projection_hidden: 32,
+  projection_dim: 16,
+  'train.accumulate': 2,
 };
 
 const work = mkdtempSync(path.join(tmpdir(), 'lovt-train-e2e-'));
@@ -93,7 +102,12 @@ interface Expected {
  * One optimizer step on the float64 reference from `before`: the step graph on each
  * micro-batch, then the apply graph, with the tolerances described at the top.
  */
-function referenceStep({ step, apply }: TrainingPrograms, before: State, micro: Record<string, ArrayLike<number>>[], scalars: Record<string, number>): Expected {
+function referenceStep(
+  { step, apply }: TrainingPrograms,
+  before: State,
+  micro: Record<string, ArrayLike<number>>[],
+  scalars: Record<string, number>,
+): Expected {
   const dStep = opDepths(step);
   const dApply = opDepths(apply);
   const losses: Expected['losses'] = {};
@@ -114,7 +128,9 @@ function referenceStep({ step, apply }: TrainingPrograms, before: State, micro: 
   for (const name of Object.keys(step.updates)) tol[name] = new Float64Array(state[name].length).fill(perStepValue(name, maxAbs(state[name])));
 
   // Gradient tolerances, and the apply program at the gradients moved by ± them.
-  const params = Object.values(step.state).filter((s) => s.trainable).map((s) => s.name);
+  const params = Object.values(step.state)
+    .filter((s) => s.trainable)
+    .map((s) => s.name);
   const layerScale = new Map<string, number>();
   for (const p of params) layerScale.set(layerOf(p), Math.max(layerScale.get(layerOf(p)) ?? 0, maxAbs(state[gradAccName(p)])));
   const gradTol = new Map(params.map((p) => [p, perStepValue(gradAccName(p), layerScale.get(layerOf(p))!, 4)]));
@@ -145,14 +161,19 @@ function mismatches(expected: Expected, losses: Record<string, number>, state: M
     const d = Math.abs(losses[name] - value);
     if (!(d <= tol)) out.push(`${name}: device ${losses[name]}, float64 ${value} (|diff| ${d.toExponential(2)} > ${tol.toExponential(2)})`);
   }
-  const names = Object.keys(expected.state).filter((n) => !n.startsWith('grad_acc.')).sort();
-  if (JSON.stringify([...state.keys()].sort()) !== JSON.stringify(names)) out.push(`state names differ: device ${[...state.keys()].length}, float64 ${names.length}`);
+  const names = Object.keys(expected.state)
+    .filter((n) => !n.startsWith('grad_acc.'))
+    .sort();
+  if (JSON.stringify([...state.keys()].sort()) !== JSON.stringify(names))
+    out.push(`state names differ: device ${[...state.keys()].length}, float64 ${names.length}`);
   for (const name of names) {
     const got = state.get(name)?.data;
     const want = expected.state[name];
     const tol = expected.tol[name]; // undefined: a tensor no program writes stays bit-identical
     if (!got) continue;
-    let bad = 0, worst = -1, worstRatio = 0;
+    let bad = 0,
+      worst = -1,
+      worstRatio = 0;
     for (let i = 0; i < want.length; i++) {
       const d = Math.abs(got[i] - want[i]);
       const t = tol ? tol[i] : 0;
@@ -162,7 +183,10 @@ function mismatches(expected: Expected, losses: Record<string, number>, state: M
         if (worst < 0 || ratio > worstRatio) [worst, worstRatio] = [i, ratio];
       }
     }
-    if (bad) out.push(`${name}: ${bad} of ${want.length} elements off, e.g. [${worst}] device ${got[worst]}, float64 ${want[worst]} (tolerance ${tol?.[worst].toExponential(2) ?? 0})`);
+    if (bad)
+      out.push(
+        `${name}: ${bad} of ${want.length} elements off, e.g. [${worst}] device ${got[worst]}, float64 ${want[worst]} (tolerance ${tol?.[worst].toExponential(2) ?? 0})`,
+      );
   }
   return out;
 }
@@ -175,7 +199,11 @@ async function trainAndCompare(file: string, mutated: { update: string; moment: 
   const spec = train.model.train;
   const config = (name: string) => train.model.configs[name].value as number;
   const data = await openTrainingData(new NodeFileSource(dataDir), {
-    batch: config('batch'), seed: spec.seed, imageSize: config('image_size'), maxTokens: config('max_tokens'), maxSentences: config('max_sentences'),
+    batch: config('batch'),
+    seed: spec.seed,
+    imageSize: config('image_size'),
+    maxTokens: config('max_tokens'),
+    maxSentences: config('max_sentences'),
     reportText: train.model.configs.report_text?.value,
   });
   try {
@@ -186,8 +214,16 @@ async function trainAndCompare(file: string, mutated: { update: string; moment: 
     for (let maxSteps = 1; maxSteps <= STEPS; maxSteps++) {
       let event: { losses: Record<string, number>; lr: number } | undefined;
       const trainer = await Trainer.create({
-        device: await getNodeDevice(), storage, ...models, data, modelPath: path.join(MODELS, file), set, dataInfo: {}, maxSteps,
-        resume: maxSteps > 1 ? await loadCheckpoint(storage, 'last') : null, onEvent: (e) => void (e.kind === 'step' && (event = e)),
+        device: await getNodeDevice(),
+        storage,
+        ...models,
+        data,
+        modelPath: path.join(MODELS, file),
+        set,
+        dataInfo: {},
+        maxSteps,
+        resume: maxSteps > 1 ? await loadCheckpoint(storage, 'last') : null,
+        onEvent: (e) => void (e.kind === 'step' && (event = e)),
       });
       try {
         await trainer.run();
@@ -219,14 +255,38 @@ async function trainAndCompare(file: string, mutated: { update: string; moment: 
         return copy;
       };
       const start = before[mutated.update];
-      const updateOff = mismatches(expected, got.losses, wrong(mutated.update, (v, i) => start[i] + 1.01 * (v - start[i])));
-      assert.ok(updateOff.some((m) => m.startsWith(`${mutated.update}:`)), `a 1% error in ${mutated.update}'s update goes unnoticed`);
-      const momentOff = mismatches(expected, got.losses, wrong(mutated.moment, (v) => v * 1.001));
-      assert.ok(momentOff.some((m) => m.startsWith(`${mutated.moment}:`)), `a 0.1% error in ${mutated.moment} goes unnoticed`);
+      const updateOff = mismatches(
+        expected,
+        got.losses,
+        wrong(mutated.update, (v, i) => start[i] + 1.01 * (v - start[i])),
+      );
+      assert.ok(
+        updateOff.some((m) => m.startsWith(`${mutated.update}:`)),
+        `a 1% error in ${mutated.update}'s update goes unnoticed`,
+      );
+      const momentOff = mismatches(
+        expected,
+        got.losses,
+        wrong(mutated.moment, (v) => v * 1.001),
+      );
+      assert.ok(
+        momentOff.some((m) => m.startsWith(`${mutated.moment}:`)),
+        `a 0.1% error in ${mutated.moment} goes unnoticed`,
+      );
       const lossOff = mismatches(expected, { ...got.losses, 'loss.total': got.losses['loss.total'] * (1 + 1e-4) }, got.state);
-      assert.ok(lossOff.some((m) => m.startsWith('loss.total:')), 'a 1e-4 error in the total loss goes unnoticed');
+      assert.ok(
+        lossOff.some((m) => m.startsWith('loss.total:')),
+        'a 1e-4 error in the total loss goes unnoticed',
+      );
 
-      before = { ...asFloat64(got.state), ...Object.fromEntries(Object.keys(before).filter((k) => k.startsWith('grad_acc.')).map((k) => [k, new Float64Array(before[k].length)])) };
+      before = {
+        ...asFloat64(got.state),
+        ...Object.fromEntries(
+          Object.keys(before)
+            .filter((k) => k.startsWith('grad_acc.'))
+            .map((k) => [k, new Float64Array(before[k].length)]),
+        ),
+      };
     }
     await batches.return?.(undefined);
   } finally {
@@ -235,11 +295,17 @@ async function trainAndCompare(file: string, mutated: { update: string; moment: 
 }
 
 test('lovt-tiny: two optimizer steps on the device match the float64 reference (every loss term, weight, BatchNorm statistic and Adam moment)', async () => {
-  await trainAndCompare('lovt-tiny.lovt', { update: 'image_encoder.layer1.0.conv1.weight', moment: optimStateName('alignment.key_projection.weight', 'exp_avg') });
+  await trainAndCompare('lovt-tiny.lovt', {
+    update: 'image_encoder.layer1.0.conv1.weight',
+    moment: optimStateName('alignment.key_projection.weight', 'exp_avg'),
+  });
 });
 
 test('clip-tiny: two optimizer steps on the device match the float64 reference', async () => {
-  await trainAndCompare('clip-tiny.lovt', { update: 'report_encoder.encoder.layer.1.attention.self.query.weight', moment: optimStateName('image_encoder.layer4.1.conv2.weight', 'exp_avg_sq') });
+  await trainAndCompare('clip-tiny.lovt', {
+    update: 'report_encoder.encoder.layer.1.attention.self.query.weight',
+    moment: optimStateName('image_encoder.layer4.1.conv2.weight', 'exp_avg_sq'),
+  });
 });
 
 test.run();

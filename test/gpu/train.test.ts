@@ -39,8 +39,15 @@ async function train(runDir: string, opts: { maxSteps?: number; resume?: boolean
   const storage = nodeStorage(runDir);
   const models = compileBoth(opts.extraSet);
   const trainer = await Trainer.create({
-    device: await getNodeDevice(), storage, ...models, data, modelPath, set: { ...set, ...opts.extraSet }, dataInfo: { spec: 'test' },
-    maxSteps: opts.maxSteps, resume: opts.resume ? await loadCheckpoint(storage, 'last') : null,
+    device: await getNodeDevice(),
+    storage,
+    ...models,
+    data,
+    modelPath,
+    set: { ...set, ...opts.extraSet },
+    dataInfo: { spec: 'test' },
+    maxSteps: opts.maxSteps,
+    resume: opts.resume ? await loadCheckpoint(storage, 'last') : null,
   });
   try {
     return { trainer, result: await trainer.run(), state: await trainer.downloadState() };
@@ -70,7 +77,10 @@ test('resume at step k gives bit-identical weights, optimizer state and metrics 
   const resumed = await train(part, { maxSteps: 5, resume: true });
   assert.is(resumed.result.steps, 5);
   assert.equal([...resumed.state.keys()], [...full.state.keys()]);
-  assert.ok([...full.state.keys()].some((k) => k.startsWith('optim.')), 'optimizer moments are checkpointed');
+  assert.ok(
+    [...full.state.keys()].some((k) => k.startsWith('optim.')),
+    'optimizer moments are checkpointed',
+  );
   for (const [name, t] of full.state) {
     const r = resumed.state.get(name)!;
     const same = t.data.length === r.data.length && t.data.every((v, i) => Object.is(v, r.data[i]));
@@ -90,8 +100,15 @@ test('a NaN/inf anywhere stops the run naming the step and the first such tensor
   // An absurd LR: Adam's first update moves every weight by ~1e30; the next forward overflows.
   const extra = { 'train.optimizer.lr': '1e30' };
   const trainer = await Trainer.create({
-    device: await getNodeDevice(), storage, ...compileBoth(extra), data, modelPath, set: { ...set, ...extra }, dataInfo: { spec: 'test' },
-    maxSteps: 4, checkpointEvery: 1,
+    device: await getNodeDevice(),
+    storage,
+    ...compileBoth(extra),
+    data,
+    modelPath,
+    set: { ...set, ...extra },
+    dataInfo: { spec: 'test' },
+    maxSteps: 4,
+    checkpointEvery: 1,
   });
   let err: unknown;
   try {
@@ -103,7 +120,12 @@ test('a NaN/inf anywhere stops the run naming the step and the first such tensor
     assert.instance(err, NonFiniteError);
     const e = err as NonFiniteError;
     assert.ok(e.step >= 2, `diverged at step ${e.step}`);
-    assert.match(e.message, new RegExp(`^at optimizer step ${e.step} \\(epoch \\d+(, micro-batch \\d of 2, samples [^)]+)?\\): .+; (nothing of this step was applied|the update was not applied) and training stopped\\. The last good checkpoint is step ${e.step - 1} \\(`));
+    assert.match(
+      e.message,
+      new RegExp(
+        `^at optimizer step ${e.step} \\(epoch \\d+(, micro-batch \\d of 2, samples [^)]+)?\\): .+; (nothing of this step was applied|the update was not applied) and training stopped\\. The last good checkpoint is step ${e.step - 1} \\(`,
+      ),
+    );
     assert.ok(e.message.includes(e.tensor));
     // The device refused the step: the weights and optimizer state are those of the last good step, bit for bit.
     const last = await loadCheckpoint(storage, 'last');
@@ -111,11 +133,15 @@ test('a NaN/inf anywhere stops the run naming the step and the first such tensor
     const state = await trainer.downloadState();
     for (const [name, t] of last.tensors) {
       assert.ok(t.data.every(Number.isFinite), `the kept checkpoint is finite (${name})`);
-      if (model(name).trainable || name.startsWith('optim.')) assert.equal(Array.from(state.get(name)!.data), Array.from(t.data), `${name} is the last good step's`);
+      if (model(name).trainable || name.startsWith('optim.'))
+        assert.equal(Array.from(state.get(name)!.data), Array.from(t.data), `${name} is the last good step's`);
     }
     for (const [name, t] of state) assert.ok(t.data.every(Number.isFinite), `${name} stays finite on the device`);
     const events = (await readMetrics(storage)).filter((r) => r.kind === 'event');
-    assert.equal(events.map((r) => [r.step, r.event, r.tensor]), [[e.step, 'non-finite', e.tensor]]);
+    assert.equal(
+      events.map((r) => [r.step, r.event, r.tensor]),
+      [[e.step, 'non-finite', e.tensor]],
+    );
   } finally {
     trainer.destroy();
   }
@@ -129,7 +155,16 @@ test('a NaN validation loss stops the run as non-finite (not "no improvement"); 
   const dir = path.join(work, 'nan-validation');
   const storage = nodeStorage(dir);
   const compiled = (mode: 'train' | 'eval') => compileModelOrThrow({ path: nanModel }, { mode, set });
-  const trainer = await Trainer.create({ device: await getNodeDevice(), storage, train: compiled('train'), eval: compiled('eval'), data, modelPath: nanModel, set, dataInfo: { spec: 'test' } });
+  const trainer = await Trainer.create({
+    device: await getNodeDevice(),
+    storage,
+    train: compiled('train'),
+    eval: compiled('eval'),
+    data,
+    modelPath: nanModel,
+    set,
+    dataInfo: { spec: 'test' },
+  });
   let err: unknown;
   try {
     await trainer.run();
@@ -140,11 +175,17 @@ test('a NaN validation loss stops the run as non-finite (not "no improvement"); 
   }
   assert.instance(err, NonFiniteError);
   // 2 optimizer steps in epoch 1, then the validation: the run stops there, with the step-0 checkpoint kept.
-  assert.match((err as Error).message, /^validation at the end of epoch 1 \(step 2\): val_(total|i2r) is NaN; training stopped\. The last good checkpoint is step 0 \(/);
+  assert.match(
+    (err as Error).message,
+    /^validation at the end of epoch 1 \(step 2\): val_(total|i2r) is NaN; training stopped\. The last good checkpoint is step 0 \(/,
+  );
   assert.is((await loadCheckpoint(storage, 'last')).manifest.step, 0);
   assert.not.ok(await storage.exists('best.json'));
   const records = await readMetrics(storage);
-  assert.equal(records.map((r) => r.kind), ['train', 'train', 'event']);
+  assert.equal(
+    records.map((r) => r.kind),
+    ['train', 'train', 'event'],
+  );
 });
 
 test('evaluateLosses: training-mode losses without dropout, gradients, and named mismatches', async () => {
@@ -159,7 +200,13 @@ test('evaluateLosses: training-mode losses without dropout, gradients, and named
   assert.equal(Object.keys(a.losses), ['total', 'i2r', 'r2i']);
   assert.is(a.losses.total, b.losses.total, 'no dropout: the same losses with and without the backward pass');
   assert.ok(Math.abs(a.losses.total - (0.75 * a.losses.i2r + 0.25 * a.losses.r2i)) < 1e-5);
-  assert.equal([...a.grads!.keys()].sort(), Object.values(model.graph.state).filter((s) => s.trainable).map((s) => s.name).sort());
+  assert.equal(
+    [...a.grads!.keys()].sort(),
+    Object.values(model.graph.state)
+      .filter((s) => s.trainable)
+      .map((s) => s.name)
+      .sort(),
+  );
   assert.ok([...a.grads!.values()].some((g) => g.data.some((v) => v !== 0)));
 
   const bad = new Map(weights);
@@ -167,12 +214,23 @@ test('evaluateLosses: training-mode losses without dropout, gradients, and named
   bad.set('image_bn.weight', { dtype: 'f32', shape: [9], data: new Float32Array(9) });
   bad.set('extra.weight', { dtype: 'f32', shape: [1], data: new Float32Array(1) });
   let msg = '';
-  try { await evaluateLosses(device, model, bad, batch, { weightsName: 'W.safetensors' }); } catch (e) { msg = (e as Error).message; }
-  assert.match(msg, /^W\.safetensors does not match the model's state: missing 1 .*image_proj\.bias; unexpected 1 .*extra\.weight; mis-shaped 1: image_bn\.weight \[9\] vs model \[8\]/);
+  try {
+    await evaluateLosses(device, model, bad, batch, { weightsName: 'W.safetensors' });
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert.match(
+    msg,
+    /^W\.safetensors does not match the model's state: missing 1 .*image_proj\.bias; unexpected 1 .*extra\.weight; mis-shaped 1: image_bn\.weight \[9\] vs model \[8\]/,
+  );
   const noIds = new Map(batch);
   noIds.delete('input_ids');
   msg = '';
-  try { await evaluateLosses(device, model, weights, noIds, { batchName: 'X.safetensors' }); } catch (e) { msg = (e as Error).message; }
+  try {
+    await evaluateLosses(device, model, weights, noIds, { batchName: 'X.safetensors' });
+  } catch (e) {
+    msg = (e as Error).message;
+  }
   assert.match(msg, /^X\.safetensors does not match the model's inputs: missing 1 \(model inputs not in the file\): input_ids/);
 });
 
@@ -182,7 +240,14 @@ test('--init weights (an export of another run) are what the run starts from', a
   const { tensors } = matchInitWeights(model.graph.state, 'image_encoder', readSafetensors(exported).tensors, 'exported');
   const storage = nodeStorage(path.join(work, 'init'));
   const trainer = await Trainer.create({
-    device: await getNodeDevice(), storage, ...compileBoth(), data, modelPath, set, dataInfo: {}, init: tensors,
+    device: await getNodeDevice(),
+    storage,
+    ...compileBoth(),
+    data,
+    modelPath,
+    set,
+    dataInfo: {},
+    init: tensors,
   });
   try {
     const state = await trainer.downloadState();

@@ -25,7 +25,8 @@ const fnLines = new Map<string, string[]>();
 function placeOf(file: string, line: number): string {
   let lines = fnLines.get(file);
   if (!lines) fnLines.set(file, (lines = readFileSync(path.join(ROOT, file), 'utf8').split('\n')));
-  let fn = '', block = '';
+  let fn = '',
+    block = '';
   for (let i = line - 1; i >= 0; i--) {
     const m = /^(\s*)fn\s+(\w+)/.exec(lines[i]);
     if (m && !fn) {
@@ -45,7 +46,8 @@ function placeOf(file: string, line: number): string {
 /** The places where the computation of `a` and `b` starts to differ, as "file:fn" strings. */
 function differenceRoots(a: Graph, b: Graph): { added: string[]; removed: string[] } {
   const roots = (x: Graph, y: Graph) => {
-    const hx = structuralHashes(x), hy = new Set(structuralHashes(y));
+    const hx = structuralHashes(x),
+      hy = new Set(structuralHashes(y));
     const data = dependsOnData(x);
     const changed = x.nodes.map((n) => data[n.id] && !hy.has(hx[n.id]));
     const places = new Set<string>();
@@ -78,7 +80,16 @@ const LOCAL_IMAGE = ['local_image_l2a', 'local_image_a2l'];
 const LOCAL_REPORT = ['local_report_l2a', 'local_report_a2l'];
 // the loss total is a chain of weighted sums located at the loss expressions
 const TOTAL = ['losses.lovt:local_losses', 'losses.lovt:infonce'];
-const POOLING = ['masks.lovt:additive_mask', 'pooling.lovt:GlobalPool.body', 'pooling.lovt:GlobalPool.attention_pool', 'pooling.lovt:MhaOutProj.body', 'pooling.lovt:average_pool', 'pooling.lovt:masked_max', 'pooling.lovt:uniform_weights', 'pooling.lovt:token_valid'];
+const POOLING = [
+  'masks.lovt:additive_mask',
+  'pooling.lovt:GlobalPool.body',
+  'pooling.lovt:GlobalPool.attention_pool',
+  'pooling.lovt:MhaOutProj.body',
+  'pooling.lovt:average_pool',
+  'pooling.lovt:masked_max',
+  'pooling.lovt:uniform_weights',
+  'pooling.lovt:token_valid',
+];
 // ω: uniform weights over always-valid regions are a constant, consumed in local_losses
 const OMEGA = ['pooling.lovt:uniform_weights', 'losses.lovt:attention_omega', 'losses.lovt:local_losses'];
 // the global heads applied to another aggregator's vector
@@ -86,19 +97,66 @@ const GLOBAL_HEADS = ['nn.lovt:Linear.forward@image_global_head', 'nn.lovt:Linea
 
 const ABLATIONS: Expectation[] = [
   { file: 'ablations/no-local.lovt', model: 'LoVT_NoLocal', removedState: null, losses: GLOBAL, roots: TOTAL, configs: {} },
-  { file: 'ablations/no-global.lovt', model: 'LoVT_NoGlobal', removedState: /^report_pool\./, losses: [...LOCAL_IMAGE, ...LOCAL_REPORT], roots: [...TOTAL, ...POOLING, ...OMEGA, ...GLOBAL_HEADS], configs: { local_weights: 'uniform', report_aggregator: 'token_max' } },
-  { file: 'ablations/no-smoothing.lovt', model: 'LoVT_NoSmoothing', removedState: null, losses: [...GLOBAL, ...LOCAL_IMAGE, ...LOCAL_REPORT], roots: ['losses.lovt:local_losses'], configs: { image_target: 'uniform' } },
-  { file: 'ablations/uniform-weights.lovt', model: 'LoVT_UniformWeights', removedState: null, losses: [...GLOBAL, ...LOCAL_IMAGE, ...LOCAL_REPORT], roots: OMEGA, configs: { local_weights: 'uniform' } },
-  { file: 'ablations/avgpool-tokenmax.lovt', model: 'LoVT_AvgPoolTokenMax', removedState: /^(image_pool|report_pool)\./, losses: [...GLOBAL, ...LOCAL_IMAGE, ...LOCAL_REPORT], roots: [...POOLING, ...OMEGA, ...GLOBAL_HEADS], lr: 3e-5, configs: { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform' } },
-  { file: 'ablations/global-only-avgpool.lovt', model: 'LoVT_GlobalOnlyAvgPool', removedState: /^(image_pool|report_pool)\./, losses: GLOBAL, roots: [...TOTAL, ...POOLING, ...OMEGA, ...GLOBAL_HEADS], lr: 3e-4, configs: { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform' } },
+  {
+    file: 'ablations/no-global.lovt',
+    model: 'LoVT_NoGlobal',
+    removedState: /^report_pool\./,
+    losses: [...LOCAL_IMAGE, ...LOCAL_REPORT],
+    roots: [...TOTAL, ...POOLING, ...OMEGA, ...GLOBAL_HEADS],
+    configs: { local_weights: 'uniform', report_aggregator: 'token_max' },
+  },
+  {
+    file: 'ablations/no-smoothing.lovt',
+    model: 'LoVT_NoSmoothing',
+    removedState: null,
+    losses: [...GLOBAL, ...LOCAL_IMAGE, ...LOCAL_REPORT],
+    roots: ['losses.lovt:local_losses'],
+    configs: { image_target: 'uniform' },
+  },
+  {
+    file: 'ablations/uniform-weights.lovt',
+    model: 'LoVT_UniformWeights',
+    removedState: null,
+    losses: [...GLOBAL, ...LOCAL_IMAGE, ...LOCAL_REPORT],
+    roots: OMEGA,
+    configs: { local_weights: 'uniform' },
+  },
+  {
+    file: 'ablations/avgpool-tokenmax.lovt',
+    model: 'LoVT_AvgPoolTokenMax',
+    removedState: /^(image_pool|report_pool)\./,
+    losses: [...GLOBAL, ...LOCAL_IMAGE, ...LOCAL_REPORT],
+    roots: [...POOLING, ...OMEGA, ...GLOBAL_HEADS],
+    lr: 3e-5,
+    configs: { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform' },
+  },
+  {
+    file: 'ablations/global-only-avgpool.lovt',
+    model: 'LoVT_GlobalOnlyAvgPool',
+    removedState: /^(image_pool|report_pool)\./,
+    losses: GLOBAL,
+    roots: [...TOTAL, ...POOLING, ...OMEGA, ...GLOBAL_HEADS],
+    lr: 3e-4,
+    configs: { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform' },
+  },
   { file: 'ablations/image-local-only.lovt', model: 'LoVT_ImageLocalOnly', removedState: null, losses: [...GLOBAL, ...LOCAL_IMAGE], roots: TOTAL, configs: {} },
-  { file: 'ablations/report-local-only.lovt', model: 'LoVT_ReportLocalOnly', removedState: null, losses: [...GLOBAL, ...LOCAL_REPORT], roots: TOTAL, configs: {} },
+  {
+    file: 'ablations/report-local-only.lovt',
+    model: 'LoVT_ReportLocalOnly',
+    removedState: null,
+    losses: [...GLOBAL, ...LOCAL_REPORT],
+    roots: TOTAL,
+    configs: {},
+  },
 ];
 
 const base = compile({ file: 'lovt.lovt' }, { mode: 'train' });
 
 function lossOutputs(graph: Graph): string[] {
-  return Object.keys(graph.outputs).filter((k) => k.startsWith('loss.') && k !== 'loss.total').map((k) => k.slice(5)).sort();
+  return Object.keys(graph.outputs)
+    .filter((k) => k.startsWith('loss.') && k !== 'loss.total')
+    .map((k) => k.slice(5))
+    .sort();
 }
 
 function assertRootsWithin(a: Graph, b: Graph, allowed: string[], what: string) {
@@ -111,7 +169,14 @@ function assertRootsWithin(a: Graph, b: Graph, allowed: string[], what: string) 
 test('LoVT itself: six loss terms with the reference weights and recipe', () => {
   assert.equal(lossOutputs(base.graph), [...GLOBAL, ...LOCAL_IMAGE, ...LOCAL_REPORT].sort());
   const weights = Object.fromEntries(base.model.losses.map((l: any) => [l.name, l.weight]));
-  assert.equal(weights, { global_i2r: 0.75, global_r2i: 0.25, local_image_l2a: 0.375, local_image_a2l: 0.375, local_report_l2a: 0.375, local_report_a2l: 0.375 });
+  assert.equal(weights, {
+    global_i2r: 0.75,
+    global_r2i: 0.25,
+    local_image_l2a: 0.375,
+    local_image_a2l: 0.375,
+    local_report_l2a: 0.375,
+    local_report_a2l: 0.375,
+  });
   const train = base.model.train;
   assert.is(train.optimizer.kind, 'adamw');
   assert.is(train.optimizer.lr, 1e-4);
@@ -127,21 +192,34 @@ for (const ex of ABLATIONS) {
   test(`${ex.model} (${ex.file}) differs from LoVT only where intended`, () => {
     const v = compile({ file: ex.file }, { model: ex.model, mode: 'train' });
     // state: identical names, shapes and trainability, minus the intended removals
-    const expected = Object.values(base.graph.state).filter((s) => !ex.removedState?.test(s.name)).map((s) => `${s.name} [${s.shape}] ${s.trainable}`);
+    const expected = Object.values(base.graph.state)
+      .filter((s) => !ex.removedState?.test(s.name))
+      .map((s) => `${s.name} [${s.shape}] ${s.trainable}`);
     const actual = Object.values(v.graph.state).map((s) => `${s.name} [${s.shape}] ${s.trainable}`);
     assert.equal(actual, expected, 'state');
-    if (ex.removedState) assert.ok(Object.keys(base.graph.state).some((n) => ex.removedState!.test(n)), 'the removed state existed in LoVT');
+    if (ex.removedState)
+      assert.ok(
+        Object.keys(base.graph.state).some((n) => ex.removedState!.test(n)),
+        'the removed state existed in LoVT',
+      );
     // loss terms and their weights
     assert.equal(lossOutputs(v.graph), [...ex.losses].sort(), 'loss terms');
     const baseWeights = Object.fromEntries(base.model.losses.map((l: any) => [l.name, l.weight]));
     for (const l of v.model.losses) assert.is(l.weight, baseWeights[l.name], `weight of ${l.name}`);
     // configs: only the intended ones differ
-    const bc = base.model.configs, vc = v.model.configs;
-    const changed = Object.keys({ ...bc, ...vc }).filter((k) => JSON.stringify(bc[k]) !== JSON.stringify(vc[k])).sort();
+    const bc = base.model.configs,
+      vc = v.model.configs;
+    const changed = Object.keys({ ...bc, ...vc })
+      .filter((k) => JSON.stringify(bc[k]) !== JSON.stringify(vc[k]))
+      .sort();
     assert.equal(changed, Object.keys(ex.configs).sort(), 'changed configs');
     for (const [k, want] of Object.entries(ex.configs)) assert.is(String(vc[k].value), want, `config ${k}`);
     // the train recipe: only the learning rate may differ
-    assert.equal({ ...v.model.train, optimizer: { ...v.model.train.optimizer, lr: 0 } }, { ...base.model.train, optimizer: { ...base.model.train.optimizer, lr: 0 } }, 'train recipe');
+    assert.equal(
+      { ...v.model.train, optimizer: { ...v.model.train.optimizer, lr: 0 } },
+      { ...base.model.train, optimizer: { ...base.model.train.optimizer, lr: 0 } },
+      'train recipe',
+    );
     assert.is(v.model.train.optimizer.lr, ex.lr ?? base.model.train.optimizer.lr, 'learning rate');
     // the computation differs only in the intended functions
     const { added, removed } = assertRootsWithin(base.graph, v.graph, ex.roots, ex.model);
@@ -154,23 +232,33 @@ test('ConVIRT and CLIP* against LoVT: aggregators, heads, text and recipe; the e
   const clip = compile({ file: 'clip.lovt' });
   for (const m of [convirt, clip]) {
     assert.equal(lossOutputs(m.graph), GLOBAL);
-    assert.not.ok(Object.keys(m.graph.state).some((n) => /^(alignment|image_local_head|report_local_head|report_pool)\./.test(n)), 'no local parts, no report pooling state');
+    assert.not.ok(
+      Object.keys(m.graph.state).some((n) => /^(alignment|image_local_head|report_local_head|report_pool)\./.test(n)),
+      'no local parts, no report pooling state',
+    );
     assert.is(String(m.model.configs.report_text.value), 'one_random_sentence');
   }
   assert.ok('image_pool.in_proj_weight' in clip.graph.state, 'CLIP* keeps attention pooling on the image side');
   assert.ok('image_global_head.1.running_var' in clip.graph.state, 'CLIP* heads have BatchNorm (nn.Sequential index 1)');
-  assert.not.ok(Object.keys(convirt.graph.state).some((n) => n.startsWith('image_pool.') || /_head\.1\./.test(n)), 'ConVIRT: average pool, heads without BatchNorm');
+  assert.not.ok(
+    Object.keys(convirt.graph.state).some((n) => n.startsWith('image_pool.') || /_head\.1\./.test(n)),
+    'ConVIRT: average pool, heads without BatchNorm',
+  );
   assert.ok('image_global_head.2.weight' in convirt.graph.state, "ConVIRT's second Linear is nn.Sequential index 2");
   assert.is(convirt.model.train.optimizer.kind, 'adam');
   assert.equal(convirt.model.train.schedule, { kind: 'plateau', patience: 12, factor: 0.5, monitor: 'val_total', min_lr: 0 });
   assert.is(convirt.model.train.accumulate, 1);
   assert.equal(clip.model.train, base.model.train);
   // relative to LoVT, the differences start only in pooling, the heads (ConVIRT: no BN) and the loss total
-  const removedLocal = ['alignment', 'image_local_head', 'report_local_head'].flatMap((m) => [`nn.lovt:Linear.body@${m}`, `nn.lovt:BatchNorm.body@${m}`]).concat('alignment.lovt:AlignmentModel.forward');
+  const removedLocal = ['alignment', 'image_local_head', 'report_local_head']
+    .flatMap((m) => [`nn.lovt:Linear.body@${m}`, `nn.lovt:BatchNorm.body@${m}`])
+    .concat('alignment.lovt:AlignmentModel.forward');
   const allowed = [...TOTAL, ...POOLING, ...OMEGA, ...GLOBAL_HEADS, ...removedLocal];
   assertRootsWithin(base.graph, clip.graph, allowed, 'CLIP*');
   // ConVIRT's heads have no BatchNorm (and so their second Linear is index 2, not 3: other weights)
-  const noBN = ['image_global_head', 'report_global_head'].flatMap((m) => [`nn.lovt:BatchNorm.body@${m}`, `nn.lovt:BatchNorm.forward@${m}`, `nn.lovt:Linear.body@${m}`]).concat('heads.lovt:ProjectionHead.forward');
+  const noBN = ['image_global_head', 'report_global_head']
+    .flatMap((m) => [`nn.lovt:BatchNorm.body@${m}`, `nn.lovt:BatchNorm.forward@${m}`, `nn.lovt:Linear.body@${m}`])
+    .concat('heads.lovt:ProjectionHead.forward');
   assertRootsWithin(base.graph, convirt.graph, [...allowed, ...noBN], 'ConVIRT');
 });
 

@@ -51,12 +51,19 @@ function gradCheck(leaves: Record<string, Leaf>, build: (b: GraphBuilder, ids: R
   let loss = y;
   if (numel(b.node(y).shape) !== 1) {
     const r = b.emit('tensor', [], { data: Array.from(randn(numel(b.node(y).shape))) }, { shape: b.node(y).shape });
-    loss = b.sum(b.mul(y, r), b.node(y).shape.map((_, i) => i));
+    loss = b.sum(
+      b.mul(y, r),
+      b.node(y).shape.map((_, i) => i),
+    );
   }
   const forward: Graph = structuredClone(b.graph);
   forward.outputs = { loss };
   const wrtNames = Object.keys(state);
-  const g = gradients(b, loss, wrtNames.map((n) => ids[n]));
+  const g = gradients(
+    b,
+    loss,
+    wrtNames.map((n) => ids[n]),
+  );
   validateGraph(b.graph);
   for (const n of wrtNames) b.output(`grad.${n}`, g.get(ids[n])!);
   const analytic = evaluate(b.graph, { inputs, state }).outputs;
@@ -99,7 +106,11 @@ test('binary elementwise ops with broadcasting', () => {
   opCheck('pow', [{ shape: [3, 5], data: randn(15, positive) }, { shape: [5] }]);
   opCheck('mul', [{ shape: [] }, { shape: [3, 5] }]);
   // ties of maximum split the gradient evenly
-  gradCheck({ a: { shape: [3], data: [1, 2, 3] }, b: { shape: [3], data: [1, 0, 5] } }, (b, { a, b: c }) => b.emit('maximum', [a, c]), 'maximum ties (central differences see the even split)');
+  gradCheck(
+    { a: { shape: [3], data: [1, 2, 3] }, b: { shape: [3], data: [1, 0, 5] } },
+    (b, { a, b: c }) => b.emit('maximum', [a, c]),
+    'maximum ties (central differences see the even split)',
+  );
 });
 
 test('where: gradient flows to the picked branch only', () => {
@@ -136,8 +147,7 @@ test('layout: reshape, transpose, expand, slice, concat, pad', () => {
 
 test('matmul: transpose flags and batch broadcasting', () => {
   for (const transA of [false, true])
-    for (const transB of [false, true])
-      opCheck('matmul', [{ shape: transA ? [5, 3] : [3, 5] }, { shape: transB ? [7, 5] : [5, 7] }], { transA, transB });
+    for (const transB of [false, true]) opCheck('matmul', [{ shape: transA ? [5, 3] : [3, 5] }, { shape: transB ? [7, 5] : [5, 7] }], { transA, transB });
   opCheck('matmul', [{ shape: [2, 1, 3, 5] }, { shape: [3, 5, 2] }]);
   opCheck('matmul', [{ shape: [3, 5] }, { shape: [2, 7, 5] }], { transB: true });
 });
@@ -223,7 +233,14 @@ test('composite: a tiny MLP with softmax cross-entropy', () => {
   const labels = [2, 0, 3, 3, 1];
   const onehot = Array.from({ length: 20 }, (_, k) => (labels[Math.floor(k / 4)] === k % 4 ? 1 : 0));
   gradCheck(
-    { x: { shape: [5, 7], wrt: false }, y: { shape: [5, 4], data: onehot, wrt: false }, w1: { shape: [7, 3] }, b1: { shape: [3] }, w2: { shape: [3, 4] }, b2: { shape: [4] } },
+    {
+      x: { shape: [5, 7], wrt: false },
+      y: { shape: [5, 4], data: onehot, wrt: false },
+      w1: { shape: [7, 3] },
+      b1: { shape: [3] },
+      w2: { shape: [3, 4] },
+      b2: { shape: [4] },
+    },
     (b, v) => {
       const h = b.emit('gelu', [b.add(b.emit('matmul', [v.x, v.w1]), v.b1)]);
       const z = b.add(b.emit('matmul', [h, v.w2]), v.b2);
@@ -236,7 +253,12 @@ test('composite: a tiny MLP with softmax cross-entropy', () => {
 
 test('composite: conv + batch-norm-like normalisation + relu + max pool', () => {
   gradCheck(
-    { x: { shape: [2, 3, 5, 5], wrt: false }, w: { shape: [4, 3, 3, 3] }, gamma: { shape: [1, 4, 1, 1], data: randn(4, positive) }, beta: { shape: [1, 4, 1, 1] } },
+    {
+      x: { shape: [2, 3, 5, 5], wrt: false },
+      w: { shape: [4, 3, 3, 3] },
+      gamma: { shape: [1, 4, 1, 1], data: randn(4, positive) },
+      beta: { shape: [1, 4, 1, 1] },
+    },
     (b, v) => {
       const y = b.emit('conv2d', [v.x, v.w], { stride: 1, padding: 1, dilation: 1, groups: 1 });
       const count = b.scalar(1 / (2 * 5 * 5));

@@ -39,16 +39,24 @@ test('ConVIRT-tiny: an all-NaN image and token ids 1,000,000 or -5 (vocabulary 1
   const ids = new Int32Array(B * T).fill(3);
   const inputs = checkBatch(graph, batch(image, ids), 'X.safetensors', ['seed']);
   assert.equal(Object.keys(inputs).sort(), ['attention_mask', 'image', 'input_ids', 'token_sentence']);
-  assert.throws(() => checkBatch(graph, batch(new Float32Array(image.length).fill(NaN), ids), 'X.safetensors', ['seed']),
-    /^X\.safetensors: input 'image' has 393,216 NaN or infinite values \(the first: image\[0, 0, 0, 0\] = NaN\)$/);
+  assert.throws(
+    () => checkBatch(graph, batch(new Float32Array(image.length).fill(NaN), ids), 'X.safetensors', ['seed']),
+    /^X\.safetensors: input 'image' has 393,216 NaN or infinite values \(the first: image\[0, 0, 0, 0\] = NaN\)$/,
+  );
   for (const bad of [1_000_000, -5]) {
     const wrong = Int32Array.from(ids);
     wrong[T * 3 + 10] = bad;
-    assert.throws(() => checkBatch(graph, batch(image, wrong), 'X.safetensors', ['seed']),
-      new RegExp(`^X\\.safetensors: input_ids\\[3, 10\\] = ${bad} is out of range: input_ids indexes the rows of report_encoder\\.embeddings\\.word_embeddings\\.weight, so with vocabulary size 1024 it must be in 0\\.\\.1023$`));
+    assert.throws(
+      () => checkBatch(graph, batch(image, wrong), 'X.safetensors', ['seed']),
+      new RegExp(
+        `^X\\.safetensors: input_ids\\[3, 10\\] = ${bad} is out of range: input_ids indexes the rows of report_encoder\\.embeddings\\.word_embeddings\\.weight, so with vocabulary size 1024 it must be in 0\\.\\.1023$`,
+      ),
+    );
   }
-  assert.throws(() => checkBatch(graph, new Map([...batch(image, ids)].filter(([k]) => k !== 'image')), 'X.safetensors', ['seed']),
-    /^X\.safetensors does not match the model's inputs: missing 1 \(model inputs not in the file\): image$/);
+  assert.throws(
+    () => checkBatch(graph, new Map([...batch(image, ids)].filter(([k]) => k !== 'image')), 'X.safetensors', ['seed']),
+    /^X\.safetensors does not match the model's inputs: missing 1 \(model inputs not in the file\): image$/,
+  );
 });
 
 test.run();

@@ -22,14 +22,29 @@ test('sampleIndices: distinct, in range, deterministic, with the first and last 
 
 test('matmul: the exact product passes; a scaled, shifted or edge-tile-wrong product is refused', () => {
   const [M, K, N] = [37, 53, 29];
-  const a = random(M * K), b = random(K * N);
+  const a = random(M * K),
+    b = random(K * N);
   const g = new GraphBuilder();
   g.graph.outputs.y = g.emit('matmul', [g.input('a', [M, K]), g.input('b', [K, N])]);
   const good = Float32Array.from(evaluate(g.graph, { inputs: { a, b } }).outputs.y);
   const ref = matmulReference(a, b, M, K, N);
   assert.is(checkSampled('matmul', good, ref), null);
-  assert.match(checkSampled('matmul', good.map((v) => v * 1.001), ref) ?? '', /^matmul: \d+ of 300 sampled output elements are wrong, e.g. element \d+ is/);
-  assert.ok(checkSampled('matmul', good.map((_, i) => good[Math.min(i + 1, good.length - 1)]), ref), 'an index off by one');
+  assert.match(
+    checkSampled(
+      'matmul',
+      good.map((v) => v * 1.001),
+      ref,
+    ) ?? '',
+    /^matmul: \d+ of 300 sampled output elements are wrong, e.g. element \d+ is/,
+  );
+  assert.ok(
+    checkSampled(
+      'matmul',
+      good.map((_, i) => good[Math.min(i + 1, good.length - 1)]),
+      ref,
+    ),
+    'an index off by one',
+  );
   // The last 8×8 tile never written (a missing bounds case): the last element is always sampled.
   const edge = good.map((v, i) => (Math.floor(i / N) >= M - 8 && i % N >= N - 8 ? 0 : v));
   assert.match(checkSampled('matmul', edge, ref) ?? '', new RegExp(`element ${M * N - 1} is 0,`));
@@ -38,7 +53,9 @@ test('matmul: the exact product passes; a scaled, shifted or edge-tile-wrong pro
 
 test('conv 3x3 forward, input and weight gradient: the reference interpreter passes; a flipped filter or a wrong channel is refused', () => {
   const shape = { N: 2, C: 3, H: 7, W: 6, O: 4, k: 3, pad: 1 };
-  const x = random(2 * 3 * 7 * 6), w = random(4 * 3 * 9), dy = random(2 * 4 * 7 * 6);
+  const x = random(2 * 3 * 7 * 6),
+    w = random(4 * 3 * 9),
+    dy = random(2 * 4 * 7 * 6);
   const attrs = { stride: 1, padding: 1, dilation: 1, groups: 1 };
   const g = new GraphBuilder();
   const [xi, wi, dyi] = [g.input('x', [2, 3, 7, 6]), g.input('w', [4, 3, 3, 3]), g.input('dy', [2, 4, 7, 6])];

@@ -7,9 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { HostTensor } from '../../runtime/safetensors.ts';
-import {
-  loadCheckpoint, readManifest, saveCheckpoint, hasCheckpoint, type CheckpointInfo,
-} from '../../runtime/train/checkpoint.ts';
+import { loadCheckpoint, readManifest, saveCheckpoint, hasCheckpoint, type CheckpointInfo } from '../../runtime/train/checkpoint.ts';
 import { NodeStorage } from '../../runtime/platform/node-storage.ts';
 import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
 import { exportPrefixed, matchInitWeights, parseInitArg, WeightsMismatchError } from '../../runtime/train/weights.ts';
@@ -85,7 +83,11 @@ test('a modified weights file or a missing manifest is a clear error', async () 
     const storage = new NodeStorage(dir);
     assert.not.ok(await hasCheckpoint(storage, 'last'));
     let msg = '';
-    try { await loadCheckpoint(storage, 'best'); } catch (e) { msg = (e as Error).message; }
+    try {
+      await loadCheckpoint(storage, 'best');
+    } catch (e) {
+      msg = (e as Error).message;
+    }
     assert.match(msg, /no best checkpoint \(best\.json is missing\)/);
 
     await saveCheckpoint(storage, ['last'], stateAt(1), infoAt(1));
@@ -94,12 +96,20 @@ test('a modified weights file or a missing manifest is a clear error', async () 
     bytes[bytes.length - 1] ^= 0xff;
     writeFileSync(file, bytes);
     msg = '';
-    try { await loadCheckpoint(storage, 'last'); } catch (e) { msg = (e as Error).message; }
+    try {
+      await loadCheckpoint(storage, 'last');
+    } catch (e) {
+      msg = (e as Error).message;
+    }
     assert.match(msg, /step-00000001\.safetensors does not match last\.json .*modified or is corrupt/);
 
     writeFileSync(path.join(dir, 'last.json'), '{"format":"something-else"}');
     msg = '';
-    try { await loadCheckpoint(storage, 'last'); } catch (e) { msg = (e as Error).message; }
+    try {
+      await loadCheckpoint(storage, 'last');
+    } catch (e) {
+      msg = (e as Error).message;
+    }
     assert.match(msg, /last\.json is not a lovt checkpoint manifest/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -123,13 +133,20 @@ test('an injected failure between temp write and rename keeps the previous check
     for (const failOn of [/\.safetensors$/, /last\.json$/]) {
       storage.failOn = failOn;
       let msg = '';
-      try { await saveCheckpoint(storage, ['last'], stateAt(4), infoAt(4)); } catch (e) { msg = (e as Error).message; }
+      try {
+        await saveCheckpoint(storage, ['last'], stateAt(4), infoAt(4));
+      } catch (e) {
+        msg = (e as Error).message;
+      }
       assert.match(msg, /injected failure before rename/);
       storage.failOn = null;
       const { manifest, tensors } = await loadCheckpoint(new NodeStorage(dir), 'last');
       assert.is(manifest.step, 2);
       assert.equal(Array.from(tensors.get('enc.weight')!.data), Array.from(stateAt(2).get('enc.weight')!.data));
-      assert.ok(readdirSync(dir).every((f) => !f.includes('.tmp-')), 'no temp file left behind');
+      assert.ok(
+        readdirSync(dir).every((f) => !f.includes('.tmp-')),
+        'no temp file left behind',
+      );
     }
     // The next successful save cleans up the orphan weights file of the failed attempt.
     await saveCheckpoint(storage, ['last'], stateAt(5), infoAt(5));
@@ -218,7 +235,10 @@ test('--init loads a torchvision-style file under a prefix: fc ignored, int64 co
   });
   const { tensors, ignored } = matchInitWeights(modelState, 'image_encoder', readSafetensors(bytes).tensors, 'r.safetensors');
   assert.equal([...tensors.keys()].sort(), [
-    'image_encoder.bn1.num_batches_tracked', 'image_encoder.bn1.running_mean', 'image_encoder.bn1.weight', 'image_encoder.conv1.weight',
+    'image_encoder.bn1.num_batches_tracked',
+    'image_encoder.bn1.running_mean',
+    'image_encoder.bn1.weight',
+    'image_encoder.conv1.weight',
   ]);
   assert.equal(ignored.sort(), ['fc.bias', 'fc.weight']);
   assert.equal(Array.from(tensors.get('image_encoder.bn1.num_batches_tracked')!.data), [17]);
@@ -226,30 +246,41 @@ test('--init loads a torchvision-style file under a prefix: fc ignored, int64 co
 });
 
 test('--init accepts BertFor* names (bert. prefix, LayerNorm gamma/beta, cls head)', () => {
-  const file = readSafetensors(writeSafetensors({
-    'bert.embeddings.LayerNorm.gamma': f32([8]),
-    'bert.embeddings.LayerNorm.beta': f32([8]),
-    'cls.predictions.bias': f32([30]),
-    'bert.embeddings.position_ids': { shape: [1, 8], data: new Int32Array(8), dtype: 'I64' },
-  })).tensors;
+  const file = readSafetensors(
+    writeSafetensors({
+      'bert.embeddings.LayerNorm.gamma': f32([8]),
+      'bert.embeddings.LayerNorm.beta': f32([8]),
+      'cls.predictions.bias': f32([30]),
+      'bert.embeddings.position_ids': { shape: [1, 8], data: new Int32Array(8), dtype: 'I64' },
+    }),
+  ).tensors;
   const { tensors, ignored } = matchInitWeights(modelState, 'report_encoder', file, 'bert.safetensors');
   assert.equal([...tensors.keys()].sort(), ['report_encoder.embeddings.LayerNorm.bias', 'report_encoder.embeddings.LayerNorm.weight']);
   assert.is(ignored.length, 2);
 });
 
 test('--init errors name every missing, unexpected and mis-shaped tensor at once', () => {
-  const file = readSafetensors(writeSafetensors({
-    'conv1.weight': f32([4, 3, 5, 5]),
-    'bn1.weight': f32([4]),
-    'layer9.conv.weight': f32([2]),
-  })).tensors;
+  const file = readSafetensors(
+    writeSafetensors({
+      'conv1.weight': f32([4, 3, 5, 5]),
+      'bn1.weight': f32([4]),
+      'layer9.conv.weight': f32([2]),
+    }),
+  ).tensors;
   let err: WeightsMismatchError | undefined;
-  try { matchInitWeights(modelState, 'image_encoder', file, 'bad.safetensors'); } catch (e) { err = e as WeightsMismatchError; }
+  try {
+    matchInitWeights(modelState, 'image_encoder', file, 'bad.safetensors');
+  } catch (e) {
+    err = e as WeightsMismatchError;
+  }
   assert.instance(err, WeightsMismatchError);
   assert.equal(err!.missing.sort(), ['image_encoder.bn1.num_batches_tracked', 'image_encoder.bn1.running_mean']);
   assert.equal(err!.unexpected, ['layer9.conv.weight']);
   assert.equal(err!.misshaped, ['conv1.weight [4, 3, 5, 5] vs model [4, 3, 3, 3]']);
-  assert.match(err!.message, /^--init image_encoder=bad\.safetensors does not match.*missing 2 .*unexpected 1 .*layer9\.conv\.weight.*mis-shaped 1: conv1\.weight \[4, 3, 5, 5\] vs model \[4, 3, 3, 3\]/);
+  assert.match(
+    err!.message,
+    /^--init image_encoder=bad\.safetensors does not match.*missing 2 .*unexpected 1 .*layer9\.conv\.weight.*mis-shaped 1: conv1\.weight \[4, 3, 5, 5\] vs model \[4, 3, 3, 3\]/,
+  );
   assert.throws(() => matchInitWeights(modelState, 'text_encoder', file, 'x'), /no state under 'text_encoder\.' \(modules: image_encoder, report_encoder\)/);
   assert.throws(() => parseInitArg('image_encoder'), /PREFIX=FILE/);
   assert.equal(parseInitArg('image_encoder=a=b.safetensors'), { prefix: 'image_encoder', file: 'a=b.safetensors' });
@@ -283,7 +314,10 @@ test('finite or stop: non-finite state is never saved over the last good checkpo
     const poisoned = stateAt(4);
     (poisoned.get('optim.enc.weight.exp_avg')!.data as Float32Array)[17] = Infinity;
     (poisoned.get('enc.weight')!.data as Float32Array).fill(NaN, 990);
-    const err = await saveCheckpoint(storage, ['last'], poisoned, infoAt(4)).then(() => null, (e: Error) => e);
+    const err = await saveCheckpoint(storage, ['last'], poisoned, infoAt(4)).then(
+      () => null,
+      (e: Error) => e,
+    );
     assert.match(
       String(err),
       /^Error: refusing to save the checkpoint of step 4 \(the existing ones stay\): the state has NaN or infinite values in 2 tensors: enc\.weight \(10 of 1,000 values\), optim\.enc\.weight\.exp_avg \(1 of 1,000 values\)$/,
@@ -293,18 +327,26 @@ test('finite or stop: non-finite state is never saved over the last good checkpo
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const bad = readSafetensors(writeSafetensors({
-    'conv1.weight': { shape: [4, 3, 3, 3], data: new Float32Array(108).fill(NaN) },
-    'bn1.weight': { shape: [4], data: Float32Array.of(1, -Infinity, 1, 1) },
-    'bn1.running_mean': f32([4]),
-    'bn1.num_batches_tracked': { shape: [], data: Int32Array.of(1), dtype: 'I64' },
-  })).tensors;
-  assert.throws(() => matchInitWeights(modelState, 'image_encoder', bad, 'nan.safetensors'), /^--init image_encoder=nan\.safetensors has NaN or infinite values in 2 tensors: conv1\.weight \(108 of 108 values\), bn1\.weight \(1 of 4 values\)$/);
+  const bad = readSafetensors(
+    writeSafetensors({
+      'conv1.weight': { shape: [4, 3, 3, 3], data: new Float32Array(108).fill(NaN) },
+      'bn1.weight': { shape: [4], data: Float32Array.of(1, -Infinity, 1, 1) },
+      'bn1.running_mean': f32([4]),
+      'bn1.num_batches_tracked': { shape: [], data: Int32Array.of(1), dtype: 'I64' },
+    }),
+  ).tensors;
+  assert.throws(
+    () => matchInitWeights(modelState, 'image_encoder', bad, 'nan.safetensors'),
+    /^--init image_encoder=nan\.safetensors has NaN or infinite values in 2 tensors: conv1\.weight \(108 of 108 values\), bn1\.weight \(1 of 4 values\)$/,
+  );
   const state = new Map<string, HostTensor>([
     ['image_encoder.conv1.weight', { dtype: 'f32', shape: [2], data: Float32Array.of(1, NaN) }],
     ['report_encoder.x', { dtype: 'f32', shape: [1], data: Float32Array.of(NaN) }],
   ]);
-  assert.throws(() => exportPrefixed(state, 'image_encoder'), /^refusing to export: the checkpoint's image_encoder\.\* state has NaN or infinite values in 1 tensor: image_encoder\.conv1\.weight \(1 of 2 values\)$/);
+  assert.throws(
+    () => exportPrefixed(state, 'image_encoder'),
+    /^refusing to export: the checkpoint's image_encoder\.\* state has NaN or infinite values in 1 tensor: image_encoder\.conv1\.weight \(1 of 2 values\)$/,
+  );
 });
 
 test.run();

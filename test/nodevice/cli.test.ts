@@ -26,7 +26,10 @@ test('usage errors: unknown command, unknown option, missing argument', () => {
 test('export: missing run directory, nothing requested, and a real export', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-'));
   try {
-    assertOneLineError(lovtRun(['export', path.join(dir, 'nope'), '--image-encoder', path.join(dir, 'x.safetensors')]), /has no last checkpoint \(last\.json is missing\)/);
+    assertOneLineError(
+      lovtRun(['export', path.join(dir, 'nope'), '--image-encoder', path.join(dir, 'x.safetensors')]),
+      /has no last checkpoint \(last\.json is missing\)/,
+    );
     assertOneLineError(lovtRun(['export', dir]), /give --image-encoder/);
     const tensors = new Map<string, HostTensor>([
       ['image_encoder.conv1.weight', { dtype: 'f32', shape: [2, 1, 1, 1], data: Float32Array.of(1.5, -2) }],
@@ -34,8 +37,18 @@ test('export: missing run directory, nothing requested, and a real export', asyn
       ['report_encoder.x', { dtype: 'f32', shape: [1], data: Float32Array.of(3) }],
     ]);
     await saveCheckpoint(new NodeStorage(dir), ['last'], tensors, {
-      model: { name: 'M', path: 'm.lovt', sourceHash: 'h' }, set: {}, config: {}, train: {}, data: {}, seed: 1, step: 4, epoch: 0,
-      dataPosition: { epoch: 0, cursor: 8 }, schedule: { kind: 'constant' }, earlyStop: null, metrics: {},
+      model: { name: 'M', path: 'm.lovt', sourceHash: 'h' },
+      set: {},
+      config: {},
+      train: {},
+      data: {},
+      seed: 1,
+      step: 4,
+      epoch: 0,
+      dataPosition: { epoch: 0, cursor: 8 },
+      schedule: { kind: 'constant' },
+      earlyStop: null,
+      metrics: {},
     });
     const out = path.join(dir, 'enc.safetensors');
     const r = lovtRun(['export', dir, '--image-encoder', out]);
@@ -60,12 +73,17 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--steps', '-2']), /--steps must be a positive whole number, got '-2'/);
     assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--resume', dir]), /has no last checkpoint/);
     assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--batch', 'x.safetensors']), /give --weights/);
-    assertOneLineError(lovtRun(['loss', 'models/lovt-tiny.lovt', '--weights', path.join(dir, 'nope.safetensors'), '--batch', 'x']), /cannot read --weights .*nope\.safetensors: ENOENT/);
+    assertOneLineError(
+      lovtRun(['loss', 'models/lovt-tiny.lovt', '--weights', path.join(dir, 'nope.safetensors'), '--batch', 'x']),
+      /cannot read --weights .*nope\.safetensors: ENOENT/,
+    );
     assertOneLineError(lovtRun(['synth', '--studies', '3']), /give --out DIR/);
     // A --data directory that is not a MIMIC root fails before anything is created for it.
     const missing = path.join(dir, 'nonexistent');
-    assertOneLineError(lovtRun(['train', 'models/convirt-tiny.lovt', '--data', `mimic:${missing}`, '--out', path.join(dir, 'run')]),
-      new RegExp(`^lovt-run: ${missing}: no such directory, or it is empty \\(expected a MIMIC-CXR-JPG root with mimic-cxr-2\\.0\\.0-split\\.csv\\.gz\\)$`));
+    assertOneLineError(
+      lovtRun(['train', 'models/convirt-tiny.lovt', '--data', `mimic:${missing}`, '--out', path.join(dir, 'run')]),
+      new RegExp(`^lovt-run: ${missing}: no such directory, or it is empty \\(expected a MIMIC-CXR-JPG root with mimic-cxr-2\\.0\\.0-split\\.csv\\.gz\\)$`),
+    );
     assert.not.ok(existsSync(missing), 'no directory created for the data');
     assert.not.ok(existsSync(path.join(dir, 'run')), 'no run directory');
 
@@ -77,11 +95,17 @@ test('train and loss: bad arguments and a bad model are one clear error before a
     assert.match(r.stderr, /^\S*bad\.lovt:4:\d+: error: .*undefined_thing/);
     assert.match(r.stderr, /\n\s*4 \| +let x = undefined_thing\(3\)\n\s*\| +\^+/);
     assert.not.match(r.stderr, /\n\s+at /);
-    assertOneLineError(lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'no_such_config=1']), /^lovt-run: error: --set no_such_config=1: the model LoVT_Tiny has no config 'no_such_config'/);
+    assertOneLineError(
+      lovtRun(['train', 'models/lovt-tiny.lovt', '--set', 'no_such_config=1']),
+      /^lovt-run: error: --set no_such_config=1: the model LoVT_Tiny has no config 'no_such_config'/,
+    );
     // A temperature of 0 makes the model undefined: the config's constraint says so, at its source.
     const tau = lovtRun(['train', 'models/convirt-tiny.lovt', '--set', 'tau_global=0']);
     assert.is(tau.code, 1);
-    assert.match(tau.stderr, /^models\/std\/global-contrastive\.lovt:61:40: error: --set tau_global=0: config 'tau_global' must satisfy tau_global > 0, got 0\n/);
+    assert.match(
+      tau.stderr,
+      /^models\/std\/global-contrastive\.lovt:61:40: error: --set tau_global=0: config 'tau_global' must satisfy tau_global > 0, got 0\n/,
+    );
     const lr = lovtRun(['train', 'models/convirt-tiny.lovt', '--set', 'train.optimizer.lr=1e999']);
     assert.is(lr.code, 1);
     assert.match(lr.stderr, /^lovt-run: error: --set train\.optimizer\.lr=1e999: number out of range: it reads as Infinity\nhint: a number must be finite/);
@@ -95,8 +119,19 @@ test('a run directory is never replaced: an existing run, a locked one, a file o
   try {
     const run = path.join(dir, 'run');
     await saveCheckpoint(new NodeStorage(run), ['last', 'best'], new Map<string, HostTensor>([['w', { dtype: 'f32', shape: [1], data: Float32Array.of(1) }]]), {
-      runId: 'r1', model: { name: 'LoVT_Tiny', path: 'models/lovt-tiny.lovt', sourceHash: 'h' }, set: {}, config: {}, train: {}, data: {}, seed: 1, step: 17, epoch: 0,
-      dataPosition: { epoch: 0, cursor: 0 }, schedule: { kind: 'constant' }, earlyStop: null, metrics: {},
+      runId: 'r1',
+      model: { name: 'LoVT_Tiny', path: 'models/lovt-tiny.lovt', sourceHash: 'h' },
+      set: {},
+      config: {},
+      train: {},
+      data: {},
+      seed: 1,
+      step: 17,
+      epoch: 0,
+      dataPosition: { epoch: 0, cursor: 0 },
+      schedule: { kind: 'constant' },
+      earlyStop: null,
+      metrics: {},
     });
     writeFileSync(path.join(run, 'metrics.jsonl'), Array.from({ length: 13 }, (_, i) => `{"kind":"train","step":${i + 1}}\n`).join(''));
     const files = ['last.json', 'best.json', 'metrics.jsonl', JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).weights.file];
@@ -104,7 +139,9 @@ test('a run directory is never replaced: an existing run, a locked one, a file o
     const before = bytes();
     assertOneLineError(
       lovtRun(['train', 'models/lovt-tiny.lovt', '--out', run, '--steps', '2']),
-      new RegExp(`^lovt-run: ${run} already holds the run of LoVT_Tiny at step 17 \\(run r1\\) .*continue it with --resume ${run}, or give --overwrite to move it aside`),
+      new RegExp(
+        `^lovt-run: ${run} already holds the run of LoVT_Tiny at step 17 \\(run r1\\) .*continue it with --resume ${run}, or give --overwrite to move it aside`,
+      ),
     );
     assert.equal(bytes(), before, 'the run is intact byte for byte');
 
@@ -121,7 +158,10 @@ test('a run directory is never replaced: an existing run, a locked one, a file o
     const file = path.join(dir, 'a-file');
     writeFileSync(file, 'x');
     assertOneLineError(lovtRun(['train', bad, '--out', file]), new RegExp(`^lovt-run: --out ${file}: it is a file, not a directory$`));
-    assertOneLineError(lovtRun(['train', bad, '--out', '/proc/lovt-run/x'], 30_000), /^lovt-run: --out \/proc\/lovt-run\/x: \/proc is on the proc file system, which holds no files; choose a directory on a disk$/);
+    assertOneLineError(
+      lovtRun(['train', bad, '--out', '/proc/lovt-run/x'], 30_000),
+      /^lovt-run: --out \/proc\/lovt-run\/x: \/proc is on the proc file system, which holds no files; choose a directory on a disk$/,
+    );
     assertOneLineError(lovtRun(['train', bad, '--resume', run, '--overwrite']), /--overwrite starts a new run and --resume continues one/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -131,8 +171,14 @@ test('a run directory is never replaced: an existing run, a locked one, a file o
 test('MODEL may be a lovtc artifact: other IR versions and data that does not fit are refused with the lovtc command; other paths are named', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-art-'));
   try {
-    assertOneLineError(lovtRun(['train', '/dev/null']), /^lovt-run: the model \/dev\/null is a character device, not a \.lovt file or a lovtc artifact directory$/);
-    assertOneLineError(lovtRun(['loss', dir, '--weights', 'w', '--batch', 'b']), new RegExp(`^lovt-run: ${dir} is a directory without graph\\.json: neither a \\.lovt file nor a lovtc artifact`));
+    assertOneLineError(
+      lovtRun(['train', '/dev/null']),
+      /^lovt-run: the model \/dev\/null is a character device, not a \.lovt file or a lovtc artifact directory$/,
+    );
+    assertOneLineError(
+      lovtRun(['loss', dir, '--weights', 'w', '--batch', 'b']),
+      new RegExp(`^lovt-run: ${dir} is a directory without graph\\.json: neither a \\.lovt file nor a lovtc artifact`),
+    );
     const model = path.join(repoRoot, 'test/gpu/tiny-clip.lovt');
     const art = path.join(dir, 'art');
     assert.is(await runLovtc([model, '-o', art], { stdout: () => {}, stderr: () => {} }), 0);
@@ -140,12 +186,19 @@ test('MODEL may be a lovtc artifact: other IR versions and data that does not fi
     const data = path.join(dir, 'synth');
     const s = await writeSynthDataset(data, { studies: 8, seed: 1, imageSize: 32 });
     const r = lovtRun(['train', art, '--data', `mimic:${data}`, '--out', path.join(dir, 'run'), '--data-workers', '1000']);
-    assertOneLineError(r, new RegExp(`^lovt-run: ${art} was compiled with vocab_size 64, but the data's vocabulary \\(${data}/vocab\\.txt\\) has ${s.vocabSize} tokens: recompile with \`lovtc ${model} -o ${art} --set vocab_size=${s.vocabSize}\`$`));
+    assertOneLineError(
+      r,
+      new RegExp(
+        `^lovt-run: ${art} was compiled with vocab_size 64, but the data's vocabulary \\(${data}/vocab\\.txt\\) has ${s.vocabSize} tokens: recompile with \`lovtc ${model} -o ${art} --set vocab_size=${s.vocabSize}\`$`,
+      ),
+    );
     assert.match(r.stdout, /--data-workers 1000 is more than this machine's \d+ cores: using \d+ worker threads/);
     // Another IR version.
     const graph = path.join(art, 'graph.json');
     writeFileSync(graph, readFileSync(graph, 'utf8').replace(/"irVersion":\d+/, '"irVersion":0'));
-    const stale = new RegExp(`^lovt-run: ${graph} was compiled by lovtc \\S+ for IR version 0; this lovt reads IR version \\d+: recompile with \`lovtc ${model} -o ${art}\`$`);
+    const stale = new RegExp(
+      `^lovt-run: ${graph} was compiled by lovtc \\S+ for IR version 0; this lovt reads IR version \\d+: recompile with \`lovtc ${model} -o ${art}\`$`,
+    );
     assertOneLineError(lovtRun(['train', art]), stale);
     assertOneLineError(lovtRun(['loss', art, '--weights', 'w.safetensors', '--batch', 'x.safetensors']), stale);
   } finally {

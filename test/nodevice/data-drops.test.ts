@@ -23,7 +23,14 @@ const REPORT = (finding: string) => `FINDINGS:\n\n ${finding}  The heart size is
 
 type ImageKind = 'good' | 'missing' | 'directory' | 'loop' | 'truncated';
 type ReportKind = 'good' | 'missing' | 'empty' | 'binary' | 'directory';
-interface Study { subject: string; study: string; split: string; images: ImageKind[]; report: ReportKind; metadataStudy?: string }
+interface Study {
+  subject: string;
+  study: string;
+  split: string;
+  images: ImageKind[];
+  report: ReportKind;
+  metadataStudy?: string;
+}
 
 const STUDIES: Study[] = [
   { subject: '10000001', study: '50000001', split: 'train', images: ['good'], report: 'good' },
@@ -93,17 +100,30 @@ function counts(nonZero: Partial<Record<ProblemKind, number>>): Record<ProblemKi
 }
 
 const AT_OPEN = counts({
-  'bad-csv-row': 2, 'missing-image': 1, 'unreadable-image': 2, 'missing-report': 1, 'unreadable-report': 1,
-  'undecodable-report': 1, 'empty-report': 1, 'no-frontal-image': 2,
+  'bad-csv-row': 2,
+  'missing-image': 1,
+  'unreadable-image': 2,
+  'missing-report': 1,
+  'unreadable-report': 1,
+  'undecodable-report': 1,
+  'empty-report': 1,
+  'no-frontal-image': 2,
 });
-const OPEN_LINE = 'dropped: 6 studies (missing-report 1, unreadable-report 1, undecodable-report 1, empty-report 1, no-frontal-image 2), ' +
+const OPEN_LINE =
+  'dropped: 6 studies (missing-report 1, unreadable-report 1, undecodable-report 1, empty-report 1, no-frontal-image 2), ' +
   '3 images (missing-image 1, unreadable-image 2), 2 CSV rows (bad-csv-row 2)';
 
 test('open: every dropped row, image and study counted by reason, with its path and why', async () => {
   const files = nodeFileSource(root);
   const dataset = await MimicCxrDataset.open(files, { tokenizer: await ReportTokenizer.load(files, 'vocab.txt') });
-  assert.equal(dataset.split('train').map((s) => s.studyId), ['50000001', '50000002', '50000003', '52000003', '52000004']);
-  assert.equal(dataset.split('validate').map((s) => s.studyId), ['50000004', '50000005']);
+  assert.equal(
+    dataset.split('train').map((s) => s.studyId),
+    ['50000001', '50000002', '50000003', '52000003', '52000004'],
+  );
+  assert.equal(
+    dataset.split('validate').map((s) => s.studyId),
+    ['50000004', '50000005'],
+  );
   assert.equal(dataset.problemCounts(), AT_OPEN);
   assert.is(dataset.dropSummary(), OPEN_LINE);
   const why = (kind: ProblemKind) => dataset.problems.filter((p) => p.kind === kind).map((p) => `${p.path}: ${p.detail}`);
@@ -120,15 +140,23 @@ test('open: every dropped row, image and study counted by reason, with its path 
   assert.equal(dataset.split('train')[3].imagePaths, ['files/p12/p12000003/s52000003/d52000003b.jpg'], 'the loop is left out, the good image kept');
 
   // Loading finds the corrupt image: the image and its study are counted once, however often drawn.
-  const loader = new BatchLoader(dataset, dataset.split('train'), { clsId: 2, sepId: 3, padId: 0 }, { batchSize: 1, seed: 3, train: true, norm: { mean: 0.5, std: 0.25 }, imageSize: 16, maxLength: 24 });
+  const loader = new BatchLoader(
+    dataset,
+    dataset.split('train'),
+    { clsId: 2, sepId: 3, padId: 0 },
+    { batchSize: 1, seed: 3, train: true, norm: { mean: 0.5, std: 0.25 }, imageSize: 16, maxLength: 24 },
+  );
   for (let epoch = 0; epoch < 3; epoch++) {
     const ids: string[] = [];
     for await (const { batch } of loader.epoch(epoch)) ids.push(...batch.ids);
     assert.is(ids.length, 4);
   }
   assert.equal(dataset.problemCounts(), { ...AT_OPEN, 'undecodable-image': 1, 'no-loadable-image': 1 });
-  assert.is(dataset.dropSummary(), 'dropped: 7 studies (missing-report 1, unreadable-report 1, undecodable-report 1, empty-report 1, no-frontal-image 2, no-loadable-image 1), ' +
-    '4 images (missing-image 1, unreadable-image 2, undecodable-image 1), 2 CSV rows (bad-csv-row 2)');
+  assert.is(
+    dataset.dropSummary(),
+    'dropped: 7 studies (missing-report 1, unreadable-report 1, undecodable-report 1, empty-report 1, no-frontal-image 2, no-loadable-image 1), ' +
+      '4 images (missing-image 1, unreadable-image 2, undecodable-image 1), 2 CSV rows (bad-csv-row 2)',
+  );
 });
 
 test('the data summary a run prints ends with the drops; the report lists every reason', async () => {
@@ -139,18 +167,51 @@ test('the data summary a run prints ends with the drops; the report lists every 
     assert.ok(data.description.endsWith(`; ${OPEN_LINE}`), data.description);
     for await (const _ of data.train.epoch(0));
     const text = await writeReport(new NodeStorage(runDir), {
-      summary: { model: 'M', modelPath: 'm.lovt', device: 'test', data: data.description, seed: 1, steps: 2, epochs: 1, samplesSeen: 4, wallSeconds: 1, stopReason: 'step budget reached' },
-      lossTerms: [], records: [], heatmaps: [], dropped: data.dataset.dropReport(),
+      summary: {
+        model: 'M',
+        modelPath: 'm.lovt',
+        device: 'test',
+        data: data.description,
+        seed: 1,
+        steps: 2,
+        epochs: 1,
+        samplesSeen: 4,
+        wallSeconds: 1,
+        stopReason: 'step budget reached',
+      },
+      lossTerms: [],
+      records: [],
+      heatmaps: [],
+      dropped: data.dataset.dropReport(),
     });
     const section = text.slice(text.indexOf('## Dropped data'), text.indexOf('## Loss curves')).trim().split('\n');
-    assert.equal(section.slice(0, 5), ['## Dropped data', '', '13 CSV rows, images or studies were dropped; the training used the rest.', '', '| reason | drops a | count | meaning | first paths |']);
+    assert.equal(section.slice(0, 5), [
+      '## Dropped data',
+      '',
+      '13 CSV rows, images or studies were dropped; the training used the rest.',
+      '',
+      '| reason | drops a | count | meaning | first paths |',
+    ]);
     const rows = section.slice(6).map((l) => l.split(' | ').slice(0, 3).join(' ').replace(/^\| /, ''));
     assert.equal(rows, [
-      'bad-csv-row CSV row 2', 'missing-image image 1', 'unreadable-image image 2', 'undecodable-image image 1', 'missing-report study 1',
-      'unreadable-report study 1', 'undecodable-report study 1', 'empty-report study 1', 'no-sections study 0', 'no-sentences study 0',
-      'too-few-tokens study 0', 'no-frontal-image study 2', 'no-loadable-image study 1',
+      'bad-csv-row CSV row 2',
+      'missing-image image 1',
+      'unreadable-image image 2',
+      'undecodable-image image 1',
+      'missing-report study 1',
+      'unreadable-report study 1',
+      'undecodable-report study 1',
+      'empty-report study 1',
+      'no-sections study 0',
+      'no-sentences study 0',
+      'too-few-tokens study 0',
+      'no-frontal-image study 2',
+      'no-loadable-image study 1',
     ]);
-    assert.ok(section.some((l) => l.startsWith('| no-loadable-image | study | 1 |') && l.endsWith('| `files/p12/p12000004/s52000004` |')), 'paths listed');
+    assert.ok(
+      section.some((l) => l.startsWith('| no-loadable-image | study | 1 |') && l.endsWith('| `files/p12/p12000004/s52000004` |')),
+      'paths listed',
+    );
   } finally {
     await data.close();
     rmSync(runDir, { recursive: true, force: true });

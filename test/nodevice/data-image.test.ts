@@ -4,12 +4,30 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encode as encodePng } from 'fast-png';
 import {
-  adjustBrightness, adjustContrast, affineTransform, drawTrainAugmentParams, evalTransform, gaussianBlur,
-  gaussianKernel1d, horizontalFlip, normalizeImage, randomResizedCropBox, sentenceSwapOrder, trainTransform,
+  adjustBrightness,
+  adjustContrast,
+  affineTransform,
+  drawTrainAugmentParams,
+  evalTransform,
+  gaussianBlur,
+  gaussianKernel1d,
+  horizontalFlip,
+  normalizeImage,
+  randomResizedCropBox,
+  sentenceSwapOrder,
+  trainTransform,
 } from '../../runtime/data/augment.ts';
 import { MemoryFileSource } from '../../runtime/data/fs.ts';
 import {
-  decodeImage, encodeJpegGray, encodePngGray, ImageDecodeError, makeImage, padToSquare, resampleRegion, resizeBilinear, type GrayImage,
+  decodeImage,
+  encodeJpegGray,
+  encodePngGray,
+  ImageDecodeError,
+  makeImage,
+  padToSquare,
+  resampleRegion,
+  resizeBilinear,
+  type GrayImage,
 } from '../../runtime/data/image.ts';
 import { deriveSeed, fnv1a64Hex, permutation, Rng } from '../../runtime/data/random.ts';
 import { combineImageMoments, computePixelStats, PIXEL_STATS_FILE, pixelStatsOfImages } from '../../runtime/data/stats.ts';
@@ -20,7 +38,11 @@ function imageFrom(width: number, height: number, values: number[]): GrayImage {
 
 function randomImage(width: number, height: number, seed: number): GrayImage {
   const rng = new Rng(seed);
-  return imageFrom(width, height, Array.from({ length: width * height }, () => rng.float()));
+  return imageFrom(
+    width,
+    height,
+    Array.from({ length: width * height }, () => rng.float()),
+  );
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
@@ -34,12 +56,18 @@ test('random: deterministic streams, ranges, permutation, FNV-1a reference value
   const a = new Rng(12345);
   const b = new Rng(12345);
   const xs = Array.from({ length: 100 }, () => a.float());
-  assert.equal(xs, Array.from({ length: 100 }, () => b.float()));
+  assert.equal(
+    xs,
+    Array.from({ length: 100 }, () => b.float()),
+  );
   assert.ok(xs.every((x) => x >= 0 && x < 1));
   assert.not.equal(new Rng(1).nextU32(), new Rng(2).nextU32());
   assert.not.equal(deriveSeed(1, 2, 3), deriveSeed(1, 3, 2));
   const p = Array.from(permutation(50, new Rng(3))).sort((x, y) => x - y);
-  assert.equal(p, Array.from({ length: 50 }, (_, i) => i));
+  assert.equal(
+    p,
+    Array.from({ length: 50 }, (_, i) => i),
+  );
   // Reference values of 64-bit FNV-1a.
   assert.is(fnv1a64Hex(''), 'cbf29ce484222325');
   assert.is(fnv1a64Hex('a'), 'af63dc4c8601ec8c');
@@ -68,16 +96,26 @@ test('decode: grayscale/RGB/16-bit/1-bit PNG and JPEG to [0, 1]; corrupt bytes a
   assert.is(back.width, 16);
   assertClose(back.data, new Float32Array(256).fill(0.5), 2 / 255, 'flat jpeg');
 
-  assert.throws(() => decodeImage(jpg.subarray(0, jpg.length - 40), 'cut.jpg'), (e: Error) => e instanceof ImageDecodeError && /cut\.jpg: .*truncated JPEG/.test(e.message));
+  assert.throws(
+    () => decodeImage(jpg.subarray(0, jpg.length - 40), 'cut.jpg'),
+    (e: Error) => e instanceof ImageDecodeError && /cut\.jpg: .*truncated JPEG/.test(e.message),
+  );
   assert.throws(() => decodeImage(new Uint8Array(0), 'empty.jpg'), /empty\.jpg: cannot decode image \(empty file\)/);
   assert.throws(() => decodeImage(new TextEncoder().encode('not an image'), 'x.png'), /neither JPEG nor PNG/);
   const badPng = gray8.slice();
   badPng[20] ^= 0xff; // corrupt the IHDR chunk
-  assert.throws(() => decodeImage(badPng.subarray(0, 30), 'bad.png'), (e: Error) => e instanceof ImageDecodeError && /bad\.png: cannot decode image/.test(e.message));
+  assert.throws(
+    () => decodeImage(badPng.subarray(0, 30), 'bad.png'),
+    (e: Error) => e instanceof ImageDecodeError && /bad\.png: cannot decode image/.test(e.message),
+  );
 });
 
 test('grayscale JPEG encoder: one component, decodes with jpeg-js within quantisation error, any size', () => {
-  for (const [w, h] of [[1, 1], [13, 9], [64, 40]]) {
+  for (const [w, h] of [
+    [1, 1],
+    [13, 9],
+    [64, 40],
+  ]) {
     const img = makeImage(w, h);
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) img.data[y * w + x] = 0.5 + 0.35 * Math.sin(x / 6) * Math.cos(y / 4);
     const bytes = encodeJpegGray(img, 95);
@@ -132,18 +170,33 @@ function referenceResample(img: GrayImage, outW: number, outH: number): Float64A
 
 test('resize matches a float64 reference (up, down, non-integer, anisotropic); 2× down is [1,3,3,1]/8', () => {
   const img = randomImage(13, 9, 4);
-  for (const [w, h] of [[26, 18], [6, 4], [7, 5], [20, 3], [13, 9]]) {
+  for (const [w, h] of [
+    [26, 18],
+    [6, 4],
+    [7, 5],
+    [20, 3],
+    [13, 9],
+  ]) {
     assertClose(resizeBilinear(img, w, h).data, referenceResample(img, w, h), 1e-5, `resize ${w}×${h}`);
   }
   const row = imageFrom(8, 1, [0, 8, 16, 24, 32, 40, 48, 56]);
   // Output 1 centres on source 3.0: taps 1..4 with weights 1,3,3,1 / 8; at the edges the
   // missing tap is dropped and the rest renormalised (3,3,1 / 7).
-  assertClose(resizeBilinear(row, 4, 1).data, [(3 * 0 + 3 * 8 + 16) / 7, (8 + 3 * 16 + 3 * 24 + 32) / 8, (24 + 3 * 32 + 3 * 40 + 48) / 8, (40 + 3 * 48 + 3 * 56) / 7], 1e-5, '2x down');
+  assertClose(
+    resizeBilinear(row, 4, 1).data,
+    [(3 * 0 + 3 * 8 + 16) / 7, (8 + 3 * 16 + 3 * 24 + 32) / 8, (24 + 3 * 32 + 3 * 40 + 48) / 8, (40 + 3 * 48 + 3 * 56) / 7],
+    1e-5,
+    '2x down',
+  );
   // 2× up of [0, 1]: half-pixel centres, clamped edges.
   assertClose(resizeBilinear(imageFrom(2, 1, [0, 1]), 4, 1).data, [0, 0.25, 0.75, 1], 1e-6, '2x up');
   // A crop region resampled equals resizing the cropped image.
   const crop = resampleRegion(img, 2, 1, 8, 6, 4, 3);
-  const cropped = imageFrom(8, 6, Array.from({ length: 48 }, (_, i) => img.data[(1 + Math.floor(i / 8)) * 13 + 2 + (i % 8)]));
+  const cropped = imageFrom(
+    8,
+    6,
+    Array.from({ length: 48 }, (_, i) => img.data[(1 + Math.floor(i / 8)) * 13 + 2 + (i % 8)]),
+  );
   assertClose(crop.data, referenceResample(cropped, 4, 3), 1e-5, 'region');
 });
 
@@ -161,8 +214,8 @@ test('validation transform: exact output on a small image', () => {
   // to 4×4 (bilinear, half-pixel centres) → normalise with mean 0.5, std 0.25.
   const img = imageFrom(2, 1, [0.2, 0.6]);
   const out = evalTransform(img, { mean: 0.5, std: 0.25 }, 4);
-  const col = [0.2, 0.3, 0.5, 0.6];       // horizontal interpolation of [0.2, 0.6]
-  const rowWeights = [1, 0.75, 0.25, 0];  // vertical: [row0, 0.75 row0, 0.25 row0, row1 = 0]
+  const col = [0.2, 0.3, 0.5, 0.6]; // horizontal interpolation of [0.2, 0.6]
+  const rowWeights = [1, 0.75, 0.25, 0]; // vertical: [row0, 0.75 row0, 0.25 row0, row1 = 0]
   const expected: number[] = [];
   for (const wy of rowWeights) for (const v of col) expected.push((wy * v - 0.5) / 0.25);
   assertClose(out.data, expected, 1e-6, 'eval transform');
@@ -221,7 +274,12 @@ test('components: flip, affine (identity, 90° rotation, translation), brightnes
   const k = gaussianKernel1d(23, 1.7);
   let total = 0;
   for (let i = 0; i < 23; i++) total += Math.exp(-0.5 * ((i - 11) / 1.7) ** 2);
-  assertClose(k, Array.from({ length: 23 }, (_, i) => Math.exp(-0.5 * ((i - 11) / 1.7) ** 2) / total), 1e-12, 'kernel');
+  assertClose(
+    k,
+    Array.from({ length: 23 }, (_, i) => Math.exp(-0.5 * ((i - 11) / 1.7) ** 2) / total),
+    1e-12,
+    'kernel',
+  );
   // Blur of an impulse far from the borders is the kernel's outer product; a constant stays.
   const impulse = makeImage(31, 31);
   impulse.data[15 * 31 + 15] = 1;
@@ -254,7 +312,11 @@ test('pixel statistics: formula equals the pooled float64 variance for equal-siz
   // Independent computation: all pixels pooled, float64.
   let sum = 0;
   let n = 0;
-  for (const img of images) for (const v of img.data) { sum += v; n++; }
+  for (const img of images)
+    for (const v of img.data) {
+      sum += v;
+      n++;
+    }
   const mean = sum / n;
   let sq = 0;
   for (const img of images) for (const v of img.data) sq += (v - mean) ** 2;
@@ -262,7 +324,10 @@ test('pixel statistics: formula equals the pooled float64 variance for equal-siz
   assert.ok(Math.abs(stats.std - Math.sqrt(sq / n)) < 1e-12);
   assert.is(stats.images, 3);
   // Different sizes: mean of per-image means (not the pooled mean).
-  const mixed = combineImageMoments([{ mean: 0.2, variance: 0.01 }, { mean: 0.6, variance: 0.03 }]);
+  const mixed = combineImageMoments([
+    { mean: 0.2, variance: 0.01 },
+    { mean: 0.6, variance: 0.03 },
+  ]);
   assert.ok(Math.abs(mixed.mean - 0.4) < 1e-15);
   assert.ok(Math.abs(mixed.std - Math.sqrt(0.02 + 0.04)) < 1e-15);
   assert.throws(() => combineImageMoments([]), /at least one image/);
@@ -272,12 +337,17 @@ test('pixel statistics are cached beside the data, keyed by the image list; bad 
   const a = randomImage(6, 5, 3);
   const b = randomImage(4, 4, 4);
   const files = new MemoryFileSource({
-    'a.png': encodePngGray(a), 'b.png': encodePngGray(b), 'bad.jpg': new Uint8Array([0xff, 0xd8, 0xff, 0, 1]),
+    'a.png': encodePngGray(a),
+    'b.png': encodePngGray(b),
+    'bad.jpg': new Uint8Array([0xff, 0xd8, 0xff, 0, 1]),
   });
   const first = await computePixelStats(files, ['a.png', 'b.png', 'bad.jpg']);
   assert.is(first.fromCache, false);
   assert.is(first.images, 2);
-  assert.equal(first.skipped.map((s) => s.path), ['bad.jpg']);
+  assert.equal(
+    first.skipped.map((s) => s.path),
+    ['bad.jpg'],
+  );
   // Matches the formula on the 8-bit-quantised images.
   const q = (img: GrayImage) => ({ ...img, data: Float32Array.from(img.data, (v) => Math.round(v * 255) / 255) });
   const expected = pixelStatsOfImages([q(a), q(b)]);

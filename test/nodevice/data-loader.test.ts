@@ -26,7 +26,10 @@ test.before(async () => {
 test('train-split pixel statistics: plausible values, cached beside the data', async () => {
   const trainImages = () => dataset.split('train').flatMap((s) => s.imagePaths);
   const stats = await computePixelStats(files, trainImages());
-  assert.is(stats.images, dataset.split('train').reduce((n, s) => n + s.imagePaths.length, 0));
+  assert.is(
+    stats.images,
+    dataset.split('train').reduce((n, s) => n + s.imagePaths.length, 0),
+  );
   assert.ok(stats.mean > 0.1 && stats.mean < 0.7, `mean ${stats.mean}`);
   assert.ok(stats.std > 0.05 && stats.std < 0.5, `std ${stats.std}`);
   assert.ok(await files.exists(PIXEL_STATS_FILE));
@@ -37,7 +40,14 @@ const NORM = { mean: 0.4, std: 0.25 };
 
 function loader(overrides: Partial<LoaderOptions> = {}, split: 'train' | 'validate' = 'train'): BatchLoader {
   return new BatchLoader(dataset, dataset.split(split), tokenizer, {
-    batchSize: 3, seed: 11, train: split === 'train', norm: NORM, imageSize: 24, maxLength: 64, maxSentences: 8, ...overrides,
+    batchSize: 3,
+    seed: 11,
+    train: split === 'train',
+    norm: NORM,
+    imageSize: 24,
+    maxLength: 64,
+    maxSentences: 8,
+    ...overrides,
   });
 }
 
@@ -56,10 +66,13 @@ function fingerprint(b: LoadedBatch): string {
 
 test('collateBatch: shapes, channel repetition, [CLS]/[SEP]/padding, token_sentence', () => {
   const image = { width: 2, height: 2, data: Float32Array.from([1, 2, 3, 4]) };
-  const b = collateBatch([
-    { id: 'a', image, sentenceTokens: [Int32Array.from([10, 11]), Int32Array.from([12])] },
-    { id: 'b', image: { ...image, data: Float32Array.from([5, 6, 7, 8]) }, sentenceTokens: [Int32Array.from([13, 14, 15])] },
-  ], { maxLength: 6, clsId: 2, sepId: 3, padId: 0 });
+  const b = collateBatch(
+    [
+      { id: 'a', image, sentenceTokens: [Int32Array.from([10, 11]), Int32Array.from([12])] },
+      { id: 'b', image: { ...image, data: Float32Array.from([5, 6, 7, 8]) }, sentenceTokens: [Int32Array.from([13, 14, 15])] },
+    ],
+    { maxLength: 6, clsId: 2, sepId: 3, padId: 0 },
+  );
   assert.equal(b.inputs.image.shape, [2, 3, 2, 2]);
   assert.equal(Array.from(b.inputs.image.data), [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8]);
   assert.equal(b.inputs.input_ids.shape, [2, 6]);
@@ -68,7 +81,17 @@ test('collateBatch: shapes, channel repetition, [CLS]/[SEP]/padding, token_sente
   assert.equal(Array.from(b.inputs.token_sentence.data), [-1, 0, 0, 1, -1, -1, -1, 0, 0, 0, -1, -1]);
   assert.equal(b.sentenceCounts, [2, 1]);
   assert.is(b.inputs.token_sentence.dtype, 'i32');
-  assert.throws(() => collateBatch([{ id: 'a', image, sentenceTokens: [Int32Array.from([1])] }, { id: 'z', image: { width: 3, height: 2, data: new Float32Array(6) }, sentenceTokens: [Int32Array.from([1])] }], { clsId: 2, sepId: 3, padId: 0 }), /sample z image is 3×2, batch expects 2×2/);
+  assert.throws(
+    () =>
+      collateBatch(
+        [
+          { id: 'a', image, sentenceTokens: [Int32Array.from([1])] },
+          { id: 'z', image: { width: 3, height: 2, data: new Float32Array(6) }, sentenceTokens: [Int32Array.from([1])] },
+        ],
+        { clsId: 2, sepId: 3, padId: 0 },
+      ),
+    /sample z image is 3×2, batch expects 2×2/,
+  );
 });
 
 test('train batches: model input layout, every study once per epoch, full batches only', async () => {
@@ -85,7 +108,7 @@ test('train batches: model input layout, every study once per epoch, full batche
     assert.equal(input_ids.shape, [3, 64]);
     for (let b = 0; b < 3; b++) {
       const plane = 24 * 24;
-      const r = image.data.subarray((b * 3) * plane, (b * 3 + 1) * plane);
+      const r = image.data.subarray(b * 3 * plane, (b * 3 + 1) * plane);
       assert.equal(image.data.subarray((b * 3 + 2) * plane, (b * 3 + 3) * plane), r);
       const row = (t: { data: Int32Array }) => Array.from(t.data.subarray(b * 64, (b + 1) * 64));
       const ids = row(input_ids);
@@ -119,7 +142,10 @@ test('resuming from a saved position reproduces the remaining batches exactly, a
   for (const k of [0, 1, 4, full.length - 2]) {
     const resumed = await collect(loader().from(full[k].next, 3));
     assert.equal(resumed.map(fingerprint), full.slice(k + 1).map(fingerprint), `resume after batch ${k}`);
-    assert.equal(resumed.map((r) => [r.epoch, r.index]), full.slice(k + 1).map((r) => [r.epoch, r.index]));
+    assert.equal(
+      resumed.map((r) => [r.epoch, r.index]),
+      full.slice(k + 1).map((r) => [r.epoch, r.index]),
+    );
   }
 });
 
@@ -130,7 +156,10 @@ test('evaluation: fixed order, no augmentation, same batches every epoch', async
   assert.ok(e0.length >= 1);
   assert.equal(e0.map(fingerprint), e5.map(fingerprint));
   const val = dataset.split('validate');
-  assert.equal(e0.flatMap((b) => b.batch.ids), val.slice(0, e0.length * 2).map((s) => `p${s.subjectId}/s${s.studyId}`));
+  assert.equal(
+    e0.flatMap((b) => b.batch.ids),
+    val.slice(0, e0.length * 2).map((s) => `p${s.subjectId}/s${s.studyId}`),
+  );
   // The image is the validation transform of the image drawn by the study's fixed stream,
   // and the sentences keep their report order.
   const study = val[0];
@@ -160,10 +189,13 @@ test('training swaps sentences for some samples (same multiset of sentences)', a
 
 const tokenKey = (ids: Int32Array) => Array.from(ids).join(' ');
 
-test('report_text one_random_sentence: one of the study\'s sentences per load, varying across loads', async () => {
+test("report_text one_random_sentence: one of the study's sentences per load, varying across loads", async () => {
   const l = loader({ reportText: 'one_random_sentence' });
   const train = dataset.split('train');
-  assert.ok(train.some((s) => s.sentenceTokens.length >= 3), 'the fixture has multi-sentence reports');
+  assert.ok(
+    train.some((s) => s.sentenceTokens.length >= 3),
+    'the fixture has multi-sentence reports',
+  );
   let varied = 0;
   for (const study of train) {
     const draws = new Set<string>();
@@ -207,8 +239,14 @@ test('report_text one_random_sentence: same seed same draws, another seed others
   }
   // The sentences differ from the whole-report batches of the same seed (the images do not).
   const all = await collect(loader().epoch(0));
-  assert.not.equal(all.map((b) => Array.from(b.batch.inputs.input_ids.data).join(',')), full.slice(0, all.length).map((b) => Array.from(b.batch.inputs.input_ids.data).join(',')));
-  assert.equal(all.map((b) => Array.from(b.batch.inputs.image.data.subarray(0, 50)).join(',')), full.slice(0, all.length).map((b) => Array.from(b.batch.inputs.image.data.subarray(0, 50)).join(',')));
+  assert.not.equal(
+    all.map((b) => Array.from(b.batch.inputs.input_ids.data).join(',')),
+    full.slice(0, all.length).map((b) => Array.from(b.batch.inputs.input_ids.data).join(',')),
+  );
+  assert.equal(
+    all.map((b) => Array.from(b.batch.inputs.image.data.subarray(0, 50)).join(',')),
+    full.slice(0, all.length).map((b) => Array.from(b.batch.inputs.image.data.subarray(0, 50)).join(',')),
+  );
   const v0 = await collect(one({ batchSize: 2 }, 'validate').epoch(0));
   assert.ok(v0.length >= 1);
   assert.equal((await collect(one({ batchSize: 2 }, 'validate').epoch(7))).map(fingerprint), v0.map(fingerprint));
@@ -220,7 +258,10 @@ test('report_text all_sentences is the default; an unknown value is a clear erro
   for (const epoch of [0, 3]) {
     assert.equal((await loader({ reportText: 'all_sentences' }).prepare(study, epoch))!.sentenceTokens, (await loader().prepare(study, epoch))!.sentenceTokens);
   }
-  assert.throws(() => loader({ reportText: 'two_sentences' as ReportText }), /report_text: unknown value "two_sentences"; the data pipeline supports all_sentences, one_random_sentence/);
+  assert.throws(
+    () => loader({ reportText: 'two_sentences' as ReportText }),
+    /report_text: unknown value "two_sentences"; the data pipeline supports all_sentences, one_random_sentence/,
+  );
   assert.throws(() => parseReportText(3), /report_text: unknown value 3/);
   assert.is(parseReportText('one_random_sentence'), 'one_random_sentence');
 });
@@ -234,7 +275,15 @@ test('prefetch: the next batches are prepared while the consumer awaits other wo
       return sample;
     }
   }
-  const l = new CountingLoader(dataset, dataset.split('train'), tokenizer, { batchSize: 3, prefetch: 2, seed: 11, train: true, norm: NORM, imageSize: 24, maxLength: 64 });
+  const l = new CountingLoader(dataset, dataset.split('train'), tokenizer, {
+    batchSize: 3,
+    prefetch: 2,
+    seed: 11,
+    train: true,
+    norm: NORM,
+    imageSize: 24,
+    maxLength: 64,
+  });
   const batches = l.epoch(0)[Symbol.asyncIterator]();
   await batches.next();
   // The consumer now waits on something else without asking for the next batch: the

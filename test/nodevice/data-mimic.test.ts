@@ -31,40 +31,117 @@ const GOOD_REPORT = (finding: string) => `                                 FINAL
  No acute cardiopulmonary process.
 `;
 
-interface FixtureImage { dicom: string; view: string; kind?: 'truncated' | 'missing' }
+interface FixtureImage {
+  dicom: string;
+  view: string;
+  kind?: 'truncated' | 'missing';
+}
 interface FixtureStudy {
-  name: string; subject: string; study: string; split: string;
+  name: string;
+  subject: string;
+  study: string;
+  split: string;
   images: FixtureImage[];
   report: string | null; // null: no report file
 }
 
 const STUDIES: FixtureStudy[] = [
-  { name: 'good-two-frontals', subject: '10000001', study: '50000001', split: 'train', report: GOOD_REPORT('There is a small left effusion.'),
-    images: [{ dicom: 'd1a', view: 'PA' }, { dicom: 'd1b', view: 'AP' }, { dicom: 'd1c', view: 'LATERAL' }] },
-  { name: 'good-one-frontal', subject: '10000002', study: '50000002', split: 'train', report: GOOD_REPORT('Mild cardiomegaly.'),
-    images: [{ dicom: 'd2a', view: 'PA' }, { dicom: 'd2b', view: 'LL' }] },
-  { name: 'good-with-truncated-second', subject: '10000003', study: '50000003', split: 'train', report: GOOD_REPORT('Right lower lobe opacity.'),
-    images: [{ dicom: 'd3a', view: 'AP' }, { dicom: 'd3b', view: 'AP', kind: 'truncated' }] },
-  { name: 'only-image-truncated', subject: '10000004', study: '50000004', split: 'train', report: GOOD_REPORT('Stable lines.'),
-    images: [{ dicom: 'd4a', view: 'PA', kind: 'truncated' }] },
-  { name: 'empty-report', subject: '10000005', study: '50000005', split: 'train', report: '  \n \n',
-    images: [{ dicom: 'd5a', view: 'PA' }] },
-  { name: 'missing-image', subject: '11000006', study: '50000006', split: 'validate', report: GOOD_REPORT('Clear lungs.'),
-    images: [{ dicom: 'd6a', view: 'PA', kind: 'missing' }, { dicom: 'd6b', view: 'LATERAL' }] },
-  { name: 'missing-report', subject: '11000007', study: '50000007', split: 'validate', report: null,
-    images: [{ dicom: 'd7a', view: 'AP' }] },
-  { name: 'no-sections', subject: '12000009', study: '50000009', split: 'train', report: 'EXAMINATION: Chest.\nINDICATION: Cough.\nLungs are clear.\n',
-    images: [{ dicom: 'd9a', view: 'PA' }] },
-  { name: 'no-sentences', subject: '12000010', study: '50000010', split: 'train', report: 'FINDINGS:\n .\n\nIMPRESSION:\n ___\n',
-    images: [{ dicom: 'd10a', view: 'PA' }] },
-  { name: 'too-few-tokens', subject: '12000011', study: '50000011', split: 'train', report: 'IMPRESSION: Clear.\n',
-    images: [{ dicom: 'd11a', view: 'PA' }] },
-  { name: 'lateral-only', subject: '12000012', study: '50000012', split: 'test', report: GOOD_REPORT('Clear lungs.'),
-    images: [{ dicom: 'd12a', view: 'LATERAL' }] },
-  { name: 'good-validate', subject: '13000013', study: '50000013', split: 'validate', report: GOOD_REPORT('There is a small right effusion.'),
-    images: [{ dicom: 'd13a', view: 'PA' }] },
-  { name: 'good-test', subject: '13000014', study: '50000014', split: 'test', report: GOOD_REPORT('Left apical pneumothorax.'),
-    images: [{ dicom: 'd14a', view: 'AP' }] },
+  {
+    name: 'good-two-frontals',
+    subject: '10000001',
+    study: '50000001',
+    split: 'train',
+    report: GOOD_REPORT('There is a small left effusion.'),
+    images: [
+      { dicom: 'd1a', view: 'PA' },
+      { dicom: 'd1b', view: 'AP' },
+      { dicom: 'd1c', view: 'LATERAL' },
+    ],
+  },
+  {
+    name: 'good-one-frontal',
+    subject: '10000002',
+    study: '50000002',
+    split: 'train',
+    report: GOOD_REPORT('Mild cardiomegaly.'),
+    images: [
+      { dicom: 'd2a', view: 'PA' },
+      { dicom: 'd2b', view: 'LL' },
+    ],
+  },
+  {
+    name: 'good-with-truncated-second',
+    subject: '10000003',
+    study: '50000003',
+    split: 'train',
+    report: GOOD_REPORT('Right lower lobe opacity.'),
+    images: [
+      { dicom: 'd3a', view: 'AP' },
+      { dicom: 'd3b', view: 'AP', kind: 'truncated' },
+    ],
+  },
+  {
+    name: 'only-image-truncated',
+    subject: '10000004',
+    study: '50000004',
+    split: 'train',
+    report: GOOD_REPORT('Stable lines.'),
+    images: [{ dicom: 'd4a', view: 'PA', kind: 'truncated' }],
+  },
+  { name: 'empty-report', subject: '10000005', study: '50000005', split: 'train', report: '  \n \n', images: [{ dicom: 'd5a', view: 'PA' }] },
+  {
+    name: 'missing-image',
+    subject: '11000006',
+    study: '50000006',
+    split: 'validate',
+    report: GOOD_REPORT('Clear lungs.'),
+    images: [
+      { dicom: 'd6a', view: 'PA', kind: 'missing' },
+      { dicom: 'd6b', view: 'LATERAL' },
+    ],
+  },
+  { name: 'missing-report', subject: '11000007', study: '50000007', split: 'validate', report: null, images: [{ dicom: 'd7a', view: 'AP' }] },
+  {
+    name: 'no-sections',
+    subject: '12000009',
+    study: '50000009',
+    split: 'train',
+    report: 'EXAMINATION: Chest.\nINDICATION: Cough.\nLungs are clear.\n',
+    images: [{ dicom: 'd9a', view: 'PA' }],
+  },
+  {
+    name: 'no-sentences',
+    subject: '12000010',
+    study: '50000010',
+    split: 'train',
+    report: 'FINDINGS:\n .\n\nIMPRESSION:\n ___\n',
+    images: [{ dicom: 'd10a', view: 'PA' }],
+  },
+  { name: 'too-few-tokens', subject: '12000011', study: '50000011', split: 'train', report: 'IMPRESSION: Clear.\n', images: [{ dicom: 'd11a', view: 'PA' }] },
+  {
+    name: 'lateral-only',
+    subject: '12000012',
+    study: '50000012',
+    split: 'test',
+    report: GOOD_REPORT('Clear lungs.'),
+    images: [{ dicom: 'd12a', view: 'LATERAL' }],
+  },
+  {
+    name: 'good-validate',
+    subject: '13000013',
+    study: '50000013',
+    split: 'validate',
+    report: GOOD_REPORT('There is a small right effusion.'),
+    images: [{ dicom: 'd13a', view: 'PA' }],
+  },
+  {
+    name: 'good-test',
+    subject: '13000014',
+    study: '50000014',
+    split: 'test',
+    report: GOOD_REPORT('Left apical pneumothorax.'),
+    images: [{ dicom: 'd14a', view: 'AP' }],
+  },
 ];
 
 async function writeFixture(root: string): Promise<void> {
@@ -89,7 +166,10 @@ async function writeFixture(root: string): Promise<void> {
   splitRows.push(['d15a', '50000015', '12000015', 'train']);
   metaRows.push(['d15a', 'abc', '50000015', 'PA', '12', '16']);
   await files.writeFile('mimic-cxr-2.0.0-split.csv.gz', gzipText(formatCsv(['dicom_id', 'study_id', 'subject_id', 'split'], splitRows)));
-  await files.writeFile('mimic-cxr-2.0.0-metadata.csv.gz', gzipText(formatCsv(['dicom_id', 'subject_id', 'study_id', 'ViewPosition', 'Rows', 'Columns'], metaRows)));
+  await files.writeFile(
+    'mimic-cxr-2.0.0-metadata.csv.gz',
+    gzipText(formatCsv(['dicom_id', 'subject_id', 'study_id', 'ViewPosition', 'Rows', 'Columns'], metaRows)),
+  );
   await files.writeFile('vocab.txt', new TextEncoder().encode(buildWordPieceVocab(STUDIES.map((s) => s.report ?? '')).join('\n')));
 }
 
@@ -112,13 +192,33 @@ async function openFixture() {
 
 test('open: frontal views only, good studies kept per split, exact problem counts', async () => {
   const { dataset } = await openFixture();
-  assert.equal(dataset.split('train').map((s) => s.studyId), ['50000001', '50000002', '50000003', '50000004']);
-  assert.equal(dataset.split('validate').map((s) => s.studyId), ['50000013']);
-  assert.equal(dataset.split('test').map((s) => s.studyId), ['50000014']);
+  assert.equal(
+    dataset.split('train').map((s) => s.studyId),
+    ['50000001', '50000002', '50000003', '50000004'],
+  );
+  assert.equal(
+    dataset.split('validate').map((s) => s.studyId),
+    ['50000013'],
+  );
+  assert.equal(
+    dataset.split('test').map((s) => s.studyId),
+    ['50000014'],
+  );
   assert.equal(dataset.droppedViews, { LATERAL: 3, LL: 1 });
   assert.equal(dataset.problemCounts(), {
-    'bad-csv-row': 2, 'missing-image': 1, 'unreadable-image': 0, 'undecodable-image': 0, 'missing-report': 1, 'unreadable-report': 0,
-    'undecodable-report': 0, 'empty-report': 1, 'no-sections': 1, 'no-sentences': 1, 'too-few-tokens': 1, 'no-frontal-image': 1, 'no-loadable-image': 0,
+    'bad-csv-row': 2,
+    'missing-image': 1,
+    'unreadable-image': 0,
+    'undecodable-image': 0,
+    'missing-report': 1,
+    'unreadable-report': 0,
+    'undecodable-report': 0,
+    'empty-report': 1,
+    'no-sections': 1,
+    'no-sentences': 1,
+    'too-few-tokens': 1,
+    'no-frontal-image': 1,
+    'no-loadable-image': 0,
   });
   const byKind = (kind: string) => dataset.problems.filter((p) => p.kind === kind);
   const [metadataRow, splitRow] = byKind('bad-csv-row');
@@ -132,7 +232,12 @@ test('open: frontal views only, good studies kept per split, exact problem count
   assert.match(byKind('too-few-tokens')[0].detail, /2 token\(s\), fewer than 3/);
   // Sample contents: FINDINGS then IMPRESSION sentences, tokenised, all frontal images.
   const first = dataset.studies[0];
-  assert.equal(first.sentences, ['There is a small left effusion.', 'The heart size is normal.', 'No pleural effusion or pneumothorax.', 'No acute cardiopulmonary process.']);
+  assert.equal(first.sentences, [
+    'There is a small left effusion.',
+    'The heart size is normal.',
+    'No pleural effusion or pneumothorax.',
+    'No acute cardiopulmonary process.',
+  ]);
   assert.is(first.sentenceTokens.length, 4);
   assert.equal(first.imagePaths, ['files/p10/p10000001/s50000001/d1a.jpg', 'files/p10/p10000001/s50000001/d1b.jpg']);
   assert.match(dataset.summary(), /studies: train 4, validate 1, test 1/);
@@ -141,7 +246,12 @@ test('open: frontal views only, good studies kept per split, exact problem count
 test('loading: every good sample loads; truncated images are skipped and listed, never fatal', async () => {
   const { dataset, tokenizer } = await openFixture();
   const loader = new BatchLoader(dataset, dataset.split('train'), tokenizer, {
-    batchSize: 1, seed: 7, train: true, norm: { mean: 0.5, std: 0.25 }, imageSize: 32, maxLength: 24,
+    batchSize: 1,
+    seed: 7,
+    train: true,
+    norm: { mean: 0.5, std: 0.25 },
+    imageSize: 32,
+    maxLength: 24,
   });
   const seen: string[] = [];
   for await (const { batch } of loader.epoch(0)) seen.push(...batch.ids);
@@ -157,9 +267,13 @@ test('loading: every good sample loads; truncated images are skipped and listed,
   }
   // Decoding every image finds exactly the two truncated files.
   await dataset.verifyImages();
-  assert.equal(dataset.problems.filter((p) => p.kind === 'undecodable-image').map((p) => p.path).sort(), [
-    'files/p10/p10000003/s50000003/d3b.jpg', 'files/p10/p10000004/s50000004/d4a.jpg',
-  ]);
+  assert.equal(
+    dataset.problems
+      .filter((p) => p.kind === 'undecodable-image')
+      .map((p) => p.path)
+      .sort(),
+    ['files/p10/p10000003/s50000003/d3b.jpg', 'files/p10/p10000004/s50000004/d4a.jpg'],
+  );
 });
 
 test('loading and resizing on worker threads: the same samples, copies and problems as in-process', async () => {
@@ -169,7 +283,13 @@ test('loading and resizing on worker threads: the same samples, copies and probl
     const workers = createImageWorkers(threads);
     try {
       const loader = new BatchLoader(dataset, dataset.split('train'), tokenizer, {
-        batchSize: 1, seed: 7, train: true, norm: { mean: 0.5, std: 0.25 }, imageSize: 32, maxLength: 24, imageWorkers: workers,
+        batchSize: 1,
+        seed: 7,
+        train: true,
+        norm: { mean: 0.5, std: 0.25 },
+        imageSize: 32,
+        maxLength: 24,
+        imageWorkers: workers,
       });
       const seen: string[] = [];
       const pixels: number[] = [];
@@ -226,10 +346,18 @@ test('plain .csv files work too, and a missing root fails with a clear message',
   try {
     const tokenizer = await ReportTokenizer.load(files, 'vocab.txt');
     let message = '';
-    try { await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer }); } catch (err) { message = (err as Error).message; }
+    try {
+      await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer });
+    } catch (err) {
+      message = (err as Error).message;
+    }
     assert.is(message, `${emptyRoot}: no such directory, or it is empty (expected a MIMIC-CXR-JPG root with mimic-cxr-2.0.0-split.csv.gz)`);
     await nodeFileSource(emptyRoot).writeFile('README', new Uint8Array(1));
-    try { await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer }); } catch (err) { message = (err as Error).message; }
+    try {
+      await MimicCxrDataset.open(nodeFileSource(emptyRoot), { tokenizer });
+    } catch (err) {
+      message = (err as Error).message;
+    }
     assert.match(message, /neither mimic-cxr-2\.0\.0-split\.csv\.gz nor mimic-cxr-2\.0\.0-split\.csv found/);
   } finally {
     rmSync(emptyRoot, { recursive: true, force: true });
@@ -284,7 +412,10 @@ test('a downscaled image copy serves as the image source; undecodable originals 
   // Opened directly on the copy instead, the files it lacks are missing images.
   const small = await MimicCxrDataset.open(files, { tokenizer, imageSource: copy });
   // The truncated-only study now has no image file: it is skipped at open time.
-  assert.equal(small.split('train').map((s) => s.studyId), ['50000001', '50000002', '50000003']);
+  assert.equal(
+    small.split('train').map((s) => s.studyId),
+    ['50000001', '50000002', '50000003'],
+  );
   // Missing from the copy: d6a (absent anyway), the two truncated files, and the images of the
   // five studies skipped for their reports (only kept studies were copied).
   assert.is(small.problemCounts()['missing-image'], 8);
@@ -296,7 +427,13 @@ test('training data with an image cache: resized once and reused, statistics cac
     const open = async () => {
       const originals = countingImageReads(nodeFileSource(root));
       const data = await openTrainingData(originals, {
-        batch: 1, seed: 5, imageSize: 16, maxTokens: 24, maxSentences: 4, imageCache: nodeFileSource(cacheDir), resizeMaxSide: 8,
+        batch: 1,
+        seed: 5,
+        imageSize: 16,
+        maxTokens: 24,
+        maxSentences: 4,
+        imageCache: nodeFileSource(cacheDir),
+        resizeMaxSide: 8,
       });
       const trained: string[] = [];
       for await (const { batch } of data.train.epoch(0)) trained.push(...batch.ids);
@@ -315,10 +452,19 @@ test('training data with an image cache: resized once and reused, statistics cac
     const second = await open();
     assert.is(second.originals.imageReads, 0, 'no original image is read or decoded again');
     assert.equal([second.data.resized!.written, second.data.resized!.kept, second.data.resized!.failed], [0, 6, 2]);
-    assert.equal([second.data.pixelStats.fromCache, second.data.pixelStats.mean, second.data.pixelStats.std], [true, first.data.pixelStats.mean, first.data.pixelStats.std]);
+    assert.equal(
+      [second.data.pixelStats.fromCache, second.data.pixelStats.mean, second.data.pixelStats.std],
+      [true, first.data.pixelStats.mean, first.data.pixelStats.std],
+    );
     for (const run of [first, second]) {
       assert.equal(run.trained, ['p10000001/s50000001', 'p10000002/s50000002', 'p10000003/s50000003']);
-      assert.equal(run.data.dataset.problems.filter((p) => p.kind === 'undecodable-image').map((p) => p.path).sort(), TRUNCATED);
+      assert.equal(
+        run.data.dataset.problems
+          .filter((p) => p.kind === 'undecodable-image')
+          .map((p) => p.path)
+          .sort(),
+        TRUNCATED,
+      );
       const image = await run.data.dataset.loadImage(run.data.dataset.studies[0]);
       assert.equal([image!.image.width, image!.image.height], [8, 6], 'training reads the copies');
     }
@@ -327,7 +473,7 @@ test('training data with an image cache: resized once and reused, statistics cac
   }
 });
 
-test('the resize cache is keyed by each original\'s size and modification time: a changed original is read again', async () => {
+test("the resize cache is keyed by each original's size and modification time: a changed original is read again", async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'lovt-resize-key-'));
   try {
     const data = path.join(dir, 'data');
@@ -366,7 +512,11 @@ test('the resize cache is keyed by each original\'s size and modification time: 
 test('CSV parsing: quotes, embedded commas/newlines, CRLF, ragged rows, errors with line numbers', () => {
   const t = parseCsv('a,b,c\r\n1,"x, y",3\r\n"multi\nline","he said ""hi""",\n4,5\n\n');
   assert.equal(t.header, ['a', 'b', 'c']);
-  assert.equal(t.rows, [{ a: '1', b: 'x, y', c: '3' }, { a: 'multi\nline', b: 'he said "hi"', c: '' }, { a: '4', b: '5', c: '' }]);
+  assert.equal(t.rows, [
+    { a: '1', b: 'x, y', c: '3' },
+    { a: 'multi\nline', b: 'he said "hi"', c: '' },
+    { a: '4', b: '5', c: '' },
+  ]);
   assert.equal(t.lines, [2, 3, 5]);
   assert.equal(t.raggedLines, [5]);
   assert.throws(() => parseCsv('a,b\n"open,2\n', 'f.csv'), /f\.csv: unterminated quoted field starting on line 2/);
@@ -379,7 +529,10 @@ test('subset selection: first fraction (reference) or a seeded random subset in 
   assert.equal(selectSubset(items, 0.3, 'first'), [0, 1, 2]);
   const r = selectSubset(items, 0.3, 'random', new Rng(1));
   assert.is(r.length, 3);
-  assert.equal(r, [...r].sort((a, b) => a - b));
+  assert.equal(
+    r,
+    [...r].sort((a, b) => a - b),
+  );
   assert.equal(r, selectSubset(items, 0.3, 'random', new Rng(1)));
   assert.throws(() => selectSubset(items, 0, 'first'), /fraction must be in \(0, 1\]/);
 });

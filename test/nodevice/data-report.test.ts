@@ -29,7 +29,10 @@ const STANDARD = `                                 FINAL REPORT
 
 test('standard report: sections in order, FINDINGS then IMPRESSION sentences', () => {
   const sections = extractSections(STANDARD);
-  assert.equal(sections.all.map((s) => s.name), ['examination', 'indication', 'technique', 'comparison', 'findings', 'impression', 'notification']);
+  assert.equal(
+    sections.all.map((s) => s.name),
+    ['examination', 'indication', 'technique', 'comparison', 'findings', 'impression', 'notification'],
+  );
   const r = reportSentences(STANDARD);
   assert.equal(r.sentences, [
     'There is a 1.5 cm nodule in the right upper lobe.',
@@ -47,7 +50,11 @@ test('standard report: sections in order, FINDINGS then IMPRESSION sentences', (
 test('numbered list kept with its numbers when asked; inline numbered list split', () => {
   const text = 'IMPRESSION: 1. Moderate right pleural effusion. 2. Bibasilar atelectasis. 3. No pneumothorax.';
   assert.equal(reportSentences(text).sentences, ['Moderate right pleural effusion.', 'Bibasilar atelectasis.', 'No pneumothorax.']);
-  assert.equal(reportSentences(text, { stripListNumbers: false }).sentences, ['1. Moderate right pleural effusion.', '2. Bibasilar atelectasis.', '3. No pneumothorax.']);
+  assert.equal(reportSentences(text, { stripListNumbers: false }).sentences, [
+    '1. Moderate right pleural effusion.',
+    '2. Bibasilar atelectasis.',
+    '3. No pneumothorax.',
+  ]);
 });
 
 test('header variants: lower/mixed case, inline text, combined FINDINGS AND IMPRESSION, CONCLUSION, misspellings', () => {
@@ -102,11 +109,7 @@ RECOMMENDATION(S):  Follow-up CT in 3 months.
 ADDENDUM: Dr. Jones reviewed the study.
 `;
   const r = reportSentences(text);
-  assert.equal(r.sentences, [
-    'Compared with the prior exam the following: the lungs are clear.',
-    'Lines and tubes: unchanged.',
-    'No change.',
-  ]);
+  assert.equal(r.sentences, ['Compared with the prior exam the following: the lungs are clear.', 'Lines and tubes: unchanged.', 'No change.']);
 });
 
 test('CRLF line endings, repeated sections and stray fragments', () => {

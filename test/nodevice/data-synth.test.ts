@@ -8,9 +8,7 @@ import { decodeImage, decodePngGray } from '../../runtime/data/image.ts';
 import { MimicCxrDataset } from '../../runtime/data/mimic.ts';
 import { Rng } from '../../runtime/data/random.ts';
 import { generateSynthCXR, SYNTH_ANNOTATIONS_CSV, SYNTH_ANNOTATIONS_JSON } from '../../runtime/data/synth/dataset.ts';
-import {
-  drawAnatomy, drawFindingShape, drawPlacement, maskBox, renderFrontal, type Finding,
-} from '../../runtime/data/synth/phantom.ts';
+import { drawAnatomy, drawFindingShape, drawPlacement, maskBox, renderFrontal, type Finding } from '../../runtime/data/synth/phantom.ts';
 import { ReportTokenizer } from '../../runtime/data/tokenizer.ts';
 
 const OPTS = { studies: 5, seed: 21, imageSize: 48 };
@@ -64,7 +62,7 @@ test('masks are exactly where the findings change the image, on the named side',
           if (!mask[i]) assert.unreachable(`${spec.type} (seed ${seed}): pixel ${i} changed outside the mask`);
         }
         // The patient's right is the image left.
-        if (mask[i] && spec.side) sideCount += (i % size < size / 2) === (spec.side === 'right') ? 1 : 0;
+        if (mask[i] && spec.side) sideCount += i % size < size / 2 === (spec.side === 'right') ? 1 : 0;
       }
       assert.ok(maskArea > 0, `${spec.type}: empty mask`);
       const minFraction = spec.type === 'cardiomegaly' ? 0.15 : 0.6;
@@ -86,8 +84,15 @@ test('stored masks, boxes and sentence links agree with each other and with the 
     // Every finding is named by at least one sentence that mentions its kind (and side).
     for (const f of study.findings) {
       assert.ok(f.sentences.length > 0, `${study.study_id}: finding ${f.label} has no sentence`);
-      const keyword = { consolidation: /consolidation|opacity/i, nodule: /nodul/i, effusion: /effusion/i, pneumothorax: /pneumothorax/i,
-        cardiomegaly: /cardiomegaly|enlarge/i, line: /catheter|line|tube|IJ/i, device: /device|density|pacemaker/i }[f.type as string]!;
+      const keyword = {
+        consolidation: /consolidation|opacity/i,
+        nodule: /nodul/i,
+        effusion: /effusion/i,
+        pneumothorax: /pneumothorax/i,
+        cardiomegaly: /cardiomegaly|enlarge/i,
+        line: /catheter|line|tube|IJ/i,
+        device: /device|density|pacemaker/i,
+      }[f.type as string]!;
       for (const si of f.sentences) {
         const sentence: string = study.sentences[si];
         assert.match(sentence, keyword);
@@ -101,7 +106,10 @@ test('stored masks, boxes and sentence links agree with each other and with the 
         const mask = decodePngGray(await files.readFile(fa.mask), fa.mask);
         const bytes = Uint8Array.from(mask.data, (v) => Math.round(v * 255));
         assert.equal(maskBox(bytes, 64, 64), fa.bbox);
-        assert.is(bytes.reduce((s, v) => s + (v ? 1 : 0), 0), fa.area);
+        assert.is(
+          bytes.reduce((s, v) => s + (v ? 1 : 0), 0),
+          fa.area,
+        );
         if (fa.bbox) {
           boxes++;
           const row = csv.rows.find((r) => r.dicom_id === image.dicom_id && r.mask_path === fa.mask)!;
@@ -124,8 +132,14 @@ test('the MIMIC reader reads SynthCXR: laterals dropped, no problems, no [UNK] t
   const dataset = await MimicCxrDataset.open(files, { tokenizer });
   assert.equal(dataset.problems, []);
   assert.is(dataset.studies.length, 8);
-  assert.is(Object.values(dataset.droppedViews).reduce((s, n) => s + n, 0), summary.images.lateral);
-  assert.is(dataset.studies.reduce((s, st) => s + st.imagePaths.length, 0), summary.images.frontal);
+  assert.is(
+    Object.values(dataset.droppedViews).reduce((s, n) => s + n, 0),
+    summary.images.lateral,
+  );
+  assert.is(
+    dataset.studies.reduce((s, st) => s + st.imagePaths.length, 0),
+    summary.images.frontal,
+  );
   for (const split of ['train', 'validate', 'test'] as const) assert.is(dataset.split(split).length, summary.splits[split]);
   for (const st of dataset.studies) for (const ids of st.sentenceTokens) assert.not.ok(ids.includes(tokenizer.unkId));
   // The vocabulary really exercises ## continuations.
@@ -139,9 +153,17 @@ test('the MIMIC reader reads SynthCXR: laterals dropped, no problems, no [UNK] t
 test('bad options are rejected with the option named', async () => {
   const files = new MemoryFileSource();
   let message = '';
-  try { await generateSynthCXR(files, { studies: 0, seed: 1 }); } catch (err) { message = (err as Error).message; }
+  try {
+    await generateSynthCXR(files, { studies: 0, seed: 1 });
+  } catch (err) {
+    message = (err as Error).message;
+  }
   assert.match(message, /studies must be a positive integer, got 0/);
-  try { await generateSynthCXR(files, { studies: 1, seed: 1, imageSize: 8 }); } catch (err) { message = (err as Error).message; }
+  try {
+    await generateSynthCXR(files, { studies: 1, seed: 1, imageSize: 8 });
+  } catch (err) {
+    message = (err as Error).message;
+  }
   assert.match(message, /imageSize must be an integer in \[32, 4096\], got 8/);
 });
 

@@ -5,14 +5,54 @@ import { MemoryFileSource } from '../../runtime/data/fs.ts';
 import { bertTokenizerJson, packSentences, parseVocabText, ReportTokenizer, vocabLooksCased } from '../../runtime/data/tokenizer.ts';
 
 // ids:        0       1       2       3       4        5     6       7     8      9       10   11    12       13       14       15   16   17     18   19          20
-const VOCAB = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'the', 'lung', '##s', 'are', 'clear', '.', 'no', 'pneum', '##oth', '##orax', 'cm', '1', '##5', ',', 'effusion', 'small'];
+const VOCAB = [
+  '[PAD]',
+  '[UNK]',
+  '[CLS]',
+  '[SEP]',
+  '[MASK]',
+  'the',
+  'lung',
+  '##s',
+  'are',
+  'clear',
+  '.',
+  'no',
+  'pneum',
+  '##oth',
+  '##orax',
+  'cm',
+  '1',
+  '##5',
+  ',',
+  'effusion',
+  'small',
+];
 
 test('WordPiece: whole words, ## continuations, punctuation split, [UNK] for uncoverable words', () => {
   const tok = ReportTokenizer.fromVocabText(VOCAB.join('\n'), { doLowerCase: true });
   // "lungs" = lung + ##s; "pneumothorax" = pneum + ##oth + ##orax; "1.5" = 1 . then "5"
   // cannot start a word (only "##5" exists) → [UNK]; "effusions" = effusion + ##s; "xyz" → [UNK].
   assert.equal(tok.tokens('The lungs are clear. No pneumothorax, 1.5 cm small effusions xyz'), [
-    'the', 'lung', '##s', 'are', 'clear', '.', 'no', 'pneum', '##oth', '##orax', ',', '1', '.', '[UNK]', 'cm', 'small', 'effusion', '##s', '[UNK]',
+    'the',
+    'lung',
+    '##s',
+    'are',
+    'clear',
+    '.',
+    'no',
+    'pneum',
+    '##oth',
+    '##orax',
+    ',',
+    '1',
+    '.',
+    '[UNK]',
+    'cm',
+    'small',
+    'effusion',
+    '##s',
+    '[UNK]',
   ]);
   assert.equal(Array.from(tok.encodeSentence('The lungs are clear.')), [5, 6, 7, 8, 9, 10]);
   // "15" = 1 + ##5; "lungss" = lung + ##s + ##s.

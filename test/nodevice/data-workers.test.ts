@@ -78,8 +78,18 @@ async function collect(it: AsyncIterable<LoadedBatch>): Promise<LoadedBatch[]> {
 /** Every batch exactly: positions, ids, and the bytes of every input tensor. */
 function exactly(batches: LoadedBatch[]): string[] {
   return batches.map((b) => {
-    const tensors = Object.entries(b.batch.inputs).map(([name, t]) => `${name}${JSON.stringify(t.shape)}:${Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('base64')}`);
-    return JSON.stringify({ epoch: b.epoch, index: b.index, next: b.next, ids: b.batch.ids, counts: b.batch.sentenceCounts, truncated: b.batch.truncatedSamples, tensors });
+    const tensors = Object.entries(b.batch.inputs).map(
+      ([name, t]) => `${name}${JSON.stringify(t.shape)}:${Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('base64')}`,
+    );
+    return JSON.stringify({
+      epoch: b.epoch,
+      index: b.index,
+      next: b.next,
+      ids: b.batch.ids,
+      counts: b.batch.sentenceCounts,
+      truncated: b.batch.truncatedSamples,
+      tensors,
+    });
   });
 }
 
@@ -87,7 +97,15 @@ const NORM = { mean: 0.4, std: 0.25 };
 
 function loaderOf(dataset: MimicCxrDataset, workers: ImageWorkers, split: 'train' | 'validate', overrides: Partial<LoaderOptions> = {}): BatchLoader {
   return new BatchLoader(dataset, dataset.split(split), tokenizer, {
-    batchSize: 3, seed: 21, train: split === 'train', norm: NORM, imageSize: 24, maxLength: 64, maxSentences: 8, imageWorkers: workers, ...overrides,
+    batchSize: 3,
+    seed: 21,
+    train: split === 'train',
+    norm: NORM,
+    imageSize: 24,
+    maxLength: 64,
+    maxSentences: 8,
+    imageWorkers: workers,
+    ...overrides,
   });
 }
 
@@ -113,7 +131,13 @@ test('batches are bit-identical for 0, 1 and 2 workers (train over epochs, evalu
     assert.ok(inProcess.batches.length >= 10, `${inProcess.batches.length} batches`);
     const counts = datasets[0].problemCounts();
     assert.equal([counts['undecodable-image'], counts['missing-image']], [2, 1]);
-    assert.equal(inProcess.problems.filter((p) => p.startsWith('undecodable-image')).map((p) => p.split(' ')[1]).sort(), [corrupt.notAnImage, corrupt.truncated].sort());
+    assert.equal(
+      inProcess.problems
+        .filter((p) => p.startsWith('undecodable-image'))
+        .map((p) => p.split(' ')[1])
+        .sort(),
+      [corrupt.notAnImage, corrupt.truncated].sort(),
+    );
     assert.ok(inProcess.problems.some((p) => p.startsWith(`missing-image ${corrupt.removed} cannot read`)));
     for (const [k, run] of others.entries()) {
       assert.equal(run.batches, inProcess.batches, `${WORKER_COUNTS[k + 1]} worker(s): the same batches`);
@@ -150,9 +174,17 @@ test('resize cache and pixel statistics: identical files, manifest, counts and s
       try {
         const dataset = await MimicCxrDataset.open(nodeFileSource(root), { tokenizer });
         const progress: number[] = [];
-        const resized = await writeResizedImages(dataset, dataset.studies, nodeFileSource(cache), { maxSide: 24, workers, onProgress: (done) => progress.push(done) });
+        const resized = await writeResizedImages(dataset, dataset.studies, nodeFileSource(cache), {
+          maxSide: 24,
+          workers,
+          onProgress: (done) => progress.push(done),
+        });
         const paths = dataset.studies.flatMap((s) => s.imagePaths);
-        assert.equal(progress, paths.map((_, i) => i + 1), 'progress in path order');
+        assert.equal(
+          progress,
+          paths.map((_, i) => i + 1),
+          'progress in path order',
+        );
         const stats = await computePixelStats(nodeFileSource(cache), paths, { workers });
         // The copies of the corrupt originals are missing: skipped, with the reason naming this cache.
         const skipped = stats.skipped.map((s) => ({ ...s, reason: s.reason.replaceAll(cache, 'CACHE') }));
@@ -165,8 +197,11 @@ test('resize cache and pixel statistics: identical files, manifest, counts and s
     const [inProcess, ...others] = results;
     assert.equal([inProcess.resized.failed, [...inProcess.resized.undecodable.keys()].sort()], [2, [corrupt.notAnImage, corrupt.truncated].sort()]);
     assert.ok(inProcess.resized.written > 20);
-    const files = (dir: string) => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
-      .map((e) => path.relative(dir, path.join(e.parentPath, e.name))).sort();
+    const files = (dir: string) =>
+      readdirSync(dir, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+        .sort();
     const expectedFiles = files(caches[0]);
     assert.ok(expectedFiles.includes(RESIZE_MANIFEST));
     for (const [k, run] of others.entries()) {
@@ -175,7 +210,8 @@ test('resize cache and pixel statistics: identical files, manifest, counts and s
       assert.equal(run.problems, inProcess.problems, what);
       assert.equal(run.stats, inProcess.stats, what);
       assert.equal(files(caches[k + 1]), expectedFiles, what);
-      for (const f of expectedFiles) assert.ok(readFileSync(path.join(caches[k + 1], f)).equals(readFileSync(path.join(caches[0], f))), `${what}: ${f} byte for byte`);
+      for (const f of expectedFiles)
+        assert.ok(readFileSync(path.join(caches[k + 1], f)).equals(readFileSync(path.join(caches[0], f))), `${what}: ${f} byte for byte`);
     }
   } finally {
     for (const c of caches) rmSync(c, { recursive: true, force: true });
@@ -190,7 +226,13 @@ test('training data with an image cache on workers: same data as in-process; clo
       const cache = mkdtempSync(path.join(tmpdir(), 'lovt-workers-cache-'));
       caches.push(cache);
       const data = await openTrainingData(nodeFileSource(root), {
-        batch: 3, seed: 4, imageSize: 16, maxTokens: 48, maxSentences: 6, imageCache: nodeFileSource(cache), resizeMaxSide: 20,
+        batch: 3,
+        seed: 4,
+        imageSize: 16,
+        maxTokens: 48,
+        maxSentences: 6,
+        imageCache: nodeFileSource(cache),
+        resizeMaxSide: 20,
         imageWorkers: createImageWorkers(threads),
       });
       const batches = [...(await collect(data.train.epoch(0))), ...(await collect(data.validate!.epoch(0)))];
@@ -228,7 +270,10 @@ test('a worker that dies fails the loader with a clear error instead of hanging,
   const workers = createImageWorkers(1, { resourceLimits: { maxOldGenerationSizeMb: 2, maxYoungGenerationSizeMb: 1 } });
   try {
     const started = performance.now();
-    await rejectsWith(collect(loaderOf(dataset, workers, 'train').epoch(0)), /image worker thread 1 of 1 stopped unexpectedly \(.*out of memory\) while loading files\//);
+    await rejectsWith(
+      collect(loaderOf(dataset, workers, 'train').epoch(0)),
+      /image worker thread 1 of 1 stopped unexpectedly \(.*out of memory\) while loading files\//,
+    );
     await rejectsWith(workers.run(nodeFileSource(root), { kind: 'moments', path: corrupt.truncated }), /image worker thread 1 of 1 stopped unexpectedly/);
     assert.ok(performance.now() - started < 30_000);
   } finally {
@@ -274,7 +319,10 @@ test('sources that are not a local directory run in the calling thread, with the
 
 test('lovt-run --data-workers takes a whole number >= 0', () => {
   for (const command of ['train', 'demo']) {
-    assertOneLineError(lovtRun([command, ...(command === 'train' ? ['models/lovt-tiny.lovt'] : []), '--data-workers', '-1']), /--data-workers must be a whole number >= 0, got '-1'/);
+    assertOneLineError(
+      lovtRun([command, ...(command === 'train' ? ['models/lovt-tiny.lovt'] : []), '--data-workers', '-1']),
+      /--data-workers must be a whole number >= 0, got '-1'/,
+    );
   }
 });
 

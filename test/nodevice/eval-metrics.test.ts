@@ -5,9 +5,27 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Rng } from '../../runtime/data/random.ts';
 import {
-  boxIoU, cellsInMask, contrastToNoiseRatio, cxcywhToXyxy, DiceAccumulator, detectionMAP, froc, groundingCNR, interpolatedAP,
-  intervalsOverlap, meanInterval, nonMaxSuppression, pointingGame, softDiceLoss, xywhToXyxy, xyxyToCxcywh, xyxyToXywh,
-  type Box, type DetectionImage, type GroundingSample, type ScoredBox,
+  boxIoU,
+  cellsInMask,
+  contrastToNoiseRatio,
+  cxcywhToXyxy,
+  DiceAccumulator,
+  detectionMAP,
+  froc,
+  groundingCNR,
+  interpolatedAP,
+  intervalsOverlap,
+  meanInterval,
+  nonMaxSuppression,
+  pointingGame,
+  softDiceLoss,
+  xywhToXyxy,
+  xyxyToCxcywh,
+  xyxyToXywh,
+  type Box,
+  type DetectionImage,
+  type GroundingSample,
+  type ScoredBox,
 } from '../../runtime/eval/metrics.ts';
 
 const close = (actual: number, expected: number, what: string, tol = 1e-12): void => {
@@ -81,11 +99,25 @@ test('NMS by hand: greedy per class, score ≥ 0.2 kept, IoU ≥ 0.4 suppressed,
   ];
   const kept = nonMaxSuppression(dets);
   // Output: class 0 by score (a, c, e), then class 1 (f).
-  assert.equal(kept.map((d) => [d.label ?? 0, d.score]), [[0, 0.9], [0, 0.7], [0, 0.2], [1, 0.5]]);
+  assert.equal(
+    kept.map((d) => [d.label ?? 0, d.score]),
+    [
+      [0, 0.9],
+      [0, 0.7],
+      [0, 0.2],
+      [1, 0.5],
+    ],
+  );
   // A looser IoU threshold keeps h (0.4 < 0.5) but still drops g (0.6).
-  assert.equal(nonMaxSuppression(dets, { iouThreshold: 0.5 }).map((d) => d.score), [0.9, 0.7, 0.2, 0.5, 0.3]);
+  assert.equal(
+    nonMaxSuppression(dets, { iouThreshold: 0.5 }).map((d) => d.score),
+    [0.9, 0.7, 0.2, 0.5, 0.3],
+  );
   // Equal scores keep input order: the first of two identical boxes survives.
-  const tie = nonMaxSuppression([{ box: [0, 0, 2, 2], score: 0.5, label: 0 }, { box: [0, 0, 2, 2], score: 0.5, label: 0 }]);
+  const tie = nonMaxSuppression([
+    { box: [0, 0, 2, 2], score: 0.5, label: 0 },
+    { box: [0, 0, 2, 2], score: 0.5, label: 0 },
+  ]);
   assert.is(tie.length, 1);
   assert.is(nonMaxSuppression([]).length, 0);
   assert.throws(() => nonMaxSuppression([{ box: [0, 0, 1, 1], score: NaN }]), /nms: detection 0: score is NaN/);
@@ -186,7 +218,15 @@ test('mAP conventions: ≥ vs > at the threshold, +1 pixels, classes without gro
   const img1: DetectionImage = { truths: [{ box: [0, 0, 9, 9] }], detections: [{ box: [0, 0, 9, 19], score: 0.9 }] };
   assert.equal(detectionMAP([img1], { iouThresholds: [0.45, 0.5], convention: 'lovt-reference' }).ap, [[1], [0]]);
   // Class 1 has detections but no ground truth: COCO leaves it out (null), the reference counts 0.
-  const two: DetectionImage[] = [{ truths: [{ box: [0, 0, 10, 10], label: 0 }], detections: [{ box: [0, 0, 10, 10], score: 0.9, label: 0 }, { box: [0, 0, 5, 5], score: 0.8, label: 1 }] }];
+  const two: DetectionImage[] = [
+    {
+      truths: [{ box: [0, 0, 10, 10], label: 0 }],
+      detections: [
+        { box: [0, 0, 10, 10], score: 0.9, label: 0 },
+        { box: [0, 0, 5, 5], score: 0.8, label: 1 },
+      ],
+    },
+  ];
   const coco = detectionMAP(two, { iouThresholds: [0.5] });
   assert.equal(coco.ap, [[1, null]]);
   assert.equal(coco.apPerClass, [1, null]);
@@ -210,7 +250,15 @@ test('mAP edge cases: no detections, images without ground truth, all false posi
   assert.is(detectionMAP(withEmpty, { iouThresholds: [0.5] }).map, 0.5);
   // Same images without the empty one's detection → AP 1: empty images matter only through their detections.
   assert.is(detectionMAP([withEmpty[0], { truths: [], detections: [] }], { iouThresholds: [0.5] }).map, 1);
-  const allFp: DetectionImage[] = [{ truths: [{ box: [0, 0, 10, 10] }], detections: [{ box: [50, 50, 60, 60], score: 0.9 }, { box: [80, 80, 90, 90], score: 0.8 }] }];
+  const allFp: DetectionImage[] = [
+    {
+      truths: [{ box: [0, 0, 10, 10] }],
+      detections: [
+        { box: [50, 50, 60, 60], score: 0.9 },
+        { box: [80, 80, 90, 90], score: 0.8 },
+      ],
+    },
+  ];
   assert.is(detectionMAP(allFp).map, 0);
   // No ground truth anywhere: COCO's mAP is undefined (NaN), the reference's is 0.
   const none: DetectionImage[] = [{ truths: [], detections: [{ box: [0, 0, 1, 1], score: 0.3 }] }];
@@ -229,17 +277,36 @@ test('mAP ties: equal scores rank in image order, then detection order', () => {
   assert.is(detectionMAP([imgs[1], imgs[0]], { iouThresholds: [0.5] }).map, 1);
   // Within an image: two equal-score boxes on one GT, the worse-fitting listed first takes it (IoU 0.6 ≥ 0.5),
   // the exact one is then a duplicate FP; at t = 0.7 the first misses and the second matches.
-  const within: DetectionImage = { truths: [{ box: [0, 0, 10, 10] }], detections: [{ box: [0, 0, 10, 6], score: 0.5 }, { box: [0, 0, 10, 10], score: 0.5 }] };
+  const within: DetectionImage = {
+    truths: [{ box: [0, 0, 10, 10] }],
+    detections: [
+      { box: [0, 0, 10, 6], score: 0.5 },
+      { box: [0, 0, 10, 10], score: 0.5 },
+    ],
+  };
   assert.equal(detectionMAP([within], { iouThresholds: [0.5, 0.7] }).ap, [[1], [0.5]]);
 });
 
 test('mAP input errors name the image and box', () => {
   assert.throws(() => detectionMAP([{ truths: [], detections: [{ box: [0, 0, 1, 1], score: NaN }] }]), /mAP: image 0, detection 0: score is NaN/);
-  assert.throws(() => detectionMAP([{ truths: [{ box: [0, 0, 1, 1] }], detections: [] }, { truths: [{ box: [4, 0, 1, 1] }], detections: [] }]), /mAP: image 1, ground-truth box 0: negative width in \[4, 0, 1, 1\] \(x2 < x1\)/);
-  assert.throws(() => detectionMAP([{ truths: [], detections: [{ box: [0, 0, 1, 1], score: 0.5, label: 2 }] }], { classes: 2 }), /mAP: image 0, detection 0: label 2 is not a class index in 0\.\.1/);
+  assert.throws(
+    () =>
+      detectionMAP([
+        { truths: [{ box: [0, 0, 1, 1] }], detections: [] },
+        { truths: [{ box: [4, 0, 1, 1] }], detections: [] },
+      ]),
+    /mAP: image 1, ground-truth box 0: negative width in \[4, 0, 1, 1\] \(x2 < x1\)/,
+  );
+  assert.throws(
+    () => detectionMAP([{ truths: [], detections: [{ box: [0, 0, 1, 1], score: 0.5, label: 2 }] }], { classes: 2 }),
+    /mAP: image 0, detection 0: label 2 is not a class index in 0\.\.1/,
+  );
   assert.throws(() => detectionMAP([{ truths: [{ box: [0, 0, 1, 1], label: 0.5 }], detections: [] }]), /label 0\.5 is not a class index/);
   assert.throws(() => detectionMAP([{ detections: [] } as unknown as DetectionImage]), /mAP: image 0 needs 'detections' and 'truths' arrays/);
-  assert.throws(() => detectionMAP([{ truths: [{ box: [0, 0, 1] as unknown as Box }], detections: [] }]), /mAP: image 0, ground-truth box 0: a box must be \[x1, y1, x2, y2\], got \[0,0,1\]/);
+  assert.throws(
+    () => detectionMAP([{ truths: [{ box: [0, 0, 1] as unknown as Box }], detections: [] }]),
+    /mAP: image 0, ground-truth box 0: a box must be \[x1, y1, x2, y2\], got \[0,0,1\]/,
+  );
   assert.throws(() => detectionMAP([{ truths: [{ box: [0, 0, Infinity, 1] }], detections: [] }]), /box coordinate 2 is Infinity/);
   assert.throws(() => detectionMAP(WORKED, { iouThresholds: [0.5, 1.5] }), /mAP: IoU threshold 1 is 1\.5/);
 });
@@ -248,7 +315,11 @@ test('mAP input errors name the image and box', () => {
 // IoU by pixel counting, recall compared as floats. `reference`: +1 pixels, IoU > t, no ground truth → 0.
 function bruteForceAP(images: readonly DetectionImage[], cls: number, t: number, reference: boolean): number | null {
   const dets: { img: number; idx: number; d: ScoredBox }[] = [];
-  images.forEach((im, img) => im.detections.forEach((d, idx) => { if ((d.label ?? 0) === cls) dets.push({ img, idx, d }); }));
+  images.forEach((im, img) =>
+    im.detections.forEach((d, idx) => {
+      if ((d.label ?? 0) === cls) dets.push({ img, idx, d });
+    }),
+  );
   dets.sort((a, b) => b.d.score - a.d.score || a.img - b.img || a.idx - b.idx);
   const gt = images.map((im) => im.truths.filter((g) => (g.label ?? 0) === cls).map((g) => g.box));
   const nGt = gt.reduce((a, g) => a + g.length, 0);
@@ -265,7 +336,10 @@ function bruteForceAP(images: readonly DetectionImage[], cls: number, t: number,
         const passes = reference ? iou > t : iou >= t;
         if (!used[img][g] && passes && (best < 0 || iou > rasterIoU(d.box, gt[img][best], offset))) best = g;
       }
-      if (best >= 0) { used[img][best] = true; tp++; }
+      if (best >= 0) {
+        used[img][best] = true;
+        tp++;
+      }
     }
     points.push({ precision: tp / m, recall: tp / nGt });
   }
@@ -338,10 +412,28 @@ test('mAP equals the brute-force definition on 300 random sets (2 classes, ties,
  *   (.4 + .6 + 5·.8)/7 = 5/7. Corrected: the rest take the final sensitivity 1: (.4 + .6 + .8 + 4)/7 = 5.8/7.
  */
 const FROC_IMAGES: DetectionImage[] = [
-  { truths: [{ box: [0, 0, 10, 10] }, { box: [5, 5, 20, 20] }], detections: [{ box: [6, 6, 8, 8], score: 0.9 }, { box: [0, 0, 4, 4], score: 0.65 }] },
-  { truths: [{ box: [30, 30, 40, 40] }], detections: [{ box: [28, 28, 42, 42], score: 0.7 }, { box: [100, 100, 110, 110], score: 0.6 }] },
+  {
+    truths: [{ box: [0, 0, 10, 10] }, { box: [5, 5, 20, 20] }],
+    detections: [
+      { box: [6, 6, 8, 8], score: 0.9 },
+      { box: [0, 0, 4, 4], score: 0.65 },
+    ],
+  },
+  {
+    truths: [{ box: [30, 30, 40, 40] }],
+    detections: [
+      { box: [28, 28, 42, 42], score: 0.7 },
+      { box: [100, 100, 110, 110], score: 0.6 },
+    ],
+  },
   { truths: [{ box: [0, 0, 4, 4] }], detections: [{ box: [3, 3, 5, 5], score: 0.45 }] },
-  { truths: [{ box: [50, 50, 60, 60] }], detections: [{ box: [200, 200, 210, 210], score: 0.3 }, { box: [52, 52, 58, 58], score: 0.2 }] },
+  {
+    truths: [{ box: [50, 50, 60, 60] }],
+    detections: [
+      { box: [200, 200, 210, 210], score: 0.3 },
+      { box: [52, 52, 58, 58], score: 0.2 },
+    ],
+  },
   { truths: [], detections: [{ box: [0, 0, 2, 2], score: 0.8 }] },
   { truths: [], detections: [{ box: [0, 0, 2, 2], score: 0.5 }] },
   { truths: [], detections: [{ box: [0, 0, 2, 2], score: 0.4 }] },
@@ -365,7 +457,16 @@ test('FROC with few images: the reference records one operating point per detect
   // N = 1, GT [0,0,10,10]. p1 .9 FP (FP 1): reference records S(0.125) = 0; p2 .8 hit: FP/N = 1 ≥ 0.25 → records S = 1;
   // p3 .7 FP (FP 2 ≥ 0.5) → 1; then padded with 1: [0,1,1,1,1,1,1] → 6/7.
   // Corrected: S(t) for FP < t: t ≤ 1 allows no FP → prefix before p1 → 0; t = 2 → up to p2 → 1; 4, 8 unreached → 1: 3/7.
-  const imgs: DetectionImage[] = [{ truths: [{ box: [0, 0, 10, 10] }], detections: [{ box: [20, 20, 30, 30], score: 0.9 }, { box: [2, 2, 4, 4], score: 0.8 }, { box: [40, 40, 50, 50], score: 0.7 }] }];
+  const imgs: DetectionImage[] = [
+    {
+      truths: [{ box: [0, 0, 10, 10] }],
+      detections: [
+        { box: [20, 20, 30, 30], score: 0.9 },
+        { box: [2, 2, 4, 4], score: 0.8 },
+        { box: [40, 40, 50, 50], score: 0.7 },
+      ],
+    },
+  ];
   assert.equal(froc(imgs).sensitivities, [0, 1, 1, 1, 1, 1, 1]);
   assert.equal(froc(imgs, { variant: 'corrected' }).sensitivities, [0, 0, 0, 0, 1, 1, 1]);
 });
@@ -474,7 +575,10 @@ test('Dice per class: channel-major layout, mean over classes, empty class → 0
   // Logits with threshold 0 give the same counts as probabilities with 0.5.
   const logit = (p: number): number => Math.log(p / (1 - p));
   const acc0 = new DiceAccumulator(1, 0);
-  acc0.add([...P1, ...P2].map((p) => (p === 0 ? -30 : logit(p))), [...G1, ...G2]);
+  acc0.add(
+    [...P1, ...P2].map((p) => (p === 0 ? -30 : logit(p))),
+    [...G1, ...G2],
+  );
   close(acc0.dice()[0], 2 / 3, 'logits');
 });
 
@@ -494,7 +598,16 @@ test('soft Dice loss by hand (the reference DiceLoss: smooth 0, eps 1e-7, no-pos
   const g = [...G1, ...G2];
   close(softDiceLoss(p, g), 8 / 21, 'loss', 1e-15);
   // From logits: sigmoid first.
-  close(softDiceLoss(p.map((x) => Math.log(x / (1 - x))), g, { fromLogits: true }), 8 / 21, 'logits', 1e-12);
+  close(
+    softDiceLoss(
+      p.map((x) => Math.log(x / (1 - x))),
+      g,
+      { fromLogits: true },
+    ),
+    8 / 21,
+    'logits',
+    1e-12,
+  );
   // smooth 1: (5.2 + 1)/(8.4 + 1) → loss 3.2/9.4.
   close(softDiceLoss(p, g, { smooth: 1 }), 3.2 / 9.4, 'smooth 1', 1e-15);
   assert.is(softDiceLoss([0.9, 0.2], [0, 0]), 0, 'no positive pixel: masked out');

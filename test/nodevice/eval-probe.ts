@@ -22,7 +22,8 @@ export interface ProbeData {
 export async function loadProbeData(data: SynthTaskData, cell: number): Promise<ProbeData> {
   const load = (list: typeof data.splits.train) => Promise.all(list.map((s) => loadTaskSample(data, s)));
   return {
-    size: data.imageSize, cell,
+    size: data.imageSize,
+    cell,
     splits: { train: await load(data.splits.train), validate: await load(data.splits.validate), test: await load(data.splits.test) },
   };
 }
@@ -107,7 +108,11 @@ export function trainProbe(d: ProbeData, encoder: ProbeEncoder, lambda: number, 
   const n = rows[0].x[0].length;
   let positives = 0;
   let total = 0;
-  for (const r of rows) for (const t of r.y) { total++; if (t >= 0.5) positives++; }
+  for (const r of rows)
+    for (const t of r.y) {
+      total++;
+      if (t >= 0.5) positives++;
+    }
   // Balanced weights: each class carries half of the total weight.
   const wPos = positives > 0 ? total / (2 * positives) : 0;
   const wNeg = total / (2 * (total - positives));

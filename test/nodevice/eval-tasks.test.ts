@@ -8,8 +8,15 @@ import { MemoryFileSource, readText } from '../../runtime/data/fs.ts';
 import { decodeImage, decodePngGray } from '../../runtime/data/image.ts';
 import { generateSynthCXR, SYNTH_ANNOTATIONS_JSON } from '../../runtime/data/synth/dataset.ts';
 import {
-  boxToEval, loadTaskSample, openSynthTask, splitBySubject, synthTaskSpec, taskBatches, trainingFraction,
-  type SynthTaskData, type TaskBatch,
+  boxToEval,
+  loadTaskSample,
+  openSynthTask,
+  splitBySubject,
+  synthTaskSpec,
+  taskBatches,
+  trainingFraction,
+  type SynthTaskData,
+  type TaskBatch,
 } from '../../runtime/eval/synth-tasks.ts';
 
 const SYNTH = { studies: 40, seed: 3, imageSize: 48 };
@@ -27,7 +34,11 @@ async function copyWithout(source: MemoryFileSource, drop: (path: string) => boo
 }
 
 /** The message a promise rejects with ('resolved' when it does not). */
-const rejection = (p: Promise<unknown>): Promise<string> => p.then(() => 'resolved', (e: Error) => e.message);
+const rejection = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => 'resolved',
+    (e: Error) => e.message,
+  );
 
 async function collect(gen: AsyncGenerator<TaskBatch>): Promise<TaskBatch[]> {
   const out: TaskBatch[] = [];
@@ -43,11 +54,19 @@ test('splits are disjoint by subject, cover every sample, follow the proportions
   assert.is(subjectsOf(a.train).size, 30);
   assert.is(subjectsOf(a.validate).size, 10);
   assert.is(subjectsOf(a.test).size, 10);
-  for (const [x, y] of [[a.train, a.validate], [a.train, a.test], [a.validate, a.test]]) {
+  for (const [x, y] of [
+    [a.train, a.validate],
+    [a.train, a.test],
+    [a.validate, a.test],
+  ]) {
     for (const s of subjectsOf(x)) assert.not.ok(subjectsOf(y).has(s), `subject ${s} in two splits`);
   }
   assert.is(a.train.length + a.validate.length + a.test.length, 100);
-  assert.equal([...a.test].map((s) => s.id), [...a.test].map((s) => s.id).sort(), 'each split is sorted by id');
+  assert.equal(
+    [...a.test].map((s) => s.id),
+    [...a.test].map((s) => s.id).sort(),
+    'each split is sorted by id',
+  );
   // Input order does not matter; the seed does.
   assert.equal(splitBySubject([...samples].reverse(), [0.6, 0.2, 0.2], 0), a);
   assert.not.equal(splitBySubject(samples, [0.6, 0.2, 0.2], 1).test, a.test);
@@ -63,12 +82,21 @@ test('training fractions are nested (1 % ⊂ 10 % ⊂ 100 %), ⌊p·N/100⌋ lon
   assert.is(f10.length, 160);
   assert.equal(f100, items);
   const in10 = new Set(f10);
-  assert.ok(f1.every((i) => in10.has(i)), '1 % ⊂ 10 %');
-  assert.equal(f10, [...f10].sort((x, y) => x - y), 'kept in input order');
+  assert.ok(
+    f1.every((i) => in10.has(i)),
+    '1 % ⊂ 10 %',
+  );
+  assert.equal(
+    f10,
+    [...f10].sort((x, y) => x - y),
+    'kept in input order',
+  );
   assert.not.equal(f10, items.slice(0, 160), 'a random subset, not the first rows');
   assert.equal(trainingFraction(items, 10, 0), f10, 'deterministic');
-  assert.throws(() => trainingFraction(items.slice(0, 99), 1, 0, "task synth-seg's training split"),
-    /--fraction 1 leaves 0 of the 99 images of task synth-seg's training split \(⌊1% · 99⌋ = 0\); use a larger fraction or a larger data set/);
+  assert.throws(
+    () => trainingFraction(items.slice(0, 99), 1, 0, "task synth-seg's training split"),
+    /--fraction 1 leaves 0 of the 99 images of task synth-seg's training split \(⌊1% · 99⌋ = 0\); use a larger fraction or a larger data set/,
+  );
   assert.throws(() => trainingFraction(items, 0, 0), /--fraction must be a percentage in \(0, 100\]/);
 });
 
@@ -107,7 +135,9 @@ test('segmentation task: union masks and normalised images match the stored file
       for (const f of image.findings) {
         if (!['consolidation', 'nodule', 'effusion', 'pneumothorax'].includes(study.findings[f.finding].type)) continue;
         const m = decodePngGray(await files.readFile(f.mask), f.mask);
-        m.data.forEach((v, i) => { if (v > 0) expected[i] = 1; });
+        m.data.forEach((v, i) => {
+          if (v > 0) expected[i] = 1;
+        });
       }
       assert.equal(Array.from(loaded.mask!), Array.from(expected), `${sample.id} mask`);
       positives += expected.reduce((s, v) => s + v, 0);
@@ -127,8 +157,14 @@ test('segmentation batches: [B,3,S,S] images, [B,1,S,S] 0/1 masks, resized masks
   const batches = await collect(taskBatches(data, 'validate', { batchSize: 4, last: 'pad' }));
   const n = data.splits.validate.length;
   assert.is(batches.length, Math.ceil(n / 4));
-  assert.is(batches.reduce((s, b) => s + b.valid, 0), n);
-  assert.equal(batches.flatMap((b) => b.ids.slice(0, b.valid)), data.splits.validate.map((s) => s.id));
+  assert.is(
+    batches.reduce((s, b) => s + b.valid, 0),
+    n,
+  );
+  assert.equal(
+    batches.flatMap((b) => b.ids.slice(0, b.valid)),
+    data.splits.validate.map((s) => s.id),
+  );
   for (const b of batches) {
     assert.equal(b.images.shape, [4, 3, 32, 32]);
     assert.equal(b.masks!.shape, [4, 1, 32, 32]);
@@ -143,15 +179,26 @@ test('segmentation batches: [B,3,S,S] images, [B,1,S,S] 0/1 masks, resized masks
     loaded.mask!.forEach((v, i) => {
       if (!v) return;
       const [x, y] = [(i % 32) + 0.5, Math.floor(i / 32) + 0.5];
-      assert.ok(boxes.some((bx) => x >= bx[0] - 1 && x <= bx[2] + 1 && y >= bx[1] - 1 && y <= bx[3] + 1), `${sample.id}: mask pixel ${i} outside every box`);
+      assert.ok(
+        boxes.some((bx) => x >= bx[0] - 1 && x <= bx[2] + 1 && y >= bx[1] - 1 && y <= bx[3] + 1),
+        `${sample.id}: mask pixel ${i} outside every box`,
+      );
     });
   }
   const train = await collect(taskBatches(data, 'train', { batchSize: 4, last: 'drop', shuffle: { seed: 1, epoch: 0 } }));
   assert.is(train.length, Math.floor(data.splits.train.length / 4));
   const again = await collect(taskBatches(data, 'train', { batchSize: 4, last: 'drop', shuffle: { seed: 1, epoch: 0 } }));
-  assert.equal(again.map((b) => b.ids), train.map((b) => b.ids), 'same seed and epoch, same order');
+  assert.equal(
+    again.map((b) => b.ids),
+    train.map((b) => b.ids),
+    'same seed and epoch, same order',
+  );
   const next = await collect(taskBatches(data, 'train', { batchSize: 4, last: 'drop', shuffle: { seed: 1, epoch: 1 } }));
-  assert.not.equal(next.map((b) => b.ids), train.map((b) => b.ids), 'another epoch, another order');
+  assert.not.equal(
+    next.map((b) => b.ids),
+    train.map((b) => b.ids),
+    'another epoch, another order',
+  );
 });
 
 test('detection task: boxes with class ids, mapped by the eval geometry, from the annotation file', async () => {
@@ -174,8 +221,14 @@ test('detection task: boxes with class ids, mapped by the eval geometry, from th
           box: [f.bbox[0], f.bbox[1], f.bbox[0] + f.bbox[2], f.bbox[1] + f.bbox[3]].map((v) => (v * 32) / 48),
           label: spec.findings.indexOf(st.findings[f.finding].type),
         }));
-      assert.equal(b.boxes![k].map((x) => x.label), expected.map((x: { label: number }) => x.label), id);
-      b.boxes![k].forEach((x, j) => x.box.forEach((v, c) => assert.ok(Math.abs(v - expected[j].box[c]) < 1e-12, `${id} box ${j}: ${x.box} vs ${expected[j].box}`)));
+      assert.equal(
+        b.boxes![k].map((x) => x.label),
+        expected.map((x: { label: number }) => x.label),
+        id,
+      );
+      b.boxes![k].forEach((x, j) =>
+        x.box.forEach((v, c) => assert.ok(Math.abs(v - expected[j].box[c]) < 1e-12, `${id} box ${j}: ${x.box} vs ${expected[j].box}`)),
+      );
       boxes += expected.length;
     });
   }
@@ -189,15 +242,23 @@ test('detection task: boxes with class ids, mapped by the eval geometry, from th
 test('data errors name the files looked for, the empty split, the fraction', async () => {
   const files = await synth;
   const noAnnotations = await copyWithout(files, (p) => p === SYNTH_ANNOTATIONS_JSON);
-  assert.match(await rejection(openSynthTask(noAnnotations, synthTaskSpec('synth-seg'))),
-    /^copy: no SynthCXR task annotations for task synth-seg: looked for synth-annotations\.json \(the findings' boxes and the list of their masks\) and the mask files masks\/pXX\/pSUBJECT\/sSTUDY\/<dicom_id>_<k>_<type>\.png it lists/);
+  assert.match(
+    await rejection(openSynthTask(noAnnotations, synthTaskSpec('synth-seg'))),
+    /^copy: no SynthCXR task annotations for task synth-seg: looked for synth-annotations\.json \(the findings' boxes and the list of their masks\) and the mask files masks\/pXX\/pSUBJECT\/sSTUDY\/<dicom_id>_<k>_<type>\.png it lists/,
+  );
   const noMasks = await copyWithout(files, (p) => p.startsWith('masks/') && p.endsWith('_effusion.png'));
-  assert.match(await rejection(openSynthTask(noMasks, synthTaskSpec('synth-seg'))), /^copy: task synth-seg: \d+ of the \d+ images and \d+ masks listed in synth-annotations\.json do not exist; looked for mask masks\/p\d\d\/p\d+\/s\d+\/[0-9a-f-]+_\d_effusion\.png/);
+  assert.match(
+    await rejection(openSynthTask(noMasks, synthTaskSpec('synth-seg'))),
+    /^copy: task synth-seg: \d+ of the \d+ images and \d+ masks listed in synth-annotations\.json do not exist; looked for mask masks\/p\d\d\/p\d+\/s\d+\/[0-9a-f-]+_\d_effusion\.png/,
+  );
   // Detection reads no mask file.
   await openSynthTask(noMasks, synthTaskSpec('synth-det'));
   const tiny = new MemoryFileSource({}, 'tiny');
   await generateSynthCXR(tiny, { studies: 2, seed: 1, imageSize: 32 });
-  assert.match(await rejection(openSynthTask(tiny, synthTaskSpec('synth-seg'))), /^tiny: task synth-seg: the validate split is empty \(\d+ frontal images of \d+ subjects, split 0.6 \/ 0.2 \/ 0.2 by subject\); generate a larger data set/);
+  assert.match(
+    await rejection(openSynthTask(tiny, synthTaskSpec('synth-seg'))),
+    /^tiny: task synth-seg: the validate split is empty \(\d+ frontal images of \d+ subjects, split 0.6 \/ 0.2 \/ 0.2 by subject\); generate a larger data set/,
+  );
   // A data set whose findings are all of other types: nothing to learn or measure.
   const heartOnly = { name: 'heart', kind: 'segmentation' as const, findings: ['cardiomegaly' as const] };
   const noHearts = new MemoryFileSource({}, 'normal');
@@ -205,9 +266,14 @@ test('data errors name the files looked for, the empty split, the fraction', asy
   for (const p of files.paths()) await noHearts.writeFile(p, await files.readFile(p));
   for (const st of ann.studies) for (const f of st.findings) if (f.type === 'cardiomegaly') f.type = 'nodule';
   await noHearts.writeFile(SYNTH_ANNOTATIONS_JSON, new TextEncoder().encode(JSON.stringify(ann)));
-  assert.match(await rejection(openSynthTask(noHearts, heartOnly)),
-    /^normal: task heart: no image of the \w+ split shows a finding of the task \(cardiomegaly\) among its \d+ images; use a larger data set \(lovt-run synth --studies N\)$/);
-  assert.match(await rejection(openSynthTask(files, synthTaskSpec('synth-seg'), { fraction: 1 })), /^--fraction 1 leaves 0 of the \d+ images of task synth-seg's training split/);
+  assert.match(
+    await rejection(openSynthTask(noHearts, heartOnly)),
+    /^normal: task heart: no image of the \w+ split shows a finding of the task \(cardiomegaly\) among its \d+ images; use a larger data set \(lovt-run synth --studies N\)$/,
+  );
+  assert.match(
+    await rejection(openSynthTask(files, synthTaskSpec('synth-seg'), { fraction: 1 })),
+    /^--fraction 1 leaves 0 of the \d+ images of task synth-seg's training split/,
+  );
   assert.throws(() => synthTaskSpec('rsna'), /unknown SynthCXR task 'rsna'; the tasks are synth-seg, synth-det/);
 });
 

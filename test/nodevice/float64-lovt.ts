@@ -82,7 +82,9 @@ export function conv2d(x: Tensor, w: Tensor, stride: number, pad: number, bias?:
   const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
   const OW = Math.floor((W + 2 * pad - KW) / stride) + 1;
   const y = tensor([N, O, OH, OW]);
-  const xd = x.data, wd = w.data, yd = y.data;
+  const xd = x.data,
+    wd = w.data,
+    yd = y.data;
   for (let n = 0; n < N; n++)
     for (let o = 0; o < O; o++)
       for (let oh = 0; oh < OH; oh++)
@@ -114,7 +116,8 @@ export function maxPool2d(x: Tensor, k: number, stride: number, pad: number): Te
         let m = -Infinity;
         for (let kh = 0; kh < k; kh++)
           for (let kw = 0; kw < k; kw++) {
-            const ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
+            const ih = oh * stride - pad + kh,
+              iw = ow * stride - pad + kw;
             if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
             m = Math.max(m, x.data[(nc * H + ih) * W + iw]);
           }
@@ -145,11 +148,13 @@ export interface BatchNormUpdate {
 export function batchNorm(x: Tensor, state: StateValues, prefix: string, training: boolean, updates?: BatchNormUpdate[]): Tensor {
   const [N, C] = x.shape;
   const inner = numel(x.shape.slice(2));
-  const gamma = state[`${prefix}.weight`], beta = state[`${prefix}.bias`];
+  const gamma = state[`${prefix}.weight`],
+    beta = state[`${prefix}.bias`];
   if (!gamma || !beta) throw new Error(`float64 reference: BatchNorm '${prefix}' has no weight/bias`);
   const y = tensor(x.shape);
   const count = N * inner;
-  const mean = new Float64Array(C), varB = new Float64Array(C);
+  const mean = new Float64Array(C),
+    varB = new Float64Array(C);
   if (training) {
     for (let c = 0; c < C; c++) {
       let s = 0;
@@ -165,7 +170,8 @@ export function batchNorm(x: Tensor, state: StateValues, prefix: string, trainin
     }
     updates?.push({ mean, varUnbiased: varB.map((v) => (v * count) / (count - 1)) });
   } else {
-    const rm = state[`${prefix}.running_mean`], rv = state[`${prefix}.running_var`];
+    const rm = state[`${prefix}.running_mean`],
+      rv = state[`${prefix}.running_var`];
     for (let c = 0; c < C; c++) {
       mean[c] = rm[c];
       varB[c] = rv[c];
@@ -202,7 +208,8 @@ export function linear(x: Tensor, state: StateValues, prefix: string, outF: numb
 
 export function layerNorm(x: Tensor, state: StateValues, prefix: string, eps: number): Tensor {
   const D = x.shape[x.shape.length - 1];
-  const g = state[`${prefix}.weight`], b = state[`${prefix}.bias`];
+  const g = state[`${prefix}.weight`],
+    b = state[`${prefix}.bias`];
   const y = tensor(x.shape);
   for (let r = 0; r < x.data.length / D; r++) {
     let m = 0;
@@ -320,7 +327,7 @@ export function bert(ids: Int32Array, mask: Int32Array, B: number, T: number, st
             mx = Math.max(mx, s);
           }
           let z = 0;
-          for (let j = 0; j < T; j++) z += (scores[j] = Math.exp(scores[j] - mx));
+          for (let j = 0; j < T; j++) z += scores[j] = Math.exp(scores[j] - mx);
           for (let e = 0; e < dh; e++) {
             let acc = 0;
             for (let j = 0; j < T; j++) acc += (scores[j] / z) * v.data[(b * T + j) * D + hd * dh + e];
@@ -357,7 +364,9 @@ export function tokenMax(tokens: Tensor, tokenSentence: Int32Array): Tensor {
   const [B, T, D] = tokens.shape;
   const y = tensor([B, D]);
   y.data.fill(-Infinity);
-  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) if (tokenSentence[b * T + t] >= 0) for (let i = 0; i < D; i++) y.data[b * D + i] = Math.max(y.data[b * D + i], tokens.data[(b * T + t) * D + i]);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < T; t++)
+      if (tokenSentence[b * T + t] >= 0) for (let i = 0; i < D; i++) y.data[b * D + i] = Math.max(y.data[b * D + i], tokens.data[(b * T + t) * D + i]);
   return y;
 }
 
@@ -372,7 +381,8 @@ export function averagePool(x: Tensor): Tensor {
 
 export function attentionPool(x: Tensor, valid: Float64Array, state: StateValues, prefix: string, heads: number): { pooled: Tensor; weights: Float64Array } {
   const [B, N, D] = x.shape;
-  const W = state[`${prefix}.in_proj_weight`], bias = state[`${prefix}.in_proj_bias`];
+  const W = state[`${prefix}.in_proj_weight`],
+    bias = state[`${prefix}.in_proj_bias`];
   const dh = D / heads;
   const proj = (vec: (i: number) => number, block: number) => {
     const out = new Float64Array(D);
@@ -389,7 +399,8 @@ export function attentionPool(x: Tensor, valid: Float64Array, state: StateValues
     const q = new Float64Array(D);
     for (let n = 0; n < N; n++) for (let i = 0; i < D; i++) q[i] += (valid[b * N + n] ? x.data[(b * N + n) * D + i] : 0) / N;
     const Q = proj((i) => q[i], 0);
-    const K: Float64Array[] = [], V: Float64Array[] = [];
+    const K: Float64Array[] = [],
+      V: Float64Array[] = [];
     for (let n = 0; n < N; n++) {
       K.push(proj((i) => x.data[(b * N + n) * D + i], 1));
       V.push(proj((i) => x.data[(b * N + n) * D + i], 2));
@@ -404,7 +415,7 @@ export function attentionPool(x: Tensor, valid: Float64Array, state: StateValues
         mx = Math.max(mx, s[n]);
       }
       let z = 0;
-      for (let n = 0; n < N; n++) z += (s[n] = Math.exp(s[n] - mx));
+      for (let n = 0; n < N; n++) z += s[n] = Math.exp(s[n] - mx);
       for (let n = 0; n < N; n++) {
         const p = s[n] / z;
         weights[b * N + n] += p / heads;
@@ -436,11 +447,21 @@ export function projectionHead(x: Tensor, state: StateValues, prefix: string, dH
 
 // ---------------------------------------------------------------- alignment model (shared single-head attention)
 
-export function alignment(zi: Tensor, zr: Tensor, valid: Float64Array, state: StateValues, prefix: string, training: boolean, bnUpdates?: BatchNormUpdate[]): { r2i: Tensor; i2r: Tensor } {
+export function alignment(
+  zi: Tensor,
+  zr: Tensor,
+  valid: Float64Array,
+  state: StateValues,
+  prefix: string,
+  training: boolean,
+  bnUpdates?: BatchNormUpdate[],
+): { r2i: Tensor; i2r: Tensor } {
   const [B, K, d] = zi.shape;
   const S = zr.shape[1];
-  const ki = linear(zi, state, `${prefix}.key_projection`, d), kr = linear(zr, state, `${prefix}.key_projection`, d);
-  const vi = linear(zi, state, `${prefix}.value_projection`, d), vr = linear(zr, state, `${prefix}.value_projection`, d);
+  const ki = linear(zi, state, `${prefix}.key_projection`, d),
+    kr = linear(zr, state, `${prefix}.key_projection`, d);
+  const vi = linear(zi, state, `${prefix}.value_projection`, d),
+    vr = linear(zr, state, `${prefix}.value_projection`, d);
   const score = (b: number, k: number, s: number) => {
     let acc = 0;
     for (let e = 0; e < d; e++) acc += ki.data[(b * K + k) * d + e] * kr.data[(b * S + s) * d + e];
@@ -455,7 +476,7 @@ export function alignment(zi: Tensor, zr: Tensor, valid: Float64Array, state: St
       let mx = -Infinity;
       for (let s = 0; s < S; s++) mx = Math.max(mx, (p[s] = valid[b * S + s] ? score(b, k, s) : -Infinity));
       let z = 0;
-      for (let s = 0; s < S; s++) z += (p[s] = Math.exp(p[s] - mx));
+      for (let s = 0; s < S; s++) z += p[s] = Math.exp(p[s] - mx);
       for (let s = 0; s < S; s++) for (let e = 0; e < d; e++) r2iRaw.data[(b * K + k) * d + e] += (p[s] / z) * vr.data[(b * S + s) * d + e];
     }
     // image -> report: each valid sentence attends over the regions; padded sentence rows stay 0
@@ -465,11 +486,12 @@ export function alignment(zi: Tensor, zr: Tensor, valid: Float64Array, state: St
       let mx = -Infinity;
       for (let k = 0; k < K; k++) mx = Math.max(mx, (p[k] = score(b, k, s)));
       let z = 0;
-      for (let k = 0; k < K; k++) z += (p[k] = Math.exp(p[k] - mx));
+      for (let k = 0; k < K; k++) z += p[k] = Math.exp(p[k] - mx);
       for (let k = 0; k < K; k++) for (let e = 0; e < d; e++) i2rRaw.data[(b * S + s) * d + e] += (p[k] / z) * vi.data[(b * K + k) * d + e];
     }
   }
-  const out = (raw: Tensor) => swapLast2(batchNorm(swapLast2(linear(raw, state, `${prefix}.output_projection`, d)), state, `${prefix}.norm`, training, bnUpdates));
+  const out = (raw: Tensor) =>
+    swapLast2(batchNorm(swapLast2(linear(raw, state, `${prefix}.output_projection`, d)), state, `${prefix}.norm`, training, bnUpdates));
   // the reference computes report->image first, then image->report (order of the running-stat updates)
   const r2i = out(r2iRaw);
   const i2r = out(i2rRaw);
@@ -498,7 +520,8 @@ function logSumExp(v: number[]): number {
 /** ConVIRT InfoNCE in both directions (τ = tau): { i2r, r2i }. */
 export function globalLosses(gi: Tensor, gr: Tensor, tau: number): { i2r: number; r2i: number } {
   const [B, D] = gi.shape;
-  const a = l2normalizeRows(gi), b = l2normalizeRows(gr);
+  const a = l2normalizeRows(gi),
+    b = l2normalizeRows(gr);
   const s: number[][] = [];
   for (let i = 0; i < B; i++) {
     s.push([]);
@@ -508,7 +531,8 @@ export function globalLosses(gi: Tensor, gr: Tensor, tau: number): { i2r: number
       s[i].push(acc / tau);
     }
   }
-  let i2r = 0, r2i = 0;
+  let i2r = 0,
+    r2i = 0;
   for (let i = 0; i < B; i++) {
     i2r += -s[i][i] + logSumExp(s[i]);
     r2i += -s[i][i] + logSumExp(s.map((row) => row[i]));
@@ -526,7 +550,8 @@ export function gridTarget(h: number, w: number, mode: TargetMode, radius = 0.5,
   for (let n = 0; n < N; n++) {
     g.push([]);
     for (let m = 0; m < N; m++) {
-      const dr = Math.floor(n / w) - Math.floor(m / w), dc = (n % w) - (m % w);
+      const dr = Math.floor(n / w) - Math.floor(m / w),
+        dc = (n % w) - (m % w);
       const d = Math.sqrt(dr * dr + dc * dc) / diag;
       // d ≤ radius decided on squared integer distances (exact: no rounding at the boundary)
       const inside = dr * dr + dc * dc <= radius * radius * (h * h + w * w);
@@ -548,8 +573,10 @@ export function identityTarget(N: number): number[][] {
  */
 export function localLosses(z: Tensor, za: Tensor, g: number[][], valid: ArrayLike<number>, w: ArrayLike<number>, tau: number): { l2a: number; a2l: number } {
   const [B, N, D] = z.shape;
-  const a = l2normalizeRows(z), c = l2normalizeRows(za);
-  let l2a = 0, a2l = 0;
+  const a = l2normalizeRows(z),
+    c = l2normalizeRows(za);
+  let l2a = 0,
+    a2l = 0;
   for (let b = 0; b < B; b++) {
     const s: number[][] = [];
     for (let n = 0; n < N; n++) {
@@ -626,7 +653,9 @@ function globalPool(kind: ModelSpec['imageAggregator'], x: Tensor, valid: Float6
   const [, , D] = x.shape;
   const pooled = tensor([B, D]);
   pooled.data.fill(-Infinity);
-  for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) if (valid[b * N + n]) for (let i = 0; i < D; i++) pooled.data[b * D + i] = Math.max(pooled.data[b * D + i], x.data[(b * N + n) * D + i]);
+  for (let b = 0; b < B; b++)
+    for (let n = 0; n < N; n++)
+      if (valid[b * N + n]) for (let i = 0; i < D; i++) pooled.data[b * D + i] = Math.max(pooled.data[b * D + i], x.data[(b * N + n) * D + i]);
   return { pooled, weights };
 }
 
@@ -642,9 +671,10 @@ export function referenceModel(spec: ModelSpec, state: StateValues, x: ModelInpu
   const { sentences, valid: sentenceValid } = sentenceMax(tokens, x.tokenSentence, S);
   const imagePool = globalPool(spec.imageAggregator, regions, regionValid, state, 'image_pool', spec.poolHeads);
   const tokenValid = Float64Array.from(x.tokenSentence, (s) => (s >= 0 ? 1 : 0));
-  const reportPool = spec.reportAggregator === 'token_max'
-    ? globalPool('token_max', tokens, tokenValid, state, 'report_pool', spec.poolHeads)
-    : globalPool(spec.reportAggregator, sentences, sentenceValid, state, 'report_pool', spec.poolHeads);
+  const reportPool =
+    spec.reportAggregator === 'token_max'
+      ? globalPool('token_max', tokens, tokenValid, state, 'report_pool', spec.poolHeads)
+      : globalPool(spec.reportAggregator, sentences, sentenceValid, state, 'report_pool', spec.poolHeads);
   const head = (t: Tensor, p: string) => projectionHead(t, state, p, spec.projectionHidden, spec.projectionDim, spec.projectionBN, training);
   const g = globalLosses(head(imagePool.pooled, 'image_global_head'), head(reportPool.pooled, 'report_global_head'), spec.tauGlobal);
   const losses: Record<string, number> = { global_i2r: g.i2r, global_r2i: g.r2i };

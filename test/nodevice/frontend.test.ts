@@ -77,9 +77,15 @@ test('a small model: outputs, state names in state_dict order, train-mode update
   assert.equal(shapeOf(g, 'loss.total'), []);
   assert.equal(Object.keys(g.state), [
     'temperature',
-    'encoder.weight', 'encoder.bias',
-    'bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var', 'bn.num_batches_tracked',
-    'head.weight', 'head.bias',
+    'encoder.weight',
+    'encoder.bias',
+    'bn.weight',
+    'bn.bias',
+    'bn.running_mean',
+    'bn.running_var',
+    'bn.num_batches_tracked',
+    'head.weight',
+    'head.bias',
   ]);
   assert.is(g.state['bn.num_batches_tracked'].dtype, 'i32');
   assert.is(g.state['bn.running_mean'].trainable, false);
@@ -115,7 +121,11 @@ test('eval mode: no updates, no dropout, no seed input', () => {
 test('loss.total is the weighted sum of the unweighted loss outputs', () => {
   const g = compile(TINY, { mode: 'eval' }).graph;
   const state: Record<string, number[]> = {};
-  for (const s of Object.values(g.state)) state[s.name] = values(s.shape.reduce((a, b) => a * b, 1), s.name.length * 7 + 1);
+  for (const s of Object.values(g.state))
+    state[s.name] = values(
+      s.shape.reduce((a, b) => a * b, 1),
+      s.name.length * 7 + 1,
+    );
   state['bn.running_var'] = state['bn.running_var'].map((v) => v * v + 0.5);
   const label = Array.from({ length: 32 }, (_, i) => (i % 4 === Math.floor(i / 4) % 4 ? 1 : 0));
   const ev = evaluate(g, { inputs: { x: values(128, 3), label }, state });
@@ -207,7 +217,14 @@ test('variants: replace in place, weight-only loss override, drop, config overri
   const child = compile(VARIANTS, { model: 'Child' });
   const m = child.model!;
   assert.equal(m.extends, ['Base']);
-  assert.equal(m.losses.map((l) => [l.name, l.weight]), [['a', 0.75], ['b', 0.5], ['c', 1]]);
+  assert.equal(
+    m.losses.map((l) => [l.name, l.weight]),
+    [
+      ['a', 0.75],
+      ['b', 0.5],
+      ['c', 1],
+    ],
+  );
   assert.equal(m.outputs, []);
   assert.equal(Object.keys(child.graph.state), ['enc.weight']);
   assert.is(m.configs.target.value, 'uniform');
@@ -223,7 +240,10 @@ test('variants: replace in place, weight-only loss override, drop, config overri
   close(ev.outputs['loss.a'], [3 * sumH], 1e-12, 'loss.a');
 
   const gc = compile(VARIANTS, { model: 'Grandchild' });
-  assert.equal(gc.model!.losses.map((l) => l.name), ['b']);
+  assert.equal(
+    gc.model!.losses.map((l) => l.name),
+    ['b'],
+  );
   assert.equal(gc.model!.extends, ['Base', 'Child']);
 });
 
@@ -234,7 +254,13 @@ test('a 120k-statement model with a variant flattens and compiles (linear flatte
   assert.equal(m.extends, ['Big']);
   // even losses dropped, odd ones re-weighted in place (order kept)
   assert.equal(m.losses.length, groups / 2);
-  assert.equal(m.losses.slice(0, 2).map((l) => [l.name, l.weight]), [['l1', 2], ['l3', 2]]);
+  assert.equal(
+    m.losses.slice(0, 2).map((l) => [l.name, l.weight]),
+    [
+      ['l1', 2],
+      ['l3', 2],
+    ],
+  );
   assert.is(m.losses[groups / 2 - 1].name, `l${groups - 1}`);
   assert.is(m.outputs.length, groups);
   assert.is(m.configs[`c${groups - 1}`].value, groups);
@@ -334,8 +360,18 @@ model M {
   const x = values(10, 3);
   const out = evaluate(r.graph, { inputs: { x } }).outputs;
   // Each row of e^y sums to 1 (axis 1), each column of e^z (axis 0).
-  close([0, 1].map((i) => x.slice(5 * i, 5 * i + 5).reduce((s, _, j) => s + Math.exp(out.y[5 * i + j]), 0)), [1, 1], 1e-12, 'rows');
-  close([0, 1, 2, 3, 4].map((j) => Math.exp(out.z[j]) + Math.exp(out.z[5 + j])), [1, 1, 1, 1, 1], 1e-12, 'columns');
+  close(
+    [0, 1].map((i) => x.slice(5 * i, 5 * i + 5).reduce((s, _, j) => s + Math.exp(out.y[5 * i + j]), 0)),
+    [1, 1],
+    1e-12,
+    'rows',
+  );
+  close(
+    [0, 1, 2, 3, 4].map((j) => Math.exp(out.z[j]) + Math.exp(out.z[5 + j])),
+    [1, 1, 1, 1, 1],
+    1e-12,
+    'columns',
+  );
 });
 
 test('PyTorch names: indexed sub-modules, nested blocks, sub-module names that are statement words', () => {
@@ -359,12 +395,24 @@ model M {
   trunk = Trunk(4)
 }`);
   assert.equal(Object.keys(r.graph.state), [
-    'trunk.layer.0.self.in_proj_weight', 'trunk.layer.0.self.in_proj_bias', 'trunk.layer.0.self.out_proj.weight', 'trunk.layer.0.self.out_proj.bias',
-    'trunk.layer.0.output.weight', 'trunk.layer.0.output.bias',
-    'trunk.layer.1.self.in_proj_weight', 'trunk.layer.1.self.in_proj_bias', 'trunk.layer.1.self.out_proj.weight', 'trunk.layer.1.self.out_proj.bias',
-    'trunk.layer.1.output.weight', 'trunk.layer.1.output.bias',
+    'trunk.layer.0.self.in_proj_weight',
+    'trunk.layer.0.self.in_proj_bias',
+    'trunk.layer.0.self.out_proj.weight',
+    'trunk.layer.0.self.out_proj.bias',
+    'trunk.layer.0.output.weight',
+    'trunk.layer.0.output.bias',
+    'trunk.layer.1.self.in_proj_weight',
+    'trunk.layer.1.self.in_proj_bias',
+    'trunk.layer.1.self.out_proj.weight',
+    'trunk.layer.1.self.out_proj.bias',
+    'trunk.layer.1.output.weight',
+    'trunk.layer.1.output.bias',
     'trunk.downsample.0.weight',
-    'trunk.downsample.1.weight', 'trunk.downsample.1.bias', 'trunk.downsample.1.running_mean', 'trunk.downsample.1.running_var', 'trunk.downsample.1.num_batches_tracked',
+    'trunk.downsample.1.weight',
+    'trunk.downsample.1.bias',
+    'trunk.downsample.1.running_mean',
+    'trunk.downsample.1.running_var',
+    'trunk.downsample.1.num_batches_tracked',
   ]);
 });
 
@@ -381,11 +429,16 @@ model M {
 }`);
   const trainable = Object.fromEntries(Object.values(r.graph.state).map((s) => [s.name, s.trainable]));
   assert.equal(trainable, {
-    'enc.emb.weight': false, 'enc.emb.bias': false,
-    'enc.layer.0.weight': false, 'enc.layer.0.bias': false,
-    'enc.layer.1.weight': false, 'enc.layer.1.bias': false,
-    'enc.layer.2.weight': true, 'enc.layer.2.bias': true,
-    'enc.layer.3.weight': true, 'enc.layer.3.bias': false,
+    'enc.emb.weight': false,
+    'enc.emb.bias': false,
+    'enc.layer.0.weight': false,
+    'enc.layer.0.bias': false,
+    'enc.layer.1.weight': false,
+    'enc.layer.1.bias': false,
+    'enc.layer.2.weight': true,
+    'enc.layer.2.bias': true,
+    'enc.layer.3.weight': true,
+    'enc.layer.3.bias': false,
   });
   assert.equal(r.model!.frozen, ['enc.emb', 'enc.layer.0', 'enc.layer.1', 'enc.layer.3.bias']);
   const p = r.model!.params.find((x) => x.name === 'enc.emb.weight')!;
@@ -416,8 +469,12 @@ model M {
 }`);
   assert.equal(Object.keys(r.graph.state), [
     'model.scale',
-    'model.step.0.weight', 'model.step.0.bias', 'model.step.1.weight', 'model.step.1.bias',
-    'model.5.model.weight', 'model.5.model.bias',
+    'model.step.0.weight',
+    'model.step.0.bias',
+    'model.step.1.weight',
+    'model.step.1.bias',
+    'model.5.model.weight',
+    'model.5.model.bias',
   ]);
   assert.equal(shapeOf(r.graph, 'w'), [4, 4]);
   const w = r.graph.nodes[r.graph.outputs.w];
@@ -441,7 +498,10 @@ model M {
   let last = layers - 1
   freeze enc.layer[0..frozen_layers], enc.layer[last].bias
 }`;
-  const trainable = (r: CompileResult) => Object.values(r.graph!.state).filter((s) => !s.trainable).map((s) => s.name);
+  const trainable = (r: CompileResult) =>
+    Object.values(r.graph!.state)
+      .filter((s) => !s.trainable)
+      .map((s) => s.name);
   const r = compile(text);
   assert.equal(trainable(r), ['enc.layer.0.weight', 'enc.layer.0.bias', 'enc.layer.1.weight', 'enc.layer.1.bias', 'enc.layer.3.bias']);
   assert.equal(r.model!.frozen, ['enc.layer.0', 'enc.layer.1', 'enc.layer.3.bias']);
@@ -491,7 +551,13 @@ model M {
   output y = bn(x)
 }`;
   const x = values(48, 21);
-  const state = { 'bn.weight': values(3, 22), 'bn.bias': values(3, 23), 'bn.running_mean': values(3, 24), 'bn.running_var': values(3, 25).map((v) => v * v + 0.5), 'bn.num_batches_tracked': [5] };
+  const state = {
+    'bn.weight': values(3, 22),
+    'bn.bias': values(3, 23),
+    'bn.running_mean': values(3, 24),
+    'bn.running_var': values(3, 25).map((v) => v * v + 0.5),
+    'bn.num_batches_tracked': [5],
+  };
   const at = (n: number, c: number, p: number) => x[n * 12 + c * 4 + p];
   const mean = [0, 1, 2].map((c) => [0, 1, 2, 3].reduce((s, n) => s + [0, 1, 2, 3].reduce((t, p) => t + at(n, c, p), 0), 0) / 16);
   const variance = [0, 1, 2].map((c) => [0, 1, 2, 3].reduce((s, n) => s + [0, 1, 2, 3].reduce((t, p) => t + (at(n, c, p) - mean[c]) ** 2, 0), 0) / 16);
@@ -503,8 +569,18 @@ model M {
     return ((v - mean[c]) / Math.sqrt(variance[c] + 1e-5)) * state['bn.weight'][c] + state['bn.bias'][c];
   });
   close(ev.outputs.y, yExpected, 1e-10, 'train y');
-  close(ev.updates['bn.running_mean'], [0, 1, 2].map((c) => 0.9 * state['bn.running_mean'][c] + 0.1 * mean[c]), 1e-12, 'running_mean');
-  close(ev.updates['bn.running_var'], [0, 1, 2].map((c) => 0.9 * state['bn.running_var'][c] + 0.1 * variance[c] * (16 / 15)), 1e-12, 'running_var');
+  close(
+    ev.updates['bn.running_mean'],
+    [0, 1, 2].map((c) => 0.9 * state['bn.running_mean'][c] + 0.1 * mean[c]),
+    1e-12,
+    'running_mean',
+  );
+  close(
+    ev.updates['bn.running_var'],
+    [0, 1, 2].map((c) => 0.9 * state['bn.running_var'][c] + 0.1 * variance[c] * (16 / 15)),
+    1e-12,
+    'running_var',
+  );
   close(ev.updates['bn.num_batches_tracked'], [6], 0, 'num_batches_tracked');
 
   const evalG = compile(text, { mode: 'eval' }).graph;
@@ -528,7 +604,10 @@ model M {
 }`);
   const a = values(8, 31);
   const b = values(8, 32);
-  const ev = evaluate(r.graph, { inputs: { a, b }, state: { 'bn.weight': [1, 1], 'bn.bias': [0, 0], 'bn.running_mean': [0, 0], 'bn.running_var': [1, 1], 'bn.num_batches_tracked': [0] } });
+  const ev = evaluate(r.graph, {
+    inputs: { a, b },
+    state: { 'bn.weight': [1, 1], 'bn.bias': [0, 0], 'bn.running_mean': [0, 0], 'bn.running_var': [1, 1], 'bn.num_batches_tracked': [0] },
+  });
   const colMean = (x: number[], c: number) => [0, 1, 2, 3].reduce((s, n) => s + x[n * 2 + c], 0) / 4;
   const expected = [0, 1].map((c) => 0.9 * (0.1 * colMean(a, c)) + 0.1 * colMean(b, c));
   close(ev.updates['bn.running_mean'], expected, 1e-12, 'running_mean after two calls');
@@ -577,7 +656,9 @@ test('the examples of docs/language.md compile', () => {
   const blocks = [...doc.matchAll(/```\n([\s\S]*?)```/g)].map((m) => m[1]);
   const fns = blocks.find((b) => b.startsWith('fn l2_normalize'))!;
   const model = blocks.find((b) => b.includes('model TinyClassifier'))!;
-  const r = compile(`${fns}\n${model.replace('\n}\n', `\n  output n = l2_normalize(logits)\n  output heads = split_heads(reshape(logits, [2, 4, 4]), 2)\n  output nce = infonce(matmul(logits, logits, transpose_b: true), 1)\n}\n`)}`);
+  const r = compile(
+    `${fns}\n${model.replace('\n}\n', `\n  output n = l2_normalize(logits)\n  output heads = split_heads(reshape(logits, [2, 4, 4]), 2)\n  output nce = infonce(matmul(logits, logits, transpose_b: true), 1)\n}\n`)}`,
+  );
   assert.equal(shapeOf(r.graph, 'heads'), [2, 2, 4, 2]);
   assert.is(r.graph.state['encoder.weight'].trainable, false);
   const variants = blocks.find((b) => b.includes('model LoVT_Small extends LoVT'))!;
@@ -588,21 +669,42 @@ test('the state-key example of docs/language.md gives nn.Sequential state names'
   const doc = readFileSync('docs/language.md', 'utf8');
   const head = [...doc.matchAll(/```\n([\s\S]*?)```/g)].map((m) => m[1]).find((b) => b.startsWith('block MLPHead'));
   assert.ok(head, 'the MLPHead example is present');
-  const r = compile(`import "std/nn.lovt"\n${head}\nmodel M {\n  input x: f32[5, 4]\n  head = MLPHead(4, 8, 2)\n  plain = MLPHead(4, 8, 2, batch_norm: false)\n  output y = head(x) + plain(x)\n}\n`);
-  assert.equal(Object.entries(r.graph.state).map(([n, s]) => `${n} [${s.shape}]`), [
-    'head.0.weight [8,4]', 'head.0.bias [8]',
-    'head.1.weight [8]', 'head.1.bias [8]', 'head.1.running_mean [8]', 'head.1.running_var [8]', 'head.1.num_batches_tracked []',
-    'head.3.weight [2,8]', 'head.3.bias [2]',
-    'plain.0.weight [8,4]', 'plain.0.bias [8]', 'plain.2.weight [2,8]', 'plain.2.bias [2]',
-  ]);
+  const r = compile(
+    `import "std/nn.lovt"\n${head}\nmodel M {\n  input x: f32[5, 4]\n  head = MLPHead(4, 8, 2)\n  plain = MLPHead(4, 8, 2, batch_norm: false)\n  output y = head(x) + plain(x)\n}\n`,
+  );
+  assert.equal(
+    Object.entries(r.graph.state).map(([n, s]) => `${n} [${s.shape}]`),
+    [
+      'head.0.weight [8,4]',
+      'head.0.bias [8]',
+      'head.1.weight [8]',
+      'head.1.bias [8]',
+      'head.1.running_mean [8]',
+      'head.1.running_var [8]',
+      'head.1.num_batches_tracked []',
+      'head.3.weight [2,8]',
+      'head.3.bias [2]',
+      'plain.0.weight [8,4]',
+      'plain.0.bias [8]',
+      'plain.2.weight [2,8]',
+      'plain.2.bias [2]',
+    ],
+  );
   // numerics: Linear → BatchNorm (train mode, batch statistics) → ReLU → Linear, against float64 loops
   const x = values(20, 51);
   const state: Record<string, number[]> = {};
-  for (const [n, s] of Object.entries(r.graph.state)) state[n] = values(s.shape.reduce((a, b) => a * b, 1), n.length * 7 + 3);
+  for (const [n, s] of Object.entries(r.graph.state))
+    state[n] = values(
+      s.shape.reduce((a, b) => a * b, 1),
+      n.length * 7 + 3,
+    );
   state['head.1.running_var'] = state['head.1.running_var'].map((v) => v * v + 0.5);
   state['head.1.num_batches_tracked'] = [0];
   const linear = (inp: number[], rows: number, din: number, dout: number, w: number[], b: number[]) =>
-    Array.from({ length: rows * dout }, (_, k) => b[k % dout] + Array.from({ length: din }, (_, j) => inp[Math.floor(k / dout) * din + j] * w[(k % dout) * din + j]).reduce((p, q) => p + q, 0));
+    Array.from(
+      { length: rows * dout },
+      (_, k) => b[k % dout] + Array.from({ length: din }, (_, j) => inp[Math.floor(k / dout) * din + j] * w[(k % dout) * din + j]).reduce((p, q) => p + q, 0),
+    );
   const relu = (v: number[]) => v.map((q) => Math.max(0, q));
   let h = linear(x, 5, 4, 8, state['head.0.weight'], state['head.0.bias']);
   const mean = [...Array(8).keys()].map((c) => [0, 1, 2, 3, 4].reduce((p, i) => p + h[i * 8 + c], 0) / 5);
@@ -611,7 +713,12 @@ test('the state-key example of docs/language.md gives nn.Sequential state names'
   const yHead = linear(relu(h), 5, 8, 2, state['head.3.weight'], state['head.3.bias']);
   const yPlain = linear(relu(linear(x, 5, 4, 8, state['plain.0.weight'], state['plain.0.bias'])), 5, 8, 2, state['plain.2.weight'], state['plain.2.bias']);
   const ev = evaluate(r.graph, { inputs: { x }, state });
-  close(ev.outputs.y, yHead.map((v, i) => v + yPlain[i]), 1e-10, 'MLPHead');
+  close(
+    ev.outputs.y,
+    yHead.map((v, i) => v + yPlain[i]),
+    1e-10,
+    'MLPHead',
+  );
 });
 
 // ------------------------------------------------------------- the real models
@@ -623,10 +730,15 @@ test('the full LoVT (ResNet-50 + BERT-base) compiles in both modes with torchvis
     assert.ok(r.ok, renderDiagnostics(r.diagnostics));
     const s = r.graph!.state;
     for (const name of [
-      'image_encoder.conv1.weight', 'image_encoder.layer1.0.downsample.0.weight', 'image_encoder.layer4.2.bn3.running_var',
-      'image_encoder.layer4.2.bn3.num_batches_tracked', 'report_encoder.embeddings.word_embeddings.weight',
-      'report_encoder.embeddings.LayerNorm.weight', 'report_encoder.encoder.layer.11.attention.self.query.weight',
-      'report_encoder.encoder.layer.11.attention.output.dense.bias', 'report_encoder.encoder.layer.11.output.LayerNorm.bias',
+      'image_encoder.conv1.weight',
+      'image_encoder.layer1.0.downsample.0.weight',
+      'image_encoder.layer4.2.bn3.running_var',
+      'image_encoder.layer4.2.bn3.num_batches_tracked',
+      'report_encoder.embeddings.word_embeddings.weight',
+      'report_encoder.embeddings.LayerNorm.weight',
+      'report_encoder.encoder.layer.11.attention.self.query.weight',
+      'report_encoder.encoder.layer.11.attention.output.dense.bias',
+      'report_encoder.encoder.layer.11.output.LayerNorm.bias',
     ])
       assert.ok(s[name], `missing ${name}`);
     assert.is(s['report_encoder.embeddings.word_embeddings.weight'].trainable, false);

@@ -59,11 +59,47 @@ interface Source {
   model?: string;
 }
 
-const SOURCES: Source[] = [{ text: SMALL, model: 'Small' }, { text: SMALL, model: 'Variant' }];
-if (existsSync('models/std/nn.lovt')) SOURCES.push({ text: readFileSync('models/std/nn.lovt', 'utf8') + '\nmodel Z {\n  input x: f32[2, 3]\n  l = Linear(3, 2)\n  output y = l(x)\n}\n', model: 'Z' });
+const SOURCES: Source[] = [
+  { text: SMALL, model: 'Small' },
+  { text: SMALL, model: 'Variant' },
+];
+if (existsSync('models/std/nn.lovt'))
+  SOURCES.push({
+    text: readFileSync('models/std/nn.lovt', 'utf8') + '\nmodel Z {\n  input x: f32[2, 3]\n  l = Linear(3, 2)\n  output y = l(x)\n}\n',
+    model: 'Z',
+  });
 
 const EXTREME_NUMBERS = ['0', '-1', '1', '3.5', '1e9', '300', '999999999999', '-0.0', '2147483648'];
-const NOISE = ['{', '}', '(', ')', '[', ']', ',', ':', '=', '..', '...', '->', '"', '/*', '@', 'let', 'if', 'fn', 'model', 'block', 'x', '\n', '-', '**', 'training', 'update', 'param', 'return'];
+const NOISE = [
+  '{',
+  '}',
+  '(',
+  ')',
+  '[',
+  ']',
+  ',',
+  ':',
+  '=',
+  '..',
+  '...',
+  '->',
+  '"',
+  '/*',
+  '@',
+  'let',
+  'if',
+  'fn',
+  'model',
+  'block',
+  'x',
+  '\n',
+  '-',
+  '**',
+  'training',
+  'update',
+  'param',
+  'return',
+];
 
 type Mutation =
   | { kind: 'delete'; at: number }

@@ -13,7 +13,9 @@ function bits(a: Float32Array | Int32Array): number[] {
 }
 
 function stats(a: ArrayLike<number>): { mean: number; std: number; min: number; max: number } {
-  let s = 0, min = Infinity, max = -Infinity;
+  let s = 0,
+    min = Infinity,
+    max = -Infinity;
   for (let i = 0; i < a.length; i++) {
     s += a[i];
     min = Math.min(min, a[i]);

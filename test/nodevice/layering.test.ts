@@ -63,7 +63,9 @@ test('the import scanner sees static, multi-line, re-exported, side-effect and d
 test('grammar → compiler → runtime → bin: no file imports a higher layer', () => {
   const all = edges();
   assert.ok(all.length > 200, `found only ${all.length} imports`);
-  const bad = all.filter((e) => e.to && layerOf(e.to) > layerOf(e.from)).map((e) => `${show(e)} (${LAYERS[layerOf(e.from)]} imports ${LAYERS[layerOf(e.to!)]})`);
+  const bad = all
+    .filter((e) => e.to && layerOf(e.to) > layerOf(e.from))
+    .map((e) => `${show(e)} (${LAYERS[layerOf(e.from)]} imports ${LAYERS[layerOf(e.to!)]})`);
   assert.equal(bad, [], `imports against the layering:\n${bad.join('\n')}`);
 });
 
@@ -83,10 +85,11 @@ test('no import cycle between compiler/passes and compiler/codegen', () => {
       }
       return undefined;
     };
-    for (const file of graph.keys()) if (file.startsWith(a)) {
-      const found = walk(file, []);
-      if (found) return found;
-    }
+    for (const file of graph.keys())
+      if (file.startsWith(a)) {
+        const found = walk(file, []);
+        if (found) return found;
+      }
     return undefined;
   };
   const there = chain('compiler/passes/', 'compiler/codegen/');

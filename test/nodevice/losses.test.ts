@@ -61,7 +61,14 @@ model TargetProbe {
 `;
 
 const TERMS = ['global_i2r', 'global_r2i', 'local_image_l2a', 'local_image_a2l', 'local_report_l2a', 'local_report_a2l'];
-const WEIGHTS: Record<string, number> = { global_i2r: 0.75, global_r2i: 0.25, local_image_l2a: 0.375, local_image_a2l: 0.375, local_report_l2a: 0.375, local_report_a2l: 0.375 };
+const WEIGHTS: Record<string, number> = {
+  global_i2r: 0.75,
+  global_r2i: 0.25,
+  local_image_l2a: 0.375,
+  local_image_a2l: 0.375,
+  local_report_l2a: 0.375,
+  local_report_a2l: 0.375,
+};
 
 interface ProbeData {
   B: number;
@@ -78,7 +85,10 @@ function probeData(seed: number, B: number, K: number, S: number, D: number, val
   for (let b = 0; b < B; b++) for (let s = 0; s < validCounts[b]; s++) mask[b * S + s] = 1;
   const positive = (n: number) => randomArray(n, r).map((v) => Math.abs(v) + 0.05);
   return {
-    B, K, S, D,
+    B,
+    K,
+    S,
+    D,
     inputs: {
       image_local: randomArray(B * K * D, r),
       image_attended: randomArray(B * K * D, r),
@@ -96,8 +106,22 @@ function probeData(seed: number, B: number, K: number, S: number, D: number, val
 function expectedLosses(d: ProbeData, gridH: number, gridW: number, mode: TargetMode): Record<string, number> {
   const { B, K, S, D, inputs: x } = d;
   const g = globalLosses(tensor([B, D], x.image_global), tensor([B, D], x.report_global), 0.1);
-  const img = localLosses(tensor([B, K, D], x.image_local), tensor([B, K, D], x.image_attended), gridTarget(gridH, gridW, mode), new Float64Array(B * K).fill(1), x.image_pool_weights, 0.3);
-  const rep = localLosses(tensor([B, S, D], x.report_local), tensor([B, S, D], x.report_attended), identityTarget(S), x.sentence_mask, x.report_pool_weights, 0.3);
+  const img = localLosses(
+    tensor([B, K, D], x.image_local),
+    tensor([B, K, D], x.image_attended),
+    gridTarget(gridH, gridW, mode),
+    new Float64Array(B * K).fill(1),
+    x.image_pool_weights,
+    0.3,
+  );
+  const rep = localLosses(
+    tensor([B, S, D], x.report_local),
+    tensor([B, S, D], x.report_attended),
+    identityTarget(S),
+    x.sentence_mask,
+    x.report_pool_weights,
+    0.3,
+  );
   return { global_i2r: g.i2r, global_r2i: g.r2i, local_image_l2a: img.l2a, local_image_a2l: img.a2l, local_report_l2a: rep.l2a, local_report_a2l: rep.a2l };
 }
 
@@ -137,10 +161,18 @@ test('image target on the 7×7 grid: the centre cell puts ≈2.7% on itself and 
   const t = evaluate(graph, {}).outputs.target;
   assert.is(t.length, 49 * 49);
   const centre = Array.from(t.slice(24 * 49, 25 * 49));
-  close(centre.reduce((a, b) => a + b, 0), 1, 1e-12, 'row sum');
+  close(
+    centre.reduce((a, b) => a + b, 0),
+    1,
+    1e-12,
+    'row sum',
+  );
   assert.ok(centre[24] > 0.0255 && centre[24] < 0.0275, `self weight ${centre[24]}`);
   assert.ok(Math.min(...centre.filter((_, i) => i !== 24)) >= 0.017, 'every other region ≥ 1.7%');
-  assert.ok(centre.every((v) => v > 0), 'all 49 regions receive mass');
+  assert.ok(
+    centre.every((v) => v > 0),
+    'all 49 regions receive mass',
+  );
   const g = gridTarget(7, 7, 'smooth');
   for (let n = 0; n < 49; n++) {
     const s = g[n].reduce((a, b) => a + b, 0);
@@ -187,7 +219,11 @@ test('gradients: none into padded slots or the pooling weights (ω is detached),
   const d = probeData(5, 3, 9, 5, 6, [5, 3, 1]);
   const b = new GraphBuilder(graph);
   const names = ['report_local', 'report_attended', 'report_pool_weights', 'image_local', 'image_global'];
-  const grads = gradients(b, graph.outputs['loss.total'], names.map((n) => graph.inputs[n]));
+  const grads = gradients(
+    b,
+    graph.outputs['loss.total'],
+    names.map((n) => graph.inputs[n]),
+  );
   names.forEach((n) => (graph.outputs[`grad.${n}`] = grads.get(graph.inputs[n])!));
   const out = evaluate(graph, { inputs: d.inputs }).outputs;
   const mask = d.inputs.sentence_mask;
@@ -196,13 +232,30 @@ test('gradients: none into padded slots or the pooling weights (ω is detached),
     for (let i = 0; i < 3 * 5; i++) {
       const row = Array.from(out[`grad.${n}`].slice(i * 6, (i + 1) * 6));
       // a report of one sentence has local report losses ≡ 0 (its only candidate is the positive)
-      if (!mask[i] || sentencesOf(Math.floor(i / 5)) === 1) assert.ok(row.every((v) => v === 0), `${n} slot ${i} has gradient ${row}`);
-      else assert.ok(row.some((v) => v !== 0), `${n} slot ${i} is valid but has no gradient`);
+      if (!mask[i] || sentencesOf(Math.floor(i / 5)) === 1)
+        assert.ok(
+          row.every((v) => v === 0),
+          `${n} slot ${i} has gradient ${row}`,
+        );
+      else
+        assert.ok(
+          row.some((v) => v !== 0),
+          `${n} slot ${i} is valid but has no gradient`,
+        );
     }
-  assert.ok(out['grad.report_pool_weights'].every((v) => v === 0), 'ω carries no gradient into the pooling weights');
+  assert.ok(
+    out['grad.report_pool_weights'].every((v) => v === 0),
+    'ω carries no gradient into the pooling weights',
+  );
   // central differences of the total on a few coordinates
   const total = (inputs: Record<string, Float64Array>) => evaluate(graph, { inputs }).outputs['loss.total'][0];
-  for (const [n, i] of [['image_local', 4], ['image_local', 50], ['image_global', 7], ['report_local', 2], ['report_attended', 40]] as const) {
+  for (const [n, i] of [
+    ['image_local', 4],
+    ['image_local', 50],
+    ['image_global', 7],
+    ['report_local', 2],
+    ['report_attended', 40],
+  ] as const) {
     const h = 1e-6;
     const plus = { ...d.inputs, [n]: d.inputs[n].slice() };
     const minus = { ...d.inputs, [n]: d.inputs[n].slice() };

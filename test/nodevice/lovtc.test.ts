@@ -96,7 +96,10 @@ test('errors: located messages with the source line and a caret, several per run
   assert.is(r.code, 1);
   noStack(r.err);
   const shown = path.relative(process.cwd(), BAD).startsWith('..') ? BAD : path.relative(process.cwd(), BAD);
-  assert.ok(r.err.includes(`${shown}:5:15: error: argument 'x' of Linear.forward must be f32[..., in_features], got f32[4, 6]: dimension 1 is 6, but in_features is 5`), r.err);
+  assert.ok(
+    r.err.includes(`${shown}:5:15: error: argument 'x' of Linear.forward must be f32[..., in_features], got f32[4, 6]: dimension 1 is 6, but in_features is 5`),
+    r.err,
+  );
   assert.ok(r.err.includes(' 5 |   let y = enc(x)\n   |               ^'), r.err);
   assert.ok(r.err.includes(`${shown}:6:11: error: unknown name 'undefined_thing'`), r.err);
   assert.match(r.err, /2 errors\n$/);

@@ -49,7 +49,10 @@ test('cosine: base LR at step 0, eta_min at the period, back to base at twice th
 
 test('cosine with warm-up: linear ramp to the base LR, then the cosine from its start', () => {
   const s = createSchedule({ kind: 'cosine', period: 10, etaMin: 0, warmupSteps: 4 }, 0.4);
-  assert.equal([0, 1, 2, 3].map((t) => s.lrAt(t)), [0.1, 0.2, 0.30000000000000004, 0.4]);
+  assert.equal(
+    [0, 1, 2, 3].map((t) => s.lrAt(t)),
+    [0.1, 0.2, 0.30000000000000004, 0.4],
+  );
   const plain = createSchedule({ kind: 'cosine', period: 10, etaMin: 0 }, 0.4);
   for (let t = 4; t < 30; t++) assert.is(s.lrAt(t), plain.lrAt(t - 4));
 });
@@ -111,8 +114,14 @@ test('bad schedule specs are rejected with the offending value', () => {
 test('early stopping: Lightning semantics (stop after `patience` epochs without improvement)', () => {
   const es = new EarlyStopping({ monitor: 'val_total', patience: 2, minDelta: 0 });
   const d = [5, 4, 4, 3.9, 3.95, 3.9].map((v, e) => es.update(v, e));
-  assert.equal(d.map((x) => x.improved), [true, true, false, true, false, false]);
-  assert.equal(d.map((x) => x.stop), [false, false, false, false, false, true]);
+  assert.equal(
+    d.map((x) => x.improved),
+    [true, true, false, true, false, false],
+  );
+  assert.equal(
+    d.map((x) => x.stop),
+    [false, false, false, false, false, true],
+  );
   assert.match(d[5].reason!, /did not improve for 2 epochs.*best 3\.9.*epoch 4/);
   assert.is(es.bestValue, 3.9);
 });

@@ -50,7 +50,10 @@ function checkPlan(tensors: MemoryTensor[], steps: MemoryStep[]) {
         assert.ok(a1 < b0 || b1 < a0, `tensors ${ts[i].id} [${a0},${a1}] and ${ts[j].id} [${b0},${b1}] overlap in buffer ${buffer}`);
       }
   }
-  assert.is(plan.peakBytes, plan.buffers.reduce((s, b) => s + b.bytes, 0));
+  assert.is(
+    plan.peakBytes,
+    plan.buffers.reduce((s, b) => s + b.bytes, 0),
+  );
   return plan;
 }
 
@@ -86,12 +89,25 @@ test('outputs stay live to the end, constants keep their own buffer, a freed buf
   assert.is(at(3), at(1)); // 3 (512 B) took 1's freed 64-byte buffer, grown, instead of a new one
   assert.is(plan.buffers[at(3)].bytes, 512);
   assert.is(at(4), at(0)); // the output reuses the input's buffer
-  const withOutputEarly = checkPlan(tensors.map((t) => (t.id === 1 ? { ...t, liveAtEnd: true } : t)), steps);
+  const withOutputEarly = checkPlan(
+    tensors.map((t) => (t.id === 1 ? { ...t, liveAtEnd: true } : t)),
+    steps,
+  );
   assert.is(withOutputEarly.buffers.length, 4); // an early output is never released
 });
 
 test('reading a transient before any step writes it is an error', () => {
-  assert.throws(() => planMemory([{ id: 0, bytes: 4 }, { id: 1, bytes: 4 }], [{ reads: [0], writes: [1] }]), /reads tensor 0 before any step writes it/);
+  assert.throws(
+    () =>
+      planMemory(
+        [
+          { id: 0, bytes: 4 },
+          { id: 1, bytes: 4 },
+        ],
+        [{ reads: [0], writes: [1] }],
+      ),
+    /reads tensor 0 before any step writes it/,
+  );
   assert.throws(() => planMemory([{ id: 0, bytes: 4 }], [{ reads: [], writes: [7] }]), /unknown tensor 7/);
 });
 
@@ -302,7 +318,9 @@ test('lovtc --stats reports the plan for the generic target, and --limit plans f
   const dir = mkdtempSync(path.join(tmpdir(), 'lovtc-plan-'));
   const file = path.join(dir, 'wide.lovt');
   // 40 x 1024 x 1024 f32 = 160 MiB: over WebGPU's default 128 MiB binding limit.
-  writeFileSync(file, `import "std/nn.lovt"
+  writeFileSync(
+    file,
+    `import "std/nn.lovt"
 model Wide {
   config batch: int = 40
   input x: f32[batch, 1024, 1024]
@@ -311,7 +329,8 @@ model Wide {
   loss energy = sum(square(y)) / batch
   output y = y
 }
-`);
+`,
+  );
   const run = async (...args: string[]) => {
     let out = '';
     let err = '';

@@ -19,11 +19,15 @@ export interface Compiled {
 }
 
 /** Compiles a model file (relative to models/) or a source string; throws with rendered diagnostics. */
-export function compile(source: { file: string } | { text: string; name?: string }, opts: { model?: string; mode?: 'train' | 'eval'; set?: Record<string, string | number> } = {}): Compiled {
+export function compile(
+  source: { file: string } | { text: string; name?: string },
+  opts: { model?: string; mode?: 'train' | 'eval'; set?: Record<string, string | number> } = {},
+): Compiled {
   const src = 'file' in source ? { path: path.join(MODELS, source.file) } : { text: source.text, path: path.join(MODELS, source.name ?? 'test-model.lovt') };
   const set = Object.fromEntries(Object.entries(opts.set ?? {}).map(([k, v]) => [k, String(v)]));
   const r: any = compileModel(src as any, { model: opts.model, mode: opts.mode ?? 'train', set });
-  if (!r.ok) throw new Error(`compiling ${'file' in source ? source.file : 'a test model'} failed:\n${r.diagnostics.map((d: any) => renderDiagnostic(d)).join('\n')}`);
+  if (!r.ok)
+    throw new Error(`compiling ${'file' in source ? source.file : 'a test model'} failed:\n${r.diagnostics.map((d: any) => renderDiagnostic(d)).join('\n')}`);
   return { graph: r.graph, model: r.model };
 }
 
@@ -57,7 +61,11 @@ export function torchvisionResNetState(arch: 'resnet18' | 'resnet34' | 'resnet50
       const p = `layer${li + 1}.${i}.`;
       const stride = i === 0 && li > 0 ? 2 : 1;
       if (expansion === 4) {
-        out.push(...convBN(p, 'conv1', 'bn1', planes, inplanes, 1), ...convBN(p, 'conv2', 'bn2', planes, planes, 3), ...convBN(p, 'conv3', 'bn3', planes * 4, planes, 1));
+        out.push(
+          ...convBN(p, 'conv1', 'bn1', planes, inplanes, 1),
+          ...convBN(p, 'conv2', 'bn2', planes, planes, 3),
+          ...convBN(p, 'conv3', 'bn3', planes * 4, planes, 1),
+        );
       } else {
         out.push(...convBN(p, 'conv1', 'bn1', planes, inplanes, 3), ...convBN(p, 'conv2', 'bn2', planes, planes, 3));
       }
@@ -70,8 +78,14 @@ export function torchvisionResNetState(arch: 'resnet18' | 'resnet34' | 'resnet50
 
 /** transformers.BertModel(config, add_pooling_layer=False).state_dict() (persistent entries), in PyTorch's order. */
 export function huggingFaceBertState(vocab: number, hidden = 768, layers = 12, intermediate = 3072, maxPosition = 512, typeVocab = 2): StateEntry[] {
-  const ln = (p: string): StateEntry[] => [[`${p}.weight`, [hidden]], [`${p}.bias`, [hidden]]];
-  const lin = (p: string, o: number, i: number): StateEntry[] => [[`${p}.weight`, [o, i]], [`${p}.bias`, [o]]];
+  const ln = (p: string): StateEntry[] => [
+    [`${p}.weight`, [hidden]],
+    [`${p}.bias`, [hidden]],
+  ];
+  const lin = (p: string, o: number, i: number): StateEntry[] => [
+    [`${p}.weight`, [o, i]],
+    [`${p}.bias`, [o]],
+  ];
   const out: StateEntry[] = [
     ['embeddings.word_embeddings.weight', [vocab, hidden]],
     ['embeddings.position_embeddings.weight', [maxPosition, hidden]],
@@ -101,10 +115,26 @@ export function huggingFaceBertState(vocab: number, hidden = 768, layers = 12, i
  */
 export function sequentialHeadState(dIn: number, dHidden: number, dOut: number, batchNorm: boolean): StateEntry[] {
   const modules: ['linear' | 'bn' | 'relu', number, number][] = batchNorm
-    ? [['linear', dHidden, dIn], ['bn', dHidden, 0], ['relu', 0, 0], ['linear', dOut, dHidden]]
-    : [['linear', dHidden, dIn], ['relu', 0, 0], ['linear', dOut, dHidden]];
+    ? [
+        ['linear', dHidden, dIn],
+        ['bn', dHidden, 0],
+        ['relu', 0, 0],
+        ['linear', dOut, dHidden],
+      ]
+    : [
+        ['linear', dHidden, dIn],
+        ['relu', 0, 0],
+        ['linear', dOut, dHidden],
+      ];
   return modules.flatMap(([kind, out, inp], i): StateEntry[] =>
-    kind === 'linear' ? [[`${i}.weight`, [out, inp]], [`${i}.bias`, [out]]] : kind === 'bn' ? bnEntries(String(i), out) : [],
+    kind === 'linear'
+      ? [
+          [`${i}.weight`, [out, inp]],
+          [`${i}.bias`, [out]],
+        ]
+      : kind === 'bn'
+        ? bnEntries(String(i), out)
+        : [],
   );
 }
 
@@ -139,7 +169,8 @@ function nodeHash(n: Node, hashes: string[]): string {
   const attrs = JSON.stringify(Object.entries(n.attrs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const s = `${n.op}|${n.dtype}[${n.shape}]|${attrs}|(${n.inputs.map((i) => hashes[i]).join(',')})`;
   // two 32-bit FNV-style lanes keep hashes short on deep graphs (collisions are negligible)
-  let h1 = 0x811c9dc5, h2 = 0x01000193;
+  let h1 = 0x811c9dc5,
+    h2 = 0x01000193;
   for (let i = 0; i < s.length; i++) {
     h1 = Math.imul(h1 ^ s.charCodeAt(i), 0x01000193) >>> 0;
     h2 = Math.imul(h2 ^ s.charCodeAt(i), 0x85ebca6b) >>> 0;
@@ -205,7 +236,16 @@ export function largeModelSource(items: number): string {
   const base = ['model Big {', '  input x: f32[4]'];
   const child = ['model Child extends Big {'];
   for (let i = 0; i < groups; i++) {
-    base.push(`  config c${i}: int = ${i}`, `  param p${i}: f32[2] = zeros()`, `  let a${i} = x * c${i}`, `  let (b${i}, d${i}) = (a${i}, x)`, `  loss l${i}(weight: 0.5) = sum(a${i})`, `  output o${i} = b${i}`, `  freeze p${i}`, `  assert(c${i} >= 0, "c${i} is negative")`);
+    base.push(
+      `  config c${i}: int = ${i}`,
+      `  param p${i}: f32[2] = zeros()`,
+      `  let a${i} = x * c${i}`,
+      `  let (b${i}, d${i}) = (a${i}, x)`,
+      `  loss l${i}(weight: 0.5) = sum(a${i})`,
+      `  output o${i} = b${i}`,
+      `  freeze p${i}`,
+      `  assert(c${i} >= 0, "c${i} is negative")`,
+    );
     child.push(`  config c${i} = ${i + 1}`, i % 2 ? `  loss l${i}(weight: 2.0)` : `  drop loss l${i}`);
   }
   return [...base, '}', ...child, '}', ''].join('\n');

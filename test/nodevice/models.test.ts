@@ -28,7 +28,9 @@ test('every .lovt file in models/ compiles, in train and in eval mode', () => {
     const rel = path.relative(MODELS, file);
     const names = [...readFileSync(file, 'utf8').matchAll(/^model\s+(\w+)/gm)].map((m) => m[1]);
     // library files (no model): compile a probe that imports them
-    const targets = names.length ? names.map((model) => ({ source: { file: rel }, model })) : [{ source: { text: `import "${rel}"\nmodel Probe {\n  config unused: int = 0\n}\n`, name: 'probe.lovt' }, model: 'Probe' }];
+    const targets = names.length
+      ? names.map((model) => ({ source: { file: rel }, model }))
+      : [{ source: { text: `import "${rel}"\nmodel Probe {\n  config unused: int = 0\n}\n`, name: 'probe.lovt' }, model: 'Probe' }];
     for (const { source, model } of targets)
       for (const mode of ['train', 'eval'] as const) {
         const { graph } = compile(source as any, { model, mode });
@@ -59,29 +61,56 @@ model Probe {
 `;
   const shapes = (g: any) => Object.fromEntries(Object.entries(g.outputs).map(([k, id]) => [k, g.nodes[id as number].shape]));
   assert.equal(shapes(compile({ text: probe('resnet50', 64), name: 'probe.lovt' }, { mode: 'eval' }).graph), {
-    stem: [2, 64, 32, 32], layer1: [2, 256, 16, 16], layer2: [2, 512, 8, 8], layer3: [2, 1024, 4, 4], layer4: [2, 2048, 2, 2], regions: [2, 4, 2048],
+    stem: [2, 64, 32, 32],
+    layer1: [2, 256, 16, 16],
+    layer2: [2, 512, 8, 8],
+    layer3: [2, 1024, 4, 4],
+    layer4: [2, 2048, 2, 2],
+    regions: [2, 4, 2048],
   });
   const { graph } = compile({ text: probe('resnet18', 8), name: 'probe.lovt' }, { mode: 'eval' });
   assert.equal(shapes(graph).layer4, [2, 64, 2, 2]);
   const r = rng(4);
   const out = evaluate(graph, { inputs: { x: randomArray(2 * 3 * 64 * 64, r) }, state: randomState(graph, 8) }).outputs;
-  for (let b = 0; b < 2; b++) for (let k = 0; k < 4; k++) for (let c = 0; c < 64; c++) assert.is(out.regions[(b * 4 + k) * 64 + c], out.layer4[(b * 64 + c) * 4 + k]);
+  for (let b = 0; b < 2; b++)
+    for (let k = 0; k < 4; k++) for (let c = 0; c < 64; c++) assert.is(out.regions[(b * 4 + k) * 64 + c], out.layer4[(b * 64 + c) * 4 + k]);
 });
 
 // ---------------------------------------------------------------- tiny models vs float64
 
-const B = 3, T = 12, S = 4, IMAGE = 64, VOCAB = 40;
+const B = 3,
+  T = 12,
+  S = 4,
+  IMAGE = 64,
+  VOCAB = 40;
 // The tiny models at a small batch and 64×64 images (2×2 regions), dropout off so that
 // the float64 implementation sees the same function. THIN also narrows the ResNet to
 // base width 8 for the tests that evaluate many times (the reference interpreter is slow).
-const TINY_SET = { vocab_size: VOCAB, max_tokens: T, max_sentences: S, batch: B, image_size: IMAGE, bert_max_position: 16, bert_dropout: 0, bert_attention_dropout: 0 };
+const TINY_SET = {
+  vocab_size: VOCAB,
+  max_tokens: T,
+  max_sentences: S,
+  batch: B,
+  image_size: IMAGE,
+  bert_max_position: 16,
+  bert_dropout: 0,
+  bert_attention_dropout: 0,
+};
 const THIN = { resnet_width: 8 };
 
 function tinySpec(over: Partial<ModelSpec> = {}): ModelSpec {
   return {
-    arch: 'resnet18', resnetWidth: 32, bert: { hidden: 128, layers: 2, heads: 2, intermediate: 512 }, maxSentences: S,
-    poolHeads: 8, projectionHidden: 256, projectionDim: 128, projectionBN: true,
-    imageAggregator: 'attention', reportAggregator: 'attention', tauGlobal: 0.1,
+    arch: 'resnet18',
+    resnetWidth: 32,
+    bert: { hidden: 128, layers: 2, heads: 2, intermediate: 512 },
+    maxSentences: S,
+    poolHeads: 8,
+    projectionHidden: 256,
+    projectionDim: 128,
+    projectionBN: true,
+    imageAggregator: 'attention',
+    reportAggregator: 'attention',
+    tauGlobal: 0.1,
     local: { tauLocal: 0.3, imageTarget: 'smooth', localWeights: 'attention' },
     ...over,
   };
@@ -90,7 +119,9 @@ function tinySpec(over: Partial<ModelSpec> = {}): ModelSpec {
 /** A batch: sample b has sentences of the given token lengths; [CLS]=2 … [SEP]=3, padding 0. */
 function batch(sentenceLengths: number[][], seed: number, batchSize = B, imageSize = IMAGE): { feeds: Record<string, Float64Array>; inputs: ModelInputs } {
   const r = rng(seed);
-  const ids = new Int32Array(batchSize * T), mask = new Int32Array(batchSize * T), sent = new Int32Array(batchSize * T).fill(-1);
+  const ids = new Int32Array(batchSize * T),
+    mask = new Int32Array(batchSize * T),
+    sent = new Int32Array(batchSize * T).fill(-1);
   sentenceLengths.forEach((lengths, b) => {
     let t = 0;
     ids[b * T] = 2;
@@ -126,7 +157,13 @@ function compareLosses(file: string, spec: ModelSpec, mode: 'train' | 'eval', se
   const run = evaluate(graph, { inputs: feeds, state });
   const want = referenceModel(spec, state, inputs, mode === 'train');
   const terms = Object.keys(want.losses);
-  assert.equal(Object.keys(run.outputs).filter((k) => k.startsWith('loss.') && k !== 'loss.total').sort(), terms.map((t) => `loss.${t}`).sort(), `${file}: loss terms`);
+  assert.equal(
+    Object.keys(run.outputs)
+      .filter((k) => k.startsWith('loss.') && k !== 'loss.total')
+      .sort(),
+    terms.map((t) => `loss.${t}`).sort(),
+    `${file}: loss terms`,
+  );
   for (const t of terms) close(run.outputs[`loss.${t}`][0], want.losses[t], 1e-9, `${file} ${mode} loss.${t}`);
   return { graph, run, want, state };
 }
@@ -136,9 +173,11 @@ test('lovt-tiny (train mode): every loss term equals the float64 implementation'
   // the shared BatchNorm of the alignment model: two calls, both update the running statistics
   assert.is(want.alignmentNorm.length, 2);
   const m = 0.1;
-  const rm0 = state['alignment.norm.running_mean'], rv0 = state['alignment.norm.running_var'];
+  const rm0 = state['alignment.norm.running_mean'],
+    rv0 = state['alignment.norm.running_var'];
   const [first, second] = want.alignmentNorm;
-  const rm = run.updates['alignment.norm.running_mean'], rv = run.updates['alignment.norm.running_var'];
+  const rm = run.updates['alignment.norm.running_mean'],
+    rv = run.updates['alignment.norm.running_var'];
   for (let c = 0; c < 128; c++) {
     close(rm[c], (1 - m) * ((1 - m) * rm0[c] + m * first.mean[c]) + m * second.mean[c], 1e-9, `alignment.norm.running_mean[${c}]`);
     close(rv[c], (1 - m) * ((1 - m) * rv0[c] + m * first.varUnbiased[c]) + m * second.varUnbiased[c], 1e-9, `alignment.norm.running_var[${c}]`);
@@ -153,9 +192,21 @@ test('lovt-tiny (eval mode, running statistics): every loss term equals the floa
 });
 
 test('lovt-tiny with the ablation settings: uniform target, uniform ω, average-pool / token-max aggregators', () => {
-  compareLosses('lovt-tiny.lovt', tinySpec({ resnetWidth: 8, local: { tauLocal: 0.3, imageTarget: 'uniform', localWeights: 'uniform' } }), 'train', { image_target: 'uniform', local_weights: 'uniform' });
-  compareLosses('lovt-tiny.lovt', tinySpec({ resnetWidth: 8, imageAggregator: 'average', reportAggregator: 'token_max', local: { tauLocal: 0.2, imageTarget: 'smooth', localWeights: 'uniform' } }), 'train',
-    { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform', tau_local: 0.2 });
+  compareLosses('lovt-tiny.lovt', tinySpec({ resnetWidth: 8, local: { tauLocal: 0.3, imageTarget: 'uniform', localWeights: 'uniform' } }), 'train', {
+    image_target: 'uniform',
+    local_weights: 'uniform',
+  });
+  compareLosses(
+    'lovt-tiny.lovt',
+    tinySpec({
+      resnetWidth: 8,
+      imageAggregator: 'average',
+      reportAggregator: 'token_max',
+      local: { tauLocal: 0.2, imageTarget: 'smooth', localWeights: 'uniform' },
+    }),
+    'train',
+    { image_aggregator: 'average', report_aggregator: 'token_max', local_weights: 'uniform', tau_local: 0.2 },
+  );
 });
 
 test('clip-tiny and convirt-tiny: the global losses equal the float64 implementation', () => {
@@ -175,10 +226,21 @@ test('lovt-tiny outputs: report→image attention sums to 1 over the valid sente
   for (let b = 0; b < B; b++)
     for (let k = 0; k < K; k++) {
       const row = Array.from(att.slice((b * K + k) * S, (b * K + k + 1) * S));
-      close(row.reduce((a, v) => a + v, 0), 1, 1e-12, 'attention row sum');
+      close(
+        row.reduce((a, v) => a + v, 0),
+        1,
+        1e-12,
+        'attention row sum',
+      );
       row.forEach((v, s) => s >= SENTENCES[b].length && assert.ok(v < 1e-300, `padded sentence ${s} gets attention ${v}`));
     }
-  for (let b = 0; b < B; b++) close(Array.from(out.image_weights.slice(b * K, (b + 1) * K)).reduce((a, v) => a + v, 0), 1, 1e-12, 'ω row sum');
+  for (let b = 0; b < B; b++)
+    close(
+      Array.from(out.image_weights.slice(b * K, (b + 1) * K)).reduce((a, v) => a + v, 0),
+      1,
+      1e-12,
+      'ω row sum',
+    );
 });
 
 /** autodiff gradients of `loss` at the picked state elements, and central differences of `objective`. */
@@ -204,25 +266,44 @@ function gradientCheck(set: Record<string, string | number>, picks: [string, num
 }
 
 test('lovt-tiny end to end (uniform ω): gradients of the total loss agree with central finite differences', () => {
-  gradientCheck({ local_weights: 'uniform' }, [
-    ['image_encoder.conv1.weight', 11],
-    ['image_encoder.layer2.0.downsample.1.weight', 5],
-    ['image_encoder.layer4.1.bn2.bias', 3],
-    ['report_encoder.embeddings.word_embeddings.weight', 7 * 128 + 9],
-    ['report_encoder.encoder.layer.1.attention.self.query.weight', 300],
-    ['report_encoder.encoder.layer.0.output.LayerNorm.weight', 4],
-    ['image_pool.in_proj_weight', 17],
-    ['report_global_head.1.weight', 6],
-    ['alignment.key_projection.weight', 77],
-  ], (o) => o['loss.total'][0]);
+  gradientCheck(
+    { local_weights: 'uniform' },
+    [
+      ['image_encoder.conv1.weight', 11],
+      ['image_encoder.layer2.0.downsample.1.weight', 5],
+      ['image_encoder.layer4.1.bn2.bias', 3],
+      ['report_encoder.embeddings.word_embeddings.weight', 7 * 128 + 9],
+      ['report_encoder.encoder.layer.1.attention.self.query.weight', 300],
+      ['report_encoder.encoder.layer.0.output.LayerNorm.weight', 4],
+      ['image_pool.in_proj_weight', 17],
+      ['report_global_head.1.weight', 6],
+      ['alignment.key_projection.weight', 77],
+    ],
+    (o) => o['loss.total'][0],
+  );
 });
 
-test('lovt-tiny (attention ω): ω carries no gradient — the pooling gets exactly the global losses\' gradient', () => {
+test("lovt-tiny (attention ω): ω carries no gradient — the pooling gets exactly the global losses' gradient", () => {
   // The local losses depend on the attention pooling only through ω, which is detached:
   // d total / d pooling = d (0.75·L_I→R + 0.25·L_R→I) / d pooling. Downstream of ω, the total.
   const global = (o: Record<string, Float64Array>) => 0.75 * o['loss.global_i2r'][0] + 0.25 * o['loss.global_r2i'][0];
-  gradientCheck({}, [['image_pool.in_proj_bias', 40], ['report_pool.in_proj_weight', 130], ['report_pool.out_proj.weight', 3]], global);
-  gradientCheck({}, [['alignment.value_projection.weight', 5], ['report_local_head.3.bias', 2]], (o) => o['loss.total'][0]);
+  gradientCheck(
+    {},
+    [
+      ['image_pool.in_proj_bias', 40],
+      ['report_pool.in_proj_weight', 130],
+      ['report_pool.out_proj.weight', 3],
+    ],
+    global,
+  );
+  gradientCheck(
+    {},
+    [
+      ['alignment.value_projection.weight', 5],
+      ['report_local_head.3.bias', 2],
+    ],
+    (o) => o['loss.total'][0],
+  );
 });
 
 test.run();

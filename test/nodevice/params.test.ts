@@ -52,15 +52,27 @@ test('LoVT freezes the BERT embeddings and encoder layers 0-5, nothing else', ()
 });
 
 test('LoVT projection heads = nn.Sequential(Linear, BatchNorm1d, ReLU, Linear): keys 0, 1, 3; ConVIRT without BatchNorm: 0, 2', () => {
-  for (const [head, din] of [['image_local_head', 2048], ['image_global_head', 2048], ['report_local_head', 768], ['report_global_head', 768]] as const)
+  for (const [head, din] of [
+    ['image_local_head', 2048],
+    ['image_global_head', 2048],
+    ['report_local_head', 768],
+    ['report_global_head', 768],
+  ] as const)
     assertSameState(stateUnder(lovt.graph, head), sequentialHeadState(din, 2048, 512, true), head);
-  assert.equal(stateUnder(lovt.graph, 'image_global_head').map(([n]) => n), [
-    '0.weight', '0.bias', '1.weight', '1.bias', '1.running_mean', '1.running_var', '1.num_batches_tracked', '3.weight', '3.bias',
-  ]);
+  assert.equal(
+    stateUnder(lovt.graph, 'image_global_head').map(([n]) => n),
+    ['0.weight', '0.bias', '1.weight', '1.bias', '1.running_mean', '1.running_var', '1.num_batches_tracked', '3.weight', '3.bias'],
+  );
   const convirt = compile({ file: 'convirt.lovt' });
-  for (const [head, din] of [['image_global_head', 2048], ['report_global_head', 768]] as const)
+  for (const [head, din] of [
+    ['image_global_head', 2048],
+    ['report_global_head', 768],
+  ] as const)
     assertSameState(stateUnder(convirt.graph, head), sequentialHeadState(din, 2048, 512, false), `ConVIRT ${head}`);
-  assert.equal(stateUnder(convirt.graph, 'report_global_head').map(([n]) => n), ['0.weight', '0.bias', '2.weight', '2.bias']);
+  assert.equal(
+    stateUnder(convirt.graph, 'report_global_head').map(([n]) => n),
+    ['0.weight', '0.bias', '2.weight', '2.bias'],
+  );
   // the buffers of the BatchNorm are buffers; the Linear weights and the BatchNorm affine are trainable
   assert.is(lovt.graph.state['image_local_head.1.running_mean'].trainable, false);
   assert.is(lovt.graph.state['image_local_head.1.weight'].trainable, true);
@@ -75,7 +87,12 @@ test('LoVT pooling, heads and alignment state: nn.MultiheadAttention / reference
   assert.equal(shape('image_pool.out_proj.weight'), [2048, 2048]);
   assert.equal(shape('image_pool.out_proj.bias'), [2048]);
   assert.equal(shape('report_pool.in_proj_weight'), [3 * 768, 768]);
-  for (const [head, din] of [['image_local_head', 2048], ['image_global_head', 2048], ['report_local_head', 768], ['report_global_head', 768]] as const) {
+  for (const [head, din] of [
+    ['image_local_head', 2048],
+    ['image_global_head', 2048],
+    ['report_local_head', 768],
+    ['report_global_head', 768],
+  ] as const) {
     assert.equal(shape(`${head}.0.weight`), [2048, din], head);
     assert.equal(shape(`${head}.0.bias`), [2048], head);
     assert.equal(shape(`${head}.1.weight`), [2048], head);
@@ -88,7 +105,10 @@ test('LoVT pooling, heads and alignment state: nn.MultiheadAttention / reference
     assert.equal(shape(`alignment.${p}.bias`), [512]);
   }
   assert.equal(shape('alignment.norm.weight'), [512]);
-  const others = Object.keys(g.state).filter((n) => !/^(image_encoder|report_encoder|image_pool|report_pool|image_local_head|image_global_head|report_local_head|report_global_head|alignment)\./.test(n));
+  const others = Object.keys(g.state).filter(
+    (n) =>
+      !/^(image_encoder|report_encoder|image_pool|report_pool|image_local_head|image_global_head|report_local_head|report_global_head|alignment)\./.test(n),
+  );
   assert.equal(others, [], 'no state outside the named modules');
 });
 
@@ -111,15 +131,20 @@ test('initialisers follow PyTorch: torchvision convs, BERT normal(0.02), MHA xav
 });
 
 test('ResNet-18 and ResNet-34 match torchvision too (11,176,512 and 21,284,672 parameters without fc)', () => {
-  for (const [arch, count] of [['resnet18', 11_689_512 - 513_000], ['resnet34', 21_797_672 - 513_000]] as const) {
-    const m = compile({ text: `import "std/resnet.lovt"\nmodel Probe {\n  input x: f32[1, 3, 64, 64]\n  net = ResNet(arch: ${arch})\n  output y = net(x)\n}\n` });
+  for (const [arch, count] of [
+    ['resnet18', 11_689_512 - 513_000],
+    ['resnet34', 21_797_672 - 513_000],
+  ] as const) {
+    const m = compile({
+      text: `import "std/resnet.lovt"\nmodel Probe {\n  input x: f32[1, 3, 64, 64]\n  net = ResNet(arch: ${arch})\n  output y = net(x)\n}\n`,
+    });
     const state = stateUnder(m.graph, 'net');
     assertSameState(state, torchvisionResNetState(arch), arch);
     assert.is(parameterCount(state), count, arch);
   }
 });
 
-test('--set scale=tiny on lovt.lovt = LoVT_Tiny (same state), with the reference\'s frozen token embeddings and 0 frozen layers', () => {
+test("--set scale=tiny on lovt.lovt = LoVT_Tiny (same state), with the reference's frozen token embeddings and 0 frozen layers", () => {
   const viaSet = compile({ file: 'lovt.lovt' }, { set: { scale: 'tiny', vocab_size: 321 } });
   const tiny = compile({ file: 'lovt-tiny.lovt' }, { set: { vocab_size: 321 } });
   const entries = (g: typeof tiny.graph) => Object.values(g.state).map((s): StateEntry => [s.name, s.shape]);
@@ -141,10 +166,15 @@ test('tiny models: ResNet-18 width 32 and a 2-layer BERT 128/2/512 with PyTorch 
   assertSameState(stateUnder(tiny.graph, 'report_encoder'), huggingFaceBertState(321, 128, 2, 512, 64), 'tiny report_encoder');
   assertSameState(stateUnder(tiny.graph, 'image_local_head'), sequentialHeadState(256, 256, 128, true), 'tiny image_local_head');
   assertSameState(stateUnder(tiny.graph, 'report_local_head'), sequentialHeadState(128, 256, 128, true), 'tiny report_local_head');
-  assert.ok(Object.values(tiny.graph.state).filter((s) => s.name.startsWith('report_encoder.')).every((s) => s.trainable), 'the tiny BERT is not frozen');
+  assert.ok(
+    Object.values(tiny.graph.state)
+      .filter((s) => s.name.startsWith('report_encoder.'))
+      .every((s) => s.trainable),
+    'the tiny BERT is not frozen',
+  );
 });
 
-test('initialised lovt-tiny state has PyTorch statistics (runtime/init.ts on the models\' InitSpecs)', () => {
+test("initialised lovt-tiny state has PyTorch statistics (runtime/init.ts on the models' InitSpecs)", () => {
   const tiny = compile({ file: 'lovt-tiny.lovt' });
   const state = initState(tiny.graph, 12345);
   const std = (v: ArrayLike<number>) => {

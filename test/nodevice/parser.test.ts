@@ -59,19 +59,38 @@ test('lexer: numbers, ranges, strings, comments, statement words stay identifier
   assert.equal(r.errors, []);
   assert.equal(
     r.tokens.map((t) => `${t.tokenType.name}:${t.image}`),
-    ['Let:let', 'Identifier:x', 'Assign:=', 'IntLit:0', 'DotDot:..', 'IntLit:3', 'FloatLit:1.5', 'FloatLit:1e-4', 'FloatLit:2.5E3', 'StringLit:"a\\"b"', 'Identifier:output', 'Ellipsis:...'],
+    [
+      'Let:let',
+      'Identifier:x',
+      'Assign:=',
+      'IntLit:0',
+      'DotDot:..',
+      'IntLit:3',
+      'FloatLit:1.5',
+      'FloatLit:1e-4',
+      'FloatLit:2.5E3',
+      'StringLit:"a\\"b"',
+      'Identifier:output',
+      'Ellipsis:...',
+    ],
   );
   const kw = tokenize('letter lets let');
-  assert.equal(kw.tokens.map((t) => t.tokenType.name), ['Identifier', 'Identifier', 'Let']);
+  assert.equal(
+    kw.tokens.map((t) => t.tokenType.name),
+    ['Identifier', 'Identifier', 'Let'],
+  );
 });
 
 test('lexer: bad characters, unterminated strings and comments are located errors', () => {
   const r = tokenize('a @ b\n"open\n/* never closed');
-  assert.equal(r.errors.map((e) => [e.message, e.line, e.col]), [
-    ['unexpected character "@"', 1, 3],
-    ['unterminated string literal', 2, 1],
-    ['unterminated block comment', 3, 1],
-  ]);
+  assert.equal(
+    r.errors.map((e) => [e.message, e.line, e.col]),
+    [
+      ['unexpected character "@"', 1, 3],
+      ['unterminated string literal', 2, 1],
+      ['unterminated block comment', 3, 1],
+    ],
+  );
 });
 
 test('expressions: precedence and associativity', () => {
@@ -120,21 +139,33 @@ block Net(width: int, depth: int = 2, act: enum(relu, gelu) = relu, sizes: int[]
 }`);
   assert.is(b.kind, 'Block');
   if (b.kind !== 'Block') return;
-  assert.equal(b.params.map((p) => p.name.name), ['width', 'depth', 'act', 'sizes']);
+  assert.equal(
+    b.params.map((p) => p.name.name),
+    ['width', 'depth', 'act', 'sizes'],
+  );
   assert.equal(b.params[2].type?.kind, 'EnumType');
   assert.equal(b.params[3].type, { kind: 'ValueType', name: 'int', list: true, range: b.params[3].type!.range });
-  assert.equal(b.body.map((s) => s.kind), ['State', 'State', 'Assign', 'Assign', 'For', 'If', 'Fn']);
+  assert.equal(
+    b.body.map((s) => s.kind),
+    ['State', 'State', 'Assign', 'Assign', 'For', 'If', 'Fn'],
+  );
   const out = b.body[3] as Extract<Stmt, { kind: 'Assign' }>;
   assert.is(out.target.name, 'output');
   const loop = b.body[4] as Extract<Stmt, { kind: 'For' }>;
   assert.ok(loop.range_);
-  assert.equal(loop.body.map((s) => s.kind), ['Let', 'Assign']);
+  assert.equal(
+    loop.body.map((s) => s.kind),
+    ['Let', 'Assign'],
+  );
   const indexed = loop.body[1] as Extract<Stmt, { kind: 'Assign' }>;
   assert.ok(indexed.index);
   const fn = b.body[6] as Extract<Stmt, { kind: 'Fn' }>;
   assert.is(fn.params[0].type?.kind, 'TensorType');
   const t = fn.params[0].type as Extract<Stmt, { kind: 'State' }>['type'] & { kind: 'TensorType' };
-  assert.equal(t.dims.map((d) => d.kind), ['Ellipsis', 'DimExpr']);
+  assert.equal(
+    t.dims.map((d) => d.kind),
+    ['Ellipsis', 'DimExpr'],
+  );
   assert.is(fn.returnType?.kind, 'TensorType');
 });
 
@@ -148,7 +179,10 @@ fn f(x: f32[B, D]) -> (f32[B, D], f32[B]) {
   return
 }`);
   if (f.kind !== 'Fn') throw new Error('fn expected');
-  assert.equal(f.body.map((s) => s.kind), ['Let', 'Assign', 'Update', 'If', 'Return']);
+  assert.equal(
+    f.body.map((s) => s.kind),
+    ['Let', 'Assign', 'Update', 'If', 'Return'],
+  );
   assert.ok((f.body[0] as Extract<Stmt, { kind: 'Let' }>).tuple);
   assert.is(f.returnType?.kind, 'TupleType');
   assert.is((f.body[4] as Extract<Stmt, { kind: 'Return' }>).value, undefined);
@@ -180,24 +214,41 @@ model B extends A {
   drop output heat
   drop freeze
 }`);
-  assert.equal(decls.map((d) => d.kind), ['Import', 'Model', 'Model']);
+  assert.equal(
+    decls.map((d) => d.kind),
+    ['Import', 'Model', 'Model'],
+  );
   const a = decls[1];
   if (a.kind !== 'Model') return;
-  assert.equal(a.body.map((s) => s.kind), ['Config', 'Config', 'Input', 'Assign', 'Let', 'Loss', 'Loss', 'Output', 'Freeze', 'Train']);
+  assert.equal(
+    a.body.map((s) => s.kind),
+    ['Config', 'Config', 'Input', 'Assign', 'Let', 'Loss', 'Loss', 'Output', 'Freeze', 'Train'],
+  );
   const fr = a.body[8] as Extract<Stmt, { kind: 'Freeze' }>;
   assert.equal(
-    fr.paths.map((p) => p.segments.map((s) => s.name.name + (s.index ? `[${sexp(s.index.start)}${s.index.end !== undefined ? '..' + sexp(s.index.end) : ''}]` : '')).join('.')),
+    fr.paths.map((p) =>
+      p.segments.map((s) => s.name.name + (s.index ? `[${sexp(s.index.start)}${s.index.end !== undefined ? '..' + sexp(s.index.end) : ''}]` : '')).join('.'),
+    ),
     ['enc.embeddings', 'enc.encoder.layer[0..6]', 'enc.pooler[3]'],
   );
   const tr = a.body[9] as Extract<Stmt, { kind: 'Train' }>;
-  assert.equal(tr.entries.map((e) => e.key.map((k) => k.name).join('.')), ['optimizer', 'schedule', 'optimizer.lr', 'accumulate']);
+  assert.equal(
+    tr.entries.map((e) => e.key.map((k) => k.name).join('.')),
+    ['optimizer', 'schedule', 'optimizer.lr', 'accumulate'],
+  );
   const b = decls[2];
   if (b.kind !== 'Model') return;
   assert.is(b.parent?.name, 'A');
-  assert.equal(b.body.map((s) => s.kind), ['Config', 'Loss', 'Drop', 'Drop', 'Drop']);
+  assert.equal(
+    b.body.map((s) => s.kind),
+    ['Config', 'Loss', 'Drop', 'Drop', 'Drop'],
+  );
   const weightOnly = b.body[1] as Extract<Stmt, { kind: 'Loss' }>;
   assert.is(weightOnly.value, undefined);
-  assert.equal(weightOnly.args?.map((x) => x.name?.name), ['weight']);
+  assert.equal(
+    weightOnly.args?.map((x) => x.name?.name),
+    ['weight'],
+  );
 });
 
 test('sub-module state keys: NAME = Block(...) as KEY, the key a compile-time expression', () => {
@@ -211,15 +262,28 @@ block Head(bn: bool) {
 }`);
   if (b.kind !== 'Block') throw new Error('block expected');
   const assigns = [b.body[0], (b.body[1] as Extract<Stmt, { kind: 'If' }>).then[0], b.body[2], b.body[3], b.body[4]] as Extract<Stmt, { kind: 'Assign' }>[];
-  assert.equal(assigns.map((a) => [a.target.name, a.key ? sexp(a.key) : null]), [
-    ['first', '0'], ['norm', '1'], ['last', '(if bn 3 2)'], ['inner', '"model"'], ['layer', null],
-  ]);
+  assert.equal(
+    assigns.map((a) => [a.target.name, a.key ? sexp(a.key) : null]),
+    [
+      ['first', '0'],
+      ['norm', '1'],
+      ['last', '(if bn 3 2)'],
+      ['inner', '"model"'],
+      ['layer', null],
+    ],
+  );
   // the statement's range ends at the key
   assert.equal([assigns[0].range.col, assigns[0].range.endCol], [3, 28]);
   const r = parseLovt('fn f() { let x = Linear(2, 3) as 0 }', 'e.lovt');
-  assert.equal(r.problems.map((p) => [p.message, p.hint]), [["expected '}' but found 'as'", "'as KEY' follows a sub-module declaration NAME = Block(...) at block or model level"]]);
+  assert.equal(
+    r.problems.map((p) => [p.message, p.hint]),
+    [["expected '}' but found 'as'", "'as KEY' follows a sub-module declaration NAME = Block(...) at block or model level"]],
+  );
   assert.is(parseLovt('fn f() { let as = 1 }', 'e.lovt').problems[0].hint, "'as' is a reserved word and cannot be used as a name");
-  assert.equal(tokenize('as assert asx').tokens.map((t) => t.tokenType.name), ['As', 'Identifier', 'Identifier']);
+  assert.equal(
+    tokenize('as assert asx').tokens.map((t) => t.tokenType.name),
+    ['As', 'Identifier', 'Identifier'],
+  );
 });
 
 test('freeze indices and ranges are compile-time expressions', () => {
@@ -229,7 +293,9 @@ test('freeze indices and ranges are compile-time expressions', () => {
   if (m.kind !== 'Model') throw new Error('model expected');
   const fr = m.body[0] as Extract<Stmt, { kind: 'Freeze' }>;
   assert.equal(
-    fr.paths.map((p) => p.segments.map((s) => s.name.name + (s.index ? `[${sexp(s.index.start)}${s.index.end ? '..' + sexp(s.index.end) : ''}]` : '')).join('.')),
+    fr.paths.map((p) =>
+      p.segments.map((s) => s.name.name + (s.index ? `[${sexp(s.index.start)}${s.index.end ? '..' + sexp(s.index.end) : ''}]` : '')).join('.'),
+    ),
     ['enc.layer[0..frozen_layers]', 'enc.layer[(- n 1)].bias', 'enc.blocks[(* 2 k)..(+ (* 2 k) 2)]'],
   );
   assert.equal([fr.paths[0].range.col, fr.paths[0].range.endCol], [10, 37]);
@@ -244,11 +310,17 @@ model M { let = 3 }
 `,
     'e.lovt',
   );
-  assert.equal(r.file.decls.map((d) => (d.kind === 'Import' ? 'import' : d.name.name)), ['good', 'AlsoGood']);
-  assert.equal(r.problems.map((p) => [p.range.line, p.range.col, p.message]), [
-    [2, 15, "expected ')' but found '{'"],
-    [4, 15, "expected a name or '(' but found '='"],
-  ]);
+  assert.equal(
+    r.file.decls.map((d) => (d.kind === 'Import' ? 'import' : d.name.name)),
+    ['good', 'AlsoGood'],
+  );
+  assert.equal(
+    r.problems.map((p) => [p.range.line, p.range.col, p.message]),
+    [
+      [2, 15, "expected ')' but found '{'"],
+      [4, 15, "expected a name or '(' but found '='"],
+    ],
+  );
 });
 
 test('reserved words cannot be names; hints for common slips', () => {
@@ -268,7 +340,10 @@ test('deep nesting is refused instead of overflowing the stack', () => {
 
 test('left side of = must be a name or name[index]', () => {
   const r = parseLovt('fn f() { f(x) = 3 }', 'e.lovt');
-  assert.equal(r.problems.map((p) => p.message), ['the left side of = must be a name or name[index]']);
+  assert.equal(
+    r.problems.map((p) => p.message),
+    ['the left side of = must be a name or name[index]'],
+  );
 });
 
 test.run();

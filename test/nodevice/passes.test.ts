@@ -96,9 +96,15 @@ test('fold evaluates constant sub-graphs and removes identities', () => {
   assert.is(g.outputs.d, g.inputs.x);
   assert.is(g.outputs.f, g.inputs.x);
   const bIn = g.nodes[g.outputs.b].inputs.map((i) => g.nodes[i]);
-  assert.ok(bIn.some((n) => n.op === 'full' && n.attrs.value === 6), 'full(2) * full(3) folds to full(6)');
+  assert.ok(
+    bIn.some((n) => n.op === 'full' && n.attrs.value === 6),
+    'full(2) * full(3) folds to full(6)',
+  );
   const cIn = g.nodes[g.outputs.c].inputs.map((i) => g.nodes[i]);
-  assert.ok(cIn.some((n) => n.op === 'tensor' && n.attrs.data.join() === '5,7,9'), 'sum of a constant folds');
+  assert.ok(
+    cIn.some((n) => n.op === 'tensor' && n.attrs.data.join() === '5,7,9'),
+    'sum of a constant folds',
+  );
   assert.is(count(g, 'reshape'), 1);
   assert.is(count(g, 'transpose'), 0);
   assert.is(count(g, 'iota'), 1);
@@ -110,7 +116,12 @@ function randomGraph(seed: number): { graph: Graph; feeds: Feeds } {
   const r = new Rng(seed);
   const pickIndex = (n: number) => Math.floor(r.uniform() * n);
   const b = new GraphBuilder();
-  const pool: number[] = [b.input('x', [3, 5]), b.input('v', [5]), b.state('w', [3, 5], { kind: 'zeros' }, true), b.state('m', [5, 5], { kind: 'zeros' }, false)];
+  const pool: number[] = [
+    b.input('x', [3, 5]),
+    b.input('v', [5]),
+    b.state('w', [3, 5], { kind: 'zeros' }, true),
+    b.state('m', [5, 5], { kind: 'zeros' }, false),
+  ];
   pool.push(b.full(1, []), b.full(0, [5]), b.full(2, [3, 5]), b.emit('tensor', [], { data: [0.5, -1, 2, 0, 3] }, { shape: [5] }));
   const unary: OpName[] = ['tanh', 'sigmoid', 'neg', 'abs', 'exp', 'relu'];
   const binary: OpName[] = ['add', 'sub', 'mul', 'maximum', 'minimum'];
@@ -158,7 +169,11 @@ test('every pass and the pipeline preserve outputs and updates on random graphs'
   for (let seed = 1; seed <= 40; seed++) {
     const { graph, feeds } = randomGraph(seed);
     validateGraph(graph);
-    for (const [name, pass] of [['fold', constantFold], ['cse', commonSubexpressionElimination], ['dce', deadCodeElimination]] as const) {
+    for (const [name, pass] of [
+      ['fold', constantFold],
+      ['cse', commonSubexpressionElimination],
+      ['dce', deadCodeElimination],
+    ] as const) {
       const g = pass(graph);
       validateGraph(g);
       sameResults(graph, g, feeds, `${name} on random graph ${seed}`);
@@ -185,7 +200,10 @@ test('optimize shrinks an autodiff graph without changing its results', () => {
   const opt = optimize(b.graph);
   assert.ok(opt.nodes.length < b.graph.nodes.length, `${opt.nodes.length} vs ${b.graph.nodes.length}`);
   const r = new Rng(3);
-  const feeds = { inputs: { x: Array.from({ length: 12 }, () => r.normal()) }, state: { w: Array.from({ length: 15 }, () => r.normal()), bias: [0.1, 0.2, 0.3, 0.4, 0.5] } };
+  const feeds = {
+    inputs: { x: Array.from({ length: 12 }, () => r.normal()) },
+    state: { w: Array.from({ length: 15 }, () => r.normal()), bias: [0.1, 0.2, 0.3, 0.4, 0.5] },
+  };
   sameResults(b.graph, opt, feeds, 'optimize(autodiff)');
 });
 

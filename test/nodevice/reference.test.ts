@@ -34,7 +34,8 @@ function run1(op: OpName, args: Arg[], attrs: Attrs = {}): { v: Float64Array; sh
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 1e-12, what = '') {
   assert.is(actual.length, expected.length, `${what} length`);
   for (let i = 0; i < actual.length; i++) {
-    const a = actual[i], e = expected[i];
+    const a = actual[i],
+      e = expected[i];
     const ok = (Number.isNaN(a) && Number.isNaN(e)) || a === e || Math.abs(a - e) <= tol * Math.max(1, Math.abs(e));
     if (!ok) assert.unreachable(`${what} element ${i}: got ${a}, expected ${e}`);
   }
@@ -60,7 +61,11 @@ function fromNHWC(t: tf.Tensor): Float32Array {
 }
 
 test('erf and gelu match tabulated values', () => {
-  close([0.5, 1, 2, 3, -1.3, 4, 0].map(erf), [0.5204998778130465, 0.8427007929497149, 0.9953222650189527, 0.9999779095030014, -0.9340079449406524, 0.9999999845827421, 0], 1e-15);
+  close(
+    [0.5, 1, 2, 3, -1.3, 4, 0].map(erf),
+    [0.5204998778130465, 0.8427007929497149, 0.9953222650189527, 0.9999779095030014, -0.9340079449406524, 0.9999999845827421, 0],
+    1e-15,
+  );
   close([gelu(1), gelu(-0.5), gelu(0)], [0.8413447460685429, -0.15426876936299344, 0], 1e-15);
 });
 
@@ -72,7 +77,10 @@ test('unary elementwise ops', () => {
   close(f('abs'), [2, 0.5, 0, 0.5, 3]);
   close(f('sign'), [-1, -1, 0, 1, 1]);
   close(f('square'), [4, 0.25, 0, 0.25, 9]);
-  close(f('sigmoid'), x.map((v) => 1 / (1 + Math.exp(-v))));
+  close(
+    f('sigmoid'),
+    x.map((v) => 1 / (1 + Math.exp(-v))),
+  );
   close(f('tanh'), x.map(Math.tanh));
   close(f('exp'), x.map(Math.exp));
   close(f('stop_gradient'), x);
@@ -91,8 +99,24 @@ test('NaN propagates through relu, maximum, minimum and max as in PyTorch; isfin
   assert.equal(v('relu', [{ shape: [5], data: x }]), [NaN, Infinity, 0, 0, 2]);
   assert.equal(v('isfinite', [{ shape: [5], data: x }]), [0, 0, 0, 1, 1]);
   for (const op of ['maximum', 'minimum'] as OpName[]) {
-    assert.ok(Number.isNaN(v(op, [{ shape: [1], data: [NaN] }, { shape: [1], data: [1] }])[0]), `${op}(NaN, 1)`);
-    assert.ok(Number.isNaN(v(op, [{ shape: [1], data: [1] }, { shape: [1], data: [NaN] }])[0]), `${op}(1, NaN)`);
+    assert.ok(
+      Number.isNaN(
+        v(op, [
+          { shape: [1], data: [NaN] },
+          { shape: [1], data: [1] },
+        ])[0],
+      ),
+      `${op}(NaN, 1)`,
+    );
+    assert.ok(
+      Number.isNaN(
+        v(op, [
+          { shape: [1], data: [1] },
+          { shape: [1], data: [NaN] },
+        ])[0],
+      ),
+      `${op}(1, NaN)`,
+    );
   }
   assert.equal(v('max', [{ shape: [5], data: x }], { axes: [0] }), [NaN]);
   assert.equal(v('max_pool2d', [{ shape: [1, 1, 1, 5], data: x }], { kernel: [1, 2], stride: [1, 2], padding: 0 }), [NaN, -1]);
@@ -101,25 +125,69 @@ test('NaN propagates through relu, maximum, minimum and max as in PyTorch; isfin
 test('binary ops broadcast like numpy', () => {
   const a = [1, 2, 3, 4, 5, 6]; // [2, 1, 3]
   const b = [10, 20, 30, 40]; // [4, 1]
-  const { v, shape } = run1('add', [{ shape: [2, 1, 3], data: a }, { shape: [4, 1], data: b }]);
+  const { v, shape } = run1('add', [
+    { shape: [2, 1, 3], data: a },
+    { shape: [4, 1], data: b },
+  ]);
   assert.equal(shape, [2, 4, 3]);
   for (let i = 0; i < 2; i++) for (let j = 0; j < 4; j++) for (let k = 0; k < 3; k++) assert.is(v[(i * 4 + j) * 3 + k], a[i * 3 + k] + b[j]);
-  close(run1('sub', [{ shape: [2], data: [5, 1] }, { shape: [], data: [2] }]).v, [3, -1]);
-  close(run1('div', [{ shape: [2], data: [1, 3] }, { shape: [2], data: [4, 2] }]).v, [0.25, 1.5]);
-  close(run1('pow', [{ shape: [3], data: [2, 9, 4] }, { shape: [3], data: [3, 0.5, -1] }]).v, [8, 3, 0.25]);
-  close(run1('maximum', [{ shape: [3], data: [1, 5, -2] }, { shape: [1], data: [0] }]).v, [1, 5, 0]);
-  close(run1('minimum', [{ shape: [3], data: [1, 5, -2] }, { shape: [1], data: [0] }]).v, [0, 0, -2]);
+  close(
+    run1('sub', [
+      { shape: [2], data: [5, 1] },
+      { shape: [], data: [2] },
+    ]).v,
+    [3, -1],
+  );
+  close(
+    run1('div', [
+      { shape: [2], data: [1, 3] },
+      { shape: [2], data: [4, 2] },
+    ]).v,
+    [0.25, 1.5],
+  );
+  close(
+    run1('pow', [
+      { shape: [3], data: [2, 9, 4] },
+      { shape: [3], data: [3, 0.5, -1] },
+    ]).v,
+    [8, 3, 0.25],
+  );
+  close(
+    run1('maximum', [
+      { shape: [3], data: [1, 5, -2] },
+      { shape: [1], data: [0] },
+    ]).v,
+    [1, 5, 0],
+  );
+  close(
+    run1('minimum', [
+      { shape: [3], data: [1, 5, -2] },
+      { shape: [1], data: [0] },
+    ]).v,
+    [0, 0, -2],
+  );
 });
 
 test('comparisons give 1/0 f32 and where picks a where c != 0', () => {
   const a = { shape: [4], data: [1, 2, 3, 4] };
   const b = { shape: [1], data: [2] };
-  const cases: [OpName, number[]][] = [['gt', [0, 0, 1, 1]], ['ge', [0, 1, 1, 1]], ['lt', [1, 0, 0, 0]], ['le', [1, 1, 0, 0]], ['eq', [0, 1, 0, 0]], ['ne', [1, 0, 1, 1]]];
+  const cases: [OpName, number[]][] = [
+    ['gt', [0, 0, 1, 1]],
+    ['ge', [0, 1, 1, 1]],
+    ['lt', [1, 0, 0, 0]],
+    ['le', [1, 1, 0, 0]],
+    ['eq', [0, 1, 0, 0]],
+    ['ne', [1, 0, 1, 1]],
+  ];
   for (const [op, want] of cases) {
     const r = run1(op, [a, b]);
     close(r.v, want, 0, op);
   }
-  const w = run1('where', [{ shape: [2, 1], data: [0, -3] }, { shape: [3], data: [1, 2, 3] }, { shape: [2, 3], data: [7, 8, 9, 10, 11, 12] }]);
+  const w = run1('where', [
+    { shape: [2, 1], data: [0, -3] },
+    { shape: [3], data: [1, 2, 3] },
+    { shape: [2, 3], data: [7, 8, 9, 10, 11, 12] },
+  ]);
   assert.equal(w.shape, [2, 3]);
   close(w.v, [7, 8, 9, 1, 2, 3], 0);
 });
@@ -148,7 +216,10 @@ test('sum and max over axes, with and without keepdims', () => {
   for (let i = 0; i < 2; i++) for (let k = 0; k < 4; k++) assert.is(m.v[i * 4 + k], Math.max(at(i, 0, k), at(i, 1, k), at(i, 2, k)));
   const all = run1('sum', [{ shape: [2, 3, 4], data: x }], { axes: [0, 1, 2] });
   assert.equal(all.shape, []);
-  assert.is(all.v[0], x.reduce((p, q) => p + q, 0));
+  assert.is(
+    all.v[0],
+    x.reduce((p, q) => p + q, 0),
+  );
 });
 
 test('logsumexp and softmax, stable for large and finite-masked values', () => {
@@ -190,7 +261,15 @@ test('layout: reshape, transpose, expand, slice, concat, pad', () => {
   const s = run1('slice', [{ shape: [2, 3, 4], data: x }], { starts: [1, 0, 1], ends: [2, 2, 4] });
   assert.equal(s.shape, [1, 2, 3]);
   close(s.v, [13, 14, 15, 17, 18, 19], 0);
-  const c = run1('concat', [{ shape: [2, 1], data: [1, 2] }, { shape: [2, 2], data: [3, 4, 5, 6] }, { shape: [2, 1], data: [7, 8] }], { axis: 1 });
+  const c = run1(
+    'concat',
+    [
+      { shape: [2, 1], data: [1, 2] },
+      { shape: [2, 2], data: [3, 4, 5, 6] },
+      { shape: [2, 1], data: [7, 8] },
+    ],
+    { axis: 1 },
+  );
   assert.equal(c.shape, [2, 4]);
   close(c.v, [1, 3, 4, 7, 2, 5, 6, 8], 0);
   const p = run1('pad', [{ shape: [2, 2], data: [1, 2, 3, 4] }], { pads: [1, 0, 0, 2], value: -9 });
@@ -222,14 +301,28 @@ test('matmul: every transpose combination and batch broadcasting (vs tfjs)', () 
     for (const transB of [false, true]) {
       const aShape = transA ? [k, m] : [m, k];
       const bShape = transB ? [n, k] : [k, n];
-      const a = randn(m * k, 1), bb = randn(k * n, 2);
-      const r = run1('matmul', [{ shape: aShape, data: a }, { shape: bShape, data: bb }], { transA, transB });
-      const e = tf.matMul(tf.tensor2d(Array.from(a), aShape as [number, number]), tf.tensor2d(Array.from(bb), bShape as [number, number]), transA, transB).dataSync();
+      const a = randn(m * k, 1),
+        bb = randn(k * n, 2);
+      const r = run1(
+        'matmul',
+        [
+          { shape: aShape, data: a },
+          { shape: bShape, data: bb },
+        ],
+        { transA, transB },
+      );
+      const e = tf
+        .matMul(tf.tensor2d(Array.from(a), aShape as [number, number]), tf.tensor2d(Array.from(bb), bShape as [number, number]), transA, transB)
+        .dataSync();
       close(r.v, e, 1e-5, `transA=${transA} transB=${transB}`);
     }
   // [2, 1, 3, 4] @ [5, 4, 2] -> [2, 5, 3, 2], checked by explicit loops
-  const a = randn(24, 3), bb = randn(40, 4);
-  const r = run1('matmul', [{ shape: [2, 1, 3, 4], data: a }, { shape: [5, 4, 2], data: bb }]);
+  const a = randn(24, 3),
+    bb = randn(40, 4);
+  const r = run1('matmul', [
+    { shape: [2, 1, 3, 4], data: a },
+    { shape: [5, 4, 2], data: bb },
+  ]);
   assert.equal(r.shape, [2, 5, 3, 2]);
   for (let p = 0; p < 2; p++)
     for (let q = 0; q < 5; q++)
@@ -248,17 +341,40 @@ test('conv2d matches tfjs (stride, padding, dilation, groups)', () => {
     { x: [1, 4, 5, 5], w: [6, 2, 3, 3], stride: 1, padding: 1, dilation: 1, groups: 2 },
   ];
   for (const c of cases) {
-    const xd = randn(numel(c.x), 5), wd = randn(numel(c.w), 6);
-    const r = run1('conv2d', [{ shape: c.x, data: xd }, { shape: c.w, data: wd }], { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups });
+    const xd = randn(numel(c.x), 5),
+      wd = randn(numel(c.w), 6);
+    const r = run1(
+      'conv2d',
+      [
+        { shape: c.x, data: xd },
+        { shape: c.w, data: wd },
+      ],
+      { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups },
+    );
     const [ph, pw] = Array.isArray(c.padding) ? c.padding : [c.padding, c.padding];
-    const cg = c.x[1] / c.groups, og = c.w[0] / c.groups;
+    const cg = c.x[1] / c.groups,
+      og = c.w[0] / c.groups;
     const x = toNHWC(xd, c.x);
     const w = tf.transpose(tf.tensor4d(Array.from(wd), c.w as [number, number, number, number]), [2, 3, 1, 0]); // [kh, kw, Cg, O]
     const parts = [];
     for (let g = 0; g < c.groups; g++) {
       const xg = tf.slice(x, [0, 0, 0, g * cg], [-1, -1, -1, cg]);
       const wg = tf.slice(w, [0, 0, 0, g * og], [-1, -1, -1, og]);
-      parts.push(tf.conv2d(xg as tf.Tensor4D, wg as tf.Tensor4D, c.stride, [[0, 0], [ph, ph], [pw, pw], [0, 0]], 'NHWC', c.dilation as number | [number, number]));
+      parts.push(
+        tf.conv2d(
+          xg as tf.Tensor4D,
+          wg as tf.Tensor4D,
+          c.stride,
+          [
+            [0, 0],
+            [ph, ph],
+            [pw, pw],
+            [0, 0],
+          ],
+          'NHWC',
+          c.dilation as number | [number, number],
+        ),
+      );
     }
     close(r.v, fromNHWC(tf.concat(parts, 3)), 1e-5, JSON.stringify(c));
   }
@@ -266,12 +382,35 @@ test('conv2d matches tfjs (stride, padding, dilation, groups)', () => {
 
 test('conv2d_grad_input and conv2d_grad_weight are the adjoints of conv2d', () => {
   const attrs: ConvAttrs = { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 2 };
-  const xs = [2, 4, 7, 6], ws = [6, 2, 3, 2];
-  const x = randn(numel(xs), 7), w = randn(numel(ws), 8);
-  const y = run1('conv2d', [{ shape: xs, data: x }, { shape: ws, data: w }], attrs);
+  const xs = [2, 4, 7, 6],
+    ws = [6, 2, 3, 2];
+  const x = randn(numel(xs), 7),
+    w = randn(numel(ws), 8);
+  const y = run1(
+    'conv2d',
+    [
+      { shape: xs, data: x },
+      { shape: ws, data: w },
+    ],
+    attrs,
+  );
   const dy = randn(y.v.length, 9);
-  const dx = run1('conv2d_grad_input', [{ shape: y.shape, data: dy }, { shape: ws, data: w }], { ...attrs, inputSize: [7, 6] });
-  const dw = run1('conv2d_grad_weight', [{ shape: xs, data: x }, { shape: y.shape, data: dy }], { ...attrs, kernelSize: [3, 2] });
+  const dx = run1(
+    'conv2d_grad_input',
+    [
+      { shape: y.shape, data: dy },
+      { shape: ws, data: w },
+    ],
+    { ...attrs, inputSize: [7, 6] },
+  );
+  const dw = run1(
+    'conv2d_grad_weight',
+    [
+      { shape: xs, data: x },
+      { shape: y.shape, data: dy },
+    ],
+    { ...attrs, kernelSize: [3, 2] },
+  );
   assert.equal(dx.shape, xs);
   assert.equal(dw.shape, ws);
   const ydy = dot(y.v, dy);
@@ -286,7 +425,14 @@ test('max_pool2d matches tfjs; its grad routes to the first maximum', () => {
   close(r.v, fromNHWC(tf.maxPool(toNHWC(x, xs), 3, 2, 'valid')), 1e-6);
   // ties: each window routes its whole gradient to its first (row-major) maximum
   const tie = [1, 1, 0, 1, 1, 0, 0, 0, 2]; // [1, 1, 3, 3]
-  const g = run1('max_pool2d_grad', [{ shape: [1, 1, 3, 3], data: tie }, { shape: [1, 1, 2, 2], data: [10, 20, 30, 40] }], { kernel: 2, stride: 1, padding: 0 });
+  const g = run1(
+    'max_pool2d_grad',
+    [
+      { shape: [1, 1, 3, 3], data: tie },
+      { shape: [1, 1, 2, 2], data: [10, 20, 30, 40] },
+    ],
+    { kernel: 2, stride: 1, padding: 0 },
+  );
   close(g.v, [10, 20, 0, 30, 0, 0, 0, 0, 40], 0);
   // padding is skipped, not treated as 0: an all-negative input keeps negative maxima
   const p = run1('max_pool2d', [{ shape: [1, 1, 2, 2], data: [-1, -2, -3, -4] }], { kernel: 2, stride: 1, padding: 1 });
@@ -328,23 +474,51 @@ test('upsample2d matches tfjs resize (nearest, bilinear with and without align c
 
 test('gather rows and scatter_add them back; out-of-range indices are errors', () => {
   const table = [0, 1, 10, 11, 20, 21]; // [3, 2]
-  const g = run1('gather', [{ shape: [3, 2], data: table }, { shape: [2, 2], data: [2, 0, 2, 1], dtype: 'i32' }]);
+  const g = run1('gather', [
+    { shape: [3, 2], data: table },
+    { shape: [2, 2], data: [2, 0, 2, 1], dtype: 'i32' },
+  ]);
   assert.equal(g.shape, [2, 2, 2]);
   close(g.v, [20, 21, 0, 1, 20, 21, 10, 11], 0);
-  const s = run1('scatter_add', [{ shape: [3], data: [2, 0, 2], dtype: 'i32' }, { shape: [3, 2], data: [1, 2, 3, 4, 5, 6] }], { numRows: 4 });
+  const s = run1(
+    'scatter_add',
+    [
+      { shape: [3], data: [2, 0, 2], dtype: 'i32' },
+      { shape: [3, 2], data: [1, 2, 3, 4, 5, 6] },
+    ],
+    { numRows: 4 },
+  );
   assert.equal(s.shape, [4, 2]);
   close(s.v, [3, 4, 0, 0, 6, 8, 0, 0], 0);
-  assert.throws(() => run1('gather', [{ shape: [3, 2], data: table }, { shape: [1], data: [3], dtype: 'i32' }]), /gather index 3 is out of range \[0, 3\)/);
+  assert.throws(
+    () =>
+      run1('gather', [
+        { shape: [3, 2], data: table },
+        { shape: [1], data: [3], dtype: 'i32' },
+      ]),
+    /gather index 3 is out of range \[0, 3\)/,
+  );
 });
 
 test('segment_max: max per segment, 0 for empty segments, out-of-range ids ignored; grad to the first arg-max', () => {
   // B = 1, T = 5, D = 2; segments: 0, 0, -1, 2, 5 (S = 3; segment 1 is empty)
   const x = [1, 5, 3, 5, 100, 100, -2, -7, 100, 100];
   const seg = [0, 0, -1, 2, 5];
-  const r = run1('segment_max', [{ shape: [1, 5, 2], data: x }, { shape: [1, 5], data: seg, dtype: 'i32' }], { numSegments: 3 });
+  const r = run1(
+    'segment_max',
+    [
+      { shape: [1, 5, 2], data: x },
+      { shape: [1, 5], data: seg, dtype: 'i32' },
+    ],
+    { numSegments: 3 },
+  );
   assert.equal(r.shape, [1, 3, 2]);
   close(r.v, [3, 5, 0, 0, -2, -7], 0);
-  const g = run1('segment_max_grad', [{ shape: [1, 5, 2], data: x }, { shape: [1, 5], data: seg, dtype: 'i32' }, { shape: [1, 3, 2], data: [1, 2, 3, 4, 5, 6] }]);
+  const g = run1('segment_max_grad', [
+    { shape: [1, 5, 2], data: x },
+    { shape: [1, 5], data: seg, dtype: 'i32' },
+    { shape: [1, 3, 2], data: [1, 2, 3, 4, 5, 6] },
+  ]);
   close(g.v, [0, 2, 1, 0, 0, 0, 5, 6, 0, 0], 0); // tie 5 == 5 in column 1: first token gets it
 });
 
@@ -365,7 +539,8 @@ test('pcg hash matches a BigInt implementation of the spec', () => {
 });
 
 test('dropout: deterministic in (seed, salt), keeps ~1-p, scales kept values by 1/(1-p)', () => {
-  const n = 20000, p = 0.3;
+  const n = 20000,
+    p = 0.3;
   const x = Float64Array.from({ length: n }, (_, i) => 1 + (i % 7));
   const drop = (seed: number, salt: number, prob = p) => {
     const b = new GraphBuilder();

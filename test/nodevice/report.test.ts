@@ -16,7 +16,10 @@ test('font: every printable ASCII character has its own 5×7 glyph; wrapping res
   for (let c = 33; c < 127; c++) {
     const rows = glyph(String.fromCharCode(c));
     assert.is(rows.length, 7);
-    assert.ok(rows.some((r) => r !== 0), `glyph ${String.fromCharCode(c)} has ink`);
+    assert.ok(
+      rows.some((r) => r !== 0),
+      `glyph ${String.fromCharCode(c)} has ink`,
+    );
     seen.add(rows.join(','));
   }
   assert.is(seen.size, 94, 'no two glyphs are identical');
@@ -38,10 +41,13 @@ test('ticks are 1/2/2.5/5 × 10^k steps covering the range', () => {
 
 test('line plot PNG: right size, series colours drawn, text drawn', () => {
   const x = Array.from({ length: 50 }, (_, i) => i);
-  const c = drawLinePlot([
-    { name: 'a', x, y: x.map((i) => i * i) },
-    { name: 'b', x, y: x.map((i) => 2500 - i * 40) },
-  ], { title: 'T', xLabel: 'step', width: 400, height: 300 });
+  const c = drawLinePlot(
+    [
+      { name: 'a', x, y: x.map((i) => i * i) },
+      { name: 'b', x, y: x.map((i) => 2500 - i * 40) },
+    ],
+    { title: 'T', xLabel: 'step', width: 400, height: 300 },
+  );
   const count = (rgb: number[]) => {
     let n = 0;
     for (let i = 0; i < c.data.length; i += 4) if (c.data[i] === rgb[0] && c.data[i + 1] === rgb[1] && c.data[i + 2] === rgb[2]) n++;
@@ -87,7 +93,10 @@ test('metrics log: append, resume truncation, torn last line, series', async () 
     assert.equal(metricSeries(all, 'train', 'loss.total'), { x: [1, 2, 3, 4, 5], y: [9, 8, 7, 6, 5] });
     await MetricsLog.open(storage, { resumeAtStep: 3 });
     const kept = await readMetrics(storage);
-    assert.equal(kept.map((r: MetricsRecord) => r.step), [1, 2, 3]);
+    assert.equal(
+      kept.map((r: MetricsRecord) => r.step),
+      [1, 2, 3],
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -106,14 +115,24 @@ test('report.md links every figure it writes', async () => {
   try {
     const storage = new NodeStorage(dir);
     const records: MetricsRecord[] = [];
-    for (let step = 1; step <= 20; step++) records.push({ kind: 'train', step, epoch: Math.floor(step / 10), lr: 1e-4, 'loss.total': 5 / step, 'loss.global_i2r': 3 / step });
+    for (let step = 1; step <= 20; step++)
+      records.push({ kind: 'train', step, epoch: Math.floor(step / 10), lr: 1e-4, 'loss.total': 5 / step, 'loss.global_i2r': 3 / step });
     records.push({ kind: 'val', step: 10, epoch: 0, 'loss.total': 0.7, 'loss.global_i2r': 0.4 });
     const image = { width: 32, height: 32, data: Float32Array.from({ length: 1024 }, (_, i) => (i % 32) / 32) };
     const map = { width: 7, height: 7, data: Float32Array.from({ length: 49 }, (_, i) => i) };
     const text = await writeReport(storage, {
       summary: {
-        model: 'LoVT_Tiny', modelPath: 'models/lovt-tiny.lovt', device: 'test', data: 'synth', seed: 1, steps: 20, epochs: 2,
-        samplesSeen: 160, wallSeconds: 75, stopReason: 'step budget reached', bestValidation: { value: 0.7, step: 10, epoch: 1 },
+        model: 'LoVT_Tiny',
+        modelPath: 'models/lovt-tiny.lovt',
+        device: 'test',
+        data: 'synth',
+        seed: 1,
+        steps: 20,
+        epochs: 2,
+        samplesSeen: 160,
+        wallSeconds: 75,
+        stopReason: 'step budget reached',
+        bestValidation: { value: 0.7, step: 10, epoch: 1 },
       },
       lossTerms: [{ name: 'global_i2r', weight: 0.75 }],
       records,

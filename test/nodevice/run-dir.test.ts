@@ -25,8 +25,19 @@ const tensors = (v: number) => new Map<string, HostTensor>([['image_encoder.w', 
 
 function info(runId: string, step: number): CheckpointInfo {
   return {
-    runId, model: { name: 'M', path: 'm.lovt', sourceHash: 'h' }, set: {}, config: {}, train: {}, data: {}, seed: 1, step, epoch: 0,
-    dataPosition: { epoch: 0, cursor: 0 }, schedule: { kind: 'constant' }, earlyStop: null, metrics: {},
+    runId,
+    model: { name: 'M', path: 'm.lovt', sourceHash: 'h' },
+    set: {},
+    config: {},
+    train: {},
+    data: {},
+    seed: 1,
+    step,
+    epoch: 0,
+    dataPosition: { epoch: 0, cursor: 0 },
+    schedule: { kind: 'constant' },
+    earlyStop: null,
+    metrics: {},
   };
 }
 
@@ -134,7 +145,10 @@ test('makeDirectory: nested creation; refuses a path through a file and special 
   assert.is(await failure(makeDirectory(file, '--out')), `--out ${file}: it is a file, not a directory`);
   assert.is(await failure(makeDirectory(path.join(file, 'sub'), '--out')), `--out ${path.join(file, 'sub')}: ${file} is a file, not a directory`);
   // Node's own mkdir(..., { recursive: true }) never returns here.
-  assert.is(await failure(makeDirectory('/proc/lovt-test/x', '--out')), '--out /proc/lovt-test/x: /proc is on the proc file system, which holds no files; choose a directory on a disk');
+  assert.is(
+    await failure(makeDirectory('/proc/lovt-test/x', '--out')),
+    '--out /proc/lovt-test/x: /proc is on the proc file system, which holds no files; choose a directory on a disk',
+  );
   assert.match(await failure(makeDirectory('/sys/lovt-test', '--out')), /^--out \/sys\/lovt-test: \/sys is on the sysfs file system/);
   assert.match(await failure(makeDirectory('/dev/lovt-test', '--out')), /^--out \/dev\/lovt-test: \/dev is on the (device|devpts|\w+) file system/);
   assert.not.ok(existsSync('/dev/lovt-test'));
@@ -159,8 +173,14 @@ test('checkpoints belong to their run: a best.json of another run and weights of
   const foreign = writeSafetensors(tensors(2), { run_id: 'run-other' });
   writeFileSync(weights, foreign);
   const { createHash } = await import('node:crypto');
-  writeFileSync(path.join(dir, 'last.json'), JSON.stringify({ ...m, weights: { ...m.weights, bytes: foreign.length, sha256: createHash('sha256').update(foreign).digest('hex') } }));
-  assert.is(await failure(loadCheckpoint(storage, 'last')), `${dir}/${m.weights.file} was written by run run-other, but last.json is run run-new: the weights belong to another run`);
+  writeFileSync(
+    path.join(dir, 'last.json'),
+    JSON.stringify({ ...m, weights: { ...m.weights, bytes: foreign.length, sha256: createHash('sha256').update(foreign).digest('hex') } }),
+  );
+  assert.is(
+    await failure(loadCheckpoint(storage, 'last')),
+    `${dir}/${m.weights.file} was written by run run-other, but last.json is run run-new: the weights belong to another run`,
+  );
 });
 
 test.run();

@@ -40,16 +40,27 @@ function failure(f: () => unknown): string {
 /** The manifest fields a resume compares, as the trainer records them for `model` trained with `set`. */
 function manifestOf(model: CompiledModel, set: Record<string, string>, path: string, artifact?: string): CheckpointManifest {
   return {
-    model: { name: model.model.name, path, sourceHash: model.model.sourceHash, ...(artifact ? { artifact } : {}) }, set,
+    model: { name: model.model.name, path, sourceHash: model.model.sourceHash, ...(artifact ? { artifact } : {}) },
+    set,
     config: Object.fromEntries(Object.entries(model.model.configs).map(([k, v]) => [k, v.value])),
-    train: { ...model.model.train, stepsPerEpoch: 3 }, data: { spec: 'synth', kind: 'synth', studies: 24, seed: 3, statsSample: 4000 },
+    train: { ...model.model.train, stepsPerEpoch: 3 },
+    data: { spec: 'synth', kind: 'synth', studies: 24, seed: 3, statsSample: 4000 },
   } as unknown as CheckpointManifest;
 }
 
 test('MODEL: a missing path, a device and a directory without graph.json are named as what they are', () => {
-  assert.is(failure(() => openModel(path.join(work, 'nope.lovt'))), `cannot read the model ${path.join(work, 'nope.lovt')}: no such file or directory`);
-  assert.is(failure(() => openModel('/dev/null')), 'the model /dev/null is a character device, not a .lovt file or a lovtc artifact directory');
-  assert.is(failure(() => openModel(work)), `${work} is a directory without graph.json: neither a .lovt file nor a lovtc artifact (write one with \`lovtc MODEL.lovt -o ${work}\`)`);
+  assert.is(
+    failure(() => openModel(path.join(work, 'nope.lovt'))),
+    `cannot read the model ${path.join(work, 'nope.lovt')}: no such file or directory`,
+  );
+  assert.is(
+    failure(() => openModel('/dev/null')),
+    'the model /dev/null is a character device, not a .lovt file or a lovtc artifact directory',
+  );
+  assert.is(
+    failure(() => openModel(work)),
+    `${work} is a directory without graph.json: neither a .lovt file nor a lovtc artifact (write one with \`lovtc MODEL.lovt -o ${work}\`)`,
+  );
 });
 
 test('a lovtc artifact trains the graphs the source compiles to (train and eval), and records its options', async () => {
@@ -72,7 +83,10 @@ test('a lovtc artifact trains the graphs the source compiles to (train and eval)
     failure(() => art.compile({ tau: '0.5' }, 'train')),
     `${dir} is compiled already and --set tau=0.5 would change it: recompile with \`lovtc ${MODEL} -o ${dir} --set vocab_size=40 --set tau=0.5\``,
   );
-  assert.is(failure(() => openModel(dir, { model: 'Other' })), `${dir} holds the model TinyClip, not Other (--model): compile Other with lovtc --model Other`);
+  assert.is(
+    failure(() => openModel(dir, { model: 'Other' })),
+    `${dir} holds the model TinyClip, not Other (--model): compile Other with lovtc --model Other`,
+  );
 });
 
 test('an artifact of another IR version, or compiled for eval, is refused with the command that rebuilds it', async () => {
@@ -86,7 +100,10 @@ test('an artifact of another IR version, or compiled for eval, is refused with t
     `${file} was compiled by lovtc 9.9.9 for IR version ${IR_VERSION + 1}; this lovt reads IR version ${IR_VERSION}: recompile with \`lovtc ${MODEL} -o ${dir} --set vocab_size=40\``,
   );
   writeFileSync(file, '{"format": "lovt-graph", "irVers');
-  assert.match(failure(() => openModel(dir)), new RegExp(`^${file} is not valid JSON \\(.*\\): rebuild the artifact with \`lovtc MODEL.lovt -o ${dir}\`$`));
+  assert.match(
+    failure(() => openModel(dir)),
+    new RegExp(`^${file} is not valid JSON \\(.*\\): rebuild the artifact with \`lovtc MODEL.lovt -o ${dir}\`$`),
+  );
   const evalDir = path.join(work, 'eval-art');
   await lovtc(MODEL, '-o', evalDir, '--mode', 'eval');
   assert.is(
@@ -110,7 +127,10 @@ test('the data must fit an artifact: vocabulary and input sizes, each error with
   const refit = fitVocabulary(src, {}, src.compile({}, 'train'), { size: 57, where: 'v' });
   assert.equal(refit.set, { vocab_size: '57' });
   assert.is(refit.model.model.configs.vocab_size.value, 57);
-  assert.is(failure(() => fitVocabulary(src, { vocab_size: '50' }, src.compile({ vocab_size: '50' }, 'train'), { size: 57, where: 'v' })), "vocab_size 50 is smaller than the vocabulary's 57 tokens (v)");
+  assert.is(
+    failure(() => fitVocabulary(src, { vocab_size: '50' }, src.compile({ vocab_size: '50' }, 'train'), { size: 57, where: 'v' })),
+    "vocab_size 50 is smaller than the vocabulary's 57 tokens (v)",
+  );
 
   // An artifact whose configs disagree with its inputs (edited by hand): the data would not fit.
   const file = path.join(dir, 'graph.json');
@@ -173,7 +193,10 @@ test('resume: an artifact run continues only with the same artifact (by hash, wh
   );
   // And the other way round: a source run resumed with an artifact.
   const srcManifest = manifestOf(src.compile({ vocab_size: '40' }, 'train'), { vocab_size: '40' }, MODEL);
-  assert.match(failure(() => checkResumeModel(srcManifest, artA, model, 'RUN')), /^RUN was trained from the source .*tiny-clip\.lovt; this resume gives the lovtc artifact /);
+  assert.match(
+    failure(() => checkResumeModel(srcManifest, artA, model, 'RUN')),
+    /^RUN was trained from the source .*tiny-clip\.lovt; this resume gives the lovtc artifact /,
+  );
 });
 
 test('resume keeps the data it was trained on; --init and another data set are refused', () => {
@@ -182,9 +205,18 @@ test('resume keeps the data it was trained on; --init and another data set are r
   const r = resumeData(manifest, req, 'RUN');
   assert.is(r.dataSpec, 'synth');
   assert.equal([r.request.studies, r.request.synthSeed, r.request.statsSample], [24, 3, 4000]);
-  assert.is(failure(() => resumeData(manifest, { ...req, init: ['image_encoder=x.safetensors'] }, 'RUN')), '--init only applies to a new run (the checkpoint already holds every weight)');
-  assert.is(failure(() => resumeData(manifest, { ...req, data: 'mimic:/x' }, 'RUN')), 'RUN was trained on --data synth, not mimic:/x');
-  assert.is(failure(() => resumeData(manifest, { ...req, studies: 50, explicit: new Set(['studies']) }, 'RUN')), 'RUN was trained with --studies 24, not 50');
+  assert.is(
+    failure(() => resumeData(manifest, { ...req, init: ['image_encoder=x.safetensors'] }, 'RUN')),
+    '--init only applies to a new run (the checkpoint already holds every weight)',
+  );
+  assert.is(
+    failure(() => resumeData(manifest, { ...req, data: 'mimic:/x' }, 'RUN')),
+    'RUN was trained on --data synth, not mimic:/x',
+  );
+  assert.is(
+    failure(() => resumeData(manifest, { ...req, studies: 50, explicit: new Set(['studies']) }, 'RUN')),
+    'RUN was trained with --studies 24, not 50',
+  );
 });
 
 test('setKeepsValue compares resolved values, not spellings', () => {
@@ -196,7 +228,10 @@ test('setKeepsValue compares resolved values, not spellings', () => {
 
 test('--data-workers is capped at the core count, saying so', () => {
   const cores = os.availableParallelism();
-  assert.equal(imageWorkerThreads(1000), { threads: cores, note: `--data-workers 1000 is more than this machine's ${cores} cores: using ${cores} worker threads` });
+  assert.equal(imageWorkerThreads(1000), {
+    threads: cores,
+    note: `--data-workers 1000 is more than this machine's ${cores} cores: using ${cores} worker threads`,
+  });
   assert.equal(imageWorkerThreads(0), { threads: 0 });
   assert.equal(imageWorkerThreads(cores), { threads: cores });
 });

@@ -14,7 +14,10 @@ const FIXTURES = 'test/fixtures/runner';
 function runner(names: string[], env: Record<string, string> = {}) {
   const started = Date.now();
   const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/test.js'), '--dir', FIXTURES, ...names], {
-    cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000,
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 120_000,
   });
   const out = (r.stdout + r.stderr).replace(/\x1b\[[0-9;]*m/g, '');
   const lines = out.trimEnd().split('\n');

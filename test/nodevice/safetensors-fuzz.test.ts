@@ -65,16 +65,35 @@ const tensorArb = fc.record({
   shape: fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 3 }),
 });
 const validFileArb = fc.uniqueArray(tensorArb, { maxLength: 4, selector: (t) => t.name }).map((ts) => {
-  const tensors = new Map(ts.filter((t) => t.name !== '__metadata__').map((t, k) => {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const float = t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16';
-    const data = float ? Float32Array.from({ length: n }, (_, i) => (i - k) / 4) : Int32Array.from({ length: n }, (_, i) => i * 7 - k);
-    return [t.name, { shape: t.shape, data, dtype: t.dtype }] as const;
-  }));
+  const tensors = new Map(
+    ts
+      .filter((t) => t.name !== '__metadata__')
+      .map((t, k) => {
+        const n = t.shape.reduce((a, b) => a * b, 1);
+        const float = t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16';
+        const data = float ? Float32Array.from({ length: n }, (_, i) => (i - k) / 4) : Int32Array.from({ length: n }, (_, i) => i * 7 - k);
+        return [t.name, { shape: t.shape, data, dtype: t.dtype }] as const;
+      }),
+  );
   return writeSafetensors(tensors, { format: 'pt' });
 });
 
-const HOSTILE_NUMBERS = ['-1', '0.5', '1e999', '-0', '9007199254740993', '1e308', '4294967296', '18446744073709551616', '2147483648', '"1"', 'null', '[]', '{}', 'true'];
+const HOSTILE_NUMBERS = [
+  '-1',
+  '0.5',
+  '1e999',
+  '-0',
+  '9007199254740993',
+  '1e308',
+  '4294967296',
+  '18446744073709551616',
+  '2147483648',
+  '"1"',
+  'null',
+  '[]',
+  '{}',
+  'true',
+];
 const HOSTILE_STRINGS = ['"__proto__"', '"toString"', '"constructor"', '"F64"', '""', '"\\u0000"', '"\\ud800"', '"ünïcödé 😀"', `"${'x'.repeat(10_000)}"`];
 
 type Mutation =
@@ -94,7 +113,11 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ kind: fc.constant('length' as const), value: fc.oneof(fc.nat(), fc.constantFrom(0, 1, 2 ** 31, 2 ** 32 - 1, 200 * 1024 * 1024)) }),
   fc.record({ kind: fc.constant('number' as const), at: fc.nat(), text: fc.constantFrom(...HOSTILE_NUMBERS) }),
   fc.record({ kind: fc.constant('string' as const), at: fc.nat(), text: fc.constantFrom(...HOSTILE_STRINGS) }),
-  fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), text: fc.oneof(fc.constantFrom('[', ']', '{', '}', ',', ':', '"', '\\', '[[[[[[', '"a":1,'), fc.string({ maxLength: 6, unit: 'binary' })) }),
+  fc.record({
+    kind: fc.constant('insert' as const),
+    at: fc.nat(),
+    text: fc.oneof(fc.constantFrom('[', ']', '{', '}', ',', ':', '"', '\\', '[[[[[[', '"a":1,'), fc.string({ maxLength: 6, unit: 'binary' })),
+  }),
   fc.record({ kind: fc.constant('duplicate' as const), at: fc.nat() }),
 );
 
@@ -174,27 +197,32 @@ const nameArb = fc.oneof(
   fc.integer({ min: 1000, max: 100_000 }).map((n) => 'n'.repeat(n)),
 );
 const entryArb = fc.oneof(
-  fc.record({
-    dtype: fc.oneof(dtypeArb, fc.constantFrom('__proto__', 'toString', 'valueOf', 'f32', 'F64', ''), junkArb),
-    shape: fc.oneof(fc.array(hostileNumberArb, { maxLength: 4 }), fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 3 }), junkArb),
-    data_offsets: fc.oneof(fc.tuple(hostileNumberArb, hostileNumberArb), fc.tuple(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: 64 })), junkArb),
-  }, { requiredKeys: [] }),
+  fc.record(
+    {
+      dtype: fc.oneof(dtypeArb, fc.constantFrom('__proto__', 'toString', 'valueOf', 'f32', 'F64', ''), junkArb),
+      shape: fc.oneof(fc.array(hostileNumberArb, { maxLength: 4 }), fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 3 }), junkArb),
+      data_offsets: fc.oneof(fc.tuple(hostileNumberArb, hostileNumberArb), fc.tuple(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: 64 })), junkArb),
+    },
+    { requiredKeys: [] },
+  ),
   junkArb,
 );
-const hostileHeaderArb = fc.tuple(
-  fc.array(fc.tuple(nameArb, entryArb), { maxLength: 5 }),
-  fc.option(fc.dictionary(fc.string({ maxLength: 4 }), fc.oneof(fc.string({ maxLength: 4 }), junkArb), { maxKeys: 3 })),
-  fc.constantFrom('', 'deep', 'dup', 'raw-number'),
-  fc.integer({ min: 1, max: 300_000 }),
-).map(([entries, metadata, twist, n]) => {
-  // Pairs, not an object: names may repeat (the raw text then has duplicate keys).
-  const parts = entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`);
-  if (metadata) parts.push(`"__metadata__":${JSON.stringify(metadata)}`);
-  if (twist === 'deep') parts.push(`"deep":{"dtype":"F32","shape":${'['.repeat(n)}${']'.repeat(n)},"data_offsets":[0,0]}`);
-  if (twist === 'dup' && parts.length) parts.push(parts[0]);
-  if (twist === 'raw-number') parts.push(`"big":{"dtype":"F32","shape":[1e999, -0, 1E400],"data_offsets":[0, ${'9'.repeat(n % 400)}]}`);
-  return `{${parts.join(',')}}`;
-});
+const hostileHeaderArb = fc
+  .tuple(
+    fc.array(fc.tuple(nameArb, entryArb), { maxLength: 5 }),
+    fc.option(fc.dictionary(fc.string({ maxLength: 4 }), fc.oneof(fc.string({ maxLength: 4 }), junkArb), { maxKeys: 3 })),
+    fc.constantFrom('', 'deep', 'dup', 'raw-number'),
+    fc.integer({ min: 1, max: 300_000 }),
+  )
+  .map(([entries, metadata, twist, n]) => {
+    // Pairs, not an object: names may repeat (the raw text then has duplicate keys).
+    const parts = entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`);
+    if (metadata) parts.push(`"__metadata__":${JSON.stringify(metadata)}`);
+    if (twist === 'deep') parts.push(`"deep":{"dtype":"F32","shape":${'['.repeat(n)}${']'.repeat(n)},"data_offsets":[0,0]}`);
+    if (twist === 'dup' && parts.length) parts.push(parts[0]);
+    if (twist === 'raw-number') parts.push(`"big":{"dtype":"F32","shape":[1e999, -0, 1E400],"data_offsets":[0, ${'9'.repeat(n % 400)}]}`);
+    return `{${parts.join(',')}}`;
+  });
 
 test('hostile headers: a consistent result or a short SafetensorsError', () => {
   const seen = { read: 0, refused: 0 };

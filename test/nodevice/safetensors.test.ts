@@ -4,9 +4,7 @@ import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import {
-  f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, parseSafetensorsHeader, readSafetensors, writeSafetensors,
-} from '../../runtime/safetensors.ts';
+import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, parseSafetensorsHeader, readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
 import { readSafetensorsFile } from '../../runtime/platform/node-fs.ts';
 
 /** Builds a file from a header object and raw data bytes (to craft malformed files). */
@@ -37,11 +35,14 @@ test('round trip: f32 and i32 tensors, shapes, metadata, order', () => {
   const a = Float32Array.from([1.5, -2.25, 3e-8, 1e30, 0, -0]);
   const b = Int32Array.from([7, -8, 2147483647, -2147483648]);
   const scalar = Float32Array.from([42]);
-  const bytes = writeSafetensors(new Map([
-    ['layer.weight', { shape: [2, 3], data: a }],
-    ['counter', { dtype: 'i32' as const, shape: [4], data: b }],
-    ['scalar', { shape: [], data: scalar }],
-  ]), { format: 'pt', note: 'hello' });
+  const bytes = writeSafetensors(
+    new Map([
+      ['layer.weight', { shape: [2, 3], data: a }],
+      ['counter', { dtype: 'i32' as const, shape: [4], data: b }],
+      ['scalar', { shape: [], data: scalar }],
+    ]),
+    { format: 'pt', note: 'hello' },
+  );
   // Data section aligned to 8 bytes.
   const headerLength = new DataView(bytes.buffer).getUint32(0, true);
   assert.is(headerLength % 8, 0);
@@ -88,10 +89,10 @@ test('half conversion: rounding to nearest even, subnormals, overflow, all finit
     const value = f16BitsToF32(bits);
     assert.is(f32ToF16Bits(value), bits, `half bits ${bits.toString(16)}`);
   }
-  assert.is(f32ToF16Bits(1 + 2 ** -11), 0x3c00);            // tie → even (down)
-  assert.is(f32ToF16Bits(1 + 3 * 2 ** -11), 0x3c02);        // tie → even (up)
-  assert.is(f32ToF16Bits(70000), 0x7c00);                   // overflow → +Inf
-  assert.is(f32ToF16Bits(2 ** -26), 0);                      // underflow → 0
+  assert.is(f32ToF16Bits(1 + 2 ** -11), 0x3c00); // tie → even (down)
+  assert.is(f32ToF16Bits(1 + 3 * 2 ** -11), 0x3c02); // tie → even (up)
+  assert.is(f32ToF16Bits(70000), 0x7c00); // overflow → +Inf
+  assert.is(f32ToF16Bits(2 ** -26), 0); // underflow → 0
   assert.is(f16BitsToF32(0x7c00), Infinity);
   assert.ok(Number.isNaN(f16BitsToF32(0x7e00)));
   assert.is(f32ToBf16Bits(1), 0x3f80);
@@ -116,15 +117,39 @@ test('malformed headers: each fails with a clear error before allocation', () =>
   throwsWith(() => readSafetensors(craft('{"a": [1, 2')), /header is not valid JSON/);
   throwsWith(() => readSafetensors(craft('[1, 2, 3]')), /header JSON is not an object/);
   throwsWith(() => readSafetensors(craft({ w: { dtype: 'F64', shape: [1], data_offsets: [0, 8] } }, new Uint8Array(8))), /tensor "w": unsupported dtype "F64"/);
-  throwsWith(() => readSafetensors(craft({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4))), /tensor "w": shape \[-1\] is not a list of non-negative integers/);
-  throwsWith(() => readSafetensors(craft({ w: { dtype: 'F32', shape: [1], data_offsets: [0] } }, new Uint8Array(4))), /tensor "w": data_offsets \[0\] is not a pair/);
-  throwsWith(() => readSafetensors(craft({ w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(4))), /tensor "w": data_offsets \[0, 8\] run past the end of the data section \(4 bytes\)/);
-  throwsWith(() => readSafetensors(craft({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8))), /tensor "w": shape \[3\] × F32 needs 12 bytes but data_offsets span 8/);
-  throwsWith(() => readSafetensors(craft({ w: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, new Uint8Array(8))), /tensor "w": data_offsets \[4, 0\] end before they begin/);
-  throwsWith(() => readSafetensors(craft({
-    a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
-    b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
-  }, new Uint8Array(12))), /tensor "b" bytes \[4, 12\) overlap tensor "a" bytes \[0, 8\)/);
+  throwsWith(
+    () => readSafetensors(craft({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4))),
+    /tensor "w": shape \[-1\] is not a list of non-negative integers/,
+  );
+  throwsWith(
+    () => readSafetensors(craft({ w: { dtype: 'F32', shape: [1], data_offsets: [0] } }, new Uint8Array(4))),
+    /tensor "w": data_offsets \[0\] is not a pair/,
+  );
+  throwsWith(
+    () => readSafetensors(craft({ w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(4))),
+    /tensor "w": data_offsets \[0, 8\] run past the end of the data section \(4 bytes\)/,
+  );
+  throwsWith(
+    () => readSafetensors(craft({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8))),
+    /tensor "w": shape \[3\] × F32 needs 12 bytes but data_offsets span 8/,
+  );
+  throwsWith(
+    () => readSafetensors(craft({ w: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, new Uint8Array(8))),
+    /tensor "w": data_offsets \[4, 0\] end before they begin/,
+  );
+  throwsWith(
+    () =>
+      readSafetensors(
+        craft(
+          {
+            a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+            b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
+          },
+          new Uint8Array(12),
+        ),
+      ),
+    /tensor "b" bytes \[4, 12\) overlap tensor "a" bytes \[0, 8\)/,
+  );
   throwsWith(() => readSafetensors(craft({ __metadata__: { a: 3 } })), /"__metadata__" value for "a" is not a string/);
   throwsWith(() => readSafetensors(craft({ w: 'nope' })), /tensor "w": entry is not an object/);
 });
@@ -132,16 +157,22 @@ test('malformed headers: each fails with a clear error before allocation', () =>
 test('a valid hand-built file with unordered offsets, F32 data and metadata reads correctly', () => {
   const data = new Uint8Array(12);
   const view = new DataView(data.buffer);
-  view.setFloat32(0, 2.5, true);   // b
-  view.setInt32(4, -3, true);      // a[0]
-  view.setInt32(8, 9, true);       // a[1]
-  const bytes = craft({
-    a: { dtype: 'I32', shape: [2], data_offsets: [4, 12] },
-    __metadata__: { source: 'hand' },
-    b: { dtype: 'F32', shape: [1, 1], data_offsets: [0, 4] },
-  }, data);
+  view.setFloat32(0, 2.5, true); // b
+  view.setInt32(4, -3, true); // a[0]
+  view.setInt32(8, 9, true); // a[1]
+  const bytes = craft(
+    {
+      a: { dtype: 'I32', shape: [2], data_offsets: [4, 12] },
+      __metadata__: { source: 'hand' },
+      b: { dtype: 'F32', shape: [1, 1], data_offsets: [0, 4] },
+    },
+    data,
+  );
   const header = parseSafetensorsHeader(bytes);
-  assert.equal(header.tensors.map((t) => t.name), ['a', 'b']);
+  assert.equal(
+    header.tensors.map((t) => t.name),
+    ['a', 'b'],
+  );
   const back = readSafetensors(bytes);
   assert.equal(Array.from(back.tensors.get('a')!.data), [-3, 9]);
   assert.equal(Array.from(back.tensors.get('b')!.data), [2.5]);
@@ -151,25 +182,49 @@ test('a valid hand-built file with unordered offsets, F32 data and metadata read
 test('hostile headers: prototype dtypes, deep nesting, duplicate keys, holes, trailing bytes, huge echoes', () => {
   const f32 = (offsets = [0, 4]) => ({ dtype: 'F32', shape: [1], data_offsets: offsets });
   // `in` on a plain object accepted these as dtypes
-  throwsWith(() => readSafetensors(craft({ w: { ...f32(), dtype: '__proto__' } }, new Uint8Array(4))), /^safetensors: tensor "w": unsupported dtype "__proto__" \(supported: F32, F16, BF16, I32, I64\)$/);
+  throwsWith(
+    () => readSafetensors(craft({ w: { ...f32(), dtype: '__proto__' } }, new Uint8Array(4))),
+    /^safetensors: tensor "w": unsupported dtype "__proto__" \(supported: F32, F16, BF16, I32, I64\)$/,
+  );
   throwsWith(() => readSafetensors(craft({ w: { ...f32(), dtype: 'toString' } }, new Uint8Array(4))), /^safetensors: tensor "w": unsupported dtype "toString"/);
   // a 200k-deep shape overflowed the stack
   const deep = `{"w":{"dtype":"F32","shape":${'['.repeat(200_000)}${']'.repeat(200_000)},"data_offsets":[0,4]}}`;
-  throwsWith(() => readSafetensors(craft(deep, new Uint8Array(4))), /^safetensors: header nests lists or objects deeper than 3 levels \(at character 29, in "w"\); a header is \{name: \{dtype, shape, data_offsets\}\}$/);
+  throwsWith(
+    () => readSafetensors(craft(deep, new Uint8Array(4))),
+    /^safetensors: header nests lists or objects deeper than 3 levels \(at character 29, in "w"\); a header is \{name: \{dtype, shape, data_offsets\}\}$/,
+  );
   // duplicate keys: JSON.parse keeps the last one silently
-  throwsWith(() => readSafetensors(craft(`{"w":${JSON.stringify(f32())},"w":${JSON.stringify(f32())}}`, new Uint8Array(4))), /^safetensors: tensor "w" appears twice in the header$/);
-  throwsWith(() => readSafetensors(craft('{"w":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4))), /^safetensors: tensor "w": key "dtype" appears twice$/);
+  throwsWith(
+    () => readSafetensors(craft(`{"w":${JSON.stringify(f32())},"w":${JSON.stringify(f32())}}`, new Uint8Array(4))),
+    /^safetensors: tensor "w" appears twice in the header$/,
+  );
+  throwsWith(
+    () => readSafetensors(craft('{"w":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4))),
+    /^safetensors: tensor "w": key "dtype" appears twice$/,
+  );
   throwsWith(() => readSafetensors(craft('{"__metadata__":{"a":"1","\\u0061":"2"}}')), /^safetensors: "__metadata__": key "a" appears twice$/);
   // every byte of the data section belongs to exactly one tensor
-  throwsWith(() => readSafetensors(craft({ a: f32([0, 4]), b: f32([8, 12]) }, new Uint8Array(12))), /^safetensors: bytes \[4, 8\) of the data section belong to no tensor \(the next is "b"\)$/);
-  throwsWith(() => readSafetensors(craft({ a: f32() }, new Uint8Array(9))), /^safetensors: the data section is 9 bytes but the tensors end at byte 4: 5 trailing bytes \(corrupt file\?\)$/);
-  throwsWith(() => readSafetensors(craft({ a: { dtype: 'F32', shape: [2 ** 40, 2 ** 40], data_offsets: [0, 4] } }, new Uint8Array(4))), /needs more than 2\^53 bytes but data_offsets span 4/);
+  throwsWith(
+    () => readSafetensors(craft({ a: f32([0, 4]), b: f32([8, 12]) }, new Uint8Array(12))),
+    /^safetensors: bytes \[4, 8\) of the data section belong to no tensor \(the next is "b"\)$/,
+  );
+  throwsWith(
+    () => readSafetensors(craft({ a: f32() }, new Uint8Array(9))),
+    /^safetensors: the data section is 9 bytes but the tensors end at byte 4: 5 trailing bytes \(corrupt file\?\)$/,
+  );
+  throwsWith(
+    () => readSafetensors(craft({ a: { dtype: 'F32', shape: [2 ** 40, 2 ** 40], data_offsets: [0, 4] } }, new Uint8Array(4))),
+    /needs more than 2\^53 bytes but data_offsets span 4/,
+  );
   // echoed input is clipped: a 30 MB tensor name, a long dtype, a deep-ish shape
   const long = 'n'.repeat(30_000_000);
   for (const [header, pattern] of [
     [{ [long]: { ...f32(), dtype: 'F64' } }, /^safetensors: tensor "n{80}"… \(30000000 characters\): unsupported dtype "F64"/],
     [{ w: { ...f32(), dtype: long } }, /^safetensors: tensor "w": unsupported dtype "n{80}"… \(30000000 characters\) \(supported/],
-    [{ w: { ...f32(), shape: Array.from({ length: 100_000 }, (_, i) => i - 1) } }, /^safetensors: tensor "w": shape \[-1, 0, 1, 2, 3, 4, 5, 6, … \(100000 items\)\] is not a list/],
+    [
+      { w: { ...f32(), shape: Array.from({ length: 100_000 }, (_, i) => i - 1) } },
+      /^safetensors: tensor "w": shape \[-1, 0, 1, 2, 3, 4, 5, 6, … \(100000 items\)\] is not a list/,
+    ],
   ] as const) {
     try {
       readSafetensors(craft(header, new Uint8Array(4)));
@@ -180,7 +235,7 @@ test('hostile headers: prototype dtypes, deep nesting, duplicate keys, holes, tr
     }
   }
   // "__proto__" as a tensor name or metadata key is an ordinary name
-  const ok = readSafetensors(craft({ __proto__x: f32() , __metadata__: { format: 'pt' } }, new Uint8Array(4)));
+  const ok = readSafetensors(craft({ __proto__x: f32(), __metadata__: { format: 'pt' } }, new Uint8Array(4)));
   assert.equal([...ok.tensors.keys()], ['__proto__x']);
   const proto = readSafetensors(craft('{"__proto__":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"__proto__":"kept"}}', new Uint8Array(4)));
   assert.equal([...proto.tensors.keys()], ['__proto__']);
@@ -222,7 +277,10 @@ test('files: only regular files are read, checked against the header before the 
     // cut short: the header promises 8 data bytes, the file has 4
     const short = path.join(dir, 'short.safetensors');
     writeFileSync(short, bytes.subarray(0, bytes.length - 4));
-    await rejects(short, new RegExp(`^--weights ${esc(short)}: safetensors: tensor "w": data_offsets \\[0, 8\\] run past the end of the data section \\(4 bytes\\)$`));
+    await rejects(
+      short,
+      new RegExp(`^--weights ${esc(short)}: safetensors: tensor "w": data_offsets \\[0, 8\\] run past the end of the data section \\(4 bytes\\)$`),
+    );
     // a header length beyond the file: refused before the header is read
     const huge = path.join(dir, 'huge.safetensors');
     writeFileSync(huge, craft('{}', new Uint8Array(0), 50_000_000));

@@ -13,7 +13,9 @@ import { Rng } from '../../compiler/random.ts';
 import { planGraph } from '../../compiler/execution-plan.ts';
 import { compileModelOrThrow } from '../../compiler/frontend/index.ts';
 
-const N = 5, I = 3, O = 2; // batch, in features, out features
+const N = 5,
+  I = 3,
+  O = 2; // batch, in features, out features
 
 /**
  * z = (x @ W + b) · scale (scale a frozen buffer), loss = mean((z - y)²),
@@ -39,8 +41,11 @@ type State = Record<string, Float64Array>;
 
 /** Hand-derived gradients of the model above: dz = 2(z - y)/(N·O); dW = xᵀ(dz·s); db = Σ_rows dz·s. */
 function handGradients(s: State, x: Float64Array, y: Float64Array): { w: Float64Array; b: Float64Array } {
-  const w = s['lin.weight'], bias = s['lin.bias'], scale = s['lin.scale'];
-  const gw = new Float64Array(I * O), gb = new Float64Array(O);
+  const w = s['lin.weight'],
+    bias = s['lin.bias'],
+    scale = s['lin.scale'];
+  const gw = new Float64Array(I * O),
+    gb = new Float64Array(O);
   for (let n = 0; n < N; n++)
     for (let o = 0; o < O; o++) {
       let lin = bias[o];
@@ -67,10 +72,12 @@ function torchStep(o: Required<OptimizerOptions>, p: Float64Array, grad: Float64
     } else {
       if (o.kind === 'adamw') p[i] *= 1 - lr * o.weightDecay;
       else if (o.weightDecay) g += o.weightDecay * p[i];
-      const m = slots.exp_avg, v = slots.exp_avg_sq;
+      const m = slots.exp_avg,
+        v = slots.exp_avg_sq;
       m[i] = o.beta1 * m[i] + (1 - o.beta1) * g;
       v[i] = o.beta2 * v[i] + (1 - o.beta2) * g * g;
-      const bc1 = 1 - o.beta1 ** t, bc2 = 1 - o.beta2 ** t;
+      const bc1 = 1 - o.beta1 ** t,
+        bc2 = 1 - o.beta2 ** t;
       p[i] -= (lr / bc1) * (m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + o.eps));
     }
   }
@@ -90,8 +97,7 @@ function run(g: Graph, inputs: Record<string, FeedValue>, state: State): Record<
 
 function close(a: ArrayLike<number>, e: ArrayLike<number>, what: string, tol = 1e-12) {
   assert.is(a.length, e.length, what);
-  for (let i = 0; i < a.length; i++)
-    if (!(Math.abs(a[i] - e[i]) <= tol * Math.max(1, Math.abs(e[i])))) assert.unreachable(`${what}[${i}]: ${a[i]} vs ${e[i]}`);
+  for (let i = 0; i < a.length; i++) if (!(Math.abs(a[i] - e[i]) <= tol * Math.max(1, Math.abs(e[i])))) assert.unreachable(`${what}[${i}]: ${a[i]} vs ${e[i]}`);
 }
 
 function trainAndCompare(optimizer: Required<OptimizerOptions>, accumulate: number, steps: number) {
@@ -101,15 +107,25 @@ function trainAndCompare(optimizer: Required<OptimizerOptions>, accumulate: numb
   validateGraph(apply);
   const r = new Rng(7);
   const randArr = (n: number) => Float64Array.from({ length: n }, () => r.normal());
-  const initial: State = { 'lin.weight': randArr(I * O), 'lin.bias': randArr(O), 'lin.scale': Float64Array.from([1.5, -0.5]), 'norm.running_mean': new Float64Array(I) };
+  const initial: State = {
+    'lin.weight': randArr(I * O),
+    'lin.bias': randArr(O),
+    'lin.scale': Float64Array.from([1.5, -0.5]),
+    'norm.running_mean': new Float64Array(I),
+  };
   const state: State = Object.fromEntries(Object.entries(initial).map(([k, v]) => [k, Float64Array.from(v)]));
   const mine: State = Object.fromEntries(Object.entries(initial).map(([k, v]) => [k, Float64Array.from(v)]));
-  const slots = { w: { exp_avg: new Float64Array(I * O), exp_avg_sq: new Float64Array(I * O), momentum_buffer: new Float64Array(I * O) }, b: { exp_avg: new Float64Array(O), exp_avg_sq: new Float64Array(O), momentum_buffer: new Float64Array(O) } };
+  const slots = {
+    w: { exp_avg: new Float64Array(I * O), exp_avg_sq: new Float64Array(I * O), momentum_buffer: new Float64Array(I * O) },
+    b: { exp_avg: new Float64Array(O), exp_avg_sq: new Float64Array(O), momentum_buffer: new Float64Array(O) },
+  };
   const lrs = [0.1, 0.05, 0.02, 0.01];
   for (let t = 1; t <= steps; t++) {
-    const accW = new Float64Array(I * O), accB = new Float64Array(O);
+    const accW = new Float64Array(I * O),
+      accB = new Float64Array(O);
     for (let k = 0; k < accumulate; k++) {
-      const x = randArr(N * I), y = randArr(N * O);
+      const x = randArr(N * I),
+        y = randArr(N * O);
       const out = run(step, { x, y }, state);
       const hg = handGradients(mine, x, y);
       hg.w.forEach((v, i) => (accW[i] += v));
@@ -123,8 +139,22 @@ function trainAndCompare(optimizer: Required<OptimizerOptions>, accumulate: numb
     }
     const lr = lrs[(t - 1) % lrs.length];
     run(apply, optimizerScalars(t, lr, optimizer), state);
-    torchStep(optimizer, mine['lin.weight'], accW.map((v) => v / accumulate), slots.w, t, lr);
-    torchStep(optimizer, mine['lin.bias'], accB.map((v) => v / accumulate), slots.b, t, lr);
+    torchStep(
+      optimizer,
+      mine['lin.weight'],
+      accW.map((v) => v / accumulate),
+      slots.w,
+      t,
+      lr,
+    );
+    torchStep(
+      optimizer,
+      mine['lin.bias'],
+      accB.map((v) => v / accumulate),
+      slots.b,
+      t,
+      lr,
+    );
     close(state['lin.weight'], mine['lin.weight'], `${optimizer.kind} weight after step ${t}`);
     close(state['lin.bias'], mine['lin.bias'], `${optimizer.kind} bias after step ${t}`);
     close(state['lin.scale'], [1.5, -0.5], 'frozen buffer untouched');
@@ -176,11 +206,20 @@ test('finite or stop: a NaN/inf anywhere is counted per checked value and no sta
       { kind: 'gradient', name: 'lin.bias' },
       { kind: 'gradient', name: 'lin.weight' },
     ]);
-    assert.equal(checks.apply, [{ kind: 'optimizer', name: 'lin.weight' }, { kind: 'optimizer', name: 'lin.bias' }]);
+    assert.equal(checks.apply, [
+      { kind: 'optimizer', name: 'lin.weight' },
+      { kind: 'optimizer', name: 'lin.bias' },
+    ]);
     const r = new Rng(3);
     const randArr = (n: number) => Float64Array.from({ length: n }, () => r.normal());
-    const fresh = (): State => ({ 'lin.weight': randArr(I * O), 'lin.bias': randArr(O), 'lin.scale': Float64Array.from([1, 2]), 'norm.running_mean': randArr(I) });
-    const x = randArr(N * I), y = randArr(N * O);
+    const fresh = (): State => ({
+      'lin.weight': randArr(I * O),
+      'lin.bias': randArr(O),
+      'lin.scale': Float64Array.from([1, 2]),
+      'norm.running_mean': randArr(I),
+    });
+    const x = randArr(N * I),
+      y = randArr(N * O);
 
     // Finite: every count 0, the programs behave as before.
     const state = fresh();
@@ -198,14 +237,18 @@ test('finite or stop: a NaN/inf anywhere is counted per checked value and no sta
     // An overflowing step (lr 1e308 in float64): the parameters and optimizer state keep their values.
     const s2 = fresh();
     run(step, { x, y }, s2);
-    const kept = Object.fromEntries(Object.entries(s2).filter(([k]) => !k.startsWith('grad_acc.')).map(([k, v]) => [k, Array.from(v)]));
+    const kept = Object.fromEntries(
+      Object.entries(s2)
+        .filter(([k]) => !k.startsWith('grad_acc.'))
+        .map(([k, v]) => [k, Array.from(v)]),
+    );
     const counts = run(apply, optimizerScalars(1, 1e308, optimizer), s2).nonfinite;
     assert.ok(counts[0] > 0 && counts[1] > 0, `${optimizer.kind}: counts ${counts}`);
     for (const [k, v] of Object.entries(kept)) assert.equal(Array.from(s2[k]), v, `${optimizer.kind}: ${k} unchanged`);
   }
 });
 
-test('the checks cost one count kernel per checked value and no stored copies, even at WebGPU\'s default 8 bindings', () => {
+test("the checks cost one count kernel per checked value and no stored copies, even at WebGPU's default 8 bindings", () => {
   const { graph } = compileModelOrThrow({ path: 'test/gpu/tiny-clip.lovt' }, { mode: 'train' });
   const params = Object.values(graph.state).filter((s) => s.trainable);
   const largest = Math.max(...params.map((s) => s.shape.reduce((a, b) => a * b, 1)));
@@ -220,17 +263,29 @@ test('the checks cost one count kernel per checked value and no stored copies, e
     // Apply: one fused count per parameter (the new values computed inside it), then the verdict.
     const counts = checked.apply.kernels.filter((k) => k.name.startsWith('sum')).length;
     assert.is(counts, params.length + 1, `${optimizer.kind}: count kernels`);
-    assert.ok(checked.apply.stats.peakBytes - unchecked.apply.stats.peakBytes < 4 * largest, `${optimizer.kind}: apply scratch ${checked.apply.stats.peakBytes} vs ${unchecked.apply.stats.peakBytes}`);
+    assert.ok(
+      checked.apply.stats.peakBytes - unchecked.apply.stats.peakBytes < 4 * largest,
+      `${optimizer.kind}: apply scratch ${checked.apply.stats.peakBytes} vs ${unchecked.apply.stats.peakBytes}`,
+    );
     assert.is(checked.apply.stats.inPlaceUpdates, unchecked.apply.stats.inPlaceUpdates, 'updates still in place');
     assert.ok(checked.step.stats.peakBytes - unchecked.step.stats.peakBytes < 4 * largest, `${optimizer.kind}: step scratch`);
   }
 });
 
 test('clear errors for bad training options', () => {
-  assert.throws(() => buildTrainingPrograms(forwardGraph(), { loss: 'nope', optimizer: { kind: 'adam' }, accumulate: 1 }), /no output 'nope' \(outputs: loss, z\)/);
+  assert.throws(
+    () => buildTrainingPrograms(forwardGraph(), { loss: 'nope', optimizer: { kind: 'adam' }, accumulate: 1 }),
+    /no output 'nope' \(outputs: loss, z\)/,
+  );
   assert.throws(() => buildTrainingPrograms(forwardGraph(), { loss: 'z', optimizer: { kind: 'adam' }, accumulate: 1 }), /loss must be a scalar/);
-  assert.throws(() => buildTrainingPrograms(forwardGraph(), { loss: 'loss', optimizer: { kind: 'adam' }, accumulate: 0 }), /accumulate must be an integer >= 1/);
-  assert.throws(() => buildTrainingPrograms(forwardGraph(), { loss: 'loss', optimizer: { kind: 'adam', beta1: 1 }, accumulate: 1 }), /beta1 must be in \[0, 1\)/);
+  assert.throws(
+    () => buildTrainingPrograms(forwardGraph(), { loss: 'loss', optimizer: { kind: 'adam' }, accumulate: 0 }),
+    /accumulate must be an integer >= 1/,
+  );
+  assert.throws(
+    () => buildTrainingPrograms(forwardGraph(), { loss: 'loss', optimizer: { kind: 'adam', beta1: 1 }, accumulate: 1 }),
+    /beta1 must be in \[0, 1\)/,
+  );
   assert.throws(() => optimizerScalars(0, 0.1, { kind: 'adam' }), /step must be an integer >= 1/);
 });
 

@@ -23,8 +23,16 @@ import { imagePath, METADATA_CSV, reportPath, SPLIT_CSV, studyDir, type Split } 
 import { deriveSeed, Rng } from '../random.ts';
 import { reportSentences } from '../report.ts';
 import {
-  drawAnatomy, drawFindingShape, drawPlacement, maskBox, renderFrontal, renderLateral,
-  type Finding, type FindingType, type Side, type Zone,
+  drawAnatomy,
+  drawFindingShape,
+  drawPlacement,
+  maskBox,
+  renderFrontal,
+  renderLateral,
+  type Finding,
+  type FindingType,
+  type Side,
+  type Zone,
 } from './phantom.ts';
 import { writeReport } from './reports.ts';
 import { buildWordPieceVocab } from './vocab.ts';
@@ -62,13 +70,20 @@ export const FINDING_TYPES: readonly FindingType[] = ['consolidation', 'nodule',
 export function findingLabel(f: Finding): string {
   const zone = f.zone === 'middle' ? 'mid' : f.zone;
   switch (f.type) {
-    case 'consolidation': return `${f.side} ${zone} lung consolidation`;
-    case 'nodule': return `${f.side} ${zone} lung nodule`;
-    case 'effusion': return `${f.side} pleural effusion`;
-    case 'pneumothorax': return `${f.side} pneumothorax`;
-    case 'cardiomegaly': return 'cardiomegaly';
-    case 'line': return f.lineKind === 'ett' ? 'endotracheal tube' : 'right internal jugular catheter';
-    case 'device': return `radiopaque device, ${f.side} ${zone} hemithorax`;
+    case 'consolidation':
+      return `${f.side} ${zone} lung consolidation`;
+    case 'nodule':
+      return `${f.side} ${zone} lung nodule`;
+    case 'effusion':
+      return `${f.side} pleural effusion`;
+    case 'pneumothorax':
+      return `${f.side} pneumothorax`;
+    case 'cardiomegaly':
+      return 'cardiomegaly';
+    case 'line':
+      return f.lineKind === 'ett' ? 'endotracheal tube' : 'right internal jugular catheter';
+    case 'device':
+      return `radiopaque device, ${f.side} ${zone} hemithorax`;
   }
 }
 
@@ -81,24 +96,50 @@ function drawFindings(rng: Rng): Omit<Finding, 'shape'>[] {
   const count = rng.bernoulli(0.55) ? 1 : rng.bernoulli(0.6) ? 2 : 3;
   const out: Omit<Finding, 'shape'>[] = [];
   const weights: [FindingType, number][] = [
-    ['consolidation', 3], ['effusion', 2.5], ['nodule', 1.5], ['cardiomegaly', 2], ['pneumothorax', 1.5], ['line', 1.5], ['device', 1],
+    ['consolidation', 3],
+    ['effusion', 2.5],
+    ['nodule', 1.5],
+    ['cardiomegaly', 2],
+    ['pneumothorax', 1.5],
+    ['line', 1.5],
+    ['device', 1],
   ];
   for (let attempt = 0; out.length < count && attempt < 20; attempt++) {
     const total = weights.reduce((s, [, w]) => s + w, 0);
     let r = rng.uniform(0, total);
     let type: FindingType = weights[0][0];
-    for (const [t, w] of weights) { if ((r -= w) < 0) { type = t; break; } }
+    for (const [t, w] of weights) {
+      if ((r -= w) < 0) {
+        type = t;
+        break;
+      }
+    }
     const side = rng.pick(SIDES);
     const f: Omit<Finding, 'shape'> = { type };
-    if (type === 'consolidation' || type === 'nodule') { f.side = side; f.zone = rng.pick(ZONES); }
+    if (type === 'consolidation' || type === 'nodule') {
+      f.side = side;
+      f.zone = rng.pick(ZONES);
+    }
     if (type === 'nodule') f.sizeCm = Math.round(rng.uniform(0.8, 2.5) * 10) / 10;
-    if (type === 'effusion') { f.side = side; f.severity = rng.pick(['small', 'moderate', 'large'] as const); }
-    if (type === 'pneumothorax') { f.side = side; f.severity = rng.pick(['small', 'moderate'] as const); }
+    if (type === 'effusion') {
+      f.side = side;
+      f.severity = rng.pick(['small', 'moderate', 'large'] as const);
+    }
+    if (type === 'pneumothorax') {
+      f.side = side;
+      f.severity = rng.pick(['small', 'moderate'] as const);
+    }
     if (type === 'line') f.lineKind = rng.pick(['cvc', 'ett'] as const);
-    if (type === 'device') { f.side = side; f.zone = rng.pick(['upper', 'middle'] as Zone[]); }
+    if (type === 'device') {
+      f.side = side;
+      f.zone = rng.pick(['upper', 'middle'] as Zone[]);
+    }
     // One finding per type and side; a pneumothorax and an effusion do not share a side.
-    const clash = out.some((o) => (o.type === type && (o.side === f.side || type === 'cardiomegaly' || type === 'line')) ||
-      (o.side === f.side && ((o.type === 'effusion' && type === 'pneumothorax') || (o.type === 'pneumothorax' && type === 'effusion'))));
+    const clash = out.some(
+      (o) =>
+        (o.type === type && (o.side === f.side || type === 'cardiomegaly' || type === 'line')) ||
+        (o.side === f.side && ((o.type === 'effusion' && type === 'pneumothorax') || (o.type === 'pneumothorax' && type === 'effusion'))),
+    );
     if (!clash) out.push(f);
   }
   return out;
@@ -146,13 +187,15 @@ export async function generateSynthCXR(files: WritableFileSource, opts: SynthOpt
   let remaining = studyCount;
   while (remaining > 0) {
     let id: string;
-    do id = String(top.intBetween(10000000, 19999999)); while (usedSubjects.has(id));
+    do id = String(top.intBetween(10000000, 19999999));
+    while (usedSubjects.has(id));
     usedSubjects.add(id);
     const n = Math.min(remaining, top.pick([1, 1, 1, 2, 2, 3]));
     const studyIds: string[] = [];
     for (let k = 0; k < n; k++) {
       let sid: string;
-      do sid = String(top.intBetween(50000000, 59999999)); while (usedStudies.has(sid));
+      do sid = String(top.intBetween(50000000, 59999999));
+      while (usedStudies.has(sid));
       usedStudies.add(sid);
       studyIds.push(sid);
     }
@@ -174,10 +217,14 @@ export async function generateSynthCXR(files: WritableFileSource, opts: SynthOpt
   const annotations: StudyAnnotation[] = [];
   const reports: string[] = [];
   const summary: SynthSummary = {
-    studies: 0, subjects: subjects.length, images: { frontal: 0, lateral: 0 },
+    studies: 0,
+    subjects: subjects.length,
+    images: { frontal: 0, lateral: 0 },
     splits: { train: 0, validate: 0, test: 0 },
     findings: Object.fromEntries(FINDING_TYPES.map((t) => [t, 0])) as Record<FindingType, number>,
-    normalStudies: 0, vocabSize: 0, files: 0,
+    normalStudies: 0,
+    vocabSize: 0,
+    files: 0,
   };
   const write = async (path: string, data: Uint8Array) => {
     await files.writeFile(path, data);
@@ -204,9 +251,18 @@ export async function generateSynthCXR(files: WritableFileSource, opts: SynthOpt
         return src ? src.findings : [];
       });
       const studyAnnotation: StudyAnnotation = {
-        subject_id: subject.id, study_id: studyId, split: subject.split, report: reportPath(subject.id, studyId),
+        subject_id: subject.id,
+        study_id: studyId,
+        split: subject.split,
+        report: reportPath(subject.id, studyId),
         findings: findings.map((f, index) => ({
-          index, type: f.type, label: findingLabel(f), side: f.side, zone: f.zone, severity: f.severity, size_cm: f.sizeCm,
+          index,
+          type: f.type,
+          label: findingLabel(f),
+          side: f.side,
+          zone: f.zone,
+          severity: f.severity,
+          size_cm: f.sizeCm,
           sentences: sentenceFindings.flatMap((list, si) => (list.includes(index) ? [si] : [])),
         })),
         sentences,
@@ -223,7 +279,15 @@ export async function generateSynthCXR(files: WritableFileSource, opts: SynthOpt
         const placement = drawPlacement(rng, view === 'AP' ? 'AP' : 'PA');
         splitRows.push([dicomId, studyId, subject.id, subject.split]);
         metadataRows.push([
-          dicomId, subject.id, studyId, `CHEST (${viewsText})`, view, size, size, date, time,
+          dicomId,
+          subject.id,
+          studyId,
+          `CHEST (${viewsText})`,
+          view,
+          size,
+          size,
+          date,
+          time,
           view === 'AP' ? 'CHEST (PORTABLE AP)' : 'CHEST (PA AND LAT)',
           view === 'PA' ? 'postero-anterior' : view === 'AP' ? 'antero-posterior' : view === 'LL' ? 'left lateral' : 'lateral',
           view === 'AP' ? 'Recumbent' : 'Erect',
@@ -261,23 +325,51 @@ export async function generateSynthCXR(files: WritableFileSource, opts: SynthOpt
   }
 
   await write(`${SPLIT_CSV}.gz`, gzipText(formatCsv(['dicom_id', 'study_id', 'subject_id', 'split'], splitRows)));
-  await write(`${METADATA_CSV}.gz`, gzipText(formatCsv([
-    'dicom_id', 'subject_id', 'study_id', 'PerformedProcedureStepDescription', 'ViewPosition', 'Rows', 'Columns',
-    'StudyDate', 'StudyTime', 'ProcedureCodeSequence_CodeMeaning', 'ViewCodeSequence_CodeMeaning',
-    'PatientOrientationCodeSequence_CodeMeaning',
-  ], metadataRows)));
-  await write(SYNTH_ANNOTATIONS_CSV, new TextEncoder().encode(formatCsv(
-    ['dicom_id', 'subject_id', 'study_id', 'split', 'view', 'finding', 'label', 'side', 'zone', 'x', 'y', 'width', 'height', 'mask_path'],
-    csvRows,
-  )));
-  await write(SYNTH_ANNOTATIONS_JSON, new TextEncoder().encode(JSON.stringify({
-    format: 'SynthCXR annotations 1',
-    seed,
-    image_size: size,
-    coordinates: 'bbox = [x, y, width, height] in pixels of the stored image, x right, y down; tight bounds of the mask (255 = finding)',
-    sides: "the patient's side (PA convention: patient right = image left)",
-    studies: annotations,
-  }, null, 1) + '\n'));
+  await write(
+    `${METADATA_CSV}.gz`,
+    gzipText(
+      formatCsv(
+        [
+          'dicom_id',
+          'subject_id',
+          'study_id',
+          'PerformedProcedureStepDescription',
+          'ViewPosition',
+          'Rows',
+          'Columns',
+          'StudyDate',
+          'StudyTime',
+          'ProcedureCodeSequence_CodeMeaning',
+          'ViewCodeSequence_CodeMeaning',
+          'PatientOrientationCodeSequence_CodeMeaning',
+        ],
+        metadataRows,
+      ),
+    ),
+  );
+  await write(
+    SYNTH_ANNOTATIONS_CSV,
+    new TextEncoder().encode(
+      formatCsv(['dicom_id', 'subject_id', 'study_id', 'split', 'view', 'finding', 'label', 'side', 'zone', 'x', 'y', 'width', 'height', 'mask_path'], csvRows),
+    ),
+  );
+  await write(
+    SYNTH_ANNOTATIONS_JSON,
+    new TextEncoder().encode(
+      JSON.stringify(
+        {
+          format: 'SynthCXR annotations 1',
+          seed,
+          image_size: size,
+          coordinates: 'bbox = [x, y, width, height] in pixels of the stored image, x right, y down; tight bounds of the mask (255 = finding)',
+          sides: "the patient's side (PA convention: patient right = image left)",
+          studies: annotations,
+        },
+        null,
+        1,
+      ) + '\n',
+    ),
+  );
   const vocab = buildWordPieceVocab(reports);
   summary.vocabSize = vocab.length;
   await write(SYNTH_VOCAB, new TextEncoder().encode(vocab.join('\n') + '\n'));
@@ -293,7 +385,9 @@ MIMIC-CXR reader loads it unchanged. Not medical data.
 
 - ${summary.studies} studies of ${summary.subjects} subjects; ${summary.images.frontal} frontal (PA/AP) and ${summary.images.lateral} lateral images.
 - Splits (by subject): train ${summary.splits.train}, validate ${summary.splits.validate}, test ${summary.splits.test} studies.
-- Findings: ${Object.entries(summary.findings).map(([k, v]) => `${k} ${v}`).join(', ')}; ${summary.normalStudies} normal studies.
+- Findings: ${Object.entries(summary.findings)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ')}; ${summary.normalStudies} normal studies.
 
 Files:
 - \`files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg\`: images; \`files/pXX/pSUBJECT/sSTUDY.txt\`: reports.

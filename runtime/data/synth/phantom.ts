@@ -15,8 +15,7 @@ import { makeImage, type GrayImage } from '../image.ts';
 export type Side = 'right' | 'left';
 export type Zone = 'upper' | 'middle' | 'lower';
 
-export type FindingType =
-  | 'consolidation' | 'nodule' | 'effusion' | 'pneumothorax' | 'cardiomegaly' | 'line' | 'device';
+export type FindingType = 'consolidation' | 'nodule' | 'effusion' | 'pneumothorax' | 'cardiomegaly' | 'line' | 'device';
 
 export interface Finding {
   type: FindingType;
@@ -114,10 +113,10 @@ function bump(r2: number): number {
 
 interface LungGeometry {
   side: Side;
-  medialX: number;   // medial edge
-  sign: number;      // −1: lung extends to smaller x (right lung), +1: larger x (left lung)
+  medialX: number; // medial edge
+  sign: number; // −1: lung extends to smaller x (right lung), +1: larger x (left lung)
   top: number;
-  base: number;      // diaphragm at the costophrenic angle
+  base: number; // diaphragm at the costophrenic angle
   dome: number;
   width: number;
 }
@@ -164,7 +163,12 @@ function inLung(g: LungGeometry, x: number, y: number): boolean {
   return !Number.isNaN(lungFraction(g, x, y));
 }
 
-interface HeartShape { cx: number; cy: number; rx: number; ry: number }
+interface HeartShape {
+  cx: number;
+  cy: number;
+  rx: number;
+  ry: number;
+}
 
 /**
  * The cardiac silhouette for a cardiothoracic ratio. An enlarged heart keeps the normal
@@ -300,7 +304,10 @@ class PhantomEvaluator {
     this.heart = heartShape(a, cardiomegaly ? cardiomegaly.shape[0] : a.normalCtr, view);
     const trng = new SeededRng(a.textureSeed);
     this.texture = Array.from({ length: 6 }, () => ({
-      fx: trng.uniform(15, 45), fy: trng.uniform(15, 45), phase: trng.uniform(0, 2 * Math.PI), amp: trng.uniform(0.008, 0.018),
+      fx: trng.uniform(15, 45),
+      fy: trng.uniform(15, 45),
+      phase: trng.uniform(0, 2 * Math.PI),
+      amp: trng.uniform(0.008, 0.018),
     }));
     this.collapsedLungs = findings.map((f) => {
       if (f.type !== 'pneumothorax') return null;
@@ -327,10 +334,8 @@ class PhantomEvaluator {
     // neck above.
     const bx = Math.abs(x - a.thoraxCx) / (a.thoraxHalfWidth + 0.08);
     const by = Math.abs(y - 0.62) / 0.55;
-    const shoulderDrop = 0.06 * Math.max(0, bx - 0.55) / 0.45;
-    const inBody =
-      (y > 0.1 + shoulderDrop && bx ** 4 + by ** 4 < 1) ||
-      (y < 0.2 && Math.abs(x - a.thoraxCx) < 0.085);
+    const shoulderDrop = (0.06 * Math.max(0, bx - 0.55)) / 0.45;
+    const inBody = (y > 0.1 + shoulderDrop && bx ** 4 + by ** 4 < 1) || (y < 0.2 && Math.abs(x - a.thoraxCx) < 0.085);
     if (!inBody) return this.drawLines(x, y, inFinding, 0.03);
     let v = a.softTissue;
     // Lungs (air: dark) with vascular texture that fades laterally.
@@ -338,7 +343,10 @@ class PhantomEvaluator {
     let lungU = NaN;
     for (const side of ['right', 'left'] as Side[]) {
       const u = lungFraction(this.lungs[side], x, y);
-      if (!Number.isNaN(u)) { lungSide = side; lungU = u; }
+      if (!Number.isNaN(u)) {
+        lungSide = side;
+        lungU = u;
+      }
     }
     const inHeart = inEllipse(x, y, this.heart.cx, this.heart.cy, this.heart.rx, this.heart.ry);
     if (lungSide && !inHeart) {
@@ -365,7 +373,7 @@ class PhantomEvaluator {
     // Clavicles.
     for (const sgn of [-1, 1]) {
       const cx = a.thoraxCx + sgn * 0.15;
-      const cy = a.lungTop + 0.01 + 0.04 * (((x - cx) / 0.16) ** 2);
+      const cy = a.lungTop + 0.01 + 0.04 * ((x - cx) / 0.16) ** 2;
       if (Math.abs(x - cx) < 0.16 && Math.abs(y - cy) < 0.012) v += 0.14;
     }
     // Findings.
@@ -384,14 +392,20 @@ class PhantomEvaluator {
             const r2 = ((x - s[0]) ** 2 + (y - s[1]) ** 2) / (s[2] * s[2]);
             e = r2 < 1 ? s[3] * Math.min(1, 3 * (1 - r2)) : 0;
           }
-          if (e > 0) { v += e; inFinding[k] = 1; }
+          if (e > 0) {
+            v += e;
+            inFinding[k] = 1;
+          }
           break;
         }
         case 'effusion': {
           if (lungSide !== f.side || inHeart) break;
           // Fluid fills the dependent hemithorax below a meniscus rising laterally.
           const level = s[0] - s[1] * lungU * lungU;
-          if (y > level) { v = Math.max(v, a.softTissue + 0.08); inFinding[k] = 1; }
+          if (y > level) {
+            v = Math.max(v, a.softTissue + 0.08);
+            inFinding[k] = 1;
+          }
           break;
         }
         case 'pneumothorax': {
@@ -401,8 +415,13 @@ class PhantomEvaluator {
           const [collapsed, inner] = this.collapsedLungs[k]!;
           const upper = y < a.lungTop + 0.7 * ((f.side === 'right' ? a.baseRight : a.baseLeft) - a.lungTop);
           if (!upper) break;
-          if (!inLung(collapsed, x, y)) { v = 0.05; inFinding[k] = 1; }
-          else if (!inLung(inner, x, y)) { v += 0.12; inFinding[k] = 1; }
+          if (!inLung(collapsed, x, y)) {
+            v = 0.05;
+            inFinding[k] = 1;
+          } else if (!inLung(inner, x, y)) {
+            v += 0.12;
+            inFinding[k] = 1;
+          }
           break;
         }
         case 'cardiomegaly': {
@@ -412,7 +431,10 @@ class PhantomEvaluator {
         }
         case 'device': {
           const r2 = ((x - s[0]) ** 2 + (y - s[1]) ** 2) / (s[2] * s[2]);
-          if (r2 < 1) { v = r2 > 0.75 ? 0.97 : 0.9; inFinding[k] = 1; }
+          if (r2 < 1) {
+            v = r2 > 0.75 ? 0.97 : 0.9;
+            inFinding[k] = 1;
+          }
           break;
         }
         case 'line':
@@ -429,7 +451,10 @@ class PhantomEvaluator {
       const box = this.lineBoxes[k];
       if (!box || x < box[0] || x > box[2] || y < box[1] || y > box[3]) continue;
       const s = this.findings[k].shape;
-      if (bezierDistance2(s, x, y) < s[6] * s[6]) { v = 0.92; inFinding[k] = 1; }
+      if (bezierDistance2(s, x, y) < s[6] * s[6]) {
+        v = 0.92;
+        inFinding[k] = 1;
+      }
     }
     return v;
   }
@@ -446,7 +471,10 @@ export interface RenderedImage {
  * and noise without the findings (for checking the masks).
  */
 export function renderFrontal(
-  anatomy: PatientAnatomy, findings: readonly Finding[], placement: ImagePlacement, size: number,
+  anatomy: PatientAnatomy,
+  findings: readonly Finding[],
+  placement: ImagePlacement,
+  size: number,
   opts: { omitFindings?: boolean } = {},
 ): RenderedImage {
   const drawn = opts.omitFindings ? [] : findings;
@@ -497,7 +525,10 @@ export function renderLateral(anatomy: PatientAnatomy, placement: ImagePlacement
 
 /** Tight bounding box [x, y, width, height] (pixels) of a mask's non-zero pixels; null if empty. */
 export function maskBox(mask: Uint8Array, width: number, height: number): [number, number, number, number] | null {
-  let x0 = width, y0 = height, x1 = -1, y1 = -1;
+  let x0 = width,
+    y0 = height,
+    x1 = -1,
+    y1 = -1;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       if (mask[y * width + x] === 0) continue;

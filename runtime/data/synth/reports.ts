@@ -84,10 +84,7 @@ function findingSentence(f: Finding, rng: Rng): string {
     case 'line':
       if (f.lineKind === 'ett') {
         const cm = (3 + Math.round(rng.uniform(0, 20)) / 10).toFixed(1);
-        return rng.pick([
-          `Endotracheal tube tip is ${cm} cm above the carina.`,
-          `An endotracheal tube terminates ${cm} cm above the carina.`,
-        ]);
+        return rng.pick([`Endotracheal tube tip is ${cm} cm above the carina.`, `An endotracheal tube terminates ${cm} cm above the carina.`]);
       }
       return rng.pick([
         'A right internal jugular central venous catheter terminates in the mid SVC.',
@@ -109,9 +106,15 @@ function impressionPhrase(f: Finding, rng: Rng): string {
   const side = f.side ?? 'right';
   switch (f.type) {
     case 'consolidation':
-      return rng.pick([`${cap(side)} ${f.zone === 'middle' ? 'mid' : f.zone} lung consolidation, concerning for pneumonia.`, `${cap(side)} ${f.zone} zone opacity.`]);
+      return rng.pick([
+        `${cap(side)} ${f.zone === 'middle' ? 'mid' : f.zone} lung consolidation, concerning for pneumonia.`,
+        `${cap(side)} ${f.zone} zone opacity.`,
+      ]);
     case 'nodule':
-      return rng.pick([`${(f.sizeCm ?? 1.5).toFixed(1)} cm ${side} ${f.zone} lung nodule. Recommend CT for further evaluation.`, `${cap(side)} ${f.zone} lung nodule.`]);
+      return rng.pick([
+        `${(f.sizeCm ?? 1.5).toFixed(1)} cm ${side} ${f.zone} lung nodule. Recommend CT for further evaluation.`,
+        `${cap(side)} ${f.zone} lung nodule.`,
+      ]);
     case 'effusion':
       return rng.pick([`${cap(f.severity ?? 'small')} ${side} pleural effusion.`, `${cap(side)} pleural effusion.`]);
     case 'pneumothorax':
@@ -135,21 +138,27 @@ export function writeReport(findings: readonly Finding[], rng: Rng, meta: { age:
   // Normal statements and negations for what is absent.
   const normals: string[] = [];
   if (!has('consolidation') && !has('nodule')) {
-    normals.push(rng.pick(['The lungs are clear.', 'No focal consolidation is seen.', 'Lungs are clear without focal consolidation.', 'There is no focal consolidation.']));
+    normals.push(
+      rng.pick(['The lungs are clear.', 'No focal consolidation is seen.', 'Lungs are clear without focal consolidation.', 'There is no focal consolidation.']),
+    );
   }
   if (!has('effusion') && !has('pneumothorax')) {
-    normals.push(rng.pick(['No pleural effusion or pneumothorax.', 'There is no pleural effusion or pneumothorax.', 'No pleural effusion or pneumothorax is seen.']));
+    normals.push(
+      rng.pick(['No pleural effusion or pneumothorax.', 'There is no pleural effusion or pneumothorax.', 'No pleural effusion or pneumothorax is seen.']),
+    );
   } else {
     if (!has('effusion')) normals.push(rng.pick(['No pleural effusion.', 'There is no pleural effusion.']));
     if (!has('pneumothorax')) normals.push(rng.pick(['No pneumothorax.', 'There is no pneumothorax.']));
   }
   if (!has('cardiomegaly')) {
-    normals.push(rng.pick([
-      'The cardiomediastinal silhouette is within normal limits.',
-      'Heart size is normal.',
-      'The heart size is normal and the mediastinal contours are unremarkable.',
-      'Cardiomediastinal and hilar contours are normal.',
-    ]));
+    normals.push(
+      rng.pick([
+        'The cardiomediastinal silhouette is within normal limits.',
+        'Heart size is normal.',
+        'The heart size is normal and the mediastinal contours are unremarkable.',
+        'Cardiomediastinal and hilar contours are normal.',
+      ]),
+    );
   }
   if (rng.bernoulli(0.4)) normals.push(rng.pick(['No acute osseous abnormality.', 'Osseous structures are intact.', 'No acute fracture is seen.']));
   rng.shuffle(normals);
@@ -158,7 +167,10 @@ export function writeReport(findings: readonly Finding[], rng: Rng, meta: { age:
   const impressionSentences: ReportSentence[] = [];
   const abnormal = order.filter((i) => findings[i].type !== 'line' || rng.bernoulli(0.5));
   if (abnormal.length === 0) {
-    impressionSentences.push({ text: rng.pick(['No acute cardiopulmonary process.', 'No acute intrathoracic abnormality.', 'Normal chest radiograph.']), findings: [] });
+    impressionSentences.push({
+      text: rng.pick(['No acute cardiopulmonary process.', 'No acute intrathoracic abnormality.', 'Normal chest radiograph.']),
+      findings: [],
+    });
   } else {
     for (const i of abnormal) impressionSentences.push({ text: impressionPhrase(findings[i], rng), findings: [i] });
   }
@@ -170,7 +182,9 @@ export function writeReport(findings: readonly Finding[], rng: Rng, meta: { age:
   lines.push('                                 FINAL REPORT');
   lines.push(` EXAMINATION:  CHEST (${meta.views})`);
   lines.push(' ');
-  lines.push(` INDICATION:  ___ year old ${meta.sex === 'M' ? 'man' : 'woman'} with ${rng.pick(['shortness of breath', 'cough and fever', 'chest pain', 'hypoxia', 'line placement'])}.  Evaluate for ${rng.pick(['pneumonia', 'effusion', 'interval change', 'acute process'])}.`);
+  lines.push(
+    ` INDICATION:  ___ year old ${meta.sex === 'M' ? 'man' : 'woman'} with ${rng.pick(['shortness of breath', 'cough and fever', 'chest pain', 'hypoxia', 'line placement'])}.  Evaluate for ${rng.pick(['pneumonia', 'effusion', 'interval change', 'acute process'])}.`,
+  );
   lines.push(' ');
   lines.push(` TECHNIQUE:  Chest ${meta.views}`);
   lines.push(' ');
@@ -191,7 +205,9 @@ export function writeReport(findings: readonly Finding[], rng: Rng, meta: { age:
     lines.push(' ');
     const hour = 8 + Math.floor(rng.uniform(0, 10));
     const minute = String(Math.floor(rng.uniform(0, 60))).padStart(2, '0');
-    lines.push(` NOTIFICATION:  Findings were discussed with Dr. ${rng.pick(['Smith', 'Jones', 'Lee', '___'])} by telephone at ${hour}:${minute} on the day of the study.`);
+    lines.push(
+      ` NOTIFICATION:  Findings were discussed with Dr. ${rng.pick(['Smith', 'Jones', 'Lee', '___'])} by telephone at ${hour}:${minute} on the day of the study.`,
+    );
   }
   return { text: lines.join('\n') + '\n', findingsSentences, impressionSentences };
 }

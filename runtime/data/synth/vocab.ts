@@ -10,7 +10,10 @@ const PUNCTUATION = /[\p{P}\u0021-\u002F\u003A-\u0040\u005B-\u0060\u007B-\u007E]
 
 /** BERT basic tokenisation (lower-case, strip accents, split whitespace and punctuation). */
 export function basicTokens(text: string): string[] {
-  const normalized = text.toLowerCase().normalize('NFD').replace(/\p{Mn}/gu, '');
+  const normalized = text
+    .toLowerCase()
+    .normalize('NFD')
+    .replace(/\p{Mn}/gu, '');
   const out: string[] = [];
   for (const chunk of normalized.split(/\s+/)) {
     let word = '';
@@ -45,9 +48,7 @@ export function buildWordPieceVocab(texts: Iterable<string>, opts: VocabOptions 
   const vocab: string[] = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'];
   vocab.push(...sortedChars);
   vocab.push(...sortedChars.filter((c) => !PUNCTUATION.test(c)).map((c) => `##${c}`));
-  const byFrequency = [...counts.entries()]
-    .filter(([w]) => w.length > 1)
-    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const byFrequency = [...counts.entries()].filter(([w]) => w.length > 1).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const wordSet = new Set(byFrequency.filter(([, n]) => n >= minCount).map(([w]) => w));
   const suffixPieces = new Set<string>();
   const words: string[] = [];
@@ -61,7 +62,15 @@ export function buildWordPieceVocab(texts: Iterable<string>, opts: VocabOptions 
     words.push(word);
   }
   const existing = new Set(vocab);
-  for (const w of words) if (!existing.has(w)) { vocab.push(w); existing.add(w); }
-  for (const p of [...suffixPieces].sort()) if (!existing.has(p)) { vocab.push(p); existing.add(p); }
+  for (const w of words)
+    if (!existing.has(w)) {
+      vocab.push(w);
+      existing.add(w);
+    }
+  for (const p of [...suffixPieces].sort())
+    if (!existing.has(p)) {
+      vocab.push(p);
+      existing.add(p);
+    }
   return vocab;
 }
