@@ -9,8 +9,7 @@
 
 import type { Graph, Node, NodeOf, OpName } from '../ir.ts';
 import { numel } from '../ir.ts';
-import { pair } from '../ops/index.ts';
-import { upsampleAxis } from '../ops/nn.ts';
+import { type PoolGeometry, poolGeometry, upsampleAxis } from '../ops/nn.ts';
 import type { Kernel } from './kernel.ts';
 import { KernelBuilder, type KernelRenderer, applyEpilogue, kernelName, literal, perElement, type RenderOptions } from './wgsl.ts';
 
@@ -34,30 +33,8 @@ function elementKernel(name: string, node: Node, b: KernelBuilder, opts: RenderO
 // ---------------------------------------------------------------------------
 // Pooling
 
-interface Pool {
-  N: number;
-  C: number;
-  H: number;
-  W: number;
-  OH: number;
-  OW: number;
-  kh: number;
-  kw: number;
-  sh: number;
-  sw: number;
-  ph: number;
-  pw: number;
-}
-
-function poolOf(node: NodeOf<'max_pool2d' | 'avg_pool2d' | 'max_pool2d_grad' | 'avg_pool2d_grad'>, x: number[], y: number[]): Pool {
-  const [kh, kw] = pair(node.attrs.kernel, 'kernel');
-  const [sh, sw] = pair(node.attrs.stride, 'stride');
-  const [ph, pw] = pair(node.attrs.padding, 'padding');
-  return { N: x[0], C: x[1], H: x[2], W: x[3], OH: y[2], OW: y[3], kh, kw, sh, sw, ph, pw };
-}
-
 /** WGSL declaring nc, oh, ow of flat output index i, and the window origin h0, w0 (signed). */
-function windowOrigin(p: Pool): string {
+function windowOrigin(p: PoolGeometry): string {
   return `  let ow = i % ${p.OW}u;
   let oh = (i / ${p.OW}u) % ${p.OH}u;
   let nc = i / ${p.OW * p.OH}u;
@@ -66,7 +43,7 @@ function windowOrigin(p: Pool): string {
 }
 
 /** WGSL looping over the in-bounds taps of the window at (nc, h0, w0); `body` sees `xi`, the flat x index (i32). */
-function windowTaps(p: Pool, body: string): string {
+function windowTaps(p: PoolGeometry, body: string): string {
   return `for (var a = 0i; a < ${p.kh}i; a++) {
       let hh = h0 + a;
       if (hh < 0i || hh >= ${p.H}i) { continue; }
@@ -88,7 +65,7 @@ function beats(v: string, best: string): string {
  * WGSL computing `best` (value) and `arg` (flat x index, -1 if the window is
  * all padding) for the window at (nc, h0, w0): the first maximum in row-major order.
  */
-function windowArgmax(p: Pool, x: string, b: KernelBuilder): string {
+function windowArgmax(p: PoolGeometry, x: string, b: KernelBuilder): string {
   b.use('lovt_isnan');
   return `var best = 0.0;
     var arg = -1i;
@@ -101,7 +78,7 @@ function windowArgmax(p: Pool, x: string, b: KernelBuilder): string {
 
 function renderMaxPool(graph: Graph, node: NodeOf<'max_pool2d'>, opts: RenderOptions): Kernel {
   const x = graph.nodes[node.inputs[0]];
-  const p = poolOf(node, x.shape, node.shape);
+  const p = poolGeometry(node.attrs, x.shape, node.shape);
   const b = new KernelBuilder();
   const xs = b.read(x.id, 'f32');
   const body = `${windowOrigin(p)}
@@ -112,7 +89,7 @@ function renderMaxPool(graph: Graph, node: NodeOf<'max_pool2d'>, opts: RenderOpt
 
 function renderAvgPool(graph: Graph, node: NodeOf<'avg_pool2d'>, opts: RenderOptions): Kernel {
   const x = graph.nodes[node.inputs[0]];
-  const p = poolOf(node, x.shape, node.shape);
+  const p = poolGeometry(node.attrs, x.shape, node.shape);
   const b = new KernelBuilder();
   const xs = b.read(x.id, 'f32');
   const body = `${windowOrigin(p)}
@@ -127,7 +104,7 @@ function renderAvgPool(graph: Graph, node: NodeOf<'avg_pool2d'>, opts: RenderOpt
  * (nc, ih, iw) of flat index i, in ascending (oh, ow) order: `visit` runs with
  * oh, ow (u32) and yi (flat dy index) in scope.
  */
-function windowsContaining(p: Pool, visit: string): string {
+function windowsContaining(p: PoolGeometry, visit: string): string {
   // oh*sh - ph <= ih < oh*sh - ph + kh  <=>  (ih + ph - kh) / sh < oh <= (ih + ph) / sh
   return `  let iw = i32(i % ${p.W}u);
   let ih = i32((i / ${p.W}u) % ${p.H}u);
@@ -155,7 +132,7 @@ ${visit}
  */
 function renderMaxPoolGrad(graph: Graph, node: NodeOf<'max_pool2d_grad'>, opts: RenderOptions): Kernel[] {
   const [x, dy] = node.inputs.map((i) => graph.nodes[i]);
-  const p = poolOf(node, x.shape, dy.shape);
+  const p = poolGeometry(node.attrs, x.shape, dy.shape);
   const overlaps = Math.ceil(p.kh / p.sh) * Math.ceil(p.kw / p.sw);
   if (!opts.scratch) throw new Error(`internal: max_pool2d_grad (node %${node.id}) needs planner scratch for its window argmaxes`);
   // Pass 1: the argmax (flat x index, -1 for an all-padding window) of every output window.
@@ -192,7 +169,7 @@ ${windowsContaining(p, `      if (${args}[yi] == i32(i)) { acc += ${dys}[yi]; }`
 
 function renderAvgPoolGrad(graph: Graph, node: NodeOf<'avg_pool2d_grad'>, opts: RenderOptions): Kernel {
   const dy = graph.nodes[node.inputs[0]];
-  const p = poolOf(node, node.shape, dy.shape);
+  const p = poolGeometry(node.attrs, node.shape, dy.shape);
   const b = new KernelBuilder();
   const dys = b.read(dy.id, 'f32');
   const body = `  var acc = 0.0;

@@ -31,7 +31,8 @@ function poolType(ins: TypedValue[], a: PoolAttrs, op: string): TypedValue {
   return f32([x[0], x[1], convOut(x[2], kh, sh, ph, 1), convOut(x[3], kw, sw, pw, 1)]);
 }
 
-interface PoolGeometry {
+/** The window geometry of a pooling op (shared by the float64 reference and the WGSL kernels). */
+export interface PoolGeometry {
   N: number;
   C: number;
   H: number;
@@ -46,7 +47,7 @@ interface PoolGeometry {
   pw: number;
 }
 
-function poolGeometry(attrs: PoolAttrs, x: Shape, y: Shape): PoolGeometry {
+export function poolGeometry(attrs: PoolAttrs, x: Shape, y: Shape): PoolGeometry {
   const [kh, kw] = pair(attrs.kernel, 'kernel');
   const [sh, sw] = pair(attrs.stride, 'stride');
   const [ph, pw] = pair(attrs.padding, 'padding');
