@@ -13,6 +13,7 @@ import { NodeStorage } from '../../runtime/platform/node-storage.ts';
 import { writeSynthDataset } from '../../runtime/platform/node-fs.ts';
 import { runLovtc } from '../../bin/lovtc.ts';
 import { assertOneLineError, lovtRun, repoRoot } from '../lovt-run.ts';
+import { checkpointInfo } from './model-helpers.ts';
 
 test('usage errors: unknown command, unknown option, missing argument', () => {
   assertOneLineError(lovtRun(['tain']), /unknown command 'tain'/);
@@ -36,20 +37,7 @@ test('export: missing run directory, nothing requested, and a real export', asyn
       ['image_encoder.bn1.num_batches_tracked', { dtype: 'i32', shape: [], data: Int32Array.of(9) }],
       ['report_encoder.x', { dtype: 'f32', shape: [1], data: Float32Array.of(3) }],
     ]);
-    await saveCheckpoint(new NodeStorage(dir), ['last'], tensors, {
-      model: { name: 'M', path: 'm.lovt', sourceHash: 'h' },
-      set: {},
-      config: {},
-      train: {},
-      data: {},
-      seed: 1,
-      step: 4,
-      epoch: 0,
-      dataPosition: { epoch: 0, cursor: 8 },
-      schedule: { kind: 'constant' },
-      earlyStop: null,
-      metrics: {},
-    });
+    await saveCheckpoint(new NodeStorage(dir), ['last'], tensors, checkpointInfo({ step: 4, dataPosition: { epoch: 0, cursor: 8 } }));
     const out = path.join(dir, 'enc.safetensors');
     const r = lovtRun(['export', dir, '--image-encoder', out]);
     assert.is(r.code, 0, r.stderr);
@@ -118,21 +106,12 @@ test('a run directory is never replaced: an existing run, a locked one, a file o
   const dir = mkdtempSync(path.join(tmpdir(), 'lovt-cli-run-'));
   try {
     const run = path.join(dir, 'run');
-    await saveCheckpoint(new NodeStorage(run), ['last', 'best'], new Map<string, HostTensor>([['w', { dtype: 'f32', shape: [1], data: Float32Array.of(1) }]]), {
-      runId: 'r1',
-      model: { name: 'LoVT_Tiny', path: 'models/lovt-tiny.lovt', sourceHash: 'h' },
-      set: {},
-      config: {},
-      train: {},
-      data: {},
-      seed: 1,
-      step: 17,
-      epoch: 0,
-      dataPosition: { epoch: 0, cursor: 0 },
-      schedule: { kind: 'constant' },
-      earlyStop: null,
-      metrics: {},
-    });
+    await saveCheckpoint(
+      new NodeStorage(run),
+      ['last', 'best'],
+      new Map<string, HostTensor>([['w', { dtype: 'f32', shape: [1], data: Float32Array.of(1) }]]),
+      checkpointInfo({ runId: 'r1', model: { name: 'LoVT_Tiny', path: 'models/lovt-tiny.lovt', sourceHash: 'h' }, step: 17 }),
+    );
     writeFileSync(path.join(run, 'metrics.jsonl'), Array.from({ length: 13 }, (_, i) => `{"kind":"train","step":${i + 1}}\n`).join(''));
     const files = ['last.json', 'best.json', 'metrics.jsonl', JSON.parse(readFileSync(path.join(run, 'last.json'), 'utf8')).weights.file];
     const bytes = () => files.map((f) => readFileSync(path.join(run, f)).toString('base64'));

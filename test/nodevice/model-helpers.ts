@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileModel, renderDiagnostic } from '../../compiler/frontend/index.ts';
 import type { Graph, Node } from '../../compiler/ir.ts';
+import type { CheckpointInfo } from '../../runtime/train/checkpoint.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const MODELS = path.join(ROOT, 'models');
@@ -249,4 +250,22 @@ export function largeModelSource(items: number): string {
     child.push(`  config c${i} = ${i + 1}`, i % 2 ? `  loss l${i}(weight: 2.0)` : `  drop loss l${i}`);
   }
   return [...base, '}', ...child, '}', ''].join('\n');
+}
+
+/** A minimal checkpoint manifest (constant schedule, no early stopping) for tests of run directories and export. */
+export function checkpointInfo(fields: Partial<CheckpointInfo> & { step: number }): CheckpointInfo {
+  return {
+    model: { name: 'M', path: 'm.lovt', sourceHash: 'h' },
+    set: {},
+    config: {},
+    train: {},
+    data: {},
+    seed: 1,
+    epoch: 0,
+    dataPosition: { epoch: 0, cursor: 0 },
+    schedule: { kind: 'constant' },
+    earlyStop: null,
+    metrics: {},
+    ...fields,
+  };
 }

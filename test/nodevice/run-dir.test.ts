@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import os from 'node:os';
 import path from 'node:path';
 import type { HostTensor } from '../../runtime/safetensors.ts';
+import { checkpointInfo } from './model-helpers.ts';
 import { readSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointInfo } from '../../runtime/train/checkpoint.ts';
 import { RUN_LOCK } from '../../runtime/train/run-dir.ts';
@@ -24,21 +25,7 @@ test.after(() => rmSync(work, { recursive: true, force: true }));
 const tensors = (v: number) => new Map<string, HostTensor>([['image_encoder.w', { dtype: 'f32', shape: [2], data: Float32Array.of(v, -v) }]]);
 
 function info(runId: string, step: number): CheckpointInfo {
-  return {
-    runId,
-    model: { name: 'M', path: 'm.lovt', sourceHash: 'h' },
-    set: {},
-    config: {},
-    train: {},
-    data: {},
-    seed: 1,
-    step,
-    epoch: 0,
-    dataPosition: { epoch: 0, cursor: 0 },
-    schedule: { kind: 'constant' },
-    earlyStop: null,
-    metrics: {},
-  };
+  return checkpointInfo({ runId, step });
 }
 
 /** A run directory as a trainer leaves it: last and best checkpoints and a metrics log. */
