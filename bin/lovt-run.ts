@@ -4,6 +4,7 @@
 //   lovt-run loss MODEL --weights W.safetensors --batch X.safetensors [--grads G.safetensors]
 //   lovt-run synth --out DIR --studies N --seed S
 //   lovt-run export RUN_DIR --image-encoder out.safetensors
+//   lovt-run eval --init RUN_DIR|FILE.safetensors|random --task NAME | --suite NAME [--data synth|DIR] ...
 //   lovt-run doctor
 //   lovt-run demo [--out RUN_DIR] [--minutes M]
 //
@@ -18,6 +19,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TrainOptions } from '../runtime/platform/node-train.ts';
+import type { EvalOptions } from '../runtime/platform/node-eval.ts';
 import { progressBar, runOutput, say } from './run-output.ts';
 
 /** The commands, loaded when one runs: the compiler alone takes seconds to load, `--help` and usage errors should not wait. */
@@ -170,6 +172,37 @@ function buildProgram(): Command {
         heatmapStudies: 4,
         dataWorkers: o.dataWorkers,
         command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
+      });
+    });
+
+  program
+    .command('eval')
+    .description('evaluate image encoders on downstream tasks: LR grid, N seeds, mean ± 95% interval (docs/evaluation.md)')
+    .option('--init <SOURCE>', "encoder: a pre-training RUN_DIR (best checkpoint), FILE.safetensors (torchvision names) or 'random' (repeatable)", collect, [])
+    .option('--task <NAME>', 'task to run (repeatable)', collect, [])
+    .option('--suite <NAME>', 'a named list of tasks (synth, synth-linear)')
+    .option('--data <SPEC>', "'synth' (generated, cached) or a directory written by `lovt-run synth`", 'synth')
+    .addOption(studiesOption('SynthCXR size for --data synth'))
+    .option('--synth-seed <S>', 'SynthCXR generator seed for --data synth', nonNegativeInt('--synth-seed'), 0)
+    .option('--fraction <P>', 'percent of the training split (1, 10, 100)', positiveNumber('--fraction'), 100)
+    .option('--seeds <N>', 'runs at the chosen LR, with seeds 0..N-1', positiveInt('--seeds'), 5)
+    .option('--lr <LR>', 'a fixed learning rate for every task (no grid)', positiveNumber('--lr'))
+    .option('--max-epochs <E>', "cap every run's epochs (default: the task's)", positiveInt('--max-epochs'))
+    .option('--image-size <PX>', "eval image side (default: the encoder's pre-training size, else 128)", positiveInt('--image-size'))
+    .option('--out <DIR>', 'output directory (default runs/eval-<time>)')
+    .option('--resume <DIR>', 'continue the suite recorded in DIR/runs.jsonl')
+    .addOption(dataWorkersOption())
+    .action(async (o: EvalOptions) => {
+      const { evalCommand } = await import('../runtime/platform/node-eval.ts');
+      let bar: ReturnType<typeof progressBar> | null = null;
+      let stage = '';
+      await evalCommand(o, {
+        say: (t) => (bar ? bar.log(t) : say(t)),
+        stage: (name, done, total) => {
+          if (name !== stage) (bar?.stop(), (bar = progressBar(name, total)), (stage = name));
+          bar!.update(done, total);
+        },
+        stagesDone: () => (bar?.stop(), (bar = null), (stage = '')),
       });
     });
 

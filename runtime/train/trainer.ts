@@ -131,7 +131,7 @@ export class NonFiniteError extends Error {
 
 export { optimizerOptions };
 /** How a check of the training programs reads in a message. */
-function describeCheck(c: FiniteCheck): string {
+export function describeCheck(c: FiniteCheck): string {
   switch (c.kind) {
     case 'output':
       return c.name === 'loss.total' ? 'the total loss' : c.name.startsWith('loss.') ? `loss term '${c.name.slice(5)}'` : `output '${c.name}'`;
@@ -145,7 +145,7 @@ function describeCheck(c: FiniteCheck): string {
 }
 
 /** The first check with a non-zero count, and how many others have one. */
-function firstNonFinite(counts: ArrayLike<number>, checks: FiniteCheck[]): { check: FiniteCheck; count: number; others: FiniteCheck[] } | null {
+export function firstNonFinite(counts: ArrayLike<number>, checks: FiniteCheck[]): { check: FiniteCheck; count: number; others: FiniteCheck[] } | null {
   const bad = checks.map((check, i) => ({ check, count: counts[i] })).filter((c) => c.count > 0);
   return bad.length ? { ...bad[0], others: bad.slice(1).map((c) => c.check) } : null;
 }
@@ -307,26 +307,9 @@ export class Trainer {
     }
   }
 
-  /**
-   * Runs every program once on zero inputs, so that their kernels are compiled now
-   * (drivers such as lavapipe compile a pipeline at its first dispatch: minutes for
-   * a whole model with a cold shader cache) rather than inside the first step or
-   * the first validation. The state this disturbs is reset right after: every
-   * state tensor is zeroed here, then initialised or restored by the caller.
-   */
+  /** Compiles every kernel now, not inside the first step or validation (warmUpPrograms). */
   private async warmUp(): Promise<void> {
-    const zeros = (graph: Graph) => {
-      const out: Record<string, Float32Array | Int32Array> = {};
-      for (const [name, id] of Object.entries(graph.inputs)) out[name] = zeroTensor(graph.nodes[id].shape, graph.nodes[id].dtype);
-      return out;
-    };
-    await this.stepProgram.run(zeros(this.stepProgram.graph), []);
-    await this.applyProgram.run(zeros(this.applyProgram.graph), []);
-    await this.evalProgram.run(zeros(this.evalProgram.graph), []);
-    for (const name of this.store.names()) {
-      const { shape, dtype } = this.store.info(name);
-      this.store.upload(name, zeroTensor(shape, dtype));
-    }
+    await warmUpPrograms([this.stepProgram, this.applyProgram, this.evalProgram], this.store);
   }
 
   private restore(ckpt: LoadedCheckpoint): void {
@@ -673,6 +656,29 @@ export class Trainer {
 
 function zeroTensor(shape: number[], dtype: DType): Float32Array | Int32Array {
   return dtype === 'i32' ? new Int32Array(numel(shape)) : new Float32Array(numel(shape));
+}
+
+/** Zeroes every state tensor of `store`. */
+export function zeroState(store: StateStore): void {
+  for (const name of store.names()) {
+    const { shape, dtype } = store.info(name);
+    store.upload(name, zeroTensor(shape, dtype));
+  }
+}
+
+/**
+ * Runs every program once on zero inputs, so that their kernels are compiled now
+ * (drivers such as lavapipe compile a pipeline at its first dispatch: minutes for a
+ * whole model with a cold shader cache) rather than inside the first step; then
+ * zeroes the state this disturbed (the caller initialises or restores it).
+ */
+export async function warmUpPrograms(programs: Program[], store: StateStore): Promise<void> {
+  for (const p of programs) {
+    const zeros: Record<string, Float32Array | Int32Array> = {};
+    for (const [name, id] of Object.entries(p.graph.inputs)) zeros[name] = zeroTensor(p.graph.nodes[id].shape, p.graph.nodes[id].dtype);
+    await p.run(zeros, []);
+  }
+  zeroState(store);
 }
 
 /** The first few sample ids of a batch, for messages. */
