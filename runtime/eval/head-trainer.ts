@@ -29,15 +29,7 @@ import { StateStore } from '../state.ts';
 import { SPLITS, type Split } from '../data/mimic.ts';
 import { formatDuration } from '../report/report.ts';
 import type { CheckpointManifest } from '../train/checkpoint.ts';
-import {
-  describeCheck,
-  DROPOUT_SEED_INPUT,
-  dropoutSeed,
-  firstNonFinite,
-  warmUpPrograms,
-  zeroState,
-  type CompiledModel,
-} from '../train/trainer.ts';
+import { describeCheck, DROPOUT_SEED_INPUT, dropoutSeed, firstNonFinite, warmUpPrograms, zeroState, type CompiledModel } from '../train/trainer.ts';
 import { describeDiff, diffTensors, hasDifferences } from '../train/weights.ts';
 import { ValidationControl, type EncoderRef, type RunResult, type TrainRequest } from './protocol.ts';
 import { collateTaskBatch, loadTaskSample, taskEpochOrder, type LoadedTaskSample, type SynthTaskData } from './synth-tasks.ts';
@@ -79,7 +71,11 @@ export function parseInitSpec(arg: string): InitSpec {
   const text = arg.trim();
   if (text === '') throw new Error("--init expects RUN_DIR, FILE.safetensors or 'random', got ''");
   if (text === 'random') return { kind: 'random', name: 'random' };
-  const base = text.replace(/[/\\]+$/, '').split(/[/\\]/).pop() ?? text;
+  const base =
+    text
+      .replace(/[/\\]+$/, '')
+      .split(/[/\\]/)
+      .pop() ?? text;
   if (/\.safetensors$/i.test(text)) return { kind: 'safetensors', path: text, name: base.replace(/\.safetensors$/i, '') };
   return { kind: 'run', path: text, name: base };
 }
@@ -133,7 +129,15 @@ export function inferResNetArch(tensors: Map<string, HostTensor>, where: string)
   const counts = [1, 2, 3, 4].map(blocks);
   const bottleneck = tensors.has('layer1.0.conv3.weight');
   const layout = counts.join(', ');
-  const resnet: ResNetArch | null = bottleneck ? (layout === '3, 4, 6, 3' ? 'resnet50' : null) : layout === '2, 2, 2, 2' ? 'resnet18' : layout === '3, 4, 6, 3' ? 'resnet34' : null;
+  const resnet: ResNetArch | null = bottleneck
+    ? layout === '3, 4, 6, 3'
+      ? 'resnet50'
+      : null
+    : layout === '2, 2, 2, 2'
+      ? 'resnet18'
+      : layout === '3, 4, 6, 3'
+        ? 'resnet34'
+        : null;
   if (!resnet) {
     throw new Error(
       `${where}: ${bottleneck ? 'Bottleneck' : 'BasicBlock'} ResNet with [${layout}] blocks in layer1..layer4; ` +
@@ -184,6 +188,24 @@ export function matchBackbone(graph: Graph, encoder: Encoder, model: string): Ma
 export const FEATURE_MAPS: readonly string[] = ['stem', 'layer1', 'layer2', 'layer3', 'layer4'];
 export const FEATURE_MODEL = { file: 'features.lovt', model: 'EncoderFeatures' };
 
+/**
+ * Checks, before any device work, that every encoder's weights fit the std ResNet of
+ * its architecture (EncoderFeatures compiled at it): the first mismatch is named.
+ */
+export function checkEncodersFit(compile: HeadTrainerOptions['compile'], encoders: readonly Encoder[], imageSize: number): void {
+  for (const e of encoders) {
+    if (!e.weights) continue;
+    const arch = resolveArch(e, encoders);
+    const { graph } = compile(
+      FEATURE_MODEL.file,
+      FEATURE_MODEL.model,
+      { batch: '1', image_size: String(imageSize), resnet: arch.resnet, resnet_width: String(arch.width) },
+      'eval',
+    );
+    matchBackbone(graph, e, FEATURE_MODEL.model);
+  }
+}
+
 export interface HeadTrainerOptions {
   device: LovtDevice;
   /** Compiles a model of models/eval/ (`file` relative to that directory). */
@@ -228,7 +250,6 @@ interface HeadPrograms {
 class Diverged extends Error {}
 
 const seconds = (t0: number) => (performance.now() - t0) / 1000;
-
 
 export class HeadTrainer {
   private readonly samples = new Map<string, Record<Split, SplitSamples>>();
@@ -319,7 +340,8 @@ export class HeadTrainer {
       const shape = train.graph.nodes[id].shape;
       const isMap = FEATURE_MAPS.includes(name);
       if (!isMap && name !== 'image') continue;
-      if (isMap && !frozen) throw new Error(`task ${task.name}: the fine-tune head ${task.head.model} reads the feature map '${name}'; fine-tune heads read 'image'`);
+      if (isMap && !frozen)
+        throw new Error(`task ${task.name}: the fine-tune head ${task.head.model} reads the feature map '${name}'; fine-tune heads read 'image'`);
       const want = isMap ? features.graph.nodes[features.graph.outputs[name]].shape : [task.batch, 3, this.dataOf(task).imageSize, this.dataOf(task).imageSize];
       if (shape.join() !== want.join()) {
         throw new Error(
@@ -387,6 +409,7 @@ export class HeadTrainer {
     let images = 0;
     let passSeconds = 0;
     try {
+      await warmUpPrograms([program], store); // kernels compiled here, so that the pass below is timed alone
       for (const [name, data] of Object.entries(initState(model.graph, 0))) store.upload(name, data);
       for (const [name, t] of weights) store.upload(name, t.data);
       const compiled = seconds(t0);
@@ -410,9 +433,7 @@ export class HeadTrainer {
         images += loaded.length;
       }
       passSeconds = seconds(t1);
-      const runs = this.opts.tasks
-        .filter((t) => t.encoder === 'frozen' && t.data === task.data)
-        .reduce((n, t) => n + (this.opts.runsPerCell?.(t) ?? 1), 0);
+      const runs = this.opts.tasks.filter((t) => t.encoder === 'frozen' && t.data === task.data).reduce((n, t) => n + (this.opts.runsPerCell?.(t) ?? 1), 0);
       this.say(
         `encoder ${encoder.ref.name}: ${wanted.join(', ')} of ${images} images cached in ${formatDuration(compiled + passSeconds)} ` +
           `(compile ${formatDuration(compiled)}, one pass ${formatDuration(passSeconds)}); recomputing them in each of ${runs} runs would have cost ~${formatDuration(runs * passSeconds)}`,
@@ -425,8 +446,8 @@ export class HeadTrainer {
     return out;
   }
 
+  /** One run; its wall time leaves out what every run shares (loading, compiling, feature caching: printed once). */
   private async run(req: TrainRequest): Promise<RunResult> {
-    const started = performance.now();
     const task = this.task(req.task);
     const encoder = this.encoder(req.encoder);
     const adapter = taskAdapter(task);
@@ -434,7 +455,14 @@ export class HeadTrainer {
     const samples = await this.splitSamples(task);
     const p = await this.headPrograms(task, encoder);
     const frozen = task.encoder === 'frozen';
-    const maps = frozen ? await this.cachedMaps(task, encoder, p.inputs.filter((i) => i.name !== 'image').map((i) => i.name)) : null;
+    const maps = frozen
+      ? await this.cachedMaps(
+          task,
+          encoder,
+          p.inputs.filter((i) => i.name !== 'image').map((i) => i.name),
+        )
+      : null;
+    const started = performance.now();
     const B = task.batch;
     const aopts = { imageSize: data.imageSize, batch: B, classes: data.spec.kind === 'detection' ? data.spec.findings.length : 1 };
     const where = `task ${task.name}, encoder ${encoder.ref.name}, lr ${req.lr}, seed ${req.seed}`;
@@ -447,7 +475,11 @@ export class HeadTrainer {
         aopts,
       );
       for (const { name, perSample } of p.inputs) {
-        if (name === 'image') inputs.image = collateTaskBatch(idx.map((i) => s.loaded[i]), 3).images.data;
+        if (name === 'image')
+          inputs.image = collateTaskBatch(
+            idx.map((i) => s.loaded[i]),
+            3,
+          ).images.data;
         else {
           const all = maps![split][name];
           const x = new Float32Array(idx.length * perSample);
@@ -498,6 +530,7 @@ export class HeadTrainer {
     let stopReason = `reached ${maxEpochs} epochs`;
     const trainLosses: number[] = [];
     const valLosses: number[] = [];
+    const valMetrics: number[] = [];
     let pending: { counts: Promise<Record<string, Float32Array | Int32Array>>; checks: FiniteCheck[]; step: number } | null = null;
     const settle = async () => {
       if (!pending) return;
@@ -517,7 +550,8 @@ export class HeadTrainer {
             await settle();
             inWarmup = false;
             phaseSteps = 0;
-            for (const name of p.store.names()) if (name.startsWith('optim.')) p.store.upload(name, new Float32Array(p.store.info(name).shape.reduce((a, b) => a * b, 1)));
+            for (const name of p.store.names())
+              if (name.startsWith('optim.')) p.store.upload(name, new Float32Array(p.store.info(name).shape.reduce((a, b) => a * b, 1)));
           }
           const prog = inWarmup ? p.warmup! : p;
           const [out] = await Promise.all([
@@ -542,6 +576,7 @@ export class HeadTrainer {
         trainLosses.push(lossSum / perEpoch);
         const val = await evaluate('validate');
         valLosses.push(val.loss);
+        valMetrics.push(val.metric);
         epochs = epoch + 1;
         if (!Number.isFinite(val.loss)) throw new Diverged(`${where}: the validation loss is ${val.loss} at epoch ${epoch + 1}`);
         const d = control.update(val.loss, val.metric);
@@ -555,9 +590,19 @@ export class HeadTrainer {
       if (!(err instanceof Diverged)) throw err;
       await pending?.counts.catch(() => {});
       this.say(`${err.message}; the run ends with NaN metrics`);
-      return { valMetric: NaN, testMetric: NaN, wallSeconds: seconds(started), epochs, steps, stopReason: `diverged: ${err.message}`, trainLosses, valLosses };
+      return {
+        valMetric: NaN,
+        testMetric: NaN,
+        wallSeconds: seconds(started),
+        epochs,
+        steps,
+        stopReason: `diverged: ${err.message}`,
+        trainLosses,
+        valLosses,
+        valMetrics,
+      };
     }
-    if (!best) return { valMetric: NaN, testMetric: NaN, wallSeconds: seconds(started), epochs, steps, stopReason, trainLosses, valLosses };
+    if (!best) return { valMetric: NaN, testMetric: NaN, wallSeconds: seconds(started), epochs, steps, stopReason, trainLosses, valLosses, valMetrics };
     for (const [name, t] of best) p.store.upload(name, t.data);
     const test = await evaluate('test');
     const { value, epoch } = control.bestValidation;
@@ -572,7 +617,15 @@ export class HeadTrainer {
       testLoss: test.loss,
       trainLosses,
       valLosses,
+      valMetrics,
     };
+  }
+
+  /** The head's current forward state for a task and encoder: after a run, the best epoch's weights that were tested. */
+  async headState(task: string, encoder: string): Promise<Map<string, HostTensor>> {
+    const p = this.programs.get(JSON.stringify([task, resolveArch(this.encoder(encoder), this.opts.encoders)]));
+    if (!p) throw new Error(`head trainer: no run of task ${task} with encoder ${encoder} yet`);
+    return this.snapshot(p);
   }
 
   /** The head's forward state (parameters and buffers) on the host: the best epoch's weights. */

@@ -70,7 +70,12 @@ export const SEGMENTATION_ADAPTER: TaskAdapter = {
         const logits = outputs.logits;
         const probabilities = new Float32Array(valid * plane);
         for (let i = 0; i < probabilities.length; i++) probabilities[i] = sigmoid(logits[i]);
-        dice.add(probabilities, SEGMENTATION_ADAPTER.targets(targets.slice(0, valid), { imageSize, batch: valid, classes: 1 }).mask, [valid, 1, imageSize, imageSize]);
+        dice.add(probabilities, SEGMENTATION_ADAPTER.targets(targets.slice(0, valid), { imageSize, batch: valid, classes: 1 }).mask, [
+          valid,
+          1,
+          imageSize,
+          imageSize,
+        ]);
       },
       value: () => dice.dice()[0],
     };
@@ -149,7 +154,12 @@ export function resolveTasks(tasks: readonly string[], suite?: string): EvalTask
   const names: string[] = [];
   if (suite !== undefined) {
     const list = EVAL_SUITES[suite];
-    if (!list) throw new Error(`unknown suite '${suite}' (--suite); the suites are ${Object.entries(EVAL_SUITES).map(([k, v]) => `${k} (${v.join(', ')})`).join(', ')}`);
+    if (!list)
+      throw new Error(
+        `unknown suite '${suite}' (--suite); the suites are ${Object.entries(EVAL_SUITES)
+          .map(([k, v]) => `${k} (${v.join(', ')})`)
+          .join(', ')}`,
+      );
     names.push(...list);
   }
   names.push(...tasks);

@@ -12,6 +12,7 @@ import { formatDuration } from '../report/report.ts';
 import { hasCheckpoint, loadCheckpoint, sha256Hex } from '../train/checkpoint.ts';
 import type { CompiledModel } from '../train/trainer.ts';
 import {
+  checkEncodersFit,
   encoderFromCheckpoint,
   encoderFromTorchvision,
   HeadTrainer,
@@ -22,7 +23,7 @@ import {
 } from '../eval/head-trainer.ts';
 import { runProtocol, type ProtocolSettings, type TrainRequest } from '../eval/protocol.ts';
 import { RESULTS_JSON, RESULTS_MD, resultsTable, writeResults, type SuiteResults } from '../eval/results.ts';
-import { openSynthTask, synthTaskSpec, type SynthTaskData } from '../eval/synth-tasks.ts';
+import { openSynthTask, readTaskSamples, synthTaskSpec, type SynthTaskData } from '../eval/synth-tasks.ts';
 import { resolveTasks, type EvalTask } from '../eval/tasks.ts';
 import { getNodeDevice } from './node.ts';
 import { makeDirectory, NodeFileSource, readSafetensorsFile } from './node-fs.ts';
@@ -96,26 +97,42 @@ export async function loadEncoder(arg: string): Promise<Encoder> {
 export async function evalCommand(o: EvalOptions, out: EvalOutput): Promise<{ results: SuiteResults; dir: string }> {
   if (o.resume && o.out && nodePath.resolve(o.out) !== nodePath.resolve(o.resume))
     throw new Error(`--resume ${o.resume} continues in that directory; drop --out ${o.out}`);
-  if (!(Number.isFinite(o.fraction) && o.fraction > 0 && o.fraction <= 100)) throw new Error(`--fraction must be a percentage in (0, 100] (the paper uses 1, 10, 100), got ${o.fraction}`);
+  if (!(Number.isFinite(o.fraction) && o.fraction > 0 && o.fraction <= 100))
+    throw new Error(`--fraction must be a percentage in (0, 100] (the paper uses 1, 10, 100), got ${o.fraction}`);
   const tasks = resolveTasks(o.task, o.suite);
-  if (o.init.length === 0) throw new Error("give at least one encoder: --init RUN_DIR | FILE.safetensors | random (repeatable)");
+  if (o.init.length === 0) throw new Error('give at least one encoder: --init RUN_DIR | FILE.safetensors | random (repeatable)');
   const encoders: Encoder[] = [];
   for (const arg of o.init) encoders.push(await loadEncoder(arg));
-  const imageSize = o.imageSize ?? encoders.find((e) => e.imageSize)?.imageSize ?? DEFAULT_EVAL_IMAGE_SIZE;
-  for (const e of encoders) out.say(`encoder ${e.ref.name}: ${e.arch ? e.description : `${e.description}, ${resolveArch(e, encoders).resnet} width ${resolveArch(e, encoders).width}`}`);
+  for (const e of encoders)
+    out.say(
+      `encoder ${e.ref.name}: ${e.arch ? e.description : `${e.description}, ${resolveArch(e, encoders).resnet} width ${resolveArch(e, encoders).width}`}`,
+    );
 
-  // The data.
+  // The data; the eval image size: --image-size, else the encoders' pre-training size, else the data set's image size (128 for --data synth).
   const dataSpec = o.data ?? 'synth';
+  let imageSize = o.imageSize ?? encoders.find((e) => e.imageSize)?.imageSize;
   let dir: string;
   if (dataSpec === 'synth') {
+    imageSize ??= DEFAULT_EVAL_IMAGE_SIZE;
     out.say(`SynthCXR: ${o.studies} studies, seed ${o.synthSeed}, ${imageSize} px (cached under ${cacheRoot()})`);
-    const r = await ensureSynthDataset(cacheRoot(), { studies: o.studies, seed: o.synthSeed, imageSize, onProgress: (d, t) => out.stage?.('generating SynthCXR', d, t) });
+    const r = await ensureSynthDataset(cacheRoot(), {
+      studies: o.studies,
+      seed: o.synthSeed,
+      imageSize,
+      onProgress: (d, t) => out.stage?.('generating SynthCXR', d, t),
+    });
     out.stagesDone?.();
     dir = r.dir;
   } else {
-    if ((await kindOf(dataSpec)) !== 'directory') throw new Error(`--data ${dataSpec}: no such directory; give 'synth' or a directory written by \`lovt-run synth --out DIR\``);
+    if ((await kindOf(dataSpec)) !== 'directory')
+      throw new Error(`--data ${dataSpec}: no such directory; give 'synth' or a directory written by \`lovt-run synth --out DIR\``);
     dir = nodePath.resolve(dataSpec);
+    if (imageSize === undefined) {
+      const first = (await readTaskSamples(new NodeFileSource(dir), synthTaskSpec(tasks[0].data)))[0];
+      imageSize = first ? Math.max(first.width, first.height) : DEFAULT_EVAL_IMAGE_SIZE;
+    }
   }
+  const size = imageSize;
   const workers = createImageWorkers(imageWorkerThreads(o.dataWorkers).threads);
   try {
     const source = new NodeFileSource(dir);
@@ -123,7 +140,7 @@ export async function evalCommand(o: EvalOptions, out: EvalOutput): Promise<{ re
     for (const t of tasks) {
       if (data.has(t.data)) continue;
       const d = await openSynthTask(source, synthTaskSpec(t.data), {
-        imageSize,
+        imageSize: size,
         fraction: o.fraction,
         workers,
         onProgress: (stage, done, total) => out.stage?.(stage, done, total),
@@ -141,26 +158,29 @@ export async function evalCommand(o: EvalOptions, out: EvalOutput): Promise<{ re
       context: {
         data: dataSpec === 'synth' ? `synth (${o.studies} studies, seed ${o.synthSeed})` : dir,
         fraction: o.fraction,
-        imageSize,
+        imageSize: size,
         maxEpochs: o.maxEpochs ?? 'task default',
       },
     };
+    const runsPerCell = (t: EvalTask) => (settings.lr != null ? o.seeds : t.lrGrid.length + o.seeds - 1);
+
+    const compileCache = new Map<string, CompiledModel>();
+    const compile = (file: string, model: string, set: Record<string, string>, mode: 'train' | 'eval') => {
+      const key = JSON.stringify([file, model, set, mode]);
+      let m = compileCache.get(key);
+      if (!m) compileCache.set(key, (m = compileModelOrThrow({ path: nodePath.join(EVAL_MODELS_DIR, file) }, { model, set, mode })));
+      return m;
+    };
+    checkEncodersFit(compile, encoders, size);
     const outDir = o.resume ?? o.out ?? nodePath.join('runs', `eval-${timestamp()}`);
     await makeDirectory(outDir, '--out');
     const storage = nodeStorage(outDir);
-    const runsPerCell = (t: EvalTask) => (settings.lr != null ? o.seeds : t.lrGrid.length + o.seeds - 1);
 
     const device = await getNodeDevice();
     out.say(`device: ${device.description}; output: ${outDir}`);
-    const compileCache = new Map<string, CompiledModel>();
     const trainer = new HeadTrainer({
       device,
-      compile(file, model, set, mode) {
-        const key = JSON.stringify([file, model, set, mode]);
-        let m = compileCache.get(key);
-        if (!m) compileCache.set(key, (m = compileModelOrThrow({ path: nodePath.join(EVAL_MODELS_DIR, file) }, { model, set, mode })));
-        return m;
-      },
+      compile,
       tasks,
       encoders,
       data,
@@ -191,7 +211,9 @@ export async function evalCommand(o: EvalOptions, out: EvalOutput): Promise<{ re
       const results = await writeResults(storage, outcome);
       out.say(`\n${resultsTable(results)}\n`);
       out.say(`trained ${outcome.trained} runs, reused ${outcome.reused} in ${formatDuration((performance.now() - t0) / 1000)}`);
-      out.say(`wrote ${nodePath.join(outDir, RESULTS_MD)}, ${nodePath.join(outDir, RESULTS_JSON)}, ${results.tasks.map((t) => nodePath.join(outDir, t.chart)).join(', ')}`);
+      out.say(
+        `wrote ${nodePath.join(outDir, RESULTS_MD)}, ${nodePath.join(outDir, RESULTS_JSON)}, ${results.tasks.map((t) => nodePath.join(outDir, t.chart)).join(', ')}`,
+      );
       return { results, dir: outDir };
     } finally {
       trainer.destroy();
