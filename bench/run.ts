@@ -1,6 +1,6 @@
 // `npm run bench`: lovt's contraction kernels and a whole training step
 // (models/bench/resnet-contrastive.lovt) against TF.js on the same adapter, in
-// one process, then lovt-tiny's training throughput. Prints a table and writes
+// one process, then lovt-tiny's training throughput and the evaluation's linear probe. Prints a table and writes
 // bench/results.json.
 //   npm run bench -- [--runs N] [--warmup N] [--only SUBSTRING] [--no-peers]
 // Each step is timed from dispatch until the device reports the work done
@@ -26,6 +26,7 @@ import { getNodeDevice, nodeGPU } from '../runtime/platform/node.ts';
 import { prepareKernel } from '../test/gpu/kernel-runner.ts';
 import { count, parseOptions } from './args.ts';
 import { lovtTinyThroughput, type ThroughputResult } from './lovt-tiny.ts';
+import { linearProbeThroughput, type LinearProbeResult } from './linear-probe.ts';
 import { type BenchCase, type BenchRunner, type PreparedCase, stepNames, tfjsWasm, tfjsWebGPU } from './peers.ts';
 import { lovtTrainStep, type ResNetContrastiveCase, trainStepFlops, verifyTrainStep } from './resnet-contrastive.ts';
 import { checkSampled, convReferences, matmulReference, type SampledReference } from './verify.ts';
@@ -242,6 +243,7 @@ async function measure(runners: BenchRunner[], c: BenchCase, args: Args): Promis
 
 /** lovt-only rows: whole-model measurements that no peer runs. */
 const THROUGHPUT_ROW = 'lovt-tiny training throughput';
+const PROBE_ROW = 'frozen-feature linear probe';
 
 const fmt = (x: number | null, digits = 1) => (x === null ? 'n/a' : x.toFixed(digits));
 
@@ -347,6 +349,13 @@ async function main(): Promise<number> {
       ...runners.slice(1).flatMap(() => ['', '']),
     ]);
   }
+  let probe: LinearProbeResult | null = null;
+  if (!args.only || PROBE_ROW.includes(args.only)) {
+    process.stdout.write(`  ${PROBE_ROW} ...`);
+    probe = await linearProbeThroughput(lovt, args);
+    process.stdout.write(` ${probe.samplesPerSecond.toFixed(1)} samples/s\n`);
+    rows.push([`${PROBE_ROW} (batch ${probe.batch}, samples/s)`, probe.samplesPerSecond.toFixed(1), '', ...runners.slice(1).flatMap(() => ['', ''])]);
+  }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const show = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   console.log('\n' + show(header));
@@ -364,6 +373,11 @@ async function main(): Promise<number> {
         `after ${throughput.warmupSteps} warm-up, data loading included; ${throughput.data}); ` +
         `device only: ${throughput.deviceStepMs.toFixed(0)} ms/step = ${((1000 * throughput.batch) / throughput.deviceStepMs).toFixed(2)} samples/s ` +
         `(${throughput.uncheckedDeviceStepMs.toFixed(0)} ms without the NaN/inf checks)`,
+    );
+  if (probe)
+    console.log(
+      `\n${PROBE_ROW}: ${probe.samplesPerSecond.toFixed(1)} samples/s (LinearSegmentation on cached layer4 features, ${probe.steps} steps of batch ${probe.batch} ` +
+        `in ${probe.trainSeconds.toFixed(2)} s over ${probe.epochs} epochs, validation not timed; ${probe.data})`,
     );
 
   const out = {
@@ -384,6 +398,7 @@ async function main(): Promise<number> {
       speedupVs: r.ratios,
     })),
     lovtTinyThroughput: throughput,
+    linearProbe: probe,
   };
   writeFileSync(path.join(here, 'results.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(`\nwrote ${path.relative(process.cwd(), path.join(here, 'results.json'))}`);

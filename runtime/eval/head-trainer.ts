@@ -523,6 +523,8 @@ export class HeadTrainer {
     // Full batches only (the head's batch is fixed), unless the split is smaller than one.
     const perEpoch = Math.max(1, Math.floor(nTrain / B));
     let steps = 0;
+    /** Time in training steps alone (validation left out): the bench's samples/s. */
+    let trainSeconds = 0;
     let phaseSteps = 0;
     let inWarmup = !!p.warmup && (task.warmup?.steps ?? 0) > 0;
     let best: Map<string, HostTensor> | null = null;
@@ -542,6 +544,7 @@ export class HeadTrainer {
     try {
       for (let epoch = 0; epoch < maxEpochs; epoch++) {
         const order = taskEpochOrder(nTrain, { seed: req.seed, epoch });
+        const epochStarted = performance.now();
         let lossSum = 0;
         for (let k = 0; k < perEpoch; k++) {
           const idx = Array.from({ length: B }, (_, j) => order[(k * B + j) % nTrain]);
@@ -573,6 +576,7 @@ export class HeadTrainer {
           pending = { counts, checks: prog.checks.apply, step: steps };
         }
         await settle();
+        trainSeconds += seconds(epochStarted);
         trainLosses.push(lossSum / perEpoch);
         const val = await evaluate('validate');
         valLosses.push(val.loss);
@@ -613,6 +617,7 @@ export class HeadTrainer {
       bestEpoch: epoch + 1,
       epochs,
       steps,
+      trainSeconds,
       stopReason,
       testLoss: test.loss,
       trainLosses,

@@ -28,7 +28,8 @@ import { resolveTasks, type EvalTask } from '../eval/tasks.ts';
 import { getNodeDevice } from './node.ts';
 import { makeDirectory, NodeFileSource, readSafetensorsFile } from './node-fs.ts';
 import { timestamp } from './node-run-dir.ts';
-import { cacheRoot, ensureSynthDataset, nodeStorage } from './node-storage.ts';
+import { nodeStorage } from './node-storage.ts';
+import { cachedSynth, type RunOutput } from './node-train.ts';
 import { createImageWorkers, imageWorkerThreads } from './node-workers.ts';
 
 /** models/eval/, where the heads and the feature model live. */
@@ -56,11 +57,8 @@ export interface EvalOptions {
   dataWorkers?: number;
 }
 
-export interface EvalOutput {
-  say(text: string): void;
-  stage?(name: string, done: number, total: number): void;
-  stagesDone?(): void;
-}
+/** Lines and setup-stage progress (no trainer events). */
+export type EvalOutput = Pick<RunOutput, 'say' | 'stage' | 'stagesDone'>;
 
 async function kindOf(path: string): Promise<'file' | 'directory' | 'missing' | 'other'> {
   try {
@@ -114,15 +112,7 @@ export async function evalCommand(o: EvalOptions, out: EvalOutput): Promise<{ re
   let dir: string;
   if (dataSpec === 'synth') {
     imageSize ??= DEFAULT_EVAL_IMAGE_SIZE;
-    out.say(`SynthCXR: ${o.studies} studies, seed ${o.synthSeed}, ${imageSize} px (cached under ${cacheRoot()})`);
-    const r = await ensureSynthDataset(cacheRoot(), {
-      studies: o.studies,
-      seed: o.synthSeed,
-      imageSize,
-      onProgress: (d, t) => out.stage?.('generating SynthCXR', d, t),
-    });
-    out.stagesDone?.();
-    dir = r.dir;
+    dir = await cachedSynth(o, imageSize, out);
   } else {
     if ((await kindOf(dataSpec)) !== 'directory')
       throw new Error(`--data ${dataSpec}: no such directory; give 'synth' or a directory written by \`lovt-run synth --out DIR\``);

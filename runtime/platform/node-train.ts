@@ -100,6 +100,24 @@ export async function readSafetensorsFile(file: string, what: string): Promise<M
   return (await readBoundedSafetensors(file, `${what} ${file}`)).tensors;
 }
 
+/** The directory of the cached SynthCXR of `--studies` and `--synth-seed` at `imageSize` (generated when missing). */
+export async function cachedSynth(
+  o: { studies: number; synthSeed: number },
+  imageSize: number,
+  out: Pick<RunOutput, 'say' | 'stage' | 'stagesDone'>,
+): Promise<string> {
+  out.say(`SynthCXR: ${o.studies} studies, seed ${o.synthSeed}, ${imageSize} px (cached under ${cacheRoot()})`);
+  const r = await ensureSynthDataset(cacheRoot(), {
+    studies: o.studies,
+    seed: o.synthSeed,
+    imageSize,
+    onProgress: (d, t) => out.stage?.('generating SynthCXR', d, t),
+  });
+  out.stagesDone?.();
+  if (!r.generated) out.say(`reusing ${r.dir}`);
+  return r.dir;
+}
+
 /**
  * The data directory (generating SynthCXR when asked), the report encoder's tokenizer, and
  * for MIMIC the image cache (resized copies and pixel statistics, reused by later runs).
@@ -114,17 +132,8 @@ async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number,
   if (data.kind === 'synth') {
     if (o.imageCache || o.explicit?.has('resize'))
       throw new Error("--image-cache and --resize apply to --data mimic:DIR (SynthCXR images are generated at the model's size)");
-    out.say(`SynthCXR: ${o.studies} studies, seed ${o.synthSeed}, ${imageSize} px (cached under ${cacheRoot()})`);
-    const r = await ensureSynthDataset(cacheRoot(), {
-      studies: o.studies,
-      seed: o.synthSeed,
-      imageSize,
-      onProgress: (d, t) => out.stage?.('generating SynthCXR', d, t),
-    });
-    out.stagesDone?.();
-    dir = r.dir;
+    dir = await cachedSynth(o, imageSize, out);
     Object.assign(info, { kind: 'synth', studies: o.studies, seed: o.synthSeed, imageSize, dir });
-    if (!r.generated) out.say(`reusing ${dir}`);
   } else {
     dir = data.dir;
     // Nothing (the image cache) is created for a directory that is not a MIMIC root.
