@@ -21,7 +21,7 @@ import {
   resolveArch,
   type Encoder,
 } from '../eval/head-trainer.ts';
-import { runProtocol, type ProtocolSettings, type TrainRequest } from '../eval/protocol.ts';
+import { checkSettings, runProtocol, type ProtocolSettings, type TrainRequest } from '../eval/protocol.ts';
 import { RESULTS_JSON, RESULTS_MD, resultsTable, writeResults, type SuiteResults } from '../eval/results.ts';
 import { openSynthTask, readTaskSamples, synthTaskSpec, type SynthTaskData } from '../eval/synth-tasks.ts';
 import { resolveTasks, type EvalTask } from '../eval/tasks.ts';
@@ -161,6 +161,7 @@ export async function evalCommand(o: EvalOptions, out: EvalOutput): Promise<{ re
       if (!m) compileCache.set(key, (m = compileModelOrThrow({ path: nodePath.join(EVAL_MODELS_DIR, file) }, { model, set, mode })));
       return m;
     };
+    checkSettings(settings);
     checkEncodersFit(compile, encoders, size);
     const outDir = o.resume ?? o.out ?? nodePath.join('runs', `eval-${timestamp()}`);
     await makeDirectory(outDir, '--out');

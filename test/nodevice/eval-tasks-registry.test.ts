@@ -5,7 +5,11 @@
 // names and shapes (compiled here at each architecture), and the mismatch message.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { assertOneLineError, lovtRun } from '../lovt-run.ts';
 import { compileModelOrThrow } from '../../compiler/frontend/index.ts';
 import type { HostTensor } from '../../runtime/safetensors.ts';
 import type { CheckpointManifest } from '../../runtime/train/checkpoint.ts';
@@ -155,6 +159,31 @@ test("a checkpoint's image encoder becomes backbone.*; a shape that does not fit
           'first mismatch backbone.layer2.0.conv1.weight [64, 16, 3, 3] vs model [32, 16, 3, 3]; mis-shaped 1: backbone.layer2.0.conv1.weight',
       ),
   );
+});
+
+test('lovt-run eval refuses bad input before any device work, one line each', () => {
+  const work = mkdtempSync(path.join(tmpdir(), 'lovt-eval-cli-'));
+  try {
+    const run = (...args: string[]) => lovtRun(['eval', ...args]);
+    assertOneLineError(run('--task', 'nope', '--init', 'random'), /unknown task 'nope' \(--task\); the tasks are synth-seg-linear/);
+    assertOneLineError(run('--suite', 'nope', '--init', 'random'), /unknown suite 'nope' \(--suite\); the suites are synth-linear \(synth-seg-linear\)/);
+    assertOneLineError(run('--suite', 'synth-linear'), /give at least one encoder: --init RUN_DIR \| FILE.safetensors \| random/);
+    const missing = path.join(work, 'no-run');
+    assertOneLineError(
+      run('--suite', 'synth-linear', '--init', missing),
+      new RegExp(`--init ${missing}: no such run directory; give a pre-training run directory`),
+    );
+    assertOneLineError(run('--suite', 'synth-linear', '--init', `${missing}.safetensors`), /no-run.safetensors: no such file/);
+    assertOneLineError(run('--suite', 'synth-linear', '--init', 'random', '--seeds', 'x'), /--seeds must be a positive whole number, got 'x'/);
+    assertOneLineError(run('--suite', 'synth-linear', '--init', 'random', '--fraction', '101'), /--fraction must be a percentage in \(0, 100\]/);
+    // A directory that is not a SynthCXR data set: the task data names what it looked for.
+    assertOneLineError(
+      run('--suite', 'synth-linear', '--init', 'random', '--data', work, '--image-size', '64'),
+      /no SynthCXR task annotations for task synth-seg: looked for synth-annotations.json/,
+    );
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 });
 
 test.run();
