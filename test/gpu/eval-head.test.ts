@@ -92,6 +92,8 @@ test('a run trains the head on cached features: the loss falls and the tested we
   assert.ok(losses[losses.length - 1] < losses[0], `train loss falls: ${losses.map((x) => x.toFixed(4)).join(', ')}`);
   assert.is(r.valMetric, Math.max(...valMetrics), 'the reported validation metric is the best epoch');
   assert.is(valMetrics[(r.bestEpoch as number) - 1], r.valMetric);
+  // A later epoch validated worse, so testing the last weights would differ from testing the best.
+  assert.ok(Math.min(...valMetrics.slice(r.bestEpoch as number)) < r.valMetric, `best epoch ${r.bestEpoch}, validation ${valMetrics.join(', ')}`);
   const head = await trainer.headState(TASK.name, 'random');
   assert.equal([...head.keys()].sort(), ['head.bias', 'head.weight']);
   // Recomputed from the tested weights: the validation Dice is the best epoch's, the test Dice the reported one.
