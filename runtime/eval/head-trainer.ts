@@ -515,7 +515,13 @@ export class HeadTrainer {
     // Fresh state: the head from the run seed, the encoder's weights for fine-tune heads.
     zeroState(p.store);
     for (const [name, values] of Object.entries(initState(p.train.graph, req.seed))) p.store.upload(name, values);
-    if (!frozen) for (const [name, t] of matchBackbone(p.train.graph, encoder, task.head.model)) p.store.upload(name, t.data);
+    if (!frozen) {
+      // The encoder's weights; a random encoder's are the backbone's initialisation with seed 0, whatever the run seed.
+      const backbone = encoder.weights
+        ? [...matchBackbone(p.train.graph, encoder, task.head.model)].map(([name, t]) => [name, t.data] as const)
+        : Object.entries(initState(p.train.graph, 0)).filter(([name]) => name.startsWith(BACKBONE_PREFIX));
+      for (const [name, values] of backbone) p.store.upload(name, values);
+    }
 
     const control = new ValidationControl({ lr: req.lr, stopPatience: task.stopPatience, metric: `validation ${task.metric}` });
     const maxEpochs = this.opts.maxEpochs ?? task.maxEpochs;
