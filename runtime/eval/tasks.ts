@@ -6,7 +6,8 @@
 // (segmentation: `mask` in, micro Dice of `logits` out). Platform-neutral; the head
 // trainer (head-trainer.ts) trains any entry. Adding a task: docs/evaluation.md.
 import { SYNTH_TASKS, type SynthTaskKind } from './synth-tasks.ts';
-import type { LabelledBox } from './boxes.ts';
+import type { LabelledBox, ScoredBox } from './boxes.ts';
+import { detectionMAP, type DetectionImage } from './detection.ts';
 import type { ProtocolTask } from './protocol.ts';
 import { DiceAccumulator } from './segmentation.ts';
 
@@ -82,7 +83,42 @@ export const SEGMENTATION_ADAPTER: TaskAdapter = {
   },
 };
 
-/** The adapters by task kind; detection joins when runtime/eval/yolo.ts does (see docs/evaluation.md). */
+/** What the detection adapter needs of runtime/eval/yolo.ts (the issue-11 contract's API). */
+export interface YoloApi {
+  YOLO_OUTPUTS: readonly string[];
+  yoloTargets(boxes: readonly (readonly LabelledBox[])[], opts: { imageSize: number; classes: number; batch: number }): Record<string, Float32Array>;
+  yoloDetections(outputs: Record<string, Float32Array | Int32Array>, opts: { imageSize: number; classes: number; batch: number; valid: number }): ScoredBox[][];
+}
+
+/**
+ * Detection heads (YOLOv3): the target inputs and the outputs read back are yolo.ts's; the
+ * metric is mAP over IoU 0.40:0.05:0.75 (detectionMAP) of the decoded detections (after
+ * confidence 0.2 and NMS 0.4) against the valid images' boxes. Registered with
+ * `TASK_ADAPTERS.detection = detectionAdapter(yolo)` where yolo.ts is imported.
+ */
+export function detectionAdapter(yolo: YoloApi): TaskAdapter {
+  return {
+    kind: 'detection',
+    outputs: yolo.YOLO_OUTPUTS,
+    targets: (targets, { imageSize, classes }) =>
+      yolo.yoloTargets(
+        targets.map((t) => t.boxes ?? []),
+        { imageSize, classes, batch: targets.length },
+      ),
+    accumulator({ imageSize, classes, batch }) {
+      const images: DetectionImage[] = [];
+      return {
+        add(outputs, targets, valid) {
+          const detections = yolo.yoloDetections(outputs, { imageSize, classes, batch, valid });
+          for (let i = 0; i < valid; i++) images.push({ detections: detections[i], truths: targets[i].boxes ?? [] });
+        },
+        value: () => detectionMAP(images, { classes }).map,
+      };
+    },
+  };
+}
+
+/** The adapters by task kind; detection joins with runtime/eval/yolo.ts (detectionAdapter). */
 export const TASK_ADAPTERS: Partial<Record<SynthTaskKind, TaskAdapter>> = { segmentation: SEGMENTATION_ADAPTER };
 
 export interface EvalTask extends ProtocolTask {
