@@ -539,13 +539,14 @@ export class HeadTrainer {
     const trainLosses: number[] = [];
     const valLosses: number[] = [];
     const valMetrics: number[] = [];
-    let pending: { counts: Promise<Record<string, Float32Array | Int32Array>>; checks: FiniteCheck[]; step: number } | null = null;
+    let pending: { counts: Promise<Record<string, Float32Array | Int32Array>>; checks: FiniteCheck[]; step: number; epoch: number } | null = null;
     const settle = async () => {
       if (!pending) return;
-      const { counts, checks, step } = pending;
+      const { counts, checks, step, epoch } = pending;
       pending = null;
       const bad = firstNonFinite((await counts)[NONFINITE_OUTPUT], checks);
-      if (bad) throw new Diverged(`${where}: at optimizer step ${step}, ${describeCheck(bad.check)} has ${bad.count} NaN or infinite values`);
+      if (bad)
+        throw new Diverged(`${where}: at optimizer step ${step} (epoch ${epoch + 1}), ${describeCheck(bad.check)} has ${bad.count} NaN or infinite values`);
     };
     try {
       for (let epoch = 0; epoch < maxEpochs; epoch++) {
@@ -579,7 +580,7 @@ export class HeadTrainer {
           const scalars = optimizerScalars(phaseSteps, lr, optimizerOptions((inWarmup ? p.warmup!.model : p.train).model.train.optimizer));
           const counts = prog.apply.run(Object.fromEntries(Object.entries(scalars).map(([k2, v]) => [k2, Float32Array.of(v)])), [NONFINITE_OUTPUT]);
           counts.catch(() => {}); // awaited by settle()
-          pending = { counts, checks: prog.checks.apply, step: steps };
+          pending = { counts, checks: prog.checks.apply, step: steps, epoch };
         }
         await settle();
         trainSeconds += seconds(epochStarted);

@@ -106,6 +106,17 @@ test('two seeds give different runs (head initialisation and data order)', async
   runs.push(r);
   assert.not.equal(r.trainLosses, runs[0].trainLosses);
   assert.not.equal(r.valLosses, runs[0].valLosses);
+});
+
+test('a run that diverges ends with NaN metrics and says where, without throwing', async () => {
+  // Adam moves every weight by about the LR: at 1e38 the first update overflows (and is not applied).
+  const r = await trainer.trainOne({ task: TASK.name, encoder: 'random', lr: 1e38, seed: 0, phase: 'seed' });
+  assert.ok(Number.isNaN(r.valMetric) && Number.isNaN(r.testMetric), JSON.stringify(r));
+  assert.match(
+    r.stopReason as string,
+    /^diverged: task synth-seg-linear, encoder random, lr 1e\+38, seed 0: at optimizer step 1 \(epoch 1\), the optimizer update of head.weight \(its new value or optimizer state\) has 256 NaN or infinite values$/,
+    r.stopReason as string,
+  );
   trainer.destroy();
 });
 
