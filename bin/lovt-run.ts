@@ -198,14 +198,14 @@ function buildProgram(): Command {
     .addOption(dataWorkersOption())
     .action(async (runDir: string, o: import('../runtime/platform/node-grounding.ts').GroundingOptions) => {
       const { groundingCommand } = await import('../runtime/platform/node-grounding.ts');
-      const { groundingSummaryLine, groundingText } = await import('../runtime/eval/grounding-run.ts');
+      const { groundingNotes, groundingSummaryLine, groundingText } = await import('../runtime/eval/grounding-run.ts');
       const out = runOutput(await commands());
       const started = performance.now();
       try {
         const r = await groundingCommand(runDir, o, out);
         for (const line of groundingText(r)) say(line);
         say(`${groundingSummaryLine(r)} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
-        if (r.truncated) say(`${r.truncated} pairs left out: their sentence lies beyond the model's sentence slots or token budget`);
+        for (const note of groundingNotes(r)) say(note);
         if (o.json) say(`wrote ${o.json}`);
       } finally {
         out.stop();

@@ -23,6 +23,7 @@ import { decodeImage, type GrayImage } from '../data/image.ts';
 import type { MimicCxrDataset, Study } from '../data/mimic.ts';
 import { SYNTH_ANNOTATIONS_JSON } from '../data/synth/dataset.ts';
 import type { FindingType } from '../data/synth/phantom.ts';
+import { FOLLOW_UP_SENTENCES } from '../data/synth/reports.ts';
 import type { LovtDevice } from '../device.ts';
 import { Program } from '../executor.ts';
 import type { HostTensor } from '../safetensors.ts';
@@ -94,6 +95,8 @@ export function groundingImages(annotations: SynthAnnotationFile, studies: reado
         // Not visible in this image: nothing to point at.
         if ((drawn.area ?? (drawn.bbox ? 1 : 0)) === 0) continue;
         for (const sentence of f.sentences!) {
+          // Data sets written before the generator knew follow-ups link them to the finding.
+          if (FOLLOW_UP_SENTENCES.includes(ann.sentences[sentence])) continue;
           targets.push({ sentence, text: ann.sentences[sentence], finding: drawn.finding, type: f.type, label: f.label ?? f.type, maskPath: drawn.mask });
         }
       }
@@ -159,6 +162,8 @@ export interface GroundingResult {
   findings: number;
   /** Pairs whose sentence the model never saw (beyond its S sentence slots or T tokens). */
   truncated: number;
+  /** Scored pairs whose mask covers no region centre: never a hit (a finding smaller than a region). */
+  noRegionInside: number;
   grid: number;
   imageSize: number;
   sentences: GroundedSentence[];
@@ -339,6 +344,7 @@ export async function runGrounding(o: GroundingRunOptions): Promise<GroundingRes
     studies: new Set(images.filter((i) => scored.has(i.id)).map((i) => i.study.studyId)).size,
     findings: new Set(sentences.map((s) => `${s.image}#${s.target.finding}`)).size,
     truncated,
+    noRegionInside: sentences.filter((s) => s.inside === 0).length,
     grid,
     imageSize,
     sentences,
@@ -354,6 +360,14 @@ export function groundingSummaryLine(r: GroundingResult): string {
     `pointing game ${pct(r.overall.pointingGame)} (chance ${pct(r.overall.chance)}), CNR ${num(r.overall.cnr)}, ` +
     `over ${r.overall.n} sentence–finding pairs (${r.findings} findings) in ${r.images} test images`
   );
+}
+
+/** What the numbers leave out or cannot reach, as sentences without the final period. */
+export function groundingNotes(r: GroundingResult): string[] {
+  const notes: string[] = [];
+  if (r.noRegionInside) notes.push(`${r.noRegionInside} of the ${r.overall.n} pairs have no region centre inside their mask (never a hit, chance 0)`);
+  if (r.truncated) notes.push(`${r.truncated} pairs left out: their sentence lies beyond the model's sentence slots or token budget`);
+  return notes;
 }
 
 /** The table rows as text columns: finding type, n, pointing game, chance, CNR (n). */
@@ -387,7 +401,9 @@ export function groundingMarkdown(r: GroundingResult, opts: { title?: string; ru
     ...rows.map((cells, i) => `| ${(i === rows.length - 1 ? cells.map((c) => `**${c}**`) : cells).join(' | ')} |`),
     '',
     `${groundingSummaryLine(r)}, ${r.studies} studies.` +
-      (r.truncated ? ` ${r.truncated} pairs left out: their sentence lies beyond the model's sentence slots or token budget.` : ''),
+      groundingNotes(r)
+        .map((n) => ` ${n}.`)
+        .join(''),
     '',
   ];
   return lines.join('\n');

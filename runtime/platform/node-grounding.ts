@@ -7,7 +7,7 @@
 import { stat, writeFile } from 'node:fs/promises';
 import nodePath from 'node:path';
 import { hasCheckpoint, loadCheckpoint, type CheckpointManifest, type CheckpointTag } from '../train/checkpoint.ts';
-import { openTrainingData } from '../train/data-setup.ts';
+import { DEFAULT_VOCAB, openTrainingData } from '../train/data-setup.ts';
 import { ATTENTION_OUTPUT, intConfig, resumeData, type ModelSource } from '../train/run-setup.ts';
 import type { CompiledModel } from '../train/trainer.ts';
 import { FINDING_TYPES } from '../data/synth/dataset.ts';
@@ -65,6 +65,12 @@ export async function groundingCommand(runDir: string, o: GroundingOptions, out:
   const restored = resumeData(manifest, { studies: 200, synthSeed: 0, init: [] }, runDir);
   const spec = o.data === undefined ? restored.dataSpec : o.data === 'synth' || o.data.startsWith('mimic:') ? o.data : `mimic:${o.data}`;
   const request: TrainOptions = { ...restored.request, set: [], init: [], report: false, heatmapStudies: 0 };
+  // Another data set has its own vocabulary: the model reads token ids of the run's.
+  const runVocab = typeof manifest.data.dir === 'string' ? nodePath.join(manifest.data.dir, DEFAULT_VOCAB) : undefined;
+  if (o.data !== undefined && runVocab) {
+    if (await stat(runVocab).catch(() => null)) request.vocab = runVocab;
+    else out.say(`the run's vocabulary ${runVocab} is gone: tokenising with the data set's own, which must be the same`);
+  }
   out.say(`grounding ${runDir} (${manifest.model.name}, ${tag} checkpoint, step ${manifest.step}) on --data ${spec}`);
   const prepared = await prepareData(spec, request, imageSize, out);
   const workers = imageWorkerThreads(o.dataWorkers);

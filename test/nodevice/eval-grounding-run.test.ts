@@ -98,6 +98,19 @@ test('annotations without the sentence links, or with other sentences, are refus
   const changed = structuredClone(ann);
   changed.studies[0].sentences[0] = 'Something else.';
   assert.throws(() => groundingImages(changed, dataset.studies), /the report's sentences \(\d+\) are not the \d+ the annotations link to .*regenerate/);
+  // A data set written before follow-ups were unlinked ("… nodule. Recommend CT …"): the follow-up is not grounded.
+  const study = ann.studies.find((s: any) => s.images.some((i: any) => i.findings.some((f: any) => f.area > 0)));
+  const drawn = study.images.find((i: any) => i.findings.some((f: any) => f.area > 0)).findings.find((f: any) => f.area > 0);
+  const count = (a: any) => groundingImages(a, dataset.studies).reduce((n, i) => n + i.targets.length, 0);
+  const baseline = count(ann);
+  const before = structuredClone(ann);
+  const s = before.studies.indexOf(before.studies.find((x: any) => x.study_id === study.study_id));
+  before.studies[s].sentences.push('Recommend CT for further evaluation.');
+  before.studies[s].findings[drawn.finding].sentences.push(before.studies[s].sentences.length - 1);
+  const readerStudy = dataset.studies.find((x) => x.studyId === study.study_id)!;
+  readerStudy.sentences.push('Recommend CT for further evaluation.');
+  assert.is(count(before), baseline);
+  readerStudy.sentences.pop();
   const other = { ...ann, studies: ann.studies.slice(1) };
   assert.throws(() => groundingImages(other, dataset.studies), /has no entry for study p\d+\/s\d+: the annotations belong to another data set/);
 });
@@ -165,7 +178,18 @@ test('worked example: a mask of a non-square image on the 4×4 grid of a 128² i
   assert.is(overall.chance, 0.25);
   assert.is(overall.cnrN, 2);
 
-  const result: GroundingResult = { rows, overall, images: 1, studies: 1, findings: 2, truncated: 0, grid: 4, imageSize: 128, sentences: [hit, miss] };
+  const result: GroundingResult = {
+    rows,
+    overall,
+    images: 1,
+    studies: 1,
+    findings: 2,
+    truncated: 0,
+    noRegionInside: 0,
+    grid: 4,
+    imageSize: 128,
+    sentences: [hit, miss],
+  };
   assert.equal(groundingText(result), [
     'finding   n  pointing game  chance   CNR (n)',
     'nodule    1        100.0 %  25.0 %  1.28 (1)',
