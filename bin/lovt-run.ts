@@ -194,6 +194,11 @@ function buildProgram(): Command {
     .argument('<RUN_DIR>', 'run directory written by `lovt-run train` (a LoVT model)')
     .option('--data <SPEC>', "'synth' (the run's generated SynthCXR), a SynthCXR directory, or mimic:DIR (default: the run's data)")
     .addOption(new Option('--checkpoint <TAG>', 'which checkpoint (default: best, else last)').choices(['best', 'last']))
+    .addOption(
+      new Option('--region <RULE>', 'a region is inside a mask when the mask holds its centre pixel, or overlaps it')
+        .choices(['centre', 'overlap'])
+        .default('centre'),
+    )
     .option('--json <FILE>', 'also write the result, with every scored sentence, as JSON')
     .addOption(dataWorkersOption())
     .action(async (runDir: string, o: import('../runtime/platform/node-grounding.ts').GroundingOptions) => {

@@ -33,7 +33,7 @@ import { checkBatchValues } from '../train/inputs.ts';
 import { ATTENTION_OUTPUT, intConfig } from '../train/run-setup.ts';
 import { programInputs, type CompiledModel } from '../train/trainer.ts';
 import { describeDiff, diffTensors } from '../train/weights.ts';
-import { contrastToNoiseRatio, cellsInMask, pointingGame, type GroundingSample } from './grounding.ts';
+import { contrastToNoiseRatio, pointingGame, sampleCells, type GroundingSample, type RegionRule } from './grounding.ts';
 import { maskToEval, readSynthAnnotations, type SynthAnnotationFile } from './synth-tasks.ts';
 
 /** One report sentence naming one finding drawn (non-empty mask) in one frontal image. */
@@ -162,8 +162,10 @@ export interface GroundingResult {
   findings: number;
   /** Pairs whose sentence the model never saw (beyond its S sentence slots or T tokens). */
   truncated: number;
-  /** Scored pairs whose mask covers no region centre: never a hit (a finding smaller than a region). */
+  /** Scored pairs whose mask holds no region (by the rule): never a hit (with 'centre', a finding smaller than a region). */
   noRegionInside: number;
+  /** Which regions count as inside a mask. */
+  rule: RegionRule;
   grid: number;
   imageSize: number;
   sentences: GroundedSentence[];
@@ -171,7 +173,7 @@ export interface GroundingResult {
 
 /** Scores one pair: the attention column on the grid against the mask in eval-image pixels. */
 export function groundSentence(image: string, target: GroundingTarget, sample: GroundingSample): GroundedSentence {
-  const cells = cellsInMask(sample.mask, sample.maskHeight, sample.maskWidth, sample.gridHeight, sample.gridWidth);
+  const cells = sampleCells(sample, `${image}, sentence ${target.sentence}`);
   const inside = cells.reduce((a, b) => a + b, 0);
   const hit = pointingGame([sample]).hits === 1;
   const cnr = inside > 0 && inside < cells.length ? contrastToNoiseRatio(sample.attention, cells) : null;
@@ -217,6 +219,8 @@ export interface GroundingRunOptions {
   /** The pixel normalisation of pre-training (the train split's statistics). */
   norm: Normalization;
   tokenIds: TokenIds;
+  /** Which regions count as inside a mask (default 'centre'). */
+  rule?: RegionRule;
   /** Finding types in table order (default: as they first appear). */
   types?: readonly string[];
   onProgress?: (done: number, total: number) => void;
@@ -324,6 +328,7 @@ export async function runGrounding(o: GroundingRunOptions): Promise<GroundingRes
             mask: maskToEval(stored, imageSize),
             maskHeight: imageSize,
             maskWidth: imageSize,
+            rule: o.rule ?? 'centre',
           };
           sentences.push(groundSentence(img.id, target, sample));
         }
@@ -345,6 +350,7 @@ export async function runGrounding(o: GroundingRunOptions): Promise<GroundingRes
     findings: new Set(sentences.map((s) => `${s.image}#${s.target.finding}`)).size,
     truncated,
     noRegionInside: sentences.filter((s) => s.inside === 0).length,
+    rule: o.rule ?? 'centre',
     grid,
     imageSize,
     sentences,
@@ -365,7 +371,10 @@ export function groundingSummaryLine(r: GroundingResult): string {
 /** What the numbers leave out or cannot reach, as sentences without the final period. */
 export function groundingNotes(r: GroundingResult): string[] {
   const notes: string[] = [];
-  if (r.noRegionInside) notes.push(`${r.noRegionInside} of the ${r.overall.n} pairs have no region centre inside their mask (never a hit, chance 0)`);
+  if (r.noRegionInside) {
+    const what = r.rule === 'centre' ? 'no region centre inside their mask' : 'a mask that overlaps no region';
+    notes.push(`${r.noRegionInside} of the ${r.overall.n} pairs have ${what} (never a hit, chance 0)`);
+  }
   if (r.truncated) notes.push(`${r.truncated} pairs left out: their sentence lies beyond the model's sentence slots or token budget`);
   return notes;
 }
@@ -392,7 +401,8 @@ export function groundingMarkdown(r: GroundingResult, opts: { title?: string; ru
     '',
     `${opts.run ? `Run ${opts.run}${opts.checkpoint ? ` (${opts.checkpoint} checkpoint)` : ''}: ` : ''}` +
       `for every sentence of a test-split report that names a finding drawn in the image, the report→image attention \`${ATTENTION_OUTPUT}\` ` +
-      `of that sentence over the ${r.grid}×${r.grid} regions against the finding's mask. Pointing game: the most attended region lies inside the mask; ` +
+      `of that sentence over the ${r.grid}×${r.grid} regions against the finding's mask; a region is inside when ${r.rule === 'centre' ? 'the mask holds its centre pixel' : 'the mask overlaps it'}. ` +
+      `Pointing game: the most attended region lies inside the mask; ` +
       `chance: the fraction of regions inside (a random region); CNR: contrast-to-noise ratio of the attention inside vs outside ` +
       `(over the pairs with regions on both sides, n in brackets).`,
     '',

@@ -11,6 +11,7 @@ import { DEFAULT_VOCAB, openTrainingData } from '../train/data-setup.ts';
 import { ATTENTION_OUTPUT, intConfig, resumeData, type ModelSource } from '../train/run-setup.ts';
 import type { CompiledModel } from '../train/trainer.ts';
 import { FINDING_TYPES } from '../data/synth/dataset.ts';
+import type { RegionRule } from '../eval/grounding.ts';
 import { runGrounding, type GroundingResult } from '../eval/grounding-run.ts';
 import { getNodeDevice } from './node.ts';
 import { makeDirectory } from './node-fs.ts';
@@ -26,6 +27,8 @@ export interface GroundingOptions {
   /** Also write the result (rows and every scored sentence) here as JSON. */
   json?: string;
   dataWorkers?: number;
+  /** Which regions count as inside a mask (default centre). */
+  region?: RegionRule;
 }
 
 /** The model a checkpoint was trained from, compiled in `mode` with the run's --set; refused when the file changed since. */
@@ -97,6 +100,7 @@ export async function groundingCommand(runDir: string, o: GroundingOptions, out:
       norm: data.norm,
       tokenIds: { clsId: data.tokenizer.clsId, sepId: data.tokenizer.sepId, padId: data.tokenizer.padId },
       types: FINDING_TYPES,
+      rule: o.region,
       onProgress: (d, t) => out.stage?.('grounding test images', d, t),
     });
     out.stagesDone?.();

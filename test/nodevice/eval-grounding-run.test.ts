@@ -13,11 +13,12 @@ import { MemoryFileSource, readText } from '../../runtime/data/fs.ts';
 import { MimicCxrDataset } from '../../runtime/data/mimic.ts';
 import { generateSynthCXR, SYNTH_ANNOTATIONS_JSON } from '../../runtime/data/synth/dataset.ts';
 import { ReportTokenizer } from '../../runtime/data/tokenizer.ts';
-import { cellsInMask } from '../../runtime/eval/grounding.ts';
+import { cellsInMask, cellsOverlappingMask } from '../../runtime/eval/grounding.ts';
 import {
   attentionColumn,
   groundingImages,
   groundingMarkdown,
+  groundingNotes,
   groundingText,
   groundSentence,
   regionGrid,
@@ -186,6 +187,7 @@ test('worked example: a mask of a non-square image on the 4×4 grid of a 128² i
     findings: 2,
     truncated: 0,
     noRegionInside: 0,
+    rule: 'centre',
     grid: 4,
     imageSize: 128,
     sentences: [hit, miss],
@@ -196,10 +198,45 @@ test('worked example: a mask of a non-square image on the 4×4 grid of a 128² i
     'effusion  1          0.0 %  25.0 %  0.30 (1)',
     'overall   2         50.0 %  25.0 %  0.79 (2)',
   ]);
+  assert.equal(groundingNotes(result), []);
+  assert.equal(groundingNotes({ ...result, noRegionInside: 1, truncated: 2 }), [
+    '1 of the 2 pairs have no region centre inside their mask (never a hit, chance 0)',
+    "2 pairs left out: their sentence lies beyond the model's sentence slots or token budget",
+  ]);
+  assert.match(
+    groundingMarkdown({ ...result, rule: 'overlap', noRegionInside: 1 }),
+    /a region is inside when the mask overlaps it\. .* 1 of the 2 pairs have a mask that overlaps no region \(never a hit, chance 0\)\./s,
+  );
   const md = groundingMarkdown(result, { run: 'runs/x', checkpoint: 'best' });
   assert.match(md, /^## Phrase grounding\n\nRun runs\/x \(best checkpoint\): /);
   assert.match(md, /\| \*\*overall\*\* \| \*\*2\*\* \| \*\*50\.0 %\*\* \| \*\*25\.0 %\*\* \| \*\*0\.79 \(2\)\*\* \|/);
   assert.match(md, /pointing game 50\.0 % \(chance 25\.0 %\), CNR 0\.79, over 2 sentence–finding pairs \(2 findings\) in 1 test images, 1 studies\./);
+});
+
+test("region rule 'overlap': a finding smaller than a region is reachable; blocks of non-integer size share a straddling pixel", () => {
+  // 8×8 mask, 2×2 grid (4×4 blocks): one pixel at row 3, column 4 covers no centre (2 or 6) but lies in block (0, 1).
+  const mask = new Float32Array(64);
+  mask[3 * 8 + 4] = 1;
+  assert.equal(Array.from(cellsInMask(mask, 8, 8, 2, 2)), [0, 0, 0, 0]);
+  assert.equal(Array.from(cellsOverlappingMask(mask, 8, 8, 2, 2)), [0, 1, 0, 0]);
+  // 10×10 over 3×3: blocks [0, 3.33), [3.33, 6.67), …; pixel (3, 3) spans rows and columns 3..4, i.e. blocks 0 and 1.
+  const straddle = new Float32Array(100);
+  straddle[3 * 10 + 3] = 1;
+  assert.equal(Array.from(cellsOverlappingMask(straddle, 10, 10, 3, 3)), [1, 1, 0, 1, 1, 0, 0, 0, 0]);
+  const target: GroundingTarget = { sentence: 0, text: 'A 1.0 cm nodule.', finding: 0, type: 'nodule', label: 'nodule', maskPath: 'm.png' };
+  const attention = Float32Array.of(0.1, 0.6, 0.2, 0.1);
+  const sample = { attention, gridHeight: 2, gridWidth: 2, mask, maskHeight: 8, maskWidth: 8 };
+  const centre = groundSentence('img', target, sample);
+  const overlap = groundSentence('img', target, { ...sample, rule: 'overlap' });
+  assert.equal([centre.hit, centre.inside, centre.cnr], [false, 0, null]);
+  assert.equal([overlap.hit, overlap.inside], [true, 0.25]);
+  // Inside: 0.6 alone (variance 0); outside: 0.1, 0.2, 0.1 (mean 0.4/3).
+  const m = 0.4 / 3;
+  assert.ok(Math.abs(overlap.cnr! - (0.6 - m) / Math.sqrt((2 * (0.1 - m) ** 2 + (0.2 - m) ** 2) / 3)) < 1e-6, `CNR ${overlap.cnr}`);
+  assert.throws(
+    () => groundSentence('img', target, { ...sample, rule: 'corner' as never }),
+    /img, sentence 0: rule must be one of centre, overlap, got corner/,
+  );
 });
 
 test('flatten_regions orders the regions row-major; attention_r2i is [B, K regions, S sentences], a softmax over the sentences', () => {
