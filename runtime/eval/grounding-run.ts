@@ -95,6 +95,11 @@ export function groundingImages(annotations: SynthAnnotationFile, studies: reado
         // Not visible in this image: nothing to point at.
         if ((drawn.area ?? (drawn.bbox ? 1 : 0)) === 0) continue;
         for (const sentence of f.sentences!) {
+          if (!(Number.isInteger(sentence) && sentence >= 0 && sentence < ann.sentences.length)) {
+            throw new Error(
+              `${where}, study ${name}: finding ${drawn.finding} links sentence ${sentence}, but the report has ${ann.sentences.length}; ${regenerate}`,
+            );
+          }
           // Data sets written before the generator knew follow-ups link them to the finding.
           if (FOLLOW_UP_SENTENCES.includes(ann.sentences[sentence])) continue;
           targets.push({ sentence, text: ann.sentences[sentence], finding: drawn.finding, type: f.type, label: f.label ?? f.type, maskPath: drawn.mask });

@@ -112,6 +112,10 @@ test('annotations without the sentence links, or with other sentences, are refus
   readerStudy.sentences.push('Recommend CT for further evaluation.');
   assert.is(count(before), baseline);
   readerStudy.sentences.pop();
+  const beyond = structuredClone(ann);
+  const linked = beyond.studies.find((x: any) => x.findings.length > 0 && x.images.some((i: any) => i.findings.some((f: any) => f.area > 0)));
+  for (const f of linked.findings) f.sentences = [99];
+  assert.throws(() => groundingImages(beyond, dataset.studies), /finding \d links sentence 99, but the report has \d+; regenerate/);
   const other = { ...ann, studies: ann.studies.slice(1) };
   assert.throws(() => groundingImages(other, dataset.studies), /has no entry for study p\d+\/s\d+: the annotations belong to another data set/);
 });
