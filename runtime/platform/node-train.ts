@@ -104,7 +104,7 @@ export async function readSafetensorsFile(file: string, what: string): Promise<M
  * The data directory (generating SynthCXR when asked), the report encoder's tokenizer, and
  * for MIMIC the image cache (resized copies and pixel statistics, reused by later runs).
  */
-async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number, out: RunOutput) {
+export async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number, out: RunOutput) {
   const data = parseDataSpec(dataSpec);
   const statsSample = o.statsSample ?? DEFAULT_STATS_SAMPLE_SIZE;
   const resize = o.resize ?? DEFAULT_RESIZE_MAX_SIDE;
