@@ -187,14 +187,14 @@ test('targets, worked example: a 64×48 box centred at (72, 84) at 224, per scal
   }
 });
 
-test('targets: class one-hot with several classes, a box on the last cell edge, the later box in a cell and anchor wins', () => {
-  // 64² image, 3 classes. layer4 g 2 (stride 32).
-  // Box A [0, 0, 64, 64] (label 2): centre (1, 1) cells, exactly the grid's corner → cell (1, 1) with tx = ty = 0
-  //   (trunc(1) = 1 ≤ g − 1). Box B [40, 40, 62, 63] (label 1): centre (1.59375, 1.609375) → cell (1, 1) too.
-  //   Shapes in cells: A (2, 2), B (0.6875, 0.71875); anchors (0.577, 0.434), (0.752, 0.955), (1.798, 1.572).
-  //   A best a2 (area 9 vs (2.798·2.572)=7.197: IoU 0.800); B: a0 inter 1.577·1.434 = 2.262, union 2.852+2.262−2.262… → best a1?
-  //   B vs a1: inter (1.6875)(1.71875) = 2.900, areas 2.900 and 1.752·1.955 = 3.425 → 2.900/3.425 = 0.847;
-  //   B vs a0: inter 1.577·1.434 = 2.262 / 2.900 = 0.780. So A → a2, B → a1: both positives in the same cell.
+test('targets: class one-hot with several classes, a centre on a cell corner, a zero-width box on the right edge, the later box in a cell and anchor wins', () => {
+  // 64² image, 3 classes. layer4 g 2 (stride 32); anchors in cells (0.5771, 0.4339), (0.7522, 0.9547), (1.7984, 1.5718).
+  // Box A [0, 0, 64, 64] (label 2): size (2, 2) cells, centre (1, 1), exactly the grid's middle corner → cell
+  //   (1, 1) with tx = ty = 0. Shape IoU (+1), area 3·3 = 9: a0 1.5771·1.4339 / 9 = 0.251, a1 1.7522·1.9547 / 9
+  //   = 0.381, a2 2.7984·2.5718 / 9 = 0.800 → best a2, ignored.
+  // Box B [40, 40, 62, 63] (label 1): size (0.6875, 0.71875), centre (1.25 + 0.34375, 1.25 + 0.359375) =
+  //   (1.59375, 1.609375) → cell (1, 1) too. Area 1.6875·1.71875 = 2.9004: a0 inside B: 2.2614 / 2.9004 = 0.780
+  //   (ignored), B inside a1: 2.9004 / 3.4251 = 0.847 (best, ignored), B inside a2: 2.9004 / 7.197 = 0.403.
   const t = yoloTargets(
     [
       [
@@ -218,6 +218,18 @@ test('targets: class one-hot with several classes, a box on the last cell edge, 
   // later box, and both class bits (the reference sets the later one without clearing).
   const twice = yoloTargets([[{ box: [40, 40, 62, 63], label: 0 }, { box: [40, 40, 62, 63], label: 2 }]], { imageSize: 64, classes: 3, batch: 1 }).target_layer4;
   assert.equal([0, 1, 2].map((c) => tv(twice, 2, 3, 0, 1, C0 + c, 1, 1)), [1, 0, 1]);
+
+  // A zero-width box on the right border, [64, 8, 64, 24] (one class): centre (2, 0.5) cells → column trunc(2) = 2
+  // clamped to 1 with tx = 1, row 0 with ty = 0.5; size (0, 0.5). IoU (+1), area 1·1.5: a0 inter 1·1.4339,
+  // union 1.5 + 2.2614 − 1.4339 → 0.616 (best, ignored); a1 1.5 / 3.4251 = 0.438; a2 0.208.
+  // tw = log(0 / 0.5771 + 1e-16) = log 1e-16 (the reference's epsilon), th = log(16 px / 13.886 px).
+  const edge = yoloTargets([[{ box: [64, 8, 64, 24] }]], { imageSize: 64, classes: 1, batch: 1 }).target_layer4;
+  const e = (a: number, k: number) => tv(edge, 2, 1, 0, a, k, 0, 1);
+  assert.equal([e(0, 0), e(1, 0), e(2, 0)], [1, 0, 0]);
+  assert.equal([e(0, 1), e(1, 1), e(2, 1)], [0, 1, 1]);
+  assert.equal([e(0, 2), e(0, 3)], [1, 0.5]);
+  close(e(0, 4), Math.log(1e-16), 1e-5, 'tw of a zero-width box');
+  close(e(0, 5), Math.log(16 / ((48.6 * 64) / 224)), 1e-6, 'th');
 });
 
 test('targets: bad input is named', () => {
