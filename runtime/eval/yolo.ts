@@ -10,7 +10,17 @@
 // VOC +1; the ignore mask clears only the box's own cell; a later box in the same cell and
 // anchor overwrites the earlier one's offsets (its class bit is added, not replaced).
 
-import { boxIoU, checkBox, checkLabel, cxcywhToXyxy, nonMaxSuppression, YOLO_NMS_IOU, YOLO_SCORE_THRESHOLD, type LabelledBox, type ScoredBox } from './boxes.ts';
+import {
+  boxIoU,
+  checkBox,
+  checkLabel,
+  cxcywhToXyxy,
+  nonMaxSuppression,
+  YOLO_NMS_IOU,
+  YOLO_SCORE_THRESHOLD,
+  type LabelledBox,
+  type ScoredBox,
+} from './boxes.ts';
 
 /** Anchor sizes [w, h] in pixels at 224², per scale, coarsest first (the reference's order). */
 export const YOLO_ANCHORS_224: readonly (readonly (readonly [number, number])[])[] = [
@@ -175,7 +185,12 @@ export function yoloDetections(outputs: Record<string, Float32Array | Int32Array
             const v = (k: number) => raw[base + k * cells + j * g + i];
             const score = sigmoid(v(4));
             if (!(score >= YOLO_SCORE_THRESHOLD)) continue;
-            const centreSize = [(sigmoid(v(0)) + i) * s.stride, (sigmoid(v(1)) + j) * s.stride, Math.exp(v(2)) * s.anchors[a][0], Math.exp(v(3)) * s.anchors[a][1]];
+            const centreSize = [
+              (sigmoid(v(0)) + i) * s.stride,
+              (sigmoid(v(1)) + j) * s.stride,
+              Math.exp(v(2)) * s.anchors[a][0],
+              Math.exp(v(3)) * s.anchors[a][1],
+            ];
             if (!centreSize.every(Number.isFinite)) continue;
             let label = 0;
             for (let c = 1; c < classes; c++) if (v(5 + c) > v(5 + label)) label = c;

@@ -12,7 +12,7 @@ import { gradients } from '../../compiler/autodiff.ts';
 import { GraphBuilder } from '../../compiler/builder.ts';
 import type { Graph } from '../../compiler/ir.ts';
 import { boxIoU, type Box, type LabelledBox } from '../../runtime/eval/boxes.ts';
-import { YOLO_ANCHORS_224, YOLO_OUTPUTS, yoloDetections, yoloScales, yoloTargets } from '../../runtime/eval/yolo.ts';
+import { YOLO_OUTPUTS, yoloDetections, yoloScales, yoloTargets } from '../../runtime/eval/yolo.ts';
 import { compile, randomArray, randomState, rng, type StateEntry } from './model-helpers.ts';
 
 function close(got: number, want: number, tol: number, what: string) {
@@ -107,25 +107,10 @@ test('scales: grids 7/14/28 at 224 with the paper anchors; anchors scale with th
       ['layer2', 28, 8, 'raw_layer2', 'target_layer2'],
     ],
   );
+  // method §6, in pixels at 224: layer4, layer3, layer2 (w, h) × 3
   assert.equal(
-    s224.map((s) => s.anchors),
-    [
-      [
-        [64.64, 48.6],
-        [84.24, 106.92],
-        [201.42, 176.04],
-      ],
-      [
-        [16.2, 32.94],
-        [33.48, 24.3],
-        [31.86, 64.26],
-      ],
-      [
-        [5.4, 7.02],
-        [8.64, 16.2],
-        [17.82, 12.42],
-      ],
-    ],
+    s224.flatMap((s) => s.anchors.flat()),
+    [64.64, 48.6, 84.24, 106.92, 201.42, 176.04, 16.2, 32.94, 33.48, 24.3, 31.86, 64.26, 5.4, 7.02, 8.64, 16.2, 17.82, 12.42],
   );
   const s64 = yoloScales(64);
   assert.equal(
@@ -216,8 +201,19 @@ test('targets: class one-hot with several classes, a centre on a cell corner, a 
 
   // The same box twice with different labels: one positive, the offsets of the (identical)
   // later box, and both class bits (the reference sets the later one without clearing).
-  const twice = yoloTargets([[{ box: [40, 40, 62, 63], label: 0 }, { box: [40, 40, 62, 63], label: 2 }]], { imageSize: 64, classes: 3, batch: 1 }).target_layer4;
-  assert.equal([0, 1, 2].map((c) => tv(twice, 2, 3, 0, 1, C0 + c, 1, 1)), [1, 0, 1]);
+  const twice = yoloTargets(
+    [
+      [
+        { box: [40, 40, 62, 63], label: 0 },
+        { box: [40, 40, 62, 63], label: 2 },
+      ],
+    ],
+    { imageSize: 64, classes: 3, batch: 1 },
+  ).target_layer4;
+  assert.equal(
+    [0, 1, 2].map((c) => tv(twice, 2, 3, 0, 1, C0 + c, 1, 1)),
+    [1, 0, 1],
+  );
 
   // A zero-width box on the right border, [64, 8, 64, 24] (one class): centre (2, 0.5) cells → column trunc(2) = 2
   // clamped to 1 with tx = 1, row 0 with ty = 0.5; size (0, 0.5). IoU (+1), area 1·1.5: a0 inter 1·1.4339,
@@ -246,7 +242,17 @@ test('targets: bad input is named', () => {
 function rawOutputs(imageSize: number, classes: number, batch: number, fill: number): Record<string, Float32Array> {
   return Object.fromEntries(yoloScales(imageSize).map((s) => [s.output, new Float32Array(batch * 3 * (5 + classes) * s.grid * s.grid).fill(fill)]));
 }
-function setRaw(raw: Record<string, Float32Array>, imageSize: number, classes: number, scale: number, b: number, a: number, j: number, i: number, values: number[]) {
+function setRaw(
+  raw: Record<string, Float32Array>,
+  imageSize: number,
+  classes: number,
+  scale: number,
+  b: number,
+  a: number,
+  j: number,
+  i: number,
+  values: number[],
+) {
   const s = yoloScales(imageSize)[scale];
   const g = s.grid;
   values.forEach((v, k) => (raw[s.output][(((b * 3 + a) * (5 + classes) + k) * g + j) * g + i] = v));
@@ -298,7 +304,10 @@ test('decoding, worked example: box from offsets, anchor and cell; confidence cu
   const suppressed: Box = [22 - 5.091429, 38 - 3.548571, 22 + 5.091429, 38 + 3.548571];
   close(boxIoU(suppressed, want[1][0], 1), 0.441, 5e-4, 'IoU of the suppressed box');
 
-  assert.throws(() => yoloDetections({ ...raw, raw_layer3: new Float32Array(5) }, { imageSize: 64, classes: 2, batch: 2, valid: 1 }), /output 'raw_layer3' has 5 values, expected 672 = \[2, 21, 4, 4\]/);
+  assert.throws(
+    () => yoloDetections({ ...raw, raw_layer3: new Float32Array(5) }, { imageSize: 64, classes: 2, batch: 2, valid: 1 }),
+    /output 'raw_layer3' has 5 values, expected 672 = \[2, 21, 4, 4\]/,
+  );
   assert.throws(() => yoloDetections({ raw_layer4: raw.raw_layer4 }, { imageSize: 64, classes: 2, batch: 2, valid: 1 }), /output 'raw_layer3' is missing/);
   assert.throws(() => yoloDetections(raw, { imageSize: 64, classes: 2, batch: 2, valid: 3 }), /valid = 3 must be a whole number in 0..2/);
   // A diverged head (NaN everywhere) detects nothing rather than failing.
@@ -496,18 +505,25 @@ test('neck: ResNet-50 features give the reference modules (widths 512/256/128), 
   // The tiny ResNet-18 of width 32: layer2/3/4 = 64/128/256 channels → widths 64/32/16; 4 classes → 27 outputs.
   assert.equal(state({ classes: 4, batch: 1 }), referenceNeckState(64, 128, 256, 27, [64, 32, 16]));
   // The fine-tune heads: the same neck after the backbone's state, which the warm-up freezes.
-  const fine = compile({ file: 'eval/yolov3.lovt' }, { model: 'YoloV3FinetuneWarmup', set: { resnet: 'resnet50', resnet_width: 16, image_size: 64, batch: 2 } });
+  const fine = compile(
+    { file: 'eval/yolov3.lovt' },
+    { model: 'YoloV3FinetuneWarmup', set: { resnet: 'resnet50', resnet_width: 16, image_size: 64, batch: 2 } },
+  );
   const neck = Object.values(fine.graph.state).filter((s) => s.name.startsWith('yolo.'));
   assert.equal(
     neck.map((s) => [s.name, s.shape]),
     referenceNeckState(128, 256, 512, 18, [128, 64, 32]),
   );
-  for (const s of Object.values(fine.graph.state)) if (!/running_|num_batches/.test(s.name)) assert.is(s.trainable, s.name.startsWith('yolo.'), `${s.name} trainable`);
+  for (const s of Object.values(fine.graph.state))
+    if (!/running_|num_batches/.test(s.name)) assert.is(s.trainable, s.name.startsWith('yolo.'), `${s.name} trainable`);
   const plain = compile({ file: 'eval/yolov3.lovt' }, { model: 'YoloV3Finetune', set: { image_size: 64, batch: 2 } });
   assert.ok(Object.values(plain.graph.state).some((s) => s.name === 'backbone.conv1.weight' && s.trainable));
   assert.is(fine.model.train.optimizer.lr, 1e-3, 'warm-up at lr 1e-3');
   for (const m of [fine.model, plain.model]) {
-    assert.equal([m.train.optimizer.kind, m.train.optimizer.weight_decay, m.train.accumulate, m.train.early_stopping, m.train.seed], ['adam', 1e-6, 1, null, 0]);
+    assert.equal(
+      [m.train.optimizer.kind, m.train.optimizer.weight_decay, m.train.accumulate, m.train.early_stopping, m.train.seed],
+      ['adam', 1e-6, 1, null, 0],
+    );
   }
   assert.equal(Object.keys(plain.graph.inputs).sort(), ['image', 'target_layer2', 'target_layer3', 'target_layer4']);
 });
