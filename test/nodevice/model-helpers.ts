@@ -187,13 +187,15 @@ export function convTransposeProbe(c: ConvTransposeCase): Graph {
   const { graph } = compile({ text, name: 'conv-transpose-probe.lovt' }, { mode: 'eval' });
   const b = new GraphBuilder(structuredClone(graph));
   const y = graph.outputs.y;
-  const shape = graph.nodes[y].shape;
-  const loss = b.sum(b.mul(y, b.input('r', shape)), [0, 1, 2, 3]);
-  const [x, w] = [graph.inputs.x, graph.inputs.w];
-  const grads = gradients(b, loss, [x, w]);
-  b.output('loss', loss);
-  b.output('grad.x', grads.get(x)!);
-  b.output('grad.w', grads.get(w)!);
+  b.output('loss', b.sum(b.mul(y, b.input('r', graph.nodes[y].shape)), [0, 1, 2, 3]));
+  return withGradients(b.graph, 'loss', { x: graph.inputs.x, w: graph.inputs.w });
+}
+
+/** A copy of `graph` with outputs grad.NAME = d output[loss] / d node, for each named node (inputs or state). */
+export function withGradients(graph: Graph, loss: string, wrt: Record<string, number>): Graph {
+  const b = new GraphBuilder(structuredClone(graph));
+  const grads = gradients(b, graph.outputs[loss], Object.values(wrt));
+  for (const [name, id] of Object.entries(wrt)) b.output(`grad.${name}`, grads.get(id)!);
   return b.graph;
 }
 
@@ -299,7 +301,7 @@ export function randomState(graph: Graph, seed: number): Record<string, Float64A
     if (name.endsWith('num_batches_tracked')) v = new Float64Array(n).fill(3);
     else if (name.endsWith('running_var')) v = randomArray(n, r, 0.5).map((x) => x + 1);
     else if (name.endsWith('running_mean')) v = randomArray(n, r, 0.2);
-    else if (/(^|\.)(bn\d|downsample\.1|norm|LayerNorm|_head\.1)\.weight$/.test(name) && s.shape.length === 1) v = randomArray(n, r, 0.2).map((x) => x + 1);
+    else if (/(^|\.)(bn\d*|downsample\.1|norm|LayerNorm|_head\.1)\.weight$/.test(name) && s.shape.length === 1) v = randomArray(n, r, 0.2).map((x) => x + 1);
     else if (s.shape.length <= 1) v = randomArray(n, r, 0.1);
     else if (/embeddings\.weight$/.test(name)) v = randomArray(n, r, 0.5);
     else v = randomArray(n, r, Math.sqrt(3 / (n / s.shape[0])));
