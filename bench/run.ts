@@ -1,6 +1,7 @@
 // `npm run bench`: lovt's contraction kernels and a whole training step
 // (models/bench/resnet-contrastive.lovt) against TF.js on the same adapter, in
-// one process, then lovt-tiny's training throughput. Prints a table and writes
+// one process, then lovt-tiny's training throughput and a U-Net training step
+// (bench/unet.ts). Prints a table and writes
 // bench/results.json.
 //   npm run bench -- [--runs N] [--warmup N] [--only SUBSTRING] [--no-peers]
 // Each step is timed from dispatch until the device reports the work done
@@ -26,6 +27,7 @@ import { getNodeDevice, nodeGPU } from '../runtime/platform/node.ts';
 import { prepareKernel } from '../test/gpu/kernel-runner.ts';
 import { count, parseOptions } from './args.ts';
 import { lovtTinyThroughput, type ThroughputResult } from './lovt-tiny.ts';
+import { UNET_ROW, type UNetStepResult, unetStep } from './unet.ts';
 import { type BenchCase, type BenchRunner, type PreparedCase, stepNames, tfjsWasm, tfjsWebGPU } from './peers.ts';
 import { lovtTrainStep, type ResNetContrastiveCase, trainStepFlops, verifyTrainStep } from './resnet-contrastive.ts';
 import { checkSampled, convReferences, matmulReference, type SampledReference } from './verify.ts';
@@ -347,6 +349,18 @@ async function main(): Promise<number> {
       ...runners.slice(1).flatMap(() => ['', '']),
     ]);
   }
+  let unet: UNetStepResult | null = null;
+  if (!args.only || UNET_ROW.includes(args.only)) {
+    process.stdout.write(`  ${UNET_ROW} ...`);
+    unet = await unetStep(lovt, args);
+    process.stdout.write(` ${unet.samplesPerSecond.toFixed(2)} samples/s\n`);
+    rows.push([
+      `${UNET_ROW} (${unet.model}, batch ${unet.batch}, ${unet.imageSize} px, samples/s)`,
+      unet.samplesPerSecond.toFixed(2),
+      '',
+      ...runners.slice(1).flatMap(() => ['', '']),
+    ]);
+  }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const show = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   console.log('\n' + show(header));
@@ -364,6 +378,12 @@ async function main(): Promise<number> {
         `after ${throughput.warmupSteps} warm-up, data loading included; ${throughput.data}); ` +
         `device only: ${throughput.deviceStepMs.toFixed(0)} ms/step = ${((1000 * throughput.batch) / throughput.deviceStepMs).toFixed(2)} samples/s ` +
         `(${throughput.uncheckedDeviceStepMs.toFixed(0)} ms without the NaN/inf checks)`,
+    );
+
+  if (unet)
+    console.log(
+      `\n${UNET_ROW}: ${unet.samplesPerSecond.toFixed(2)} samples/s (${unet.model}, ResNet-18 width 32, batch ${unet.batch}, ${unet.imageSize} px; ` +
+        `median step ${unet.medianStepMs.toFixed(0)} ms over ${unet.timedSteps} steps after ${unet.warmupSteps} warm-up, device only; loss ${unet.finalLoss.toFixed(4)})`,
     );
 
   const out = {
@@ -384,6 +404,7 @@ async function main(): Promise<number> {
       speedupVs: r.ratios,
     })),
     lovtTinyThroughput: throughput,
+    unetStep: unet,
   };
   writeFileSync(path.join(here, 'results.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(`\nwrote ${path.relative(process.cwd(), path.join(here, 'results.json'))}`);
