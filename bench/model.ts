@@ -12,8 +12,8 @@ export interface Compiled {
   model: ModelInfo;
 }
 
-export function compile(path: string, mode: 'train' | 'eval', set: Record<string, string>): Compiled {
-  const r = compileModel({ path }, { mode, set });
+export function compile(path: string, mode: 'train' | 'eval', set: Record<string, string>, model?: string): Compiled {
+  const r = compileModel({ path }, { mode, set, model });
   if (!r.ok || !r.graph || !r.model) throw new Error(`${path} (${mode}): ${r.diagnostics.map((d) => d.message).join('; ')}`);
   return { graph: r.graph, model: r.model };
 }

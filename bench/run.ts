@@ -1,6 +1,7 @@
 // `npm run bench`: lovt's contraction kernels and a whole training step
 // (models/bench/resnet-contrastive.lovt) against TF.js on the same adapter, in
-// one process, then lovt-tiny's training throughput and the evaluation's linear probe. Prints a table and writes
+// one process, then lovt-tiny's training throughput, a U-Net training step
+// (bench/unet.ts) and the evaluation's linear probe. Prints a table and writes
 // bench/results.json.
 //   npm run bench -- [--runs N] [--warmup N] [--only SUBSTRING] [--no-peers]
 // Each step is timed from dispatch until the device reports the work done
@@ -26,6 +27,7 @@ import { getNodeDevice, nodeGPU } from '../runtime/platform/node.ts';
 import { prepareKernel } from '../test/gpu/kernel-runner.ts';
 import { count, parseOptions } from './args.ts';
 import { lovtTinyThroughput, type ThroughputResult } from './lovt-tiny.ts';
+import { UNET_ROW, type UNetStepResult, unetStep } from './unet.ts';
 import { linearProbeThroughput, type LinearProbeResult } from './linear-probe.ts';
 import { type BenchCase, type BenchRunner, type PreparedCase, stepNames, tfjsWasm, tfjsWebGPU } from './peers.ts';
 import { lovtTrainStep, type ResNetContrastiveCase, trainStepFlops, verifyTrainStep } from './resnet-contrastive.ts';
@@ -349,6 +351,18 @@ async function main(): Promise<number> {
       ...runners.slice(1).flatMap(() => ['', '']),
     ]);
   }
+  let unet: UNetStepResult | null = null;
+  if (!args.only || UNET_ROW.includes(args.only)) {
+    process.stdout.write(`  ${UNET_ROW} ...`);
+    unet = await unetStep(lovt, args);
+    process.stdout.write(` ${unet.samplesPerSecond.toFixed(2)} samples/s\n`);
+    rows.push([
+      `${UNET_ROW} (${unet.model}, batch ${unet.batch}, ${unet.imageSize} px, samples/s)`,
+      unet.samplesPerSecond.toFixed(2),
+      '',
+      ...runners.slice(1).flatMap(() => ['', '']),
+    ]);
+  }
   let probe: LinearProbeResult | null = null;
   if (!args.only || PROBE_ROW.includes(args.only)) {
     process.stdout.write(`  ${PROBE_ROW} ...`);
@@ -380,6 +394,12 @@ async function main(): Promise<number> {
         `in ${probe.trainSeconds.toFixed(2)} s over ${probe.epochs} epochs, validation not timed; ${probe.data})`,
     );
 
+  if (unet)
+    console.log(
+      `\n${UNET_ROW}: ${unet.samplesPerSecond.toFixed(2)} samples/s (${unet.model}, ResNet-18 width 32, batch ${unet.batch}, ${unet.imageSize} px; ` +
+        `median step ${unet.medianStepMs.toFixed(0)} ms over ${unet.timedSteps} steps after ${unet.warmupSteps} warm-up, device only; loss ${unet.finalLoss.toFixed(4)})`,
+    );
+
   const out = {
     date: new Date().toISOString(),
     device: lovt.description,
@@ -398,6 +418,7 @@ async function main(): Promise<number> {
       speedupVs: r.ratios,
     })),
     lovtTinyThroughput: throughput,
+    unetStep: unet,
     linearProbe: probe,
   };
   writeFileSync(path.join(here, 'results.json'), JSON.stringify(out, null, 2) + '\n');

@@ -220,6 +220,36 @@ function buildProgram(): Command {
     .option('--prefix <NAME>', 'state prefix of the image encoder in the model', 'image_encoder')
     .action(async (runDir: string, o: Parameters<Commands['exportCommand']>[1]) => say(await (await commands()).exportCommand(runDir, o)));
 
+  // Phrase grounding of a LoVT run (runtime/platform/node-grounding.ts; docs/evaluation.md).
+  program
+    .command('grounding')
+    .description("phrase grounding of a LoVT run on SynthCXR's test split: pointing game (with its chance level) and CNR of attention_r2i")
+    .argument('<RUN_DIR>', 'run directory written by `lovt-run train` (a LoVT model)')
+    .option('--data <SPEC>', "'synth' (the run's generated SynthCXR), a SynthCXR directory, or mimic:DIR (default: the run's data)")
+    .addOption(new Option('--checkpoint <TAG>', 'which checkpoint (default: best, else last)').choices(['best', 'last']))
+    .addOption(
+      new Option('--region <RULE>', 'a region is inside a mask when the mask holds its centre pixel, or overlaps it')
+        .choices(['centre', 'overlap'])
+        .default('centre'),
+    )
+    .option('--json <FILE>', 'also write the result, with every scored sentence, as JSON')
+    .addOption(dataWorkersOption())
+    .action(async (runDir: string, o: import('../runtime/platform/node-grounding.ts').GroundingOptions) => {
+      const { groundingCommand } = await import('../runtime/platform/node-grounding.ts');
+      const { groundingNotes, groundingSummaryLine, groundingText } = await import('../runtime/eval/grounding-run.ts');
+      const out = runOutput(await commands());
+      const started = performance.now();
+      try {
+        const r = await groundingCommand(runDir, o, out);
+        for (const line of groundingText(r)) say(line);
+        say(`${groundingSummaryLine(r)} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
+        for (const note of groundingNotes(r)) say(note);
+        if (o.json) say(`wrote ${o.json}`);
+      } finally {
+        out.stop();
+      }
+    });
+
   return program;
 }
 

@@ -223,6 +223,58 @@ function sliceBounds(g: Args, x: TensorValue): { starts: number[]; ends: number[
   return { starts, ends };
 }
 
+// ---------------------------------------------------------------- conv_transpose2d
+
+/** An int-or-pair argument as [h, w], each at least `min`. */
+function pairAtLeast(g: Args, name: string, min: number): [number, number] {
+  const v = g.intOrPair(name);
+  const p: [number, number] = typeof v === 'number' ? [v, v] : v;
+  if (p.some((n) => n < min)) g.el.error(g.r(name), `${name} must be at least ${min}, got ${p.join(', ')}`);
+  return p;
+}
+
+/**
+ * torch.nn.functional.conv_transpose2d, weight [C_in, C_out/groups, kH, kW]:
+ * the input gradient of the conv2d that maps the output back to x, i.e.
+ * conv2d_grad_input(x, w) with inputSize = (H − 1)·s − 2p + d·(k − 1) +
+ * output_padding + 1. That conv's geometry holds only for output_padding <
+ * stride; PyTorch also allows output_padding < dilation, which is lowered as the
+ * transposed conv of x padded with ⌈op/s⌉ zero rows (op = 0), cropped to size.
+ */
+function convTranspose2d(g: Args): TensorValue {
+  const x = g.tensor('x');
+  const w = g.tensor('w');
+  const [xs, ws] = [x.shape, w.shape];
+  if (xs.length !== 4) g.el.error(g.r('x'), `conv_transpose2d needs x [N, C_in, H, W], got [${xs.join(', ')}]`);
+  if (ws.length !== 4) g.el.error(g.r('w'), `conv_transpose2d needs a weight [C_in, C_out/groups, kH, kW] (PyTorch's layout), got [${ws.join(', ')}]`);
+  const groups = g.int('groups');
+  if (groups < 1) g.el.error(g.r('groups'), `groups must be at least 1, got ${groups}`);
+  if (ws[0] !== xs[1])
+    g.el.error(g.r('w'), `weight [${ws.join(', ')}] is for ${ws[0]} input channels (dim 0 of [C_in, C_out/groups, kH, kW]), x [${xs.join(', ')}] has ${xs[1]}`);
+  if (xs[1] % groups !== 0) g.el.error(g.r('groups'), `${xs[1]} input channels are not divisible by groups ${groups}`);
+  const stride = pairAtLeast(g, 'stride', 1);
+  const padding = pairAtLeast(g, 'padding', 0);
+  const dilation = pairAtLeast(g, 'dilation', 1);
+  const outPad = pairAtLeast(g, 'output_padding', 0);
+  for (const i of [0, 1])
+    if (outPad[i] >= Math.max(stride[i], dilation[i]))
+      g.el.error(g.r('output_padding'), `output_padding ${outPad[i]} must be smaller than stride ${stride[i]} or dilation ${dilation[i]} (as in PyTorch)`);
+  const out = [0, 1].map((i) => (xs[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (ws[2 + i] - 1) + outPad[i] + 1);
+  if (out.some((n) => n < 1))
+    g.el.error(
+      g.a.callRange,
+      `conv_transpose2d of x [${xs.join(', ')}] with kernel ${ws[2]}x${ws[3]} and padding ${padding.join(', ')} gives an empty output ${out.join('x')}`,
+    );
+  const conv = { stride, padding, dilation, groups };
+  // Rows added to x where output_padding >= stride (only possible with dilation > stride).
+  const extra = [0, 1].map((i) => (outPad[i] < stride[i] ? 0 : Math.ceil(outPad[i] / stride[i])));
+  if (extra[0] === 0 && extra[1] === 0) return emitOp(g, 'conv2d_grad_input', [x, w], { ...conv, inputSize: [out[0], out[1]] });
+  const padded = emitOp(g, 'pad', [x], { pads: [0, 0, 0, 0, 0, extra[0], 0, extra[1]], value: 0 });
+  const full = [0, 1].map((i) => out[i] + (extra[i] > 0 ? extra[i] * stride[i] - outPad[i] : 0));
+  const y = emitOp(g, 'conv2d_grad_input', [padded, w], { ...conv, inputSize: [full[0], full[1]] });
+  return emitOp(g, 'pad', [y], { pads: [0, 0, 0, 0, 0, out[0] - full[0], 0, out[1] - full[1]], value: 0 });
+}
+
 // ---------------------------------------------------------------- initialisers
 
 function init(params: ArgSpec[], make: (g: Args) => InitSpec): BuiltinDef {
@@ -268,6 +320,14 @@ export function makeBuiltins(): Map<string, BuiltinDef> {
         groups,
       });
     }),
+  );
+
+  m.set(
+    'conv_transpose2d',
+    def(
+      [req('x'), req('w'), opt('stride', int(1)), opt('padding', int(0)), opt('output_padding', int(0)), opt('dilation', int(1)), opt('groups', int(1))],
+      convTranspose2d,
+    ),
   );
 
   m.set('sum', reduction('sum'));

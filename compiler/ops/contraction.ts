@@ -178,7 +178,13 @@ export const CONTRACTION_DEFS = {
     type: (ins, a) => {
       const [dy, w] = [ins[0].shape, ins[1].shape];
       const [h, wd] = a.inputSize;
-      return f32([dy[0], w[1] * (a.groups ?? 1), h, wd]);
+      const g = a.groups ?? 1;
+      need(
+        dy.length === 4 && w.length === 4,
+        `conv2d_grad_input needs dy [N, O, OH, OW] and weight [O, C/groups, kH, kW], got ${shapeStr(dy)} and ${shapeStr(w)}`,
+      );
+      need(dy[1] === w[0] && w[0] % g === 0, `conv2d_grad_input: dy ${shapeStr(dy)} does not fit weight ${shapeStr(w)} with groups ${g}`);
+      return f32([dy[0], w[1] * g, h, wd]);
     },
     grad: {
       vjp: ({ b, g, x, need, node }) => {

@@ -13,7 +13,18 @@ export interface GroundingSample {
   mask: ArrayLike<number>;
   maskHeight: number;
   maskWidth: number;
+  /** Which cells are inside the mask (default 'centre'; see RegionRule). */
+  rule?: RegionRule;
 }
+
+/**
+ * 'centre': a cell is inside when the mask pixel under its centre is (the definition above);
+ * 'overlap': when any mask pixel of the cell's block is, so that a finding smaller than a
+ * cell is still reachable (a coarse grid's pointing game with a cell's tolerance). Cell
+ * (r, c)'s block: rows ⌊r·H/gh⌋ … ⌈(r + 1)·H/gh⌉ − 1, columns alike.
+ */
+export type RegionRule = 'centre' | 'overlap';
+export const REGION_RULES: readonly RegionRule[] = ['centre', 'overlap'];
 
 function checkSample(s: GroundingSample, where: string): void {
   for (const [name, v] of [
@@ -49,9 +60,28 @@ export function cellsInMask(mask: ArrayLike<number>, maskHeight: number, maskWid
   return out;
 }
 
-function sampleCells(s: GroundingSample, where: string): Uint8Array {
+/** Per grid cell (row-major): 1 when any mask pixel of its block is non-zero (RegionRule 'overlap'). */
+export function cellsOverlappingMask(mask: ArrayLike<number>, maskHeight: number, maskWidth: number, gridHeight: number, gridWidth: number): Uint8Array {
+  const out = new Uint8Array(gridHeight * gridWidth);
+  for (let y = 0; y < maskHeight; y++) {
+    for (let x = 0; x < maskWidth; x++) {
+      if (mask[y * maskWidth + x] === 0) continue;
+      // The cells whose blocks hold pixel (y, x): with non-integer block sides a pixel may straddle two.
+      for (let r = Math.floor((y * gridHeight) / maskHeight); r <= Math.min(gridHeight - 1, Math.ceil(((y + 1) * gridHeight) / maskHeight) - 1); r++) {
+        for (let c = Math.floor((x * gridWidth) / maskWidth); c <= Math.min(gridWidth - 1, Math.ceil(((x + 1) * gridWidth) / maskWidth) - 1); c++) {
+          out[r * gridWidth + c] = 1;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The cells of a sample inside its mask, by its rule. */
+export function sampleCells(s: GroundingSample, where = 'grounding sample'): Uint8Array {
   checkSample(s, where);
-  return cellsInMask(s.mask, s.maskHeight, s.maskWidth, s.gridHeight, s.gridWidth);
+  if (s.rule !== undefined && !REGION_RULES.includes(s.rule)) throw new Error(`${where}: rule must be one of ${REGION_RULES.join(', ')}, got ${s.rule}`);
+  return (s.rule === 'overlap' ? cellsOverlappingMask : cellsInMask)(s.mask, s.maskHeight, s.maskWidth, s.gridHeight, s.gridWidth);
 }
 
 /** Index of the largest value; ties go to the first in row-major order (numpy's argmax). */

@@ -16,7 +16,7 @@
 // Definitions: docs/evaluation.md, "Tasks (SynthCXR)".
 import type { Normalization } from '../data/augment.ts';
 import { readText, type FileSource } from '../data/fs.ts';
-import { decodeImage, padToSquare, resizeBilinear } from '../data/image.ts';
+import { decodeImage, padToSquare, resizeBilinear, type GrayImage } from '../data/image.ts';
 import { IN_PROCESS, type ImageWorkers } from '../data/image-jobs.ts';
 import { SPLITS, type Split } from '../data/mimic.ts';
 import { deriveSeed, permutation, Rng } from '../data/random.ts';
@@ -139,37 +139,56 @@ export function trainingFraction<T>(samples: readonly T[], percent: number, seed
 // ---------------------------------------------------------------------------------------
 // Reading the annotations
 
-interface AnnotationFile {
+/** synth-annotations.json as the generator writes it (runtime/data/synth/dataset.ts). */
+export interface SynthAnnotationFile {
   format?: string;
   studies?: {
     subject_id: string;
     study_id: string;
-    findings: { index: number; type: FindingType }[];
-    images: { dicom_id: string; path: string; width: number; height: number; findings: { finding: number; bbox: number[] | null; mask: string }[] }[];
+    findings: { index: number; type: FindingType; label?: string; sentences?: number[] }[];
+    /** The report's FINDINGS + IMPRESSION sentences as the reader splits them; findings[].sentences index them. */
+    sentences?: string[];
+    images: {
+      dicom_id: string;
+      path: string;
+      width: number;
+      height: number;
+      findings: { finding: number; bbox: number[] | null; area?: number; mask: string }[];
+    }[];
   }[];
 }
 
 const ANNOTATION_FORMAT = 'SynthCXR annotations 1';
 
-/** Every frontal image of the data set with its findings of the task's types. */
-export async function readTaskSamples(source: FileSource, spec: SynthTaskSpec): Promise<TaskSample[]> {
+/** Reads and checks synth-annotations.json; `what` (e.g. "task synth-seg") names the user in messages. */
+export async function readSynthAnnotations(
+  source: FileSource,
+  what: string,
+): Promise<SynthAnnotationFile & { studies: NonNullable<SynthAnnotationFile['studies']> }> {
   const where = `${source.description}/${SYNTH_ANNOTATIONS_JSON}`;
   if (!(await source.exists(SYNTH_ANNOTATIONS_JSON))) {
     throw new Error(
-      `${source.description}: no SynthCXR task annotations for task ${spec.name}: looked for ${SYNTH_ANNOTATIONS_JSON} ` +
+      `${source.description}: no SynthCXR task annotations for ${what}: looked for ${SYNTH_ANNOTATIONS_JSON} ` +
         `(the findings' boxes and the list of their masks) and the mask files masks/pXX/pSUBJECT/sSTUDY/<dicom_id>_<k>_<type>.png it lists. ` +
         'Tasks need a data set written by `lovt-run synth --out DIR` (or --data synth).',
     );
   }
-  let parsed: AnnotationFile;
+  let parsed: SynthAnnotationFile;
   try {
-    parsed = JSON.parse(await readText(source, SYNTH_ANNOTATIONS_JSON)) as AnnotationFile;
+    parsed = JSON.parse(await readText(source, SYNTH_ANNOTATIONS_JSON)) as SynthAnnotationFile;
   } catch (err) {
     throw new Error(`${where} is not valid JSON: ${(err as Error).message}`);
   }
   if (parsed.format !== ANNOTATION_FORMAT || !Array.isArray(parsed.studies)) {
     throw new Error(`${where}: expected format '${ANNOTATION_FORMAT}' with a 'studies' list, found format ${JSON.stringify(parsed.format)}`);
   }
+  return parsed as SynthAnnotationFile & { studies: NonNullable<SynthAnnotationFile['studies']> };
+}
+
+/** Every frontal image of the data set with its findings of the task's types. */
+export async function readTaskSamples(source: FileSource, spec: SynthTaskSpec): Promise<TaskSample[]> {
+  const where = `${source.description}/${SYNTH_ANNOTATIONS_JSON}`;
+  const parsed = await readSynthAnnotations(source, `task ${spec.name}`);
   const samples: TaskSample[] = [];
   for (const study of parsed.studies) {
     for (const image of study.images ?? []) {
@@ -399,8 +418,12 @@ async function loadUnionMask(data: SynthTaskData, sample: TaskSample): Promise<F
     }
     for (let i = 0; i < mask.data.length; i++) if (mask.data[i] > 0) union.data[i] = 1;
   }
-  // The image's geometry (pad, antialiased resize), then back to 0/1 at 0.5.
-  const resized = resizeBilinear(padToSquare(union, 0), size, size).data;
+  return maskToEval(union, size);
+}
+
+/** A stored-image 0/1 mask through the eval image's geometry (pad, antialiased resize to size²), back to 0/1 at 0.5. */
+export function maskToEval(mask: GrayImage, size: number): Float32Array {
+  const resized = resizeBilinear(padToSquare(mask, 0), size, size).data;
   const out = new Float32Array(size * size);
   for (let i = 0; i < out.length; i++) out[i] = resized[i] >= 0.5 ? 1 : 0;
   return out;

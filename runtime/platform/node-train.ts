@@ -122,7 +122,7 @@ export async function cachedSynth(
  * The data directory (generating SynthCXR when asked), the report encoder's tokenizer, and
  * for MIMIC the image cache (resized copies and pixel statistics, reused by later runs).
  */
-async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number, out: RunOutput) {
+export async function prepareData(dataSpec: string, o: TrainOptions, imageSize: number, out: RunOutput) {
   const data = parseDataSpec(dataSpec);
   const statsSample = o.statsSample ?? DEFAULT_STATS_SAMPLE_SIZE;
   const resize = o.resize ?? DEFAULT_RESIZE_MAX_SIDE;

@@ -11,6 +11,8 @@ import type { Node } from '../../compiler/ir.ts';
 import { convFlops, convSpec, renderConv2d, renderConv2dGradInput, renderConv2dGradWeight, renderConv2dGradWeightSplit } from '../../compiler/codegen/conv.ts';
 import { chooseSplitK } from '../../compiler/codegen/gemm.ts';
 import { runKernel, assertWithinF32Bound, contractionTemplates, seededUniform } from './kernel-runner.ts';
+import { checkAgainstReference, randomFeeds } from './reference-check.ts';
+import { CONV_TRANSPOSE_CASES, convTransposeProbe } from '../nodevice/model-helpers.ts';
 
 const lovt = await getNodeDevice();
 const device = lovt.device;
@@ -222,6 +224,14 @@ test('7x7 stride 2 padding 3 stem; non-square kernel, stride, padding and dilati
 
 test('medium shape exercising full tiles: [2, 16, 20, 20] -> 24, 3x3', async () => {
   await check({ ...base, C: 16, H: 20, W: 20, O: 24 });
+});
+
+test('conv_transpose2d from .lovt and its gradients in x and w on the device vs the float64 reference', async () => {
+  // Lowered onto conv2d_grad_input (plus pad / crop where output_padding >= stride); its VJPs are conv2d and conv2d_grad_weight.
+  for (const [i, c] of CONV_TRANSPOSE_CASES.entries()) {
+    const graph = convTransposeProbe(c);
+    await checkAgainstReference(graph, randomFeeds(graph, 300 + i), { rtol: 1e-4, atol: 1e-4 });
+  }
 });
 
 test('flops and inconsistent geometry', () => {

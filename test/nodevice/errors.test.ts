@@ -38,6 +38,19 @@ function compileCase(c: Case) {
 
 const CASES: Case[] = [
   {
+    name: 'conv_transpose2d: output_padding not below stride or dilation',
+    main: 'model M {\n  input x: f32[1, 2, 3, 3]\n  input w: f32[2, 4, 2, 2]\n  output y = conv_transpose2d(x, w, stride: 2, output_padding: 2)\n}\n',
+    expect: ['test/nodevice/errors-virtual.lovt:4:64: output_padding 2 must be smaller than stride 2 or dilation 1 (as in PyTorch)'],
+  },
+  {
+    name: 'conv_transpose2d: weight for other input channels, groups not dividing them',
+    main: 'model M {\n  input x: f32[1, 3, 3, 3]\n  input w: f32[2, 4, 2, 2]\n  input w3: f32[3, 4, 2, 2]\n  output y = conv_transpose2d(x, w)\n  output z = conv_transpose2d(x, w3, groups: 2)\n}\n',
+    expect: [
+      'test/nodevice/errors-virtual.lovt:5:34: weight [2, 4, 2, 2] is for 2 input channels (dim 0 of [C_in, C_out/groups, kH, kW]), x [1, 3, 3, 3] has 3',
+      'test/nodevice/errors-virtual.lovt:6:46: 3 input channels are not divisible by groups 2',
+    ],
+  },
+  {
     name: 'unclosed parameter list',
     main: 'fn f(x: int { return x }\n',
     expect: ["test/nodevice/errors-virtual.lovt:1:13: expected ')' but found '{'"],

@@ -10,7 +10,8 @@ import * as assert from 'uvu/assert';
 import { type CompileOptions, type CompileResult, compileModel, renderDiagnostics } from '../../compiler/frontend/index.ts';
 import type { Graph } from '../../compiler/ir.ts';
 import { evaluate } from '../../compiler/reference.ts';
-import { largeModelSource } from './model-helpers.ts';
+import { CONV_TRANSPOSE_CASES, type ConvTransposeCase, convTransposeProbe, convTransposeScatter, largeModelSource } from './model-helpers.ts';
+import { fans } from '../../runtime/init.ts';
 
 const PATH = 'test/nodevice/frontend-virtual.lovt';
 
@@ -647,6 +648,83 @@ model M {
       }
   close(ev.outputs.y, y, 1e-10, 'conv');
   close(ev.outputs.e, [table[8], table[9], table[0], table[1], table[4], table[5]], 0, 'embedding');
+});
+
+test('conv_transpose2d matches its scatter form; finite differences of its gradients in x and w', () => {
+  CONV_TRANSPOSE_CASES.forEach((c, ci) => {
+    const graph = convTransposeProbe(c);
+    const what = `case ${ci} ${JSON.stringify(c)}`;
+    const x = values(c.N * c.C * c.H * c.W, 50 + ci);
+    const w = values(c.C * (c.O / c.groups) * c.k[0] * c.k[1], 60 + ci);
+    const want = convTransposeScatter(c, x, w);
+    assert.equal(shapeOf(graph, 'y'), want.shape, what);
+    const r = values(want.y.length, 70 + ci);
+    const ev = evaluate(graph, { inputs: { x, w, r } });
+    close(ev.outputs.y, want.y, 1e-12, `${what} y`);
+    // L = <y, r> is linear in x and in w: central differences are exact up to rounding.
+    const h = 1e-3;
+    const lossAt = (xv: number[], wv: number[]) => evaluate(graph, { inputs: { x: xv, w: wv, r } }).outputs.loss[0];
+    for (const [name, arr] of [
+      ['x', x],
+      ['w', w],
+    ] as const) {
+      const fd = arr.map((v, i) => {
+        const up = arr.slice();
+        const down = arr.slice();
+        up[i] = v + h;
+        down[i] = v - h;
+        return name === 'x' ? (lossAt(up, w) - lossAt(down, w)) / (2 * h) : (lossAt(x, up) - lossAt(x, down)) / (2 * h);
+      });
+      close(ev.outputs[`grad.${name}`], fd, 1e-8, `${what} grad.${name}`);
+    }
+  });
+});
+
+test("ConvTranspose2d: PyTorch's names, weight layout and default init (fan_in from weight dim 1); forward = scatter + bias", () => {
+  const r = compile(`
+import "std/nn.lovt"
+model M {
+  input x: f32[2, 4, 3, 3]
+  up = ConvTranspose2d(4, 6, kernel_size: 3, stride: 2, padding: 1, output_padding: 1, groups: 2)
+  output y = up(x)
+}`);
+  const state = Object.values(r.graph.state);
+  assert.equal(
+    state.map((s) => [s.name, s.shape]),
+    [
+      ['up.weight', [4, 3, 3, 3]],
+      ['up.bias', [6]],
+    ],
+  );
+  // torch.nn.ConvTranspose2d: kaiming_uniform(a = √5) and bias ±1/√fan_in with fan_in = weight.size(1)·k² = 3·9 = 27.
+  assert.equal(state[0].init, { kind: 'kaiming_uniform', mode: 'fan_in', gain: Math.sqrt(1 / 3) });
+  assert.equal(fans(state[0].shape).fanIn, 27);
+  assert.equal(state[1].init, { kind: 'uniform', low: -1 / Math.sqrt(27), high: 1 / Math.sqrt(27) });
+  const c = {
+    N: 2,
+    C: 4,
+    H: 3,
+    W: 3,
+    O: 6,
+    k: [3, 3],
+    stride: [2, 2],
+    padding: [1, 1],
+    outputPadding: [1, 1],
+    dilation: [1, 1],
+    groups: 2,
+  } satisfies ConvTransposeCase;
+  const x = values(72, 81);
+  const w = values(108, 82);
+  const bias = values(6, 83);
+  const { shape, y } = convTransposeScatter(c, x, w);
+  assert.equal(shapeOf(r.graph, 'y'), [2, 6, 6, 6]);
+  const plane = shape[2] * shape[3];
+  close(
+    evaluate(r.graph, { inputs: { x }, state: { 'up.weight': w, 'up.bias': bias } }).outputs.y,
+    y.map((v, i) => v + bias[Math.floor(i / plane) % 6]),
+    1e-12,
+    'ConvTranspose2d',
+  );
 });
 
 // ------------------------------------------------------------- docs

@@ -203,8 +203,12 @@ test('--check passes on every .lovt file in models/, library files included; a l
   walk('models');
   assert.ok(files.length >= 20, `found ${files.length} model files`);
   for (const f of files) {
-    const r = await lovtc(f, '--check');
-    assert.is(r.code, 0, `${f}: ${r.err}`);
+    // A file of several models (a head and its variants) needs --model: check each.
+    const models = [...readFileSync(f, 'utf8').matchAll(/^model\s+(\w+)/gm)].map((m) => m[1]);
+    for (const model of models.length > 1 ? models : [undefined]) {
+      const r = await lovtc(f, '--check', ...(model ? ['--model', model] : []));
+      assert.is(r.code, 0, `${f} ${model ?? ''}: ${r.err}`);
+    }
   }
   const dir = mkdtempSync(path.join(tmpdir(), 'lovtc-lib-'));
   const bad = path.join(dir, 'lib.lovt');

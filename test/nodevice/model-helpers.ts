@@ -6,6 +6,8 @@
 
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gradients } from '../../compiler/autodiff.ts';
+import { GraphBuilder } from '../../compiler/builder.ts';
 import { compileModel, renderDiagnostic } from '../../compiler/frontend/index.ts';
 import type { Graph, Node } from '../../compiler/ir.ts';
 import type { CheckpointInfo } from '../../runtime/train/checkpoint.ts';
@@ -153,6 +155,93 @@ export function parameterCount(entries: StateEntry[]): number {
   return entries.filter(([n]) => !BN_BUFFER.test(n)).reduce((a, [, s]) => a + s.reduce((x, y) => x * y, 1), 0);
 }
 
+// ---------------------------------------------------------------- conv_transpose2d
+
+/** The arguments of one conv_transpose2d call: x [N, C, H, W], weight [C, O/groups, k], output channels O. */
+export interface ConvTransposeCase {
+  N: number;
+  C: number;
+  H: number;
+  W: number;
+  O: number;
+  k: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  outputPadding: [number, number];
+  dilation: [number, number];
+  groups: number;
+}
+
+/**
+ * The language's conv_transpose2d(x, w, ...) compiled from .lovt, with the
+ * gradients of L = <y, r> (r an input) in x and w appended: outputs y, loss,
+ * grad.x and grad.w. The same graph runs on the reference and on the device.
+ */
+export function convTransposeProbe(c: ConvTransposeCase): Graph {
+  const args = `stride: [${c.stride}], padding: [${c.padding}], output_padding: [${c.outputPadding}], dilation: [${c.dilation}], groups: ${c.groups}`;
+  const text = `model T {
+  input x: f32[${c.N}, ${c.C}, ${c.H}, ${c.W}]
+  input w: f32[${c.C}, ${c.O / c.groups}, ${c.k}]
+  output y = conv_transpose2d(x, w, ${args})
+}`;
+  const { graph } = compile({ text, name: 'conv-transpose-probe.lovt' }, { mode: 'eval' });
+  const b = new GraphBuilder(structuredClone(graph));
+  const y = graph.outputs.y;
+  b.output('loss', b.sum(b.mul(y, b.input('r', graph.nodes[y].shape)), [0, 1, 2, 3]));
+  return withGradients(b.graph, 'loss', { x: graph.inputs.x, w: graph.inputs.w });
+}
+
+/** A copy of `graph` with outputs grad.NAME = d output[loss] / d node, for each named node (inputs or state). */
+export function withGradients(graph: Graph, loss: string, wrt: Record<string, number>): Graph {
+  const b = new GraphBuilder(structuredClone(graph));
+  const grads = gradients(b, graph.outputs[loss], Object.values(wrt));
+  for (const [name, id] of Object.entries(wrt)) b.output(`grad.${name}`, grads.get(id)!);
+  return b.graph;
+}
+
+/**
+ * conv_transpose2d in its scatter form, float64, written from PyTorch's
+ * definition: every x[n, ci, ih, iw] adds x * w[ci, oc, i, j] to output pixel
+ * (ih·s − p + i·d, iw·s − p + j·d) of each output channel oc of its group.
+ */
+export function convTransposeScatter(c: ConvTransposeCase, x: ArrayLike<number>, w: ArrayLike<number>): { shape: number[]; y: Float64Array } {
+  const [OH, OW] = [0, 1].map((i) => ([c.H, c.W][i] - 1) * c.stride[i] - 2 * c.padding[i] + c.dilation[i] * (c.k[i] - 1) + c.outputPadding[i] + 1);
+  const y = new Float64Array(c.N * c.O * OH * OW);
+  const Cg = c.C / c.groups;
+  const Og = c.O / c.groups;
+  for (let n = 0; n < c.N; n++)
+    for (let ci = 0; ci < c.C; ci++)
+      for (let ih = 0; ih < c.H; ih++)
+        for (let iw = 0; iw < c.W; iw++) {
+          const v = x[((n * c.C + ci) * c.H + ih) * c.W + iw];
+          for (let oc = 0; oc < Og; oc++)
+            for (let i = 0; i < c.k[0]; i++)
+              for (let j = 0; j < c.k[1]; j++) {
+                const oh = ih * c.stride[0] - c.padding[0] + i * c.dilation[0];
+                const ow = iw * c.stride[1] - c.padding[1] + j * c.dilation[1];
+                if (oh < 0 || oh >= OH || ow < 0 || ow >= OW) continue;
+                const o = Math.floor(ci / Cg) * Og + oc;
+                y[((n * c.O + o) * OH + oh) * OW + ow] += v * w[((ci * Og + oc) * c.k[0] + i) * c.k[1] + j];
+              }
+        }
+  return { shape: [c.N, c.O, OH, OW], y };
+}
+
+/** The conv_transpose2d cases both the reference and the device tests run: strides, paddings, output paddings (one only dilation allows), groups, dilation. */
+export const CONV_TRANSPOSE_CASES: ConvTransposeCase[] = [
+  // The U-Net up-sampling: 2x2, stride 2.
+  { N: 2, C: 5, H: 3, W: 4, O: 3, k: [2, 2], stride: [2, 2], padding: [0, 0], outputPadding: [0, 0], dilation: [1, 1], groups: 1 },
+  // 3x3 stride 2 padding 1 with output_padding 1 (exact 2x), odd sizes.
+  { N: 1, C: 3, H: 5, W: 3, O: 4, k: [3, 3], stride: [2, 2], padding: [1, 1], outputPadding: [1, 1], dilation: [1, 1], groups: 1 },
+  // Unequal strides and paddings, a non-square kernel, groups.
+  { N: 2, C: 4, H: 3, W: 5, O: 6, k: [3, 2], stride: [3, 1], padding: [2, 0], outputPadding: [2, 0], dilation: [1, 1], groups: 2 },
+  // A kernel narrower than the stride (gaps), padding larger than the kernel reach.
+  { N: 1, C: 2, H: 4, W: 4, O: 3, k: [1, 1], stride: [2, 3], padding: [0, 1], outputPadding: [1, 2], dilation: [1, 1], groups: 1 },
+  // Dilation, and output_padding >= stride (allowed as it is < dilation), with and without padding.
+  { N: 1, C: 3, H: 4, W: 3, O: 2, k: [3, 2], stride: [1, 2], padding: [1, 0], outputPadding: [1, 2], dilation: [2, 3], groups: 1 },
+  { N: 2, C: 6, H: 3, W: 3, O: 3, k: [2, 3], stride: [1, 1], padding: [0, 2], outputPadding: [2, 1], dilation: [3, 2], groups: 3 },
+];
+
 // ---------------------------------------------------------------- graph comparison
 
 /**
@@ -212,7 +301,7 @@ export function randomState(graph: Graph, seed: number): Record<string, Float64A
     if (name.endsWith('num_batches_tracked')) v = new Float64Array(n).fill(3);
     else if (name.endsWith('running_var')) v = randomArray(n, r, 0.5).map((x) => x + 1);
     else if (name.endsWith('running_mean')) v = randomArray(n, r, 0.2);
-    else if (/(^|\.)(bn\d|downsample\.1|norm|LayerNorm|_head\.1)\.weight$/.test(name) && s.shape.length === 1) v = randomArray(n, r, 0.2).map((x) => x + 1);
+    else if (/(^|\.)(bn\d*|downsample\.1|norm|LayerNorm|_head\.1)\.weight$/.test(name) && s.shape.length === 1) v = randomArray(n, r, 0.2).map((x) => x + 1);
     else if (s.shape.length <= 1) v = randomArray(n, r, 0.1);
     else if (/embeddings\.weight$/.test(name)) v = randomArray(n, r, 0.5);
     else v = randomArray(n, r, Math.sqrt(3 / (n / s.shape[0])));

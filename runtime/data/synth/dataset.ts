@@ -34,7 +34,7 @@ import {
   type Side,
   type Zone,
 } from './phantom.ts';
-import { writeReport } from './reports.ts';
+import { FOLLOW_UP_SENTENCES, writeReport } from './reports.ts';
 import { buildWordPieceVocab } from './vocab.ts';
 
 export interface SynthOptions {
@@ -246,7 +246,10 @@ export async function generateSynthCXR(files: WritableFileSource, opts: SynthOpt
       const report = writeReport(findings, rng, { age, sex, views: viewsText });
       const sentences = reportSentences(report.text).sentences;
       const sources = [...report.findingsSentences, ...report.impressionSentences];
+      // A reader sentence names the findings of the written sentence it comes from (a written
+      // sentence may split in two: "… lung nodule. Recommend CT …": the follow-up names none).
       const sentenceFindings = sentences.map((s) => {
+        if (FOLLOW_UP_SENTENCES.includes(s)) return [];
         const src = sources.find((r) => r.text.replace(/\s+/g, ' ').includes(s));
         return src ? src.findings : [];
       });

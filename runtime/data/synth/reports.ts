@@ -111,10 +111,7 @@ function impressionPhrase(f: Finding, rng: Rng): string {
         `${cap(side)} ${f.zone} zone opacity.`,
       ]);
     case 'nodule':
-      return rng.pick([
-        `${(f.sizeCm ?? 1.5).toFixed(1)} cm ${side} ${f.zone} lung nodule. Recommend CT for further evaluation.`,
-        `${cap(side)} ${f.zone} lung nodule.`,
-      ]);
+      return rng.pick([`${(f.sizeCm ?? 1.5).toFixed(1)} cm ${side} ${f.zone} lung nodule. ${FOLLOW_UP_SENTENCES[0]}`, `${cap(side)} ${f.zone} lung nodule.`]);
     case 'effusion':
       return rng.pick([`${cap(f.severity ?? 'small')} ${side} pleural effusion.`, `${cap(side)} pleural effusion.`]);
     case 'pneumothorax':
@@ -127,6 +124,12 @@ function impressionPhrase(f: Finding, rng: Rng): string {
       return `Radiopaque device over the ${side} hemithorax.`;
   }
 }
+
+/**
+ * A sentence that follows a finding's phrase but does not name the finding: the
+ * annotations link it to no finding (phrase grounding would otherwise score it).
+ */
+export const FOLLOW_UP_SENTENCES: readonly string[] = ['Recommend CT for further evaluation.'];
 
 /** Builds a report for the findings (indices of `findings` are recorded per sentence). */
 export function writeReport(findings: readonly Finding[], rng: Rng, meta: { age: number; sex: 'M' | 'F'; views: string }): SynthReport {
