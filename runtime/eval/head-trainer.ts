@@ -206,6 +206,29 @@ export function checkEncodersFit(compile: HeadTrainerOptions['compile'], encoder
   }
 }
 
+/**
+ * The configs a head is compiled with, from the task and the encoder: `batch`,
+ * `image_size`, each `<map>_channels` it declares (EncoderFeatures' output channels at the
+ * encoder's architecture), `resnet` and `resnet_width`, and a detection head's `classes`.
+ */
+export function headConfigs(
+  task: EvalTask,
+  compile: HeadTrainerOptions['compile'],
+  data: { imageSize: number; classes: number },
+  arch: EncoderArch,
+  featureGraph: Graph,
+): Record<string, string> {
+  const declared = compile(task.head.file, task.head.model, {}, 'train').model.configs;
+  const set: Record<string, string> = { batch: String(task.batch), image_size: String(data.imageSize) };
+  for (const map of FEATURE_MAPS) {
+    if (`${map}_channels` in declared) set[`${map}_channels`] = String(featureGraph.nodes[featureGraph.outputs[map]].shape[1]);
+  }
+  if ('resnet' in declared) set.resnet = arch.resnet;
+  if ('resnet_width' in declared) set.resnet_width = String(arch.width);
+  if ('classes' in declared && taskAdapter(task).kind === 'detection') set.classes = String(data.classes);
+  return set;
+}
+
 export interface HeadTrainerOptions {
   device: LovtDevice;
   /** Compiles a model of models/eval/ (`file` relative to that directory). */
@@ -299,18 +322,9 @@ export class HeadTrainer {
     return s;
   }
 
-  /** The configs the head's and feature model's compilation set from the task and encoder. */
   private headSet(task: EvalTask, arch: EncoderArch, featureGraph: Graph): Record<string, string> {
     const data = this.dataOf(task);
-    const declared = this.opts.compile(task.head.file, task.head.model, {}, 'train').model.configs;
-    const set: Record<string, string> = { batch: String(task.batch), image_size: String(data.imageSize) };
-    for (const map of FEATURE_MAPS) {
-      if (`${map}_channels` in declared) set[`${map}_channels`] = String(featureGraph.nodes[featureGraph.outputs[map]].shape[1]);
-    }
-    if ('resnet' in declared) set.resnet = arch.resnet;
-    if ('resnet_width' in declared) set.resnet_width = String(arch.width);
-    if ('classes' in declared && data.spec.kind === 'detection') set.classes = String(data.spec.findings.length);
-    return set;
+    return headConfigs(task, this.opts.compile, { imageSize: data.imageSize, classes: data.spec.findings.length }, arch, featureGraph);
   }
 
   private featureModel(task: EvalTask, arch: EncoderArch, batch: number): CompiledModel {

@@ -10,6 +10,7 @@ import type { LabelledBox, ScoredBox } from './boxes.ts';
 import { detectionMAP, type DetectionImage } from './detection.ts';
 import type { ProtocolTask } from './protocol.ts';
 import { DiceAccumulator } from './segmentation.ts';
+import { YOLO_OUTPUTS, yoloDetections, yoloTargets } from './yolo.ts';
 
 /** What a task's head reads besides the encoder's maps or image: one sample's targets. */
 export interface SampleTargets {
@@ -93,8 +94,7 @@ export interface YoloApi {
 /**
  * Detection heads (YOLOv3): the target inputs and the outputs read back are yolo.ts's; the
  * metric is mAP over IoU 0.40:0.05:0.75 (detectionMAP) of the decoded detections (after
- * confidence 0.2 and NMS 0.4) against the valid images' boxes. Registered with
- * `TASK_ADAPTERS.detection = detectionAdapter(yolo)` where yolo.ts is imported.
+ * confidence 0.2 and NMS 0.4) against the valid images' boxes.
  */
 export function detectionAdapter(yolo: YoloApi): TaskAdapter {
   return {
@@ -118,8 +118,11 @@ export function detectionAdapter(yolo: YoloApi): TaskAdapter {
   };
 }
 
-/** The adapters by task kind; detection joins with runtime/eval/yolo.ts (detectionAdapter). */
-export const TASK_ADAPTERS: Partial<Record<SynthTaskKind, TaskAdapter>> = { segmentation: SEGMENTATION_ADAPTER };
+/** The adapters by task kind. */
+export const TASK_ADAPTERS: Partial<Record<SynthTaskKind, TaskAdapter>> = {
+  segmentation: SEGMENTATION_ADAPTER,
+  detection: detectionAdapter({ YOLO_OUTPUTS, yoloTargets, yoloDetections }),
+};
 
 export interface EvalTask extends ProtocolTask {
   /** SynthCXR task data (synth-tasks.ts SYNTH_TASKS). */
@@ -155,6 +158,54 @@ export const EVAL_TASKS: Readonly<Record<string, EvalTask>> = {
     batch: 8,
     stopPatience: 10,
     maxEpochs: 40,
+  },
+  // U-Net and YOLOv3 (models/eval/segmentation.lovt, yolov3.lovt). SynthCXR is a small task:
+  // the fine-tune warm-up is 20 steps (method §6).
+  'synth-seg-unet-frozen': {
+    name: 'synth-seg-unet-frozen',
+    metric: 'Dice',
+    lrGrid: [...UNET_LR_GRID],
+    data: 'synth-seg',
+    head: { file: 'segmentation.lovt', model: 'UNetFrozen' },
+    encoder: 'frozen',
+    batch: 8,
+    stopPatience: 10,
+    maxEpochs: 30,
+  },
+  'synth-seg-unet-finetune': {
+    name: 'synth-seg-unet-finetune',
+    metric: 'Dice',
+    lrGrid: [...UNET_LR_GRID],
+    data: 'synth-seg',
+    head: { file: 'segmentation.lovt', model: 'UNetFinetune' },
+    encoder: 'finetune',
+    warmup: { model: 'UNetFinetuneWarmup', steps: 20, lr: WARMUP_LR },
+    batch: 8,
+    stopPatience: 10,
+    maxEpochs: 30,
+  },
+  'synth-det-yolo-frozen': {
+    name: 'synth-det-yolo-frozen',
+    metric: 'mAP',
+    lrGrid: [...YOLO_LR_GRID],
+    data: 'synth-det',
+    head: { file: 'yolov3.lovt', model: 'YoloV3Frozen' },
+    encoder: 'frozen',
+    batch: 8,
+    stopPatience: 10,
+    maxEpochs: 30,
+  },
+  'synth-det-yolo-finetune': {
+    name: 'synth-det-yolo-finetune',
+    metric: 'mAP',
+    lrGrid: [...YOLO_LR_GRID],
+    data: 'synth-det',
+    head: { file: 'yolov3.lovt', model: 'YoloV3Finetune' },
+    encoder: 'finetune',
+    warmup: { model: 'YoloV3FinetuneWarmup', steps: 20, lr: WARMUP_LR },
+    batch: 8,
+    stopPatience: 10,
+    maxEpochs: 30,
   },
 };
 

@@ -16,6 +16,8 @@ import type { CheckpointManifest } from '../../runtime/train/checkpoint.ts';
 import { DiceAccumulator } from '../../runtime/eval/segmentation.ts';
 import {
   encoderFromCheckpoint,
+  FEATURE_MAPS,
+  headConfigs,
   encoderFromTorchvision,
   inferResNetArch,
   matchBackbone,
@@ -25,6 +27,8 @@ import {
   resolveArch,
 } from '../../runtime/eval/head-trainer.ts';
 import { EVAL_SUITES, EVAL_TASKS, LINEAR_LR_GRID, resolveTasks, SEGMENTATION_ADAPTER, taskAdapter } from '../../runtime/eval/tasks.ts';
+import { SYNTH_TASKS } from '../../runtime/eval/synth-tasks.ts';
+import { YOLO_OUTPUTS } from '../../runtime/eval/yolo.ts';
 
 const FEATURES = fileURLToPath(new URL('../../models/eval/features.lovt', import.meta.url));
 
@@ -57,6 +61,16 @@ test('tasks and suites: synth-seg-linear as method §6 says; suites resolve in o
     },
   );
   assert.equal(t.lrGrid, [...LINEAR_LR_GRID]);
+  assert.equal(
+    Object.values(EVAL_TASKS).map((x) => [x.name, x.head.model, x.encoder, x.warmup?.model ?? null, x.warmup?.steps ?? null, x.lrGrid.join()]),
+    [
+      ['synth-seg-linear', 'LinearSegmentation', 'frozen', null, null, '0.3,0.1,0.03,0.01,0.003,0.001'],
+      ['synth-seg-unet-frozen', 'UNetFrozen', 'frozen', null, null, '0.001,0.0003,0.0001,0.00003,0.00001'],
+      ['synth-seg-unet-finetune', 'UNetFinetune', 'finetune', 'UNetFinetuneWarmup', 20, '0.001,0.0003,0.0001,0.00003,0.00001'],
+      ['synth-det-yolo-frozen', 'YoloV3Frozen', 'frozen', null, null, '0.001,0.0003,0.0001'],
+      ['synth-det-yolo-finetune', 'YoloV3Finetune', 'finetune', 'YoloV3FinetuneWarmup', 20, '0.001,0.0003,0.0001'],
+    ],
+  );
   assert.equal(EVAL_SUITES['synth-linear'], ['synth-seg-linear']);
   assert.equal([...EVAL_SUITES.synth].sort(), Object.keys(EVAL_TASKS).sort(), 'synth = every registered SynthCXR task');
   for (const task of Object.values(EVAL_TASKS)) assert.ok(taskAdapter(task), `${task.name} has an adapter`);
@@ -70,6 +84,48 @@ test('tasks and suites: synth-seg-linear as method §6 says; suites resolve in o
   );
   assert.throws(() => resolveTasks([], 'nope'), /^unknown suite 'nope' \(--suite\); the suites are synth-linear \(synth-seg-linear\), synth \(/);
   assert.throws(() => resolveTasks([]), /^give --task NAME \(synth-seg-linear.*\) or --suite NAME \(synth-linear, synth\)$/);
+});
+
+test("every registered task's head (and warm-up variant) compiles with the configs the trainer sets, reading what the encoder gives", () => {
+  const EVAL = fileURLToPath(new URL('../../models/eval/', import.meta.url));
+  const compile = (file: string, model: string, set: Record<string, string>, mode: 'train' | 'eval') =>
+    compileModelOrThrow({ path: path.join(EVAL, file) }, { model, set, mode });
+  for (const arch of [
+    { resnet: 'resnet18', width: 16 },
+    { resnet: 'resnet50', width: 8 },
+  ] as const) {
+    const features = compile(
+      'features.lovt',
+      'EncoderFeatures',
+      { batch: '8', image_size: '64', resnet: arch.resnet, resnet_width: String(arch.width) },
+      'eval',
+    );
+    const shapeOf = (name: string) => features.graph.nodes[features.graph.outputs[name]].shape;
+    for (const task of Object.values(EVAL_TASKS)) {
+      const classes = SYNTH_TASKS[task.data].findings.length;
+      const set = headConfigs(task, compile, { imageSize: 64, classes }, arch, features.graph);
+      const where = `${task.name} at ${arch.resnet} width ${arch.width}`;
+      for (const model of [task.head.model, ...(task.warmup ? [task.warmup.model] : [])]) {
+        for (const mode of ['train', 'eval'] as const) {
+          const { graph } = compile(task.head.file, model, set, mode);
+          const input = (n: string) => graph.nodes[graph.inputs[n]].shape;
+          for (const map of FEATURE_MAPS) if (map in graph.inputs) assert.equal(input(map), shapeOf(map), `${where}: ${model} ${mode} input ${map}`);
+          if (task.encoder === 'finetune') {
+            assert.equal(input('image'), [8, 3, 64, 64], `${where}: ${model} reads the image`);
+            assert.ok(`backbone.conv1.weight` in graph.state, `${where}: ${model} has the backbone`);
+          } else
+            assert.not.ok(
+              Object.keys(graph.state).some((n) => n.startsWith('backbone.')),
+              `${where}: a frozen head has no backbone`,
+            );
+          const outputs = taskAdapter(task).kind === 'segmentation' ? ['logits'] : [...YOLO_OUTPUTS];
+          for (const o of outputs) assert.ok(o in graph.outputs, `${where}: ${model} ${mode} outputs ${o}`);
+          assert.ok('loss.total' in graph.outputs, `${where}: ${model} ${mode} has a loss`);
+        }
+      }
+      if (taskAdapter(task).kind === 'detection') assert.is(set.classes, String(classes), `${where}: classes`);
+    }
+  }
 });
 
 test('the segmentation adapter stacks masks and counts only the valid samples of a padded batch in Dice', () => {
