@@ -678,6 +678,8 @@ export async function warmUpPrograms(programs: Program[], store: StateStore): Pr
     for (const [name, id] of Object.entries(p.graph.inputs)) zeros[name] = zeroTensor(p.graph.nodes[id].shape, p.graph.nodes[id].dtype);
     await p.run(zeros, []);
   }
+  // A run that reads nothing back returns once submitted: wait for the work (and the compiles) to finish.
+  await store.dev.device.queue.onSubmittedWorkDone();
   zeroState(store);
 }
 
