@@ -6,7 +6,7 @@
 //   lovt-run export RUN_DIR --image-encoder out.safetensors
 //   lovt-run eval --init RUN_DIR|FILE.safetensors|random --task NAME | --suite NAME [--data synth|DIR] ...
 //   lovt-run doctor
-//   lovt-run demo [--out RUN_DIR] [--minutes M]
+//   lovt-run demo [--out RUN_DIR] [--minutes M] [--seeds N]
 //
 // MODEL is a .lovt file or a directory written by `lovtc MODEL -o DIR`. This file is
 // the command-line wiring and the printing; the commands themselves are in
@@ -149,30 +149,28 @@ function buildProgram(): Command {
 
   program
     .command('demo')
-    .description('pre-train LoVT-tiny on SynthCXR for a few minutes and write a report with loss curves and attention heatmaps')
+    .description(
+      'pre-train LoVT-tiny on SynthCXR for a few minutes, then evaluate its encoder against random weights (linear segmentation) and its phrase grounding; one report',
+    )
     .option('--out <RUN_DIR>', 'run directory (default runs/demo-<time>)')
     .addOption(overwriteOption())
-    .option('--minutes <M>', 'training time', positiveNumber('--minutes'), 5)
+    .option('--minutes <M>', 'pre-training time', positiveNumber('--minutes'), 3)
+    .option('--seeds <N>', 'evaluation runs per encoder at the chosen LR', positiveInt('--seeds'), 3)
     .addOption(studiesOption('SynthCXR size'))
     .addOption(dataWorkersOption())
-    .action(async (o: { out?: string; overwrite?: boolean; minutes: number; studies: number; dataWorkers?: number }) => {
-      const out = o.out ?? path.join('runs', `demo-${(await commands()).timestamp()}`);
-      say(`lovt demo: pre-training LoVT-tiny on a generated SynthCXR data set for ${o.minutes} min, then ${path.join(out, 'report.md')}`);
-      return train(DEMO_MODEL, {
-        // Accumulation 1 and 10× the reference LR, so that a few minutes show learning.
-        data: 'synth',
-        studies: o.studies,
-        synthSeed: 0,
-        set: ['train.accumulate=1', 'train.epochs=1000', 'train.optimizer.lr=1e-3'],
-        init: [],
-        out,
-        overwrite: o.overwrite,
-        minutes: o.minutes,
-        report: true,
-        heatmapStudies: 4,
-        dataWorkers: o.dataWorkers,
-        command: `lovt-run demo --out ${out} --minutes ${o.minutes}`,
-      });
+    .action(async (o: { out?: string; overwrite?: boolean; minutes: number; seeds: number; studies: number; dataWorkers?: number }) => {
+      const c = await commands();
+      const out = o.out ?? path.join('runs', `demo-${c.timestamp()}`);
+      say(
+        `lovt demo: pre-training LoVT-tiny on a generated SynthCXR data set for ${o.minutes} min, evaluating its encoder, then ${path.join(out, 'report.md')}`,
+      );
+      const { demoCommand } = await import('../runtime/platform/node-demo.ts');
+      const output = runOutput(c);
+      try {
+        await demoCommand(DEMO_MODEL, { ...o, out }, output);
+      } finally {
+        output.stop();
+      }
     });
 
   program
