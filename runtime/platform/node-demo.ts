@@ -75,7 +75,10 @@ export async function demoCommand(model: string, o: DemoOptions, out: RunOutput 
     `--synth-seed ${DEMO_EVAL_SYNTH_SEED} --out ${evalDir}`;
   const reportPath = nodePath.join(o.out, 'report.md');
   const report = await readFile(reportPath, 'utf8');
-  await writeFile(reportPath, report.trimEnd() + '\n\n' + demoEvaluationMarkdown(results, evalCommandLine) + '\n' + groundingMarkdown(grounding, { run: o.out, checkpoint: 'best' }));
+  await writeFile(
+    reportPath,
+    report.trimEnd() + '\n\n' + demoEvaluationMarkdown(results, evalCommandLine) + '\n' + groundingMarkdown(grounding, { run: o.out, checkpoint: 'best' }),
+  );
   out.say(resultsTable(results));
   for (const t of results.tasks) out.say(t.summary);
   out.say(`report: ${reportPath}`);
