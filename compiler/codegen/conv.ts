@@ -13,29 +13,10 @@
 // (gradInputPhaseSpec); a weight gradient with a long reduction and few output
 // tiles splits it into partial sums and a summing pass (renderConv2dGradWeightSplit).
 
-import { type Graph, type Node, numel, shapeStr } from '../ir.ts';
+import { type Graph, type Node, numel } from '../ir.ts';
+import { type ConvGeometry, convGeometry as tableConvGeometry } from '../ops/contraction.ts';
 import type { Kernel } from './kernel.ts';
 import { type ContractionOptions, type GemmOperand, type GemmSpec, PORTABLE_TARGET, ParamBlock, chooseSplitK, renderGemm, renderPartialSum } from './gemm.ts';
-
-/** Every size of a conv2d problem, whichever of the three ops describes it. */
-export interface ConvGeometry {
-  N: number; // images
-  C: number; // input channels
-  H: number;
-  W: number;
-  O: number; // output channels
-  KH: number;
-  KW: number;
-  OH: number;
-  OW: number;
-  sh: number;
-  sw: number;
-  ph: number;
-  pw: number;
-  dh: number;
-  dw: number;
-  G: number; // groups
-}
 
 type ConvOp = 'conv2d' | 'conv2d_grad_input' | 'conv2d_grad_weight';
 
@@ -43,60 +24,21 @@ function describe(node: Node): string {
   return `${node.op} (node %${node.id}${node.name ? ' ' + node.name : ''})`;
 }
 
-function pairAttr(node: Extract<Node, { op: ConvOp }>, name: 'stride' | 'padding' | 'dilation', fallback: number): [number, number] {
-  const v = node.attrs[name];
-  if (v === undefined || v === null) return [fallback, fallback];
-  if (typeof v === 'number') return [v, v];
-  if (Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number')) return [v[0], v[1]];
-  throw new Error(`${describe(node)}: attribute ${name} must be an int or a pair of ints, got ${JSON.stringify(v)}`);
-}
-
-function rank4(node: Node, what: string, shape: number[]): number[] {
-  if (shape.length !== 4) throw new Error(`${describe(node)}: ${what} must be rank 4, got ${shapeStr(shape)}`);
-  return shape;
-}
-
-/** The geometry of a conv2d / conv2d_grad_input / conv2d_grad_weight node, checked for consistency. */
+/** The geometry of a conv2d / conv2d_grad_input / conv2d_grad_weight node (the op table's, from its x, w and y). */
 export function convGeometry(graph: Graph, node: Node): ConvGeometry {
   if (node.op !== 'conv2d' && node.op !== 'conv2d_grad_input' && node.op !== 'conv2d_grad_weight')
     throw new Error(`conv generator got a '${node.op}' node (%${node.id})`);
   if (node.inputs.length !== 2) throw new Error(`${describe(node)} takes 2 inputs, got ${node.inputs.length}`);
   const ins = node.inputs.map((i) => graph.nodes[i]);
   for (const t of [...ins, node]) if (t.dtype !== 'f32') throw new Error(`${describe(node)}: only f32 is supported, %${t.id} is ${t.dtype}`);
-  const [sh, sw] = pairAttr(node, 'stride', 1);
-  const [ph, pw] = pairAttr(node, 'padding', 0);
-  const [dh, dw] = pairAttr(node, 'dilation', 1);
-  const G = node.attrs.groups ?? 1;
-  let N: number, C: number, H: number, W: number, O: number, KH: number, KW: number, OH: number, OW: number, Cg: number;
-  if (node.op === 'conv2d') {
-    [N, C, H, W] = rank4(node, 'x', ins[0].shape);
-    [O, Cg, KH, KW] = rank4(node, 'weight', ins[1].shape);
-    [, , OH, OW] = rank4(node, 'output', node.shape);
-  } else if (node.op === 'conv2d_grad_input') {
-    [N, O, OH, OW] = rank4(node, 'dy', ins[0].shape);
-    [, Cg, KH, KW] = rank4(node, 'weight', ins[1].shape);
-    [, C, H, W] = rank4(node, 'output', node.shape);
-  } else {
-    [N, C, H, W] = rank4(node, 'x', ins[0].shape);
-    [, O, OH, OW] = rank4(node, 'dy', ins[1].shape);
-    [, Cg, KH, KW] = rank4(node, 'output', node.shape);
+  const [a, b] = ins.map((t) => t.shape);
+  // (x, w, y) of the forward convolution each op is a part of
+  const [x, w, y] = node.op === 'conv2d' ? [a, b, node.shape] : node.op === 'conv2d_grad_input' ? [node.shape, b, a] : [a, node.shape, b];
+  try {
+    return tableConvGeometry((node as Extract<Node, { op: ConvOp }>).attrs, x, w, y);
+  } catch (err) {
+    throw new Error(`${describe(node)}: ${(err as Error).message}`);
   }
-  const ok = (n: number) => Number.isInteger(n) && n >= 1;
-  if (![sh, sw, dh, dw, G].every(ok) || ![ph, pw].every((p) => Number.isInteger(p) && p >= 0))
-    throw new Error(
-      `${describe(node)}: stride/dilation/groups must be positive integers and padding non-negative, got stride ${sh},${sw} padding ${ph},${pw} dilation ${dh},${dw} groups ${G}`,
-    );
-  if (C !== Cg * G || O % G !== 0)
-    throw new Error(`${describe(node)}: ${C} input and ${O} output channels do not fit weight with ${Cg} channels per group and ${G} groups`);
-  const eOH = Math.floor((H + 2 * ph - dh * (KH - 1) - 1) / sh) + 1;
-  const eOW = Math.floor((W + 2 * pw - dw * (KW - 1) - 1) / sw) + 1;
-  if (eOH !== OH || eOW !== OW)
-    throw new Error(
-      `${describe(node)}: input ${H}x${W} with kernel ${KH}x${KW}, stride ${sh},${sw}, padding ${ph},${pw}, dilation ${dh},${dw} gives ${eOH}x${eOW}, not ${OH}x${OW}`,
-    );
-  const expectOut = node.op === 'conv2d' ? [N, O, OH, OW] : node.op === 'conv2d_grad_input' ? [N, C, H, W] : [O, Cg, KH, KW];
-  if (shapeStr(expectOut) !== shapeStr(node.shape)) throw new Error(`${describe(node)}: output is ${shapeStr(node.shape)}, expected ${shapeStr(expectOut)}`);
-  return { N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, G };
 }
 
 /** Floating-point operations of any of the three conv ops (2 per multiply-add of the forward conv). */

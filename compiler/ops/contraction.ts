@@ -8,15 +8,15 @@ import { broadcastOffsets } from './float64.ts';
 
 const CONV_ATTRS = ['stride', 'padding', 'dilation', 'groups'] as const;
 
-/** Every size of a direct convolution, from x, w and y whichever op it is. */
-interface ConvGeometry {
-  N: number;
-  C: number;
+/** Every size of a conv2d problem, from x, w and y whichever of the three ops describes it (the float64 reference and the WGSL kernels, codegen/conv.ts). */
+export interface ConvGeometry {
+  N: number; // images
+  C: number; // input channels
   H: number;
-  W: number; // input
-  O: number;
-  kh: number;
-  kw: number; // weight [O, C/groups, kh, kw]
+  W: number;
+  O: number; // output channels
+  KH: number;
+  KW: number; // weight [O, C/G, KH, KW]
   OH: number;
   OW: number; // output
   sh: number;
@@ -25,29 +25,43 @@ interface ConvGeometry {
   pw: number;
   dh: number;
   dw: number;
-  groups: number;
+  G: number; // groups
 }
 
-function convGeometry(attrs: ConvAttrs, x: Shape, w: Shape, y: Shape): ConvGeometry {
+/** The geometry of the convolution x * w = y, checked for consistency. */
+export function convGeometry(attrs: ConvAttrs, x: Shape, w: Shape, y: Shape): ConvGeometry {
   const [sh, sw] = pair(attrs.stride, 'stride');
   const [ph, pw] = pair(attrs.padding, 'padding');
   const [dh, dw] = pair(attrs.dilation, 'dilation');
-  const groups = attrs.groups ?? 1;
-  const g: ConvGeometry = { N: x[0], C: x[1], H: x[2], W: x[3], O: w[0], kh: w[2], kw: w[3], OH: y[2], OW: y[3], sh, sw, ph, pw, dh, dw, groups };
-  const oh = convOut(g.H, g.kh, sh, ph, dh);
-  const ow = convOut(g.W, g.kw, sw, pw, dw);
+  const G = attrs.groups ?? 1;
+  for (const [what, s] of [
+    ['x', x],
+    ['weight', w],
+    ['output', y],
+  ] as const)
+    need(s.length === 4, `conv ${what} must be rank 4, got ${shapeStr(s)}`);
+  const g: ConvGeometry = { N: x[0], C: x[1], H: x[2], W: x[3], O: w[0], KH: w[2], KW: w[3], OH: y[2], OW: y[3], sh, sw, ph, pw, dh, dw, G };
+  const ok = (n: number) => Number.isInteger(n) && n >= 1;
+  if (![sh, sw, dh, dw, G].every(ok) || ![ph, pw].every((p) => Number.isInteger(p) && p >= 0))
+    throw new Error(
+      `stride/dilation/groups must be positive integers and padding non-negative, got stride ${sh},${sw} padding ${ph},${pw} dilation ${dh},${dw} groups ${G}`,
+    );
+  if (w[1] * G !== g.C || g.O % G !== 0)
+    throw new Error(`${g.C} input and ${g.O} output channels do not fit weight ${shapeStr(w)} with ${w[1]} channels per group and ${G} groups`);
+  const oh = convOut(g.H, g.KH, sh, ph, dh);
+  const ow = convOut(g.W, g.KW, sw, pw, dw);
   if (oh !== g.OH || ow !== g.OW)
     throw new Error(
-      `input ${shapeStr(x)} with kernel ${g.kh}x${g.kw}, stride ${sh},${sw}, padding ${ph},${pw}, dilation ${dh},${dw} gives output ${oh}x${ow}, not ${g.OH}x${g.OW}`,
+      `input ${g.H}x${g.W} with kernel ${g.KH}x${g.KW}, stride ${sh},${sw}, padding ${ph},${pw}, dilation ${dh},${dw} gives ${oh}x${ow}, not ${g.OH}x${g.OW}`,
     );
-  if (w[1] * groups !== g.C) throw new Error(`weight ${shapeStr(w)} with groups ${groups} does not match ${g.C} input channels`);
+  if (x[0] !== y[0] || y[1] !== g.O) throw new Error(`output ${shapeStr(y)} does not fit ${g.N} images of ${g.O} channels`);
   return g;
 }
 
 /** Calls visit(xIndex, wIndex, yIndex) for every multiply of a direct convolution. */
 function convTaps(g: ConvGeometry, visit: (xi: number, wi: number, yi: number) => void): void {
-  const cg = g.C / g.groups;
-  const og = g.O / g.groups;
+  const cg = g.C / g.G;
+  const og = g.O / g.G;
   for (let n = 0; n < g.N; n++)
     for (let o = 0; o < g.O; o++) {
       const c0 = Math.floor(o / og) * cg;
@@ -55,13 +69,13 @@ function convTaps(g: ConvGeometry, visit: (xi: number, wi: number, yi: number) =
         for (let ow = 0; ow < g.OW; ow++) {
           const yi = ((n * g.O + o) * g.OH + oh) * g.OW + ow;
           for (let c = 0; c < cg; c++)
-            for (let i = 0; i < g.kh; i++) {
+            for (let i = 0; i < g.KH; i++) {
               const ih = oh * g.sh - g.ph + i * g.dh;
               if (ih < 0 || ih >= g.H) continue;
-              for (let j = 0; j < g.kw; j++) {
+              for (let j = 0; j < g.KW; j++) {
                 const iw = ow * g.sw - g.pw + j * g.dw;
                 if (iw < 0 || iw >= g.W) continue;
-                visit(((n * g.C + c0 + c) * g.H + ih) * g.W + iw, ((o * cg + c) * g.kh + i) * g.kw + j, yi);
+                visit(((n * g.C + c0 + c) * g.H + ih) * g.W + iw, ((o * cg + c) * g.KH + i) * g.KW + j, yi);
               }
             }
         }
